@@ -1,0 +1,149 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from workloads.data.convert import main as convert_main
+from workloads.data.format import read_info
+from workloads.data.tfrecord import iter_records, masked_crc32c
+from youtube8m_records import random_videos, video_record, write_tfrecord
+
+HERE = os.path.dirname(__file__)
+
+
+def run_convert(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), HERE]))
+    return subprocess.run(
+        [sys.executable, "-m", "workloads.data.convert", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def read_shard(path):
+    return pq.read_table(path).to_pylist()
+
+
+def test_masked_crc_matches_tensorflow_known_value():
+    # TensorFlow's crc32c_test: Mask/Unmask are inverse and masking changes the value; known CRC-32C of
+    # 32 zero bytes is 0x8a9136aa (RFC 3720 test vector).
+    import google_crc32c
+
+    assert google_crc32c.value(bytes(32)) == 0x8A9136AA
+    crc = 0x8A9136AA
+    assert masked_crc32c(bytes(32)) == (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+@pytest.mark.parametrize("id_key", ["id", "video_id"])
+def test_converts_both_id_keys_exactly(tmp_path, id_key):
+    videos = random_videos(9, seed=1)
+    src = tmp_path / "train0001.tfrecord"
+    write_tfrecord(src, videos, id_key=id_key)
+    assert convert_main(["--out", str(tmp_path / "out"), str(src), "--workers", "1"]) == 0
+    shard = tmp_path / "out" / "train0001.parquet"
+    rows = read_shard(shard)
+    assert [r["id"] for r in rows] == [v[0] for v in videos]
+    for row, (vid, labels, rgb, audio) in zip(rows, videos):
+        assert row["labels"] == labels
+        assert row["num_frames"] == rgb.shape[0]
+        assert np.array_equal(np.frombuffer(row["rgb"], np.uint8).reshape(-1, 1024), rgb)
+        assert np.array_equal(np.frombuffer(row["audio"], np.uint8).reshape(-1, 128), audio)
+    info = read_info(str(shard))
+    assert info.num_classes == 3862 and info.source == "youtube8m-tfrecord"
+    # Frame columns are raw bytes without dictionary encoding or compression: np.frombuffer speed.
+    column_meta = pq.ParquetFile(shard).metadata.row_group(0)
+    for i in range(column_meta.num_columns):
+        column = column_meta.column(i)
+        if column.path_in_schema in ("rgb", "audio"):
+            assert column.compression == "UNCOMPRESSED"
+            assert "RLE_DICTIONARY" not in column.encodings and "PLAIN_DICTIONARY" not in column.encodings
+
+
+def test_converts_many_files_in_parallel_and_folders(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    expected = {}
+    for f in range(3):
+        videos = random_videos(5, seed=10 + f, prefix=f"f{f}-")
+        write_tfrecord(src / f"validate{f:04d}.tfrecord", videos)
+        expected[f"validate{f:04d}.parquet"] = [v[0] for v in videos]
+    (src / "README.txt").write_text("not a record file")
+    result = run_convert("--out", str(tmp_path / "out"), str(src), "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    assert "converted 3 of 3 files" in result.stdout and "15 videos" in result.stdout and "MB/s" in result.stdout
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(expected)
+    for name, ids in expected.items():
+        assert [r["id"] for r in read_shard(tmp_path / "out" / name)] == ids
+
+
+def _corrupt(data: bytes, offset: int) -> bytes:
+    return data[:offset] + bytes([data[offset] ^ 0xFF]) + data[offset + 1 :]
+
+
+def _record_offsets(data: bytes) -> list[int]:
+    import io
+
+    return [offset for _, offset, _ in iter_records(io.BytesIO(data), "x")]
+
+
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        ("payload", "payload checksum mismatch"),
+        ("length", "length checksum mismatch"),
+        ("truncate-payload", "truncated payload"),
+        ("truncate-header", "truncated header"),
+    ],
+)
+def test_corrupt_or_truncated_file_fails_cleanly(tmp_path, damage, problem):
+    good = random_videos(4, seed=2, prefix="good")
+    write_tfrecord(tmp_path / "good.tfrecord", good)
+    data = write_tfrecord(tmp_path / "bad.tfrecord", random_videos(5, seed=3))
+    offsets = _record_offsets(data)
+    third = offsets[2]
+    if damage == "payload":
+        data = _corrupt(data, third + 12 + 50)
+    elif damage == "length":
+        data = _corrupt(data, third + 1)
+    elif damage == "truncate-payload":
+        data = data[: third + 12 + 100]
+    else:
+        data = data[: third + 5]
+    (tmp_path / "bad.tfrecord").write_bytes(data)
+    out = tmp_path / "out"
+    result = run_convert("--out", str(out), str(tmp_path / "good.tfrecord"), str(tmp_path / "bad.tfrecord"))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:") and "bad.tfrecord" in line]
+    assert len(error_lines) == 1, result.stderr
+    assert f"record 2 at byte {third}" in error_lines[0] and problem in error_lines[0]
+    # The good file converted; nothing at all is left of the bad one, not even a temporary file.
+    assert os.listdir(out) == ["good.parquet"]
+    assert [r["id"] for r in read_shard(out / "good.parquet")] == [v[0] for v in good]
+
+
+def test_bad_content_names_record_and_field(tmp_path):
+    vid, labels, rgb, audio = random_videos(1, seed=4)[0]
+    short_frame = video_record(vid, labels, rgb, audio)
+    bad_rgb = video_record("short", [1], np.zeros((3, 1000), np.uint8), np.zeros((3, 128), np.uint8))
+    from youtube8m_records import tfrecord
+
+    (tmp_path / "a.tfrecord").write_bytes(tfrecord([short_frame, bad_rgb]))
+    result = run_convert("--out", str(tmp_path / "out"), str(tmp_path / "a.tfrecord"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "record 1 at byte" in result.stderr and "'rgb' frame 0 must be 1024 bytes" in result.stderr
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
+
+
+def test_labels_outside_vocabulary_are_rejected(tmp_path):
+    write_tfrecord(tmp_path / "a.tfrecord", [("x", [4000], np.zeros((2, 1024), np.uint8), np.zeros((2, 128), np.uint8))])
+    result = run_convert("--out", str(tmp_path / "out"), str(tmp_path / "a.tfrecord"))
+    assert result.returncode == 1 and "record 0 at byte 0: video 'x': field 'labels' holds 4000, outside [0, 3862)" in result.stderr
+    result = run_convert("--out", str(tmp_path / "out"), "--num-classes", "4716", str(tmp_path / "a.tfrecord"))
+    assert result.returncode == 0, result.stderr
+
+
+def test_missing_source_is_a_usage_error(tmp_path):
+    result = run_convert("--out", str(tmp_path / "out"), str(tmp_path / "nowhere"))
+    assert result.returncode == 2 and "no such file or folder" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,140 @@
+"""python -m workloads.data.convert --out DIR SRC... : YouTube-8M frame-level TFRecords to video shards.
+
+Each input file becomes one shard `DIR/<name>.parquet`, written under a hidden temporary name and renamed
+when complete, so a corrupt or truncated input leaves nothing behind. Files convert in parallel, one process
+a core. Exit status 0 when every file converted, 1 when some did not (each named on one line), 2 on bad
+arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Iterator
+
+from tqdm import tqdm
+
+from workloads.data.format import SHARD_SUFFIX, ShardInfo, Video, write_shard
+from workloads.data.fs import file_size, join, list_files, resolve
+from workloads.data.tfrecord import read_videos
+from workloads.errors import DataError
+
+TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords")
+YOUTUBE8M_CLASSES = 3862
+
+
+@dataclass
+class ConvertStats:
+    files: int = 0
+    videos: int = 0
+    frames: int = 0
+    frame_bytes: int = 0
+    input_bytes: int = 0
+
+    def add(self, other: "ConvertStats") -> None:
+        for name in ("files", "videos", "frames", "frame_bytes", "input_bytes"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def shard_name(source: str) -> str:
+    base = source.rstrip("/").rsplit("/", 1)[-1]
+    for suffix in TFRECORD_SUFFIXES:
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+    return base + SHARD_SUFFIX
+
+
+def convert_file(source: str, destination: str, num_classes: int) -> ConvertStats:
+    """Convert one TFRecord file into one shard, streaming; raises DataError on bad input."""
+    fs, path = resolve(source)
+    info = ShardInfo(num_classes=num_classes, source="youtube8m-tfrecord", details={"converted_from": shard_name(source)})
+    stats = ConvertStats(files=1, input_bytes=file_size(source))
+
+    def counted(videos: Iterator[Video]) -> Iterator[Video]:
+        for video in videos:
+            stats.videos += 1
+            stats.frames += video.num_frames
+            stats.frame_bytes += video.rgb.nbytes + video.audio.nbytes
+            yield video
+
+    try:
+        with fs.open_input_stream(path) as stream:
+            write_shard(destination, info, counted(read_videos(stream, source, num_classes)))
+    except OSError as error:
+        raise DataError(f"{source}: {error}") from None
+    return stats
+
+
+def _convert_one(args: tuple[str, str, int]) -> ConvertStats:
+    return convert_file(*args)
+
+
+def expand_sources(sources: list[str]) -> list[str]:
+    files: list[str] = []
+    for source in sources:
+        found = list_files(source, suffix="")
+        files.extend(f for f in found if f == source or f.endswith(TFRECORD_SUFFIXES))
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m workloads.data.convert",
+        description="Convert YouTube-8M frame-level TFRecords into Parquet video shards (one shard per file).",
+    )
+    parser.add_argument("--out", required=True, help="output folder or URI for the shards")
+    parser.add_argument("sources", nargs="+", metavar="SRC", help="TFRecord files, or folders searched for *.tfrecord")
+    parser.add_argument("--num-classes", type=int, default=YOUTUBE8M_CLASSES,
+                        help="size of the label vocabulary (3862 from the 2018 release on, 4716 in 2017)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes")
+    args = parser.parse_args(argv)
+    try:
+        files = expand_sources(args.sources)
+        if not files:
+            raise DataError(f"no TFRecord files (*.tfrecord) in {' '.join(args.sources)}")
+        names: dict[str, str] = {}
+        for source in files:
+            name = shard_name(source)
+            if name in names:
+                raise DataError(f"{source} and {names[name]} would both become {name}; convert them into different --out folders")
+            names[name] = source
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    jobs = [(source, join(args.out, shard_name(source)), args.num_classes) for source in files]
+    total = ConvertStats()
+    failures: list[str] = []
+    start = time.perf_counter()
+    input_sizes = {source: file_size(source) for source in files}
+    with ProcessPoolExecutor(max_workers=max(1, min(args.workers, len(jobs)))) as pool, tqdm(
+        total=sum(input_sizes.values()), unit="B", unit_scale=True, desc="converting", file=sys.stderr,
+        disable=None,
+    ) as progress:
+        futures = {pool.submit(_convert_one, job): job[0] for job in jobs}
+        for future in as_completed(futures):
+            source = futures[future]
+            try:
+                total.add(future.result())
+            except DataError as error:
+                failures.append(str(error))
+                progress.write(f"error: {error}", file=sys.stderr)
+            progress.update(input_sizes[source])
+    seconds = time.perf_counter() - start
+    print(
+        f"converted {total.files} of {len(jobs)} files into {args.out}: {total.videos} videos, "
+        f"{total.frames} frames, {total.frame_bytes / 1e6:.1f} MB of frames from {total.input_bytes / 1e6:.1f} MB "
+        f"of TFRecords in {seconds:.1f} s ({total.input_bytes / 1e6 / max(seconds, 1e-9):.1f} MB/s)"
+    )
+    if failures:
+        print(f"error: {len(failures)} file(s) failed; no shard was written for them", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

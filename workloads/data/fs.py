@@ -1,0 +1,82 @@
+"""Local paths and filesystem URIs (file://, s3://, ...) as PyArrow filesystems, and atomic writes.
+
+`workloads` reads and writes through PyArrow's filesystems so the same code serves a local folder and an
+object store; `orchestrator.storage` builds on these helpers and adds credentials and retries.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from typing import Callable
+
+import pyarrow.fs as pafs
+
+from workloads.errors import DataError
+
+
+def resolve(location: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path) for a local path or any URI PyArrow understands."""
+    if "://" not in location:
+        return pafs.LocalFileSystem(), os.path.abspath(location)
+    try:
+        return pafs.FileSystem.from_uri(location)
+    except (ValueError, OSError) as error:  # pyarrow.ArrowInvalid is a ValueError
+        raise DataError(f"{location}: cannot open this location: {error}") from None
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts under a local path or a URI, keeping its scheme."""
+    if "://" in base:
+        return posixpath.join(base, *parts)
+    return os.path.join(base, *parts)
+
+
+def list_files(location: str, suffix: str) -> list[str]:
+    """Sorted locations of the files ending in `suffix` at `location` (a file, or a folder searched
+    recursively); hidden and temporary files (names starting with '.' or '_') are skipped."""
+    fs, path = resolve(location)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise DataError(f"{location}: no such file or folder")
+    if info.type == pafs.FileType.File:
+        return [location]
+    selector = pafs.FileSelector(path, recursive=True)
+    found = []
+    for entry in fs.get_file_info(selector):
+        if entry.type != pafs.FileType.File or not entry.base_name.endswith(suffix):
+            continue
+        relative = posixpath.relpath(entry.path, path) if "://" in location else os.path.relpath(entry.path, path)
+        if any(part.startswith((".", "_")) for part in relative.replace(os.sep, "/").split("/")):
+            continue
+        found.append(join(location, relative))
+    return sorted(found)
+
+
+def file_size(location: str) -> int:
+    fs, path = resolve(location)
+    return fs.get_file_info(path).size or 0
+
+
+def write_atomically(location: str, write: Callable[[pafs.FileSystem, str], None]) -> None:
+    """Call `write(fs, temporary_path)`, then move the result to `location`.
+
+    A writer that fails or is killed leaves at most a hidden `.name.tmp-*` file, never a file under the
+    final name, so readers (which skip hidden names) never see half a shard.
+    """
+    fs, path = resolve(location)
+    parent, name = posixpath.split(path) if "://" in location else os.path.split(path)
+    fs.create_dir(parent, recursive=True)
+    temporary = (posixpath.join if "://" in location else os.path.join)(
+        parent, f".{name}.tmp-{uuid.uuid4().hex[:12]}"
+    )
+    try:
+        write(fs, temporary)
+        fs.move(temporary, path)
+    except BaseException:
+        try:
+            fs.delete_file(temporary)
+        except (OSError, FileNotFoundError):
+            pass
+        raise

@@ -1,0 +1,188 @@
+"""GAP@k and mAP with the YouTube-8M starter code's conventions (`eval_util.py`), vectorised.
+
+Both metrics look only at each video's top-k (class, score, label) triplets, as the starter code's
+`top_k_by_class` does (same `numpy.argpartition` call, so the same triplets on ties at the k-th place):
+
+- GAP: all videos' triplets pooled and sorted by score; AP = sum over hits of (hits so far / rank),
+  divided by the number of ALL positive labels in the data, not only those that made a top-k.
+- mAP: per class, AP over that class's triplets divided by the class's positive count; the mean over the
+  classes that have at least one positive label (`filter_empty_classes`, the starter code's default since
+  2019; the option turns it off for the older convention).
+
+Ties between equal scores are broken exactly as the starter code's `AveragePrecisionCalculator` breaks
+them: the triplets go through a heap in the order the starter code pushes them, are shuffled by
+`random.seed(0)`, then stably sorted. That path runs in Python and costs about a second per million
+triplets, so it is taken only when some scores are tied; without ties every order gives the same result
+and the sort is done in NumPy.
+
+`TopKAccumulator` collects triplets batch by batch (what an evaluation loop wants); `gap` and
+`mean_average_precision` are the one-shot forms for dense (videos x classes) arrays.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+
+import numpy as np
+
+from workloads.errors import WorkloadError
+
+TOP_K = 20
+
+
+class TopKAccumulator:
+    """Keeps each video's top-k (class, score, label) triplets and every class's positive count."""
+
+    def __init__(self, num_classes: int, top_k: int = TOP_K):
+        if top_k <= 0:
+            raise WorkloadError(f"top_k must be a positive integer, got {top_k}")
+        self.num_classes = num_classes
+        self.top_k = min(top_k, num_classes)
+        self.positives = np.zeros(num_classes, dtype=np.int64)
+        self.num_videos = 0
+        self._batches: list[np.ndarray] = []
+        self._videos: list[np.ndarray] = []
+        self._classes: list[np.ndarray] = []
+        self._scores: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+
+    def add(self, predictions: np.ndarray, labels: np.ndarray) -> None:
+        """predictions: (videos, classes) scores; labels: (videos, classes), > 0 marks a positive."""
+        predictions = np.asarray(predictions)
+        labels = np.asarray(labels)
+        if predictions.ndim != 2 or predictions.shape[1] != self.num_classes:
+            raise WorkloadError(
+                f"predictions must be (videos, {self.num_classes}), got shape {predictions.shape}"
+            )
+        if labels.shape != predictions.shape:
+            raise WorkloadError(f"labels shape {labels.shape} differs from predictions {predictions.shape}")
+        n = predictions.shape[0]
+        if n == 0:
+            return
+        # The starter code's exact call, so ties at the k-th place keep the same classes.
+        top = np.argpartition(predictions, -self.top_k, axis=1)[:, -self.top_k :]
+        rows = np.arange(n)[:, None]
+        positive = labels > 0
+        self._batches.append(np.full(n * self.top_k, len(self._batches)))
+        self._videos.append(np.repeat(np.arange(self.num_videos, self.num_videos + n), self.top_k))
+        self._classes.append(top.ravel())
+        self._scores.append(predictions[rows, top].ravel())
+        self._labels.append(positive[rows, top].ravel())
+        self.positives += positive.sum(axis=0)
+        self.num_videos += n
+
+    def _triplets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(batch, video, class, score, is_positive) of every kept triplet."""
+        if not self._videos:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, empty, np.zeros(0), np.zeros(0, dtype=bool)
+        return (
+            np.concatenate(self._batches),
+            np.concatenate(self._videos),
+            np.concatenate(self._classes),
+            np.concatenate(self._scores),
+            np.concatenate(self._labels),
+        )
+
+    def gap(self) -> float:
+        batches, videos, classes, scores, hits = self._triplets()
+        total_positives = int(self.positives.sum())
+        if scores.size == 0 or total_positives == 0:
+            return 0.0
+        # The starter code pushes each batch's per-class lists flattened: batch, then class, then video.
+        order = np.lexsort((videos, classes, batches))
+        return _average_precision(scores[order], hits[order], total_positives)
+
+    def per_class_average_precision(self) -> np.ndarray:
+        """AP of every class (0 for a class without positives), each over its own triplets."""
+        _, videos, classes, scores, hits = self._triplets()
+        aps = np.zeros(self.num_classes)
+        if scores.size == 0:
+            return aps
+        # Each class's calculator sees its triplets in video order, across batches.
+        order = np.lexsort((videos, classes))
+        classes, scores, hits = classes[order], scores[order], hits[order]
+        bounds = np.searchsorted(classes, np.arange(self.num_classes + 1))
+        if _has_ties_within(classes, scores):
+            for c in np.flatnonzero(self.positives):
+                lo, hi = bounds[c], bounds[c + 1]
+                aps[c] = _average_precision(scores[lo:hi], hits[lo:hi], int(self.positives[c]))
+            return aps
+        # No ties: one sort of all triplets by (class, -score) and per-class running hit counts.
+        order = np.lexsort((-scores, classes))
+        classes, hits = classes[order], hits[order]
+        starts = bounds[classes]
+        ranks = np.arange(classes.size) - starts + 1
+        running = np.cumsum(hits)
+        hits_in_class = running - np.concatenate([[0], running])[starts]
+        precision_at_hits = np.where(hits, hits_in_class / ranks, 0.0)
+        sums = np.bincount(classes, weights=precision_at_hits, minlength=self.num_classes)
+        present = self.positives > 0
+        aps[present] = sums[present] / self.positives[present]
+        return aps
+
+    def mean_average_precision(self, filter_empty_classes: bool = True) -> float:
+        """Mean per-class AP; over classes with a positive label unless `filter_empty_classes` is off.
+
+        Off reproduces the 2017-2018 starter code, whose mean counted every class (empty ones as AP 0).
+        """
+        aps = self.per_class_average_precision()
+        if filter_empty_classes:
+            aps = aps[self.positives > 0]
+        return float(aps.mean()) if aps.size else 0.0
+
+
+def gap(predictions: np.ndarray, labels: np.ndarray, top_k: int = TOP_K) -> float:
+    """Global average precision over each video's top_k predictions: (videos, classes) arrays."""
+    acc = TopKAccumulator(np.asarray(predictions).shape[-1], top_k)
+    acc.add(predictions, labels)
+    return acc.gap()
+
+
+def mean_average_precision(
+    predictions: np.ndarray, labels: np.ndarray, top_k: int = TOP_K, filter_empty_classes: bool = True
+) -> float:
+    """Mean over classes with positives of per-class AP over each video's top_k predictions."""
+    acc = TopKAccumulator(np.asarray(predictions).shape[-1], top_k)
+    acc.add(predictions, labels)
+    return acc.mean_average_precision(filter_empty_classes)
+
+
+def _has_ties(sorted_scores: np.ndarray) -> bool:
+    return bool(np.any(sorted_scores[1:] == sorted_scores[:-1]))
+
+
+def _has_ties_within(classes: np.ndarray, scores: np.ndarray) -> bool:
+    order = np.lexsort((scores, classes))
+    same_class = classes[order][1:] == classes[order][:-1]
+    return bool(np.any(same_class & (scores[order][1:] == scores[order][:-1])))
+
+
+def _average_precision(scores: np.ndarray, hits: np.ndarray, total_positives: int) -> float:
+    """AP of triplets given in the starter code's push order, over `total_positives` positives."""
+    if scores.size == 0 or total_positives == 0:
+        return 0.0
+    order = np.argsort(-scores, kind="stable")
+    if _has_ties(scores[order]):
+        order = _starter_code_order(scores, hits)
+    ranked_hits = hits[order]
+    cumulative = np.cumsum(ranked_hits)
+    ranks = np.arange(1, ranked_hits.size + 1)
+    return float(np.sum(np.where(ranked_hits, cumulative / ranks, 0.0)) / total_positives)
+
+
+def _starter_code_order(scores: np.ndarray, hits: np.ndarray) -> np.ndarray:
+    """The order in which `AveragePrecisionCalculator.peek_ap_at_n` ranks triplets, ties included.
+
+    It pushes (score, label) pairs onto a heap, reads the heap's array back, shuffles it with
+    `random.seed(0); random.sample(...)` and sorts by score with Python's stable sort.
+    """
+    heap: list[tuple[float, float, int]] = []
+    for i, (score, hit) in enumerate(zip(scores.tolist(), hits.astype(float).tolist())):
+        # The index rides along but never decides: equal (score, label) pairs are interchangeable.
+        heapq.heappush(heap, (score, hit, i))
+    heap_order = np.fromiter((entry[2] for entry in heap), dtype=np.int64, count=len(heap))
+    shuffle = np.array(random.Random(0).sample(range(len(heap)), len(heap)), dtype=np.int64)
+    shuffled = heap_order[shuffle]
+    return shuffled[np.argsort(-scores[shuffled], kind="stable")]
