@@ -52,9 +52,9 @@ class SynthConfig:
     signal: float = 0.05
     audio_signal: float = 0.02
     background: float = 0.05
-    shot_noise: float = 0.08
-    frame_noise: float = 0.3
-    video_noise: float = 0.05
+    shot_noise: float = 0.04
+    frame_noise: float = 0.15
+    video_noise: float = 0.025
 
     def validate(self) -> None:
         if self.num_classes < 2:
