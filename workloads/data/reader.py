@@ -320,3 +320,27 @@ def video_loader(dataset: VideoShards, num_workers: int = 0, pin_memory: bool = 
         persistent_workers=False,
         prefetch_factor=2 if num_workers else None,
     )
+
+
+def subsample(batch: VideoBatch, selection: FrameSelection, seed: int = 0) -> VideoBatch:
+    """The frames of an all-frames batch that `selection` keeps, as if the reader had selected them
+    (how a parallel student sees the batch its teacher sees whole). Works on any device."""
+    every = torch.arange(batch.positions.shape[1], device=batch.positions.device).expand_as(batch.positions)
+    if not bool((batch.positions == torch.where(batch.mask, every, -1)).all()):
+        raise DataError("subsample needs a batch read with every frame (selection=None)")
+    lengths = batch.num_frames.tolist()
+    rng = np.random.default_rng(seed) if selection.name == "random" else None
+    picks = [selection.indices(int(n), rng) for n in lengths]
+    width = selection.k or max((p.size for p in picks), default=1)
+    width = max(width, max((p.size for p in picks), default=1), 1)
+    index = np.zeros((len(picks), width), dtype=np.int64)
+    mask = np.zeros((len(picks), width), dtype=bool)
+    for row, p in enumerate(picks):
+        index[row, : p.size] = p
+        mask[row, : p.size] = True
+    index_t = torch.from_numpy(index).to(batch.frames.device)
+    mask_t = torch.from_numpy(mask).to(batch.frames.device)
+    frames = batch.frames.gather(1, index_t.unsqueeze(-1).expand(-1, -1, batch.frames.shape[-1]))
+    frames = frames * mask_t.unsqueeze(-1).to(frames.dtype)
+    positions = torch.where(mask_t, index_t, torch.full_like(index_t, -1))
+    return batch._replace(frames=frames, mask=mask_t, positions=positions)

@@ -1,0 +1,239 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from workloads.data.reader import FrameSelection, VideoShards
+from workloads.data.synth import SynthConfig, generate
+from workloads.errors import WorkloadError
+from workloads.losses import Objective
+from workloads.models import FAMILIES, build_model
+from workloads.train import (
+    PARALLEL_VARIANTS,
+    SERIAL_VARIANTS,
+    InMemoryTeacherCache,
+    Stage,
+    TrainConfig,
+    evaluate,
+    export_teacher,
+    parallel_losses,
+    seed_everything,
+    student_intermediate_positions,
+    train_classifier,
+    train_parallel,
+    train_serial_student,
+)
+
+CLASSES = 10
+SELECTION = FrameSelection("uniform", k=10)
+FAST = TrainConfig(epochs=1, learning_rate=3e-3)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train-data")
+    config = SynthConfig(num_classes=CLASSES, min_frames=20, max_frames=60)
+    generate(str(root / "train"), 96, seed=1, split="train", config=config)
+    generate(str(root / "val"), 48, seed=1, split="validate", config=config)
+    return str(root / "train"), str(root / "val")
+
+
+def loaders(data, selection=None, shuffle=True):
+    train, val = data
+    return VideoShards(train, 16, selection, shuffle=shuffle, seed=0), VideoShards(val, 48, selection)
+
+
+@pytest.fixture(scope="module")
+def teachers(data):
+    """A briefly trained teacher of every family and its in-memory cache (with I_T for H-RNN)."""
+    built = {}
+    for family in FAMILIES:
+        seed_everything(0)
+        teacher = build_model(family, "small", CLASSES)
+        train_classifier(teacher, *loaders(data), FAST)
+        positions = None
+        if teacher.supports_intermediates:
+            positions = student_intermediate_positions(build_model(family, "small", CLASSES, k=10), SELECTION)
+        everything = VideoShards(list(data), 48)
+        cache = InMemoryTeacherCache(export_teacher(teacher, everything, intermediate_positions=positions),
+                                     teacher.classifier.state_dict())
+        built[family] = (teacher, cache)
+    return built
+
+
+def parameters(model):
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def changed(before, model):
+    return {name for name, p in model.named_parameters() if not torch.equal(before[name], p.detach())}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_teacher_and_baseline_train_and_report_every_epoch(data, family):
+    seen = []
+    seed_everything(0)
+    model = build_model(family, "small", CLASSES, k=10)
+    result = train_classifier(model, *loaders(data, SELECTION), TrainConfig(epochs=2, learning_rate=3e-3), seen.append)
+    assert [m.epoch for m in seen] == [1, 2] and result.history == seen
+    assert 1 <= result.best_epoch <= 2 and 0 < result.gap <= 1 and result.train_seconds > 0
+    # The model holds the best epoch's weights: evaluating again gives the best epoch's GAP.
+    assert evaluate(model, loaders(data, SELECTION)[1]).gap == pytest.approx(result.gap)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("variant", list(SERIAL_VARIANTS))
+def test_serial_variants_update_only_the_student(data, teachers, family, variant):
+    teacher, cache = teachers[family]
+    teacher_before = parameters(teacher)
+    classifier_before = {k: v.clone() for k, v in cache.classifier_state().items()}
+    seed_everything(0)
+    student = build_model(family, "small", CLASSES, k=10)
+    student_before = parameters(student)
+    result = train_serial_student(student, cache, *loaders(data, SELECTION), variant, FAST)
+    assert result.history and np.isfinite(result.history[-1].loss)
+    assert changed(teacher_before, teacher) == set()
+    assert all(torch.equal(v, cache.classifier_state()[k]) for k, v in classifier_before.items())
+    assert changed(student_before, student)
+    assert student.classifier is not teacher.classifier
+
+
+def test_variant_a_fine_tunes_the_teachers_classifier_in_a_second_stage(data, teachers):
+    teacher, cache = teachers["hrnn"]
+    student = build_model("hrnn", "small", CLASSES, k=10)
+    seen = []
+
+    def snapshot(metrics):
+        seen.append((metrics.stage, {k: v.clone() for k, v in student.classifier.state_dict().items()}))
+
+    # Stage 1 of variant (a) trains on Lrep alone: the plugged-in classifier must come out untouched.
+    train_serial_student(student, cache, *loaders(data, SELECTION), "rep_then_ce", TrainConfig(epochs=2, learning_rate=3e-3), snapshot)
+    stages = [stage for stage, _ in seen]
+    assert stages == ["rep", "rep", "finetune", "finetune"]
+    teacher_head = cache.classifier_state()
+    for stage, state in seen:
+        same = all(torch.equal(state[k], teacher_head[k]) for k in teacher_head)
+        assert same == (stage == "rep"), stage
+
+
+def test_serial_intermediate_matching(data, teachers):
+    teacher, cache = teachers["hrnn"]
+    record = next(iter(cache.records.values()))
+    student = build_model("hrnn", "small", CLASSES, k=10)
+    n = int(record.positions.size)
+    assert record.intermediates.shape == (n, teacher.representation_dim)
+    seed_everything(0)
+    stages = (Stage(Objective({"rep": 1.0, "rep_intermediate": 1.0, "ce": 1.0})),)
+    result = train_serial_student(student, cache, *loaders(data, SELECTION), stages, FAST)
+    assert "rep_intermediate" in result.history[0].losses
+    with pytest.raises(WorkloadError, match="no intermediate states"):
+        train_serial_student(build_model("netvlad", "small", CLASSES), teachers["netvlad"][1],
+                             *loaders(data, SELECTION), stages, FAST)
+
+
+def test_exported_intermediates_are_the_teachers_states_at_the_students_positions(data, teachers):
+    teacher, cache = teachers["hrnn"]
+    batch = next(iter(VideoShards(data[0], 4)))
+    positions = student_intermediate_positions(build_model("hrnn", "small", CLASSES, k=10), SELECTION)
+    for row, video_id in enumerate(batch.ids):
+        record = cache.records[video_id]
+        wanted = positions(int(batch.num_frames[row]))
+        assert record.positions.tolist() == wanted.tolist()
+        with torch.no_grad():
+            direct = teacher.eval().states_at(batch.frames[row : row + 1], batch.mask[row : row + 1],
+                                              batch.positions[row : row + 1], torch.from_numpy(wanted)[None])
+        assert np.allclose(record.intermediates, direct[0].numpy(), atol=1e-5)
+        assert np.allclose(record.representation, teacher(batch.frames[row : row + 1], batch.mask[row : row + 1]).representation[0].detach().numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_parallel_student_losses_never_reach_the_teacher(data, family):
+    seed_everything(0)
+    teacher = build_model(family, "small", CLASSES)
+    student = build_model(family, "small", CLASSES, k=10)
+    student.classifier = teacher.classifier
+    batch = next(iter(VideoShards(data[0], 8)))
+    objective = Objective.parse("rep+pred+ce")
+    teacher_loss, student_loss, _ = parallel_losses(teacher, student, batch, SELECTION, objective)
+    grads = torch.autograd.grad(student_loss, list(teacher.parameters()), allow_unused=True)
+    assert all(g is None or not g.any() for g in grads)
+    student_only = [p for n, p in student.named_parameters() if not n.startswith("classifier.")]
+    assert any(g is not None and g.any() for g in torch.autograd.grad(student_loss, student_only, allow_unused=True))
+    assert any(g is not None and g.any() for g in torch.autograd.grad(teacher_loss, list(teacher.parameters()), allow_unused=True))
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("variant", PARALLEL_VARIANTS)
+def test_parallel_variants_train_both(data, family, variant):
+    seed_everything(0)
+    teacher = build_model(family, "small", CLASSES)
+    student = build_model(family, "small", CLASSES, k=10)
+    before_t, before_s = parameters(teacher), parameters(student)
+    student_result, teacher_result = train_parallel(teacher, student, *loaders(data), SELECTION, variant, FAST)
+    metrics = student_result.history[0]
+    assert metrics.stage == "parallel" and metrics.teacher_val_gap is not None
+    assert "teacher_ce" in metrics.losses and "rep" in metrics.losses
+    assert changed(before_t, teacher) and changed(before_s, student)
+    assert student.classifier is teacher.classifier
+    assert teacher_result.best_epoch == student_result.best_epoch
+
+
+def test_parallel_intermediate_matching(data):
+    seed_everything(0)
+    teacher = build_model("hrnn", "small", CLASSES)
+    student = build_model("hrnn", "small", CLASSES, k=10)
+    result, _ = train_parallel(teacher, student, *loaders(data), SELECTION, Objective({"rep": 1.0, "rep_intermediate": 1.0}), FAST)
+    assert result.history[0].losses["rep_intermediate"] > 0
+
+
+def test_training_is_deterministic(data):
+    runs = []
+    for _ in range(2):
+        seed_everything(3)
+        model = build_model("nextvlad", "small", CLASSES)
+        result = train_classifier(model, *loaders(data), TrainConfig(epochs=2, learning_rate=3e-3, seed=3))
+        runs.append((result.history[-1].loss, result.gap, parameters(model)))
+    assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1]
+    assert all(torch.equal(runs[0][2][k], runs[1][2][k]) for k in runs[0][2])
+
+
+def test_bad_configuration():
+    with pytest.raises(WorkloadError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(WorkloadError, match="unknown serial variant"):
+        train_serial_student(build_model("hrnn", "small", CLASSES), None, [], [], "rep+magic", FAST)
+    with pytest.raises(WorkloadError, match="deterministic frame selection"):
+        student_intermediate_positions(build_model("hrnn", "small", CLASSES, k=10), FrameSelection("random", k=10))
+
+
+@pytest.mark.slow
+def test_serial_lrep_student_matches_the_teachers_representation(tmp_path):
+    """The paper's Figure 3 claim: a student trained on Lrep alone, seeing 30 of 120 frames, computes
+    nearly the teacher's representation on videos neither has trained on (cosine similarity >= 0.9)."""
+    torch.set_num_threads(2)
+    config = SynthConfig(num_classes=20, min_frames=120, max_frames=120, difficulty=0.3)
+    generate(str(tmp_path / "train"), 2000, seed=2, split="train", config=config, workers=2, videos_per_shard=1000)
+    generate(str(tmp_path / "held_out"), 300, seed=2, split="validate", config=config)
+    train, held_out = str(tmp_path / "train"), str(tmp_path / "held_out")
+    seed_everything(0)
+    teacher = build_model("hrnn", "small", 20)
+    config5 = TrainConfig(epochs=5, learning_rate=3e-3, lr_decay=0.9)
+    teacher_result = train_classifier(teacher, VideoShards(train, 32, shuffle=True), VideoShards(held_out, 128), config5)
+    assert teacher_result.gap > 0.8
+    cache = InMemoryTeacherCache(export_teacher(teacher, VideoShards([train, held_out], 128)),
+                                 teacher.classifier.state_dict())
+    selection = FrameSelection("uniform", k=30)
+    seed_everything(1)
+    student = build_model("hrnn", "small", 20, k=30)
+    rep_only = (Stage(Objective({"rep": 1.0}), name="rep"),)
+    train_serial_student(student, cache, VideoShards(train, 32, selection, shuffle=True),
+                         VideoShards(held_out, 128, selection), rep_only, config5)
+    student.eval()
+    similarities = []
+    with torch.no_grad():
+        for batch in VideoShards(held_out, 128, selection):
+            ours = student(batch.frames, batch.mask, batch.positions).representation
+            theirs = cache.targets(batch.ids, torch.device("cpu")).representation
+            similarities.append(torch.nn.functional.cosine_similarity(ours, theirs))
+    assert float(torch.cat(similarities).mean()) >= 0.9

@@ -1,0 +1,197 @@
+"""The model interface, the family registry, and the pieces the families share."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from workloads.errors import WorkloadError
+
+
+class ModelOutput(NamedTuple):
+    """What every model returns.
+
+    representation: (batch, d) E, the input of the classifier head.
+    intermediates: (batch, steps, d) the running representation after each step of the model's own
+        structure (H-RNN: each block), or None for families without one.
+    intermediate_positions: (batch, steps) int64 frame index (in the original video) of the last frame
+        each intermediate has seen, -1 where a video has no such step; None with intermediates None.
+    logits: (batch, classes) pre-sigmoid scores; probabilities are sigmoid(logits).
+    """
+
+    representation: torch.Tensor
+    intermediates: torch.Tensor | None
+    intermediate_positions: torch.Tensor | None
+    logits: torch.Tensor
+
+
+class VideoModel(nn.Module):
+    """A family's encoder plus a classifier head that a student can take over from its teacher.
+
+    Subclasses implement `encode(frames, mask, positions)` -> (representation, intermediates,
+    intermediate_positions) and list the submodules that run once per frame in `frame_modules`
+    (the FLOPs counter attributes their multiply-adds to `frame_macs`).
+    """
+
+    frame_modules: tuple[str, ...] = ()
+    supports_intermediates = False
+
+    def __init__(self, classifier: nn.Module, representation_dim: int, dropout: float):
+        super().__init__()
+        self.classifier = classifier
+        self.representation_dim = representation_dim
+        self.dropout = nn.Dropout(dropout)
+
+    def encode(self, frames, mask, positions):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor | None = None) -> ModelOutput:
+        """frames (batch, F, 1152) float, mask (batch, F) bool with valid frames first, positions (batch, F)
+        int64 frame indices in the original video (default 0..F-1)."""
+        if positions is None:
+            positions = torch.arange(frames.shape[1], device=frames.device).expand(frames.shape[0], -1)
+        representation, intermediates, intermediate_positions = self.encode(frames, mask, positions)
+        logits = self.classifier(self.dropout(representation))
+        return ModelOutput(representation, intermediates, intermediate_positions, logits)
+
+    def intermediate_positions(self, input_positions: np.ndarray) -> np.ndarray:
+        """Positions (in the video) of this model's intermediates for a video whose input frames sit at
+        `input_positions`: the `intermediate_positions` that `forward` would return, without running it."""
+        raise WorkloadError(f"{type(self).__name__} has no intermediate states")
+
+    def share_classifier(self, teacher: "VideoModel") -> None:
+        """Take over the teacher's output layer (the same module, as in the paper)."""
+        if teacher.representation_dim != self.representation_dim:
+            raise WorkloadError(
+                f"cannot share a classifier between representations of {teacher.representation_dim} "
+                f"and {self.representation_dim} dimensions"
+            )
+        self.classifier = teacher.classifier
+
+
+# --- classifier heads -------------------------------------------------------------------------------
+
+
+class LogisticClassifier(nn.Module):
+    def __init__(self, input_dim: int, num_classes: int):
+        super().__init__()
+        self.linear = nn.Linear(input_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+class MoeClassifier(nn.Module):
+    """The YouTube-8M starter code's mixture of experts: per class, softmax gates over `mixtures` sigmoid
+    experts plus an always-zero expert. Returns logits of the mixed probability."""
+
+    def __init__(self, input_dim: int, num_classes: int, mixtures: int = 2, eps: float = 1e-6):
+        super().__init__()
+        self.num_classes, self.mixtures, self.eps = num_classes, mixtures, eps
+        self.gates = nn.Linear(input_dim, num_classes * (mixtures + 1))
+        self.experts = nn.Linear(input_dim, num_classes * mixtures)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gates = torch.softmax(self.gates(x).view(-1, self.num_classes, self.mixtures + 1), dim=-1)
+        experts = torch.sigmoid(self.experts(x).view(-1, self.num_classes, self.mixtures))
+        probabilities = (gates[..., : self.mixtures] * experts).sum(-1)
+        return torch.logit(probabilities, eps=self.eps)
+
+
+CLASSIFIERS: dict[str, Callable[..., nn.Module]] = {
+    "logistic": lambda input_dim, num_classes, mixtures: LogisticClassifier(input_dim, num_classes),
+    "moe": lambda input_dim, num_classes, mixtures: MoeClassifier(input_dim, num_classes, mixtures),
+}
+
+
+def build_classifier(name: str, input_dim: int, num_classes: int, mixtures: int) -> nn.Module:
+    if name not in CLASSIFIERS:
+        raise WorkloadError(f"unknown classifier {name!r}; known: {', '.join(sorted(CLASSIFIERS))}")
+    return CLASSIFIERS[name](input_dim, num_classes, mixtures)
+
+
+# --- shared layers ------------------------------------------------------------------------------------
+
+
+class ContextGating(nn.Module):
+    """x * sigmoid(BN(W x)) (WILLOW), or through a bottleneck of dim // reduction (NeXtVLAD's SE gating)."""
+
+    def __init__(self, dim: int, reduction: int = 1):
+        super().__init__()
+        if reduction == 1:
+            self.gate = nn.Sequential(nn.Linear(dim, dim, bias=False), nn.BatchNorm1d(dim))
+        else:
+            self.gate = nn.Sequential(
+                nn.Linear(dim, dim // reduction, bias=False),
+                nn.BatchNorm1d(dim // reduction),
+                nn.ReLU(),
+                nn.Linear(dim // reduction, dim, bias=False),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.gate(x))
+
+
+class MaskedBatchNorm(nn.BatchNorm1d):
+    """BatchNorm over the valid frames only, so padding never moves the statistics or the outputs.
+
+    Input (batch, F, C) with mask (batch, F); padded positions come out as zeros.
+    """
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out = torch.zeros_like(x)
+        out[mask] = super().forward(x[mask])
+        return out
+
+
+# --- the registry -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    config_type: type
+    sizes: dict[str, dict[str, Any]]
+    build: Callable[..., VideoModel]
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register_family(name: str, config_type: type, sizes: dict[str, dict[str, Any]]):
+    """Class decorator: `@register_family("hrnn", HRNNConfig, {"paper": {...}, "small": {...}})`; the
+    class is built as `cls(config, num_classes, k)`."""
+
+    def add(cls):
+        if name in FAMILIES:
+            raise ValueError(f"model family {name!r} is registered twice")
+        FAMILIES[name] = Family(name, config_type, sizes, cls)
+        return cls
+
+    return add
+
+
+def family_config(family: str, size: str, **overrides: Any):
+    """The typed configuration of `family` at `size`, with `overrides` (unknown keys are errors)."""
+    if family not in FAMILIES:
+        raise WorkloadError(f"unknown model family {family!r}; known: {', '.join(sorted(FAMILIES))}")
+    spec = FAMILIES[family]
+    if size not in spec.sizes:
+        raise WorkloadError(f"unknown size {size!r} for {family!r}; known: {', '.join(sorted(spec.sizes))}")
+    known = {f.name for f in dataclasses.fields(spec.config_type)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise WorkloadError(f"unknown {family} model setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return spec.config_type(**{**spec.sizes[size], **overrides})
+
+
+def build_model(family: str, size: str, num_classes: int, k: int | None = None, **overrides: Any) -> VideoModel:
+    """A `family` model at `size` for `num_classes`; `k` is the number of frames a student sees (None for a
+    model that sees every frame)."""
+    config = family_config(family, size, **overrides)
+    return FAMILIES[family].build(config, num_classes, k)

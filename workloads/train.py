@@ -1,0 +1,510 @@
+"""The training loops, as plain functions: a model (or two), data, a config and a per-epoch callback.
+
+- `train_classifier`: LCE on whatever frames the data holds: the teacher / skyline (all frames) and
+  the k-frame baselines (data read with a frame selection).
+- `train_serial_student`: a student learns from a trained teacher's cached outputs (`TeacherSource`),
+  never running the teacher, through one or more `Stage`s; `SERIAL_VARIANTS` holds the paper's five.
+- `train_parallel`: teacher (LCE on all frames) and student (on the frames a selection keeps of the same
+  batch) trained jointly; the student's losses never reach the teacher, not even the shared classifier.
+- `evaluate`: GAP and mAP on data; `export_teacher`: a trained teacher's E_T, P_T and I_T per video.
+
+Every loop: Adam with exponential learning-rate decay per epoch, L2 penalty as weight decay, validation
+GAP/mAP after every epoch, the best epoch's weights restored at the end, seeded, CPU or CUDA (mixed
+precision on CUDA).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Protocol
+
+import numpy as np
+import torch
+from torch.func import functional_call
+
+from workloads.data.reader import FrameSelection, VideoBatch, subsample
+from workloads.errors import WorkloadError
+from workloads.losses import Objective, TeacherTargets
+from workloads.metrics import TopKAccumulator
+from workloads.models import ModelOutput, VideoModel
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 5
+    learning_rate: float = 1e-3
+    lr_decay: float = 0.95  # the learning rate is multiplied by this after every epoch
+    weight_decay: float = 0.0  # L2 penalty on all parameters
+    max_grad_norm: float | None = None
+    seed: int = 0
+    device: str = "auto"  # "cpu", "cuda", "cuda:N" or "auto" (CUDA when there is one)
+    amp: bool = True  # float16 autocast with loss scaling, CUDA only
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise WorkloadError(f"epochs must be >= 1, got {self.epochs}")
+        if self.learning_rate <= 0 or not 0 < self.lr_decay <= 1:
+            raise WorkloadError(f"need learning_rate > 0 and 0 < lr_decay <= 1, got {self.learning_rate}, {self.lr_decay}")
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Train with `objective` for `epochs` (None: the config's). Each stage starts a fresh Adam and
+    learning-rate schedule, as the fine-tuning stage of variant (a) does."""
+
+    objective: Objective
+    epochs: int | None = None
+    name: str = "train"
+
+
+SERIAL_VARIANTS: dict[str, tuple[Stage, ...]] = {
+    # (a) mimic the teacher's representation, then fine-tune student + the teacher's classifier on LCE.
+    "rep_then_ce": (Stage(Objective({"rep": 1.0}), name="rep"), Stage(Objective({"ce": 1.0}), name="finetune")),
+    "rep+ce": (Stage(Objective.parse("rep+ce")),),  # (b)
+    "pred": (Stage(Objective.parse("pred")),),  # (c)
+    "pred+ce": (Stage(Objective.parse("pred+ce")),),  # (d)
+    "rep+pred+ce": (Stage(Objective.parse("rep+pred+ce")),),  # (e)
+}
+PARALLEL_VARIANTS = ("rep", "rep+ce", "rep+pred+ce")
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int  # counted over all stages, from 1
+    stage: str
+    loss: float
+    losses: dict[str, float]
+    val_gap: float
+    val_map: float
+    seconds: float
+    teacher_val_gap: float | None = None  # parallel training: the teacher's own validation GAP
+    teacher_val_map: float | None = None
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    gap: float
+    map: float
+    history: list[EpochMetrics] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+
+EpochCallback = Callable[[EpochMetrics], None]
+
+
+class TeacherSource(Protocol):
+    """A trained teacher's outputs, looked up by video id (the teacher cache implements this)."""
+
+    def targets(self, ids: list[str], device: torch.device) -> TeacherTargets: ...
+
+    def classifier_state(self) -> dict[str, torch.Tensor]: ...
+
+
+@dataclass(frozen=True)
+class TeacherRecord:
+    """One video's teacher outputs: E_T (d,), P_T (classes,), and I_T (steps, d) at `positions`."""
+
+    id: str
+    representation: np.ndarray
+    probabilities: np.ndarray
+    intermediates: np.ndarray | None = None
+    positions: np.ndarray | None = None
+
+
+class InMemoryTeacherCache:
+    """A `TeacherSource` over exported records held in memory."""
+
+    def __init__(self, records: Iterable[TeacherRecord], classifier_state: dict[str, torch.Tensor]):
+        self.records = {r.id: r for r in records}
+        self._classifier = {k: v.detach().cpu().clone() for k, v in classifier_state.items()}
+
+    def classifier_state(self) -> dict[str, torch.Tensor]:
+        return self._classifier
+
+    def targets(self, ids: list[str], device: torch.device) -> TeacherTargets:
+        return stack_targets([self._record(i) for i in ids], device)
+
+    def _record(self, video_id: str) -> TeacherRecord:
+        try:
+            return self.records[video_id]
+        except KeyError:
+            raise WorkloadError(f"the teacher cache has no video {video_id!r}") from None
+
+
+def stack_targets(records: list[TeacherRecord], device: torch.device) -> TeacherTargets:
+    representation = torch.from_numpy(np.stack([r.representation for r in records])).float()
+    probabilities = torch.from_numpy(np.stack([r.probabilities for r in records])).float()
+    intermediates = None
+    if records and records[0].intermediates is not None:
+        steps = max(r.intermediates.shape[0] for r in records)
+        padded = np.zeros((len(records), steps, records[0].intermediates.shape[1]), np.float32)
+        for row, r in enumerate(records):
+            padded[row, : r.intermediates.shape[0]] = r.intermediates
+        intermediates = torch.from_numpy(padded).to(device)
+    return TeacherTargets(representation.to(device), probabilities.to(device), intermediates)
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch: call before building a model to make its initialisation repeat."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _set_epoch(data, epoch: int) -> None:
+    target = getattr(data, "dataset", data)
+    if hasattr(target, "set_epoch"):
+        target.set_epoch(epoch)
+
+
+def _to(batch: VideoBatch, device: torch.device) -> VideoBatch:
+    asynchronous = device.type == "cuda"
+    return batch._replace(
+        frames=batch.frames.to(device, non_blocking=asynchronous),
+        mask=batch.mask.to(device, non_blocking=asynchronous),
+        positions=batch.positions.to(device, non_blocking=asynchronous),
+        labels=batch.labels.to(device, non_blocking=asynchronous),
+    )
+
+
+class _Precision:
+    """Autocast and loss scaling on CUDA when asked; nothing on the CPU."""
+
+    def __init__(self, device: torch.device, enabled: bool):
+        self.enabled = enabled and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled)
+
+    def autocast(self):
+        if self.enabled:
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, params, max_grad_norm: float | None) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if max_grad_norm:
+            self.scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
+def _optimizer(params, config: TrainConfig):
+    optimizer = torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    return optimizer, torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
+
+
+def _unique_parameters(*models: torch.nn.Module) -> list[torch.nn.Parameter]:
+    seen, params = set(), []
+    for model in models:
+        for p in model.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
+    return params
+
+
+def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+class _Mean:
+    def __init__(self):
+        self.total, self.count, self.parts = 0.0, 0, {}
+
+    def add(self, loss: float, parts: dict[str, float]) -> None:
+        self.total += loss
+        self.count += 1
+        for k, v in parts.items():
+            self.parts[k] = self.parts.get(k, 0.0) + v
+
+    def loss(self) -> float:
+        return self.total / max(self.count, 1)
+
+    def losses(self) -> dict[str, float]:
+        return {k: v / max(self.count, 1) for k, v in self.parts.items()}
+
+
+# --- evaluation -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    gap: float
+    map: float
+    videos: int
+    seconds: float
+
+
+@torch.no_grad()
+def evaluate(
+    model: VideoModel,
+    data: Iterable[VideoBatch],
+    device: torch.device | str = "cpu",
+    selection: FrameSelection | None = None,
+    amp: bool = False,
+) -> Evaluation:
+    """GAP@20 and mAP of `model` on `data`; `selection` subsamples all-frames batches first."""
+    device = torch.device(device)
+    precision = _Precision(device, amp)
+    was_training = model.training
+    model.eval()
+    accumulator = None
+    start = time.perf_counter()
+    for batch in data:
+        batch = _to(batch, device)
+        if selection is not None:
+            batch = subsample(batch, selection)
+        with precision.autocast():
+            out = model(batch.frames, batch.mask, batch.positions)
+        scores = torch.sigmoid(out.logits.float()).cpu().numpy()
+        if accumulator is None:
+            accumulator = TopKAccumulator(scores.shape[1])
+        accumulator.add(scores, batch.labels.cpu().numpy())
+    model.train(was_training)
+    if accumulator is None:
+        raise WorkloadError("evaluation data is empty")
+    return Evaluation(accumulator.gap(), accumulator.mean_average_precision(), accumulator.num_videos,
+                      time.perf_counter() - start)
+
+
+# --- the loops ----------------------------------------------------------------------------------------
+
+
+def train_classifier(
+    model: VideoModel,
+    train: Iterable[VideoBatch],
+    val: Iterable[VideoBatch],
+    config: TrainConfig,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """LCE on the frames the data holds: a teacher / skyline on all frames, a baseline on k of them."""
+    return _run_stages(model, (Stage(Objective({"ce": 1.0})),), train, val, config, None, on_epoch)
+
+
+def train_serial_student(
+    student: VideoModel,
+    teacher: TeacherSource,
+    train: Iterable[VideoBatch],
+    val: Iterable[VideoBatch],
+    stages: tuple[Stage, ...] | str,
+    config: TrainConfig,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """A student learns from the teacher's cached outputs; its classifier starts as the teacher's.
+
+    `stages` is a tuple of `Stage`s or a name in `SERIAL_VARIANTS`.
+    """
+    if isinstance(stages, str):
+        if stages not in SERIAL_VARIANTS:
+            raise WorkloadError(f"unknown serial variant {stages!r}; known: {', '.join(SERIAL_VARIANTS)}")
+        stages = SERIAL_VARIANTS[stages]
+    student.classifier.load_state_dict(teacher.classifier_state())
+    for stage in stages:
+        if stage.objective.needs_intermediates and not student.supports_intermediates:
+            raise WorkloadError(f"{type(student).__name__} has no intermediate states to match")
+    return _run_stages(student, stages, train, val, config, teacher, on_epoch)
+
+
+def _run_stages(model, stages, train, val, config, teacher: TeacherSource | None, on_epoch) -> TrainResult:
+    device = config.torch_device()
+    torch.manual_seed(config.seed)
+    model.to(device)
+    precision = _Precision(device, config.amp)
+    result = TrainResult(best_epoch=0, gap=-1.0, map=0.0)
+    best_state = None
+    start = time.perf_counter()
+    epoch = 0
+    for stage in stages:
+        params = list(model.parameters())
+        optimizer, schedule = _optimizer(params, config)
+        for _ in range(stage.epochs or config.epochs):
+            epoch += 1
+            _set_epoch(train, epoch - 1)
+            model.train()
+            mean = _Mean()
+            epoch_start = time.perf_counter()
+            for batch in train:
+                batch = _to(batch, device)
+                targets = teacher.targets(batch.ids, device) if stage.objective.needs_teacher else None
+                with precision.autocast():
+                    out = model(batch.frames, batch.mask, batch.positions)
+                loss, parts = stage.objective(out, batch.labels, targets)
+                precision.step(loss, optimizer, params, config.max_grad_norm)
+                mean.add(float(loss.detach()), parts)
+            schedule.step()
+            scores = evaluate(model, val, device, amp=config.amp)
+            metrics = EpochMetrics(epoch, stage.name, mean.loss(), mean.losses(), scores.gap, scores.map,
+                                   time.perf_counter() - epoch_start)
+            result.history.append(metrics)
+            if scores.gap > result.gap:
+                result.best_epoch, result.gap, result.map = epoch, scores.gap, scores.map
+                best_state = _snapshot(model)
+            if on_epoch:
+                on_epoch(metrics)
+    result.train_seconds = time.perf_counter() - start
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return result
+
+
+def parallel_losses(
+    teacher: VideoModel,
+    student: VideoModel,
+    batch: VideoBatch,
+    selection: FrameSelection,
+    objective: Objective,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """(teacher LCE, student loss, parts) for one all-frames batch.
+
+    The student's targets are detached from the teacher, and the student reaches the shared classifier
+    through detached copies of its parameters: gradients of the student loss stop at the student.
+    """
+    t_out = teacher(batch.frames, batch.mask, batch.positions)
+    teacher_loss, teacher_parts = Objective({"ce": 1.0})(t_out, batch.labels)
+    student_batch = subsample(batch, selection)
+    s_out = _student_forward(student, teacher, student_batch)
+    intermediates = None
+    if objective.needs_intermediates:
+        intermediates = teacher.states_at(batch.frames, batch.mask, batch.positions,
+                                          s_out.intermediate_positions).detach()
+    targets = TeacherTargets(t_out.representation.detach().float(),
+                             torch.sigmoid(t_out.logits.detach().float()), intermediates)
+    student_loss, student_parts = objective(s_out, batch.labels, targets)
+    parts = {f"teacher_{k}": v for k, v in teacher_parts.items()} | student_parts
+    return teacher_loss, student_loss, parts
+
+
+def _student_forward(student: VideoModel, teacher: VideoModel, batch: VideoBatch) -> ModelOutput:
+    representation, intermediates, positions = student.encode(batch.frames, batch.mask, batch.positions)
+    frozen = {name: p.detach() for name, p in teacher.classifier.named_parameters()}
+    frozen |= dict(teacher.classifier.named_buffers())
+    logits = functional_call(teacher.classifier, frozen, (student.dropout(representation),))
+    return ModelOutput(representation, intermediates, positions, logits)
+
+
+def train_parallel(
+    teacher: VideoModel,
+    student: VideoModel,
+    train: Iterable[VideoBatch],
+    val: Iterable[VideoBatch],
+    selection: FrameSelection,
+    objective: Objective | str,
+    config: TrainConfig,
+    on_epoch: EpochCallback | None = None,
+) -> tuple[TrainResult, TrainResult]:
+    """Teacher and student trained jointly on the same all-frames batches; returns (student, teacher)
+    results. The best epoch is the student's best validation GAP, and both models are restored to it."""
+    if isinstance(objective, str):
+        objective = Objective.parse(objective)
+    if objective.needs_intermediates and not (student.supports_intermediates and teacher.supports_intermediates):
+        raise WorkloadError(f"{type(student).__name__} has no intermediate states to match")
+    device = config.torch_device()
+    torch.manual_seed(config.seed)
+    teacher.to(device)
+    student.to(device)
+    student.classifier = teacher.classifier  # one output layer, owned (and trained) by the teacher
+    precision = _Precision(device, config.amp)
+    params = _unique_parameters(teacher, student)
+    optimizer, schedule = _optimizer(params, config)
+    student_result = TrainResult(best_epoch=0, gap=-1.0, map=0.0)
+    teacher_result = TrainResult(best_epoch=0, gap=-1.0, map=0.0)
+    best = None
+    start = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        _set_epoch(train, epoch - 1)
+        teacher.train()
+        student.train()
+        mean = _Mean()
+        epoch_start = time.perf_counter()
+        for batch in train:
+            batch = _to(batch, device)
+            with precision.autocast():
+                teacher_loss, student_loss, parts = parallel_losses(teacher, student, batch, selection, objective)
+            loss = teacher_loss + student_loss
+            precision.step(loss, optimizer, params, config.max_grad_norm)
+            mean.add(float(loss.detach()), parts)
+        schedule.step()
+        s_scores = evaluate(student, val, device, selection=selection, amp=config.amp)
+        t_scores = evaluate(teacher, val, device, amp=config.amp)
+        metrics = EpochMetrics(epoch, "parallel", mean.loss(), mean.losses(), s_scores.gap, s_scores.map,
+                               time.perf_counter() - epoch_start, t_scores.gap, t_scores.map)
+        student_result.history.append(metrics)
+        if s_scores.gap > student_result.gap:
+            student_result.best_epoch, student_result.gap, student_result.map = epoch, s_scores.gap, s_scores.map
+            teacher_result.best_epoch, teacher_result.gap, teacher_result.map = epoch, t_scores.gap, t_scores.map
+            best = (_snapshot(teacher), _snapshot(student))
+        if on_epoch:
+            on_epoch(metrics)
+    student_result.train_seconds = teacher_result.train_seconds = time.perf_counter() - start
+    teacher_result.history = student_result.history
+    if best is not None:
+        teacher.load_state_dict(best[0])
+        student.load_state_dict(best[1])
+    return student_result, teacher_result
+
+
+# --- teacher export -----------------------------------------------------------------------------------
+
+
+def student_intermediate_positions(student: VideoModel, selection: FrameSelection) -> Callable[[int], np.ndarray]:
+    """num_frames -> the frame positions at which `student`, reading `selection`, has intermediates:
+    the positions a teacher export must answer for intermediate matching."""
+    if selection.name == "random":
+        raise WorkloadError("intermediate matching needs a deterministic frame selection, not 'random'")
+
+    def positions(num_frames: int) -> np.ndarray:
+        return student.intermediate_positions(selection.indices(num_frames))
+
+    return positions
+
+
+@torch.no_grad()
+def export_teacher(
+    teacher: VideoModel,
+    data: Iterable[VideoBatch],
+    device: torch.device | str = "cpu",
+    intermediate_positions: Callable[[int], np.ndarray] | None = None,
+) -> Iterator[TeacherRecord]:
+    """Run a trained teacher over all-frames `data` and yield each video's E_T and P_T and, when
+    `intermediate_positions(num_frames)` is given, I_T at those positions (what a student will ask for)."""
+    device = torch.device(device)
+    teacher.eval()
+    teacher.to(device)
+    if intermediate_positions is not None and not teacher.supports_intermediates:
+        raise WorkloadError(f"{type(teacher).__name__} has no intermediate states to export")
+    for batch in data:
+        batch = _to(batch, device)
+        out = teacher(batch.frames, batch.mask, batch.positions)
+        representation = out.representation.float().cpu().numpy()
+        probabilities = torch.sigmoid(out.logits.float()).cpu().numpy()
+        intermediates = query = None
+        if intermediate_positions is not None:
+            wanted = [np.asarray(intermediate_positions(int(n)), dtype=np.int64) for n in batch.num_frames]
+            query = np.full((len(wanted), max((w.size for w in wanted), default=0) or 1), -1, np.int64)
+            for row, w in enumerate(wanted):
+                query[row, : w.size] = w
+            intermediates = teacher.states_at(
+                batch.frames, batch.mask, batch.positions, torch.from_numpy(query).to(device)
+            ).float().cpu().numpy()
+        for row, video_id in enumerate(batch.ids):
+            steps = int((query[row] >= 0).sum()) if query is not None else 0
+            yield TeacherRecord(
+                id=video_id,
+                representation=representation[row],
+                probabilities=probabilities[row],
+                intermediates=intermediates[row, :steps] if intermediates is not None else None,
+                positions=query[row, :steps] if query is not None else None,
+            )
