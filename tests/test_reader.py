@@ -215,3 +215,15 @@ def test_bad_selection_is_rejected():
         FrameSelection("uniform")
     with pytest.raises(DataError, match="only with 'uniform'"):
         FrameSelection("first", j=3)
+
+
+def test_fraction_keeps_a_fixed_nested_subset(shards):
+    root, videos = shards
+    ids = lambda fraction: {i for b in VideoShards(root, batch_size=64, fraction=fraction) for i in b.ids}
+    quarter, half = ids(0.25), ids(0.5)
+    assert quarter < half < set(videos)
+    assert 0.15 < len(quarter) / len(videos) < 0.35 and 0.4 < len(half) / len(videos) < 0.6
+    shuffled = {i for b in VideoShards(root, batch_size=7, fraction=0.25, shuffle=True, seed=4) for i in b.ids}
+    assert shuffled == quarter
+    with pytest.raises(DataError, match="fraction"):
+        VideoShards(root, batch_size=4, fraction=0)

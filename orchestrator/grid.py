@@ -1,0 +1,233 @@
+"""python -m orchestrator.grid : run a preset's whole experiment matrix on Ray and record it in MLflow.
+
+With no arguments: preset `smoke`, local Ray, store `./runs`, MLflow at `sqlite:///runs/mlflow.db`,
+synthetic data generated into the store on first use. Under `ray job submit` the same command runs on
+the cluster (`RAY_ADDRESS` is set there). Re-running skips every finished cell; exit status 0 when every
+cell finished, 1 when some failed (named at the end), 2 for a bad preset or arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+
+import yaml
+
+from orchestrator.config import Preset, load_preset
+from orchestrator.errors import OrchestratorError
+from orchestrator.jobs import DataSet, fit_teacher, intermediate_cache_key, prepare_data, run_cell, teacher_caches_complete
+from orchestrator.matrix import Cell, TeacherSpec, expand
+from orchestrator.store import Store
+from orchestrator.summary import summarize
+from workloads.errors import WorkloadError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.grid", description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="smoke", help="a shipped preset (smoke, tiny, paper) or a YAML file")
+    parser.add_argument("--override", help="a YAML file merged into the preset (e.g. the best configuration of a search)")
+    parser.add_argument("--store", default="runs", help="folder or URI for data, checkpoints, caches and results")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<store>/mlflow.db)")
+    parser.add_argument("--experiment", help="MLflow experiment (default: fewer-frames-<preset>)")
+    parser.add_argument("--data", help="a folder or URI with train/ and validate/ shards (default: the preset's)")
+    return parser.parse_args(argv)
+
+
+def init_ray():
+    import ray
+
+    address = os.environ.get("RAY_ADDRESS") or "local"
+    if ray.is_initialized():
+        return ray
+    if address == "local":
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+    else:
+        ray.init(address=address, log_to_driver=False)
+    return ray
+
+
+class Grid:
+    """One invocation: schedules teachers and cells on Ray as their inputs become ready, records each
+    in MLflow as it finishes, and writes its result to the store."""
+
+    def __init__(self, preset: Preset, store: Store, tracker, data: DataSet, ray):
+        self.preset, self.store, self.tracker, self.data, self.ray = preset, store, tracker, data, ray
+        self.teachers, self.cells = expand(preset, data.id)
+        self.failed: list[str] = []
+        self.results: dict[str, dict] = {}
+        self.teacher_runs: dict[str, dict] = {}  # teacher id -> {"run_id", "caches"}
+        self.pending: dict = {}  # ObjectRef -> ("teacher", TeacherSpec) | ("cell", Cell)
+        self.waiting: dict[str, list[Cell]] = defaultdict(list)
+        cell_resources = preset.resources.cell
+        self.cell_task = ray.remote(run_cell).options(num_cpus=cell_resources.cpus, num_gpus=cell_resources.gpus)
+        self.device = "cuda" if cell_resources.gpus > 0 else "cpu"
+        self.teacher_task = ray.remote(fit_teacher).options(num_cpus=0)
+
+    def intermediate_ks(self, teacher: TeacherSpec) -> list[int]:
+        return sorted({c.k for c in self.cells if c.teacher is teacher and c.intermediate})
+
+    def skyline(self, teacher: TeacherSpec) -> Cell:
+        return next(c for c in self.cells if c.mode == "skyline" and c.teacher == teacher)
+
+    def run(self) -> None:
+        for cell in self.cells:
+            done = self.store.read_json(self.store.result(cell.id))
+            if done is not None:
+                self.results[cell.id] = done
+        for teacher in self.teachers:
+            skyline = self.skyline(teacher)
+            caches = teacher_caches_complete(self.store, teacher, self.intermediate_ks(teacher), self.data.num_classes)
+            if skyline.id in self.results and caches is not None:
+                self.teacher_runs[teacher.id] = {"run_id": self.results[skyline.id]["run_id"], "caches": caches}
+            elif any(c.teacher == teacher and c.id not in self.results for c in self.cells) or skyline.id not in self.results:
+                ref = self.teacher_task.remote(teacher, self.data, self.store.root, self.intermediate_ks(teacher),
+                                               self.preset.data.max_frames, self.preset.resources.teacher)
+                self.pending[ref] = ("teacher", teacher)
+        for cell in self.cells:
+            if cell.id in self.results or cell.mode == "skyline":
+                continue
+            if cell.mode == "serial" and cell.teacher.id not in self.teacher_runs:
+                self.waiting[cell.teacher.id].append(cell)
+            else:
+                self.submit(cell)
+        todo = len(self.pending) + sum(len(v) for v in self.waiting.values())
+        print(f"{len(self.cells)} cells, {sum(1 for c in self.cells if c.id in self.results)} already done, "
+              f"{todo} jobs to run", flush=True)
+        while self.pending:
+            ready, _ = self.ray.wait(list(self.pending), num_returns=1)
+            kind, item = self.pending.pop(ready[0])
+            try:
+                value, error = self.ray.get(ready[0]), None
+            except Exception as failure:  # a cell's own error, re-raised by Ray: record it, carry on
+                value, error = None, failure
+            if kind == "teacher":
+                self.teacher_done(item, value, error)
+            else:
+                self.cell_done(item, value, error)
+
+    def submit(self, cell: Cell) -> None:
+        cache = None
+        if cell.mode == "serial":
+            caches = self.teacher_runs[cell.teacher.id]["caches"]
+            key = "base"
+            if cell.intermediate:
+                key = next(k for k in caches if k.startswith(f"intermediates-uniform-k{cell.k}-"))
+            cache = caches[key]
+        self.pending[self.cell_task.remote(cell, self.data, cache, self.device)] = ("cell", cell)
+
+    def teacher_done(self, teacher: TeacherSpec, value: dict | None, error: BaseException | None) -> None:
+        skyline = self.skyline(teacher)
+        if error is not None:
+            self.record_failure(skyline, error)
+            for cell in self.waiting.pop(teacher.id, []):
+                self.record_failure(cell, f"its teacher {teacher.name} failed: {_one_line(error)}")
+            return
+        run_id = self.tracker.log_cell(skyline, value, tags={"cache_uri": value["caches"]["base"],
+                                                              "checkpoint": str(value.get("checkpoint"))})
+        self.finish(skyline, value, run_id)
+        self.teacher_runs[teacher.id] = {"run_id": run_id, "caches": value["caches"]}
+        for cell in self.waiting.pop(teacher.id, []):
+            self.submit(cell)
+
+    def cell_done(self, cell: Cell, value: dict | None, error: BaseException | None) -> None:
+        if error is not None:
+            self.record_failure(cell, error)
+            return
+        tags = {"teacher_run_id": self.teacher_runs[cell.teacher.id]["run_id"]} if cell.teacher else {}
+        self.finish(cell, value, self.tracker.log_cell(cell, value, tags=tags))
+
+    def finish(self, cell: Cell, value: dict, run_id: str) -> None:
+        value = {**value, "run_id": run_id, "cell": cell.name}
+        self.store.write_json(self.store.result(cell.id), value)
+        self.results[cell.id] = value
+        print(f"  done  {cell.name}: GAP {value['gap']:.3f}  mAP {value['map']:.3f}  "
+              f"({value['train_seconds']:.0f} s)", flush=True)
+
+    def record_failure(self, cell: Cell, error) -> None:
+        self.tracker.log_cell(cell, None, error=error)
+        self.failed.append(cell.name)
+        print(f"  FAILED {cell.name}: {_one_line(error)}", flush=True)
+
+
+def _one_line(error) -> str:
+    text = str(error).strip().splitlines()
+    return text[-1] if text else type(error).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        overrides = None
+        if args.override:
+            with open(args.override) as handle:
+                overrides = yaml.safe_load(handle) or {}
+        preset = load_preset(args.preset, overrides)
+    except (OrchestratorError, OSError, yaml.YAMLError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    store = Store(args.store)
+    tracking_uri = args.tracking_uri or (f"sqlite:///{store.path('mlflow.db')}" if store.is_local else None)
+    if tracking_uri is None:
+        print("error: a store on object storage needs --tracking-uri (an MLflow server)", file=sys.stderr)
+        return 2
+    experiment = args.experiment or f"fewer-frames-{preset.name}"
+    from orchestrator.tracking import Tracker
+
+    os.makedirs(store.root, exist_ok=True) if store.is_local and "://" not in store.root else None
+    ray = init_ray()
+    try:
+        if store.is_local and len([n for n in ray.nodes() if n.get("Alive")]) > 1:
+            raise OrchestratorError(f"{store.root}: a local store is only on this node; a cluster of several nodes "
+                                    "needs --store s3://... (and an MLflow server as --tracking-uri)")
+        tracker = Tracker(tracking_uri, experiment, store.path("mlartifacts"))
+    except OrchestratorError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    stale = tracker.end_stale_runs()
+    if stale:
+        print(f"ended {stale} run(s) that an interrupted grid had left RUNNING")
+    started = time.perf_counter()
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    tracker.start_parent(f"{preset.name}-{stamp}", {"preset": args.preset, "store": store.root, "data": args.data or "preset"},
+                         {"preset": preset.name})
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, interrupted)
+    status, summary, grid = "FAILED", None, None
+    try:
+        data = ray.get(ray.remote(prepare_data).options(num_cpus=1).remote(preset.data, store.root, args.data))
+        grid = Grid(preset, store, tracker, data, ray)
+        grid.run()
+        summary = summarize(grid.cells, grid.results)
+        status = "FAILED" if grid.failed else "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        print("interrupted: finished cells are kept; run the same command again to do the rest", file=sys.stderr)
+        return 130
+    except (OrchestratorError, WorkloadError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        tracker.end_parent(status, summary)
+    elapsed = time.perf_counter() - started
+    print()
+    print(summary)
+    print(f"grid {preset.name}: {len(grid.cells)} cells in {elapsed:.0f} s; MLflow experiment {experiment!r} at {tracking_uri}")
+    if tracking_uri.startswith("sqlite:"):
+        print(f"open it: mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000  "
+              f"then http://127.0.0.1:5000")
+    if grid.failed:
+        print(f"error: {len(grid.failed)} cell(s) failed: {', '.join(grid.failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""The work itself, as plain functions that Ray runs remotely: preparing data, training and caching a
+teacher (inside a Ray Train `TorchTrainer`), and running one cell. They return plain dicts so the driver,
+which alone talks to MLflow, can record them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+
+import torch
+
+from orchestrator.cache import ParquetTeacherCache, read_manifest, write_teacher_cache
+from orchestrator.config import DataConfig
+from orchestrator.errors import OrchestratorError
+from orchestrator.matrix import Cell, TeacherSpec, stable_id
+from orchestrator.store import Store
+from workloads.data.format import SHARD_SUFFIX, read_info
+from workloads.data.fs import join, list_files
+from workloads.data.reader import FrameSelection, VideoShards
+from workloads.data.synth import SynthConfig, generate
+from workloads.flops import count_macs
+from workloads.models import build_model
+from workloads.train import (
+    TrainConfig,
+    evaluate,
+    export_teacher,
+    seed_everything,
+    student_intermediate_positions,
+    train_classifier,
+    train_parallel,
+    train_serial_student,
+)
+
+SPLITS = ("train", "validate", "test")
+
+
+@dataclass(frozen=True)
+class DataSet:
+    id: str
+    train: str
+    validate: str
+    test: str | None
+    num_classes: int
+
+
+def data_id(config: DataConfig) -> str:
+    if config.synthetic is not None:
+        return "syn-" + stable_id(dataclasses.asdict(config.synthetic))
+    return "uri-" + stable_id(config.uri)
+
+
+def prepare_data(config: DataConfig, store_root: str, uri_override: str | None = None) -> DataSet:
+    """Locate the data set, generating synthetic shards into the store the first time."""
+    store = Store(store_root)
+    if uri_override or config.synthetic is None:
+        root = uri_override or config.uri
+        splits = {split: join(root, split) for split in SPLITS}
+        for split in ("train", "validate"):
+            if not list_files(splits[split], SHARD_SUFFIX):
+                raise OrchestratorError(f"{splits[split]}: no shards; --data needs train/ and validate/ folders")
+        try:
+            has_test = bool(list_files(splits["test"], SHARD_SUFFIX))
+        except Exception:
+            has_test = False
+        num_classes = read_info(list_files(splits["train"], SHARD_SUFFIX)[0]).num_classes
+        return DataSet("uri-" + stable_id(root), splits["train"], splits["validate"],
+                       splits["test"] if has_test else None, num_classes)
+    synthetic = config.synthetic
+    identity = data_id(config)
+    root = store.data(identity)
+    marker = join(root, "_complete.json")
+    if store.read_json(marker) is None:
+        synth = SynthConfig(num_classes=synthetic.classes, min_frames=synthetic.min_frames,
+                            max_frames=synthetic.max_frames, difficulty=synthetic.difficulty)
+        sizes = {"train": synthetic.train_videos, "validate": synthetic.validate_videos, "test": synthetic.validate_videos}
+        for split, videos in sizes.items():
+            generate(join(root, split), videos, seed=synthetic.seed, split=split, config=synth,
+                     workers=max(1, min(4, os.cpu_count() or 1)))
+        store.write_json(marker, {"synthetic": dataclasses.asdict(synthetic)})
+    return DataSet(identity, join(root, "train"), join(root, "validate"), join(root, "test"), synthetic.classes)
+
+
+def _train_config(settings, seed: int, device: str) -> TrainConfig:
+    return TrainConfig(epochs=settings.epochs, learning_rate=settings.learning_rate, lr_decay=settings.lr_decay,
+                       weight_decay=settings.weight_decay, max_grad_norm=settings.max_grad_norm, seed=seed, device=device)
+
+
+def _history(result) -> list[dict]:
+    return [dataclasses.asdict(m) for m in result.history]
+
+
+def _test_scores(model, data: DataSet, selection, batch_size: int, device: str):
+    """GAP/mAP and evaluation time on the test split (validation when there is none)."""
+    source = data.test or data.validate
+    return evaluate(model, VideoShards(source, batch_size, selection), device)
+
+
+def intermediate_cache_key(k: int, student_block: int) -> str:
+    return f"intermediates-uniform-k{k}-l{student_block}"
+
+
+# --- teachers -------------------------------------------------------------------------------------------
+
+
+def teacher_train_loop(config: dict) -> None:
+    """Ray Train's loop for one teacher: train on all frames, write its caches, report a checkpoint."""
+    import ray.train
+
+    spec: TeacherSpec = config["spec"]
+    data: DataSet = config["data"]
+    store = Store(config["store"])
+    device = "cuda" if torch.cuda.is_available() and config["use_gpu"] else "cpu"
+    settings = spec.train
+    seed_everything(spec.seed)
+    model = build_model(spec.family, spec.size, data.num_classes, **dict(spec.model))
+    train = VideoShards(data.train, settings.batch_size, shuffle=True, seed=spec.seed, fraction=spec.data_fraction)
+    val = VideoShards(data.validate, settings.batch_size)
+    result = train_classifier(model, train, val, _train_config(settings, spec.seed, device))
+    test = _test_scores(model, data, None, settings.batch_size, device)
+    exports = VideoShards(data.train, settings.batch_size, fraction=spec.data_fraction)
+    caches = {"base": store.teacher_cache(spec.id, "base")}
+    write_teacher_cache(caches["base"], export_teacher(model, exports, device), model.classifier.state_dict(),
+                        {"teacher_id": spec.id, "intermediates": None})
+    for k in config["intermediate_ks"]:
+        student = build_model(spec.family, spec.size, data.num_classes, k=k, **dict(spec.model))
+        key = intermediate_cache_key(k, student.block)
+        caches[key] = store.teacher_cache(spec.id, key)
+        positions = student_intermediate_positions(student, FrameSelection("uniform", k=k))
+        write_teacher_cache(caches[key], export_teacher(model, exports, device, positions),
+                            model.classifier.state_dict(), {"teacher_id": spec.id, "intermediates": key})
+    cost = count_macs(model, config["max_frames"])
+    metrics = {
+        "gap": test.gap, "map": test.map, "val_gap": result.gap, "val_map": result.map, "best_epoch": result.best_epoch,
+        "train_seconds": result.train_seconds, "inference_seconds": test.seconds, "macs": cost.macs,
+        "frame_macs": cost.frame_macs, "params": cost.params, "history": json.dumps(_history(result)),
+        "caches": json.dumps(caches),
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        torch.save(model.state_dict(), os.path.join(folder, "model.pt"))
+        with open(os.path.join(folder, "teacher.json"), "w") as out:
+            json.dump({"spec": dataclasses.asdict(spec), "num_classes": data.num_classes}, out, default=str)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def teacher_caches_complete(store: Store, spec: TeacherSpec, intermediate_ks: list[int], num_classes: int) -> dict | None:
+    """The teacher's caches when every one of them is complete, else None."""
+    caches = {"base": store.teacher_cache(spec.id, "base")}
+    for k in intermediate_ks:
+        student = build_model(spec.family, spec.size, num_classes, k=k, **dict(spec.model))
+        key = intermediate_cache_key(k, student.block)
+        caches[key] = store.teacher_cache(spec.id, key)
+    return caches if all(read_manifest(c) is not None for c in caches.values()) else None
+
+
+def fit_teacher(spec: TeacherSpec, data: DataSet, store_root: str, intermediate_ks: list[int], max_frames: int,
+                resources) -> dict:
+    """Train one teacher with Ray Train (one `TorchTrainer.fit`), checkpointed in the store."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    use_gpu = resources.gpus_per_worker > 0
+    worker = {"CPU": resources.cpus_per_worker, **({"GPU": resources.gpus_per_worker} if use_gpu else {})}
+    trainer = TorchTrainer(
+        teacher_train_loop,
+        train_loop_config={"spec": spec, "data": data, "store": store_root, "intermediate_ks": intermediate_ks,
+                           "max_frames": max_frames, "use_gpu": use_gpu},
+        scaling_config=ScalingConfig(num_workers=resources.num_workers, use_gpu=use_gpu, resources_per_worker=worker),
+        run_config=RunConfig(storage_path=Store(store_root).ray_storage(), name=spec.id),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    metrics = dict(result.metrics)
+    metrics["history"] = json.loads(metrics["history"])
+    metrics["caches"] = json.loads(metrics["caches"])
+    metrics["checkpoint"] = result.checkpoint.path if result.checkpoint else None
+    return metrics
+
+
+# --- cells ----------------------------------------------------------------------------------------------
+
+
+def run_cell(cell: Cell, data: DataSet, cache_uri: str | None, device: str) -> dict:
+    """Train and evaluate one baseline, serial student or parallel pair; returns its metrics."""
+    start = time.perf_counter()
+    settings = cell.train
+    selection = cell.frame_selection()
+    seed_everything(cell.seed)
+    model = build_model(cell.family, cell.size, data.num_classes, k=cell.k, **dict(cell.model))
+    config = _train_config(settings, cell.seed, device)
+    batch = settings.batch_size
+    fraction = cell.data_fraction
+    extra: dict = {}
+    if cell.mode == "baseline":
+        train = VideoShards(data.train, batch, selection, shuffle=True, seed=cell.seed, fraction=fraction)
+        result = train_classifier(model, train, VideoShards(data.validate, batch, selection), config)
+    elif cell.mode == "serial":
+        if cache_uri is None:
+            raise OrchestratorError(f"{cell.name}: a serial student needs its teacher's cache")
+        cache = ParquetTeacherCache(cache_uri)
+        train = VideoShards(data.train, batch, selection, shuffle=True, seed=cell.seed, fraction=fraction)
+        result = train_serial_student(model, cache, train, VideoShards(data.validate, batch, selection),
+                                      cell.stages(), config)
+    elif cell.mode == "parallel":
+        teacher = build_model(cell.family, cell.size, data.num_classes, **dict(cell.model))
+        train = VideoShards(data.train, batch, shuffle=True, seed=cell.seed, fraction=fraction)
+        result, teacher_result = train_parallel(teacher, model, train, VideoShards(data.validate, batch),
+                                                selection, cell.objective(), config)
+        teacher_test = _test_scores(teacher, data, None, batch, device)
+        extra = {"teacher_gap": teacher_test.gap, "teacher_map": teacher_test.map}
+    else:
+        raise OrchestratorError(f"{cell.name}: cells of mode {cell.mode!r} run as teachers")
+    test = _test_scores(model, data, selection, batch, device)
+    cost = count_macs(model, cell.k or cell.max_frames)
+    return {
+        "gap": test.gap, "map": test.map, "val_gap": result.gap, "val_map": result.map,
+        "best_epoch": result.best_epoch, "train_seconds": result.train_seconds, "inference_seconds": test.seconds,
+        "macs": cost.macs, "frame_macs": cost.frame_macs, "params": cost.params, "history": _history(result),
+        "wall_seconds": time.perf_counter() - start, **extra,
+    }

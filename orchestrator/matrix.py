@@ -1,0 +1,165 @@
+"""The experiment matrix as data: which teachers and cells a preset implies.
+
+A `TeacherSpec` (family, model, data, fraction, seed, training) is trained once; a `Cell` is one entry
+of the paper's tables. Both are frozen and their id is a hash of everything that defines them, so the
+same id names a cell's MLflow run, its result in the store and (for teachers) the checkpoint and cache:
+running the same grid twice finds the same ids and skips the finished work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.config import Preset, TrainSettings, train_settings
+from workloads.data.reader import FrameSelection
+from workloads.losses import Objective
+from workloads.models import FAMILIES
+from workloads.train import SERIAL_VARIANTS, Stage
+
+ID_VERSION = 1  # bump when the meaning of a field changes, so old results are not reused
+
+
+def stable_id(payload: Any) -> str:
+    text = json.dumps({"v": ID_VERSION, "payload": payload}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    family: str
+    size: str
+    model: tuple[tuple[str, Any], ...]
+    data: str  # data set id
+    data_fraction: float
+    seed: int
+    train: TrainSettings
+
+    @property
+    def id(self) -> str:
+        return "t-" + stable_id(dataclasses.asdict(self))
+
+    @property
+    def name(self) -> str:
+        fraction = f"/f{self.data_fraction:g}" if self.data_fraction < 1 else ""
+        return f"{self.family}/teacher{fraction}/s{self.seed}"
+
+
+@dataclass(frozen=True)
+class Cell:
+    mode: str  # skyline | baseline | serial | parallel
+    family: str
+    size: str
+    model: tuple[tuple[str, Any], ...]
+    selection: str  # a frame selector, or "all" for the skyline
+    k: int | None
+    loss: str  # "ce" for skylines and baselines, a variant name for students
+    intermediate: bool
+    data: str
+    data_fraction: float
+    seed: int
+    train: TrainSettings
+    loss_weights: tuple[tuple[str, float], ...]
+    pred_distance: str
+    max_frames: int
+    teacher: TeacherSpec | None  # the teacher a serial student reads, or the skyline's own
+
+    @property
+    def id(self) -> str:
+        payload = dataclasses.asdict(self)
+        payload["teacher"] = self.teacher.id if self.teacher else None
+        return "c-" + stable_id(payload)
+
+    @property
+    def j(self) -> int:
+        """The nominal stride: every j-th frame of the longest videos."""
+        return 1 if self.k is None else max(1, self.max_frames // self.k)
+
+    @property
+    def name(self) -> str:
+        what = self.selection if self.mode in ("baseline", "skyline") else self.loss
+        parts = [self.family, self.mode, what + ("+intermediate" if self.intermediate else "")]
+        if self.k is not None:
+            parts.append(f"k{self.k}")
+        if self.data_fraction < 1:
+            parts.append(f"f{self.data_fraction:g}")
+        parts.append(f"s{self.seed}")
+        return "/".join(parts)
+
+    def frame_selection(self) -> FrameSelection | None:
+        return None if self.k is None else FrameSelection(self.selection, k=self.k)
+
+    def stages(self) -> tuple[Stage, ...]:
+        """The training stages of a serial student (the variant, its weights, intermediate matching)."""
+        weights = dict(self.loss_weights)
+        base = SERIAL_VARIANTS[self.loss]
+        if len(base) > 1:  # the two-stage variant (a) keeps its own stages
+            stages = base
+        else:
+            stages = (Stage(Objective.parse(self.loss, weights, self.pred_distance)),)
+        if self.intermediate:
+            first = stages[0]
+            extra = {**first.objective.weights, "rep_intermediate": weights.get("rep_intermediate", 1.0)}
+            stages = (dataclasses.replace(first, objective=Objective(extra, self.pred_distance)), *stages[1:])
+        return stages
+
+    def objective(self) -> Objective:
+        """A parallel student's objective."""
+        return Objective.parse(self.loss, dict(self.loss_weights), self.pred_distance)
+
+    def params(self) -> dict[str, Any]:
+        """What MLflow records as the cell's parameters."""
+        return {
+            "family": self.family,
+            "size": self.size,
+            "mode": self.mode,
+            "selection": self.selection,
+            "k": "all" if self.k is None else self.k,
+            "j": self.j,
+            "loss": self.loss,
+            "intermediate": self.intermediate,
+            "data_fraction": self.data_fraction,
+            "seed": self.seed,
+            **{f"train.{k}": v for k, v in dataclasses.asdict(self.train).items()},
+            **{f"model.{k}": v for k, v in self.model},
+            **({f"w_{k}": v for k, v in self.loss_weights} if self.mode in ("serial", "parallel") else {}),
+            **({"pred_distance": self.pred_distance} if self.mode in ("serial", "parallel") else {}),
+        }
+
+
+def expand(preset: Preset, data_id: str) -> tuple[list[TeacherSpec], list[Cell]]:
+    """Every teacher and cell of `preset` on data set `data_id`, in a stable order."""
+    teachers: list[TeacherSpec] = []
+    cells: list[Cell] = []
+    weights = tuple(sorted({"ce": 1.0, "rep": 1.0, "pred": 1.0, "rep_intermediate": 1.0, **preset.loss_weights}.items()))
+    for family in preset.families:
+        model = tuple(sorted(preset.model_overrides.get(family, {}).items()))
+        has_intermediates = FAMILIES[family].build.supports_intermediates
+        for fraction in preset.data_fractions:
+            for seed in preset.seeds:
+                teacher = TeacherSpec(family, preset.size, model, data_id, fraction, seed,
+                                      train_settings(preset, family, "teacher"))
+                teachers.append(teacher)
+                common = dict(family=family, size=preset.size, model=model, data=data_id, data_fraction=fraction,
+                              seed=seed, max_frames=preset.data.max_frames, pred_distance=preset.pred_distance)
+                student_train = train_settings(preset, family, "student")
+                cells.append(Cell(mode="skyline", selection="all", k=None, loss="ce", intermediate=False,
+                                  train=teacher.train, loss_weights=(), teacher=teacher, **common))
+                for k in preset.ks:
+                    for selection in preset.baselines:
+                        cells.append(Cell(mode="baseline", selection=selection, k=k, loss="ce", intermediate=False,
+                                          train=student_train, loss_weights=(), teacher=None, **common))
+                    for variant in preset.serial:
+                        cells.append(Cell(mode="serial", selection="uniform", k=k, loss=variant, intermediate=False,
+                                          train=student_train, loss_weights=weights, teacher=teacher, **common))
+                    if has_intermediates:
+                        for variant in preset.intermediate:
+                            cells.append(Cell(mode="serial", selection="uniform", k=k, loss=variant, intermediate=True,
+                                              train=student_train, loss_weights=weights, teacher=teacher, **common))
+                    for variant in preset.parallel:
+                        cells.append(Cell(mode="parallel", selection="uniform", k=k, loss=variant, intermediate=False,
+                                          train=student_train, loss_weights=weights, teacher=None, **common))
+    return teachers, cells

@@ -1,0 +1,60 @@
+"""Where everything of a grid lives, under one root (a local folder or a URI PyArrow opens):
+
+    <root>/data/<data id>/{train,validate,test}/      synthetic shards generated on first use
+    <root>/teachers/<teacher id>/cache/<key>/         teacher caches (Parquet parts, _manifest.json last)
+    <root>/ray/<teacher id>/                          Ray Train checkpoints
+    <root>/results/<cell id>.json                     a finished cell: its metrics and MLflow run id
+    <root>/mlflow.db, <root>/mlartifacts/             the default MLflow store for a local root
+
+A result file is written atomically and last, so it is the proof that a cell is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from workloads.data.fs import join, resolve, write_atomically
+
+
+class Store:
+    def __init__(self, root: str):
+        self.root = root if "://" in root else os.path.abspath(root)
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.root or self.root.startswith("file://")
+
+    def path(self, *parts: str) -> str:
+        return join(self.root, *parts)
+
+    def data(self, data_id: str) -> str:
+        return self.path("data", data_id)
+
+    def teacher_cache(self, teacher_id: str, key: str) -> str:
+        return self.path("teachers", teacher_id, "cache", key)
+
+    def ray_storage(self) -> str:
+        return self.path("ray")
+
+    def result(self, cell_id: str) -> str:
+        return self.path("results", f"{cell_id}.json")
+
+    def read_json(self, location: str) -> dict[str, Any] | None:
+        fs, path = resolve(location)
+        if fs.get_file_info(path).type != pafs.FileType.File:
+            return None
+        with fs.open_input_stream(path) as stream:
+            return json.loads(stream.read())
+
+    def write_json(self, location: str, payload: dict[str, Any]) -> None:
+        data = json.dumps(payload, indent=1, sort_keys=True, default=str).encode()
+
+        def write(fs, path):
+            with fs.open_output_stream(path) as out:
+                out.write(data)
+
+        write_atomically(location, write)

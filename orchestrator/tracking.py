@@ -1,0 +1,103 @@
+"""MLflow: one experiment per grid, a parent run per invocation, a child run per cell, nothing left RUNNING.
+
+Only the driver talks to MLflow (a `sqlite:` store exists only where it was opened), and a child run is
+created, filled and ended in one go when its cell has finished, so a killed driver cannot leave cell runs
+RUNNING. Its own parent run is ended KILLED on SIGINT/SIGTERM, and any RUNNING run a crashed driver left
+in the experiment is ended KILLED at the next start.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+
+from orchestrator.matrix import Cell
+
+GRID_TAG = "fewer_frames.grid"
+
+
+def _params(values: dict[str, Any]) -> list[Param]:
+    return [Param(k, str(v)[:6000]) for k, v in values.items()]
+
+
+class Tracker:
+    def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None):
+        mlflow.set_tracking_uri(tracking_uri)
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
+        else:
+            self.experiment_id = found.experiment_id
+        self.experiment = experiment
+        self.parent_id: str | None = None
+
+    def end_stale_runs(self) -> int:
+        """End KILLED the runs a driver that died left RUNNING in this experiment."""
+        stale = self.client.search_runs([self.experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                        max_results=10_000)
+        for run in stale:
+            self.client.set_terminated(run.info.run_id, status="KILLED")
+        return len(stale)
+
+    def start_parent(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={GRID_TAG: "parent", **tags})
+        self.parent_id = run.info.run_id
+        self.client.log_batch(self.parent_id, params=_params(params))
+        return self.parent_id
+
+    def end_parent(self, status: str, summary: str | None = None) -> None:
+        if self.parent_id is None:
+            return
+        try:
+            if summary:
+                self.client.log_text(self.parent_id, summary, "summary.md")
+        finally:
+            self.client.set_terminated(self.parent_id, status=status)
+            self.parent_id = None
+
+    def log_cell(self, cell: Cell, result: dict | None, error: BaseException | str | None = None,
+                 tags: dict[str, str] | None = None) -> str:
+        """Create, fill and end one cell's run: FINISHED with its metrics, or FAILED with the error."""
+        all_tags = {"mlflow.parentRunId": self.parent_id or "", GRID_TAG: "cell", "cell_id": cell.id, **(tags or {})}
+        run = self.client.create_run(self.experiment_id, run_name=cell.name, tags=all_tags)
+        run_id = run.info.run_id
+        status = RunStatus.to_string(RunStatus.FAILED)
+        try:
+            self.client.log_batch(run_id, params=_params(cell.params()))
+            if error is not None:
+                text = error if isinstance(error, str) else "".join(traceback.format_exception(error))
+                self.client.set_tag(run_id, "error", text.strip().splitlines()[-1][:5000] if text.strip() else "failed")
+                self.client.log_text(run_id, text, "error.txt")
+            else:
+                self.client.log_batch(run_id, metrics=_metrics(result))
+                self.client.log_text(run_id, json.dumps(result["history"], indent=1), "history.json")
+                status = RunStatus.to_string(RunStatus.FINISHED)
+        finally:
+            self.client.set_terminated(run_id, status=status)
+        return run_id
+
+
+def _metrics(result: dict) -> list[Metric]:
+    now = int(time.time() * 1000)
+    names = ("gap", "map", "macs", "frame_macs", "params", "train_seconds", "inference_seconds", "val_gap",
+             "val_map", "best_epoch", "teacher_gap", "teacher_map")
+    # "val_gap" is the per-epoch curve below; the best epoch's value is "best_val_gap".
+    metrics = [Metric(name, float(result[name]), now, 0) for name in names if name in result and name not in ("val_gap", "val_map")]
+    metrics.append(Metric("best_val_gap", float(result["val_gap"]), now, 0))
+    metrics.append(Metric("best_val_map", float(result["val_map"]), now, 0))
+    for epoch in result["history"]:
+        step = int(epoch["epoch"])
+        metrics.append(Metric("val_gap", float(epoch["val_gap"]), now, step))
+        metrics.append(Metric("val_map", float(epoch["val_map"]), now, step))
+        metrics.append(Metric("train_loss", float(epoch["loss"]), now, step))
+        if epoch.get("teacher_val_gap") is not None:
+            metrics.append(Metric("teacher_val_gap", float(epoch["teacher_val_gap"]), now, step))
+    return metrics

@@ -1,0 +1,134 @@
+"""The orchestrator end to end: real local Ray, a real MLflow store on SQLite, synthetic data."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from orchestrator.config import load_preset
+from orchestrator.errors import OrchestratorError
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = yaml.safe_load((REPO / "orchestrator" / "presets" / "tiny.yaml").read_text())
+
+
+def grid(*args, timeout=600, env=None):
+    return subprocess.run([sys.executable, "-m", "orchestrator.grid", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env={**os.environ, **(env or {})})
+
+
+def runs(store: Path, experiment: str):
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    found = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([found.experiment_id], max_results=1000)
+
+
+def write_preset(tmp_path: Path, **changes) -> Path:
+    preset = {**TINY, **changes}
+    path = tmp_path / "preset.yaml"
+    path.write_text(yaml.safe_dump(preset))
+    return path
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"batch": 3}, "unknown key 'batch'"),
+        ({"teacher_train": {"epochs": "five"}}, "teacher_train.epochs: expected int"),
+        ({"families": ["hrnn", "resnet"]}, "families: unknown family 'resnet'"),
+        ({"serial": ["rep+magic"]}, "serial: unknown variant 'rep+magic'"),
+        ({"ks": [10, 500]}, "ks: k=500 is outside"),
+        ({"data": {"synthetic": {"train_videos": 10, "colour": True}}}, "unknown key 'data.synthetic.colour'"),
+    ],
+)
+def test_bad_presets_name_the_key_and_file(tmp_path, change, message):
+    path = write_preset(tmp_path, **change)
+    with pytest.raises(OrchestratorError, match="preset.yaml") as error:
+        load_preset(str(path))
+    assert message in str(error.value)
+
+
+def test_bad_preset_on_the_command_line_exits_2_without_a_traceback(tmp_path):
+    result = grid("--preset", str(write_preset(tmp_path, batch=3)), "--store", str(tmp_path / "store"))
+    assert result.returncode == 2 and "unknown key 'batch'" in result.stderr and "Traceback" not in result.stderr
+    result = grid("--preset", "no-such-preset", "--store", str(tmp_path / "store"))
+    assert result.returncode == 2 and "unknown preset 'no-such-preset'" in result.stderr
+    assert not (tmp_path / "store" / "mlflow.db").exists()
+
+
+def test_shipped_presets_are_valid():
+    smoke = load_preset("smoke")
+    assert smoke.families == ("hrnn",) and len(smoke.ks) >= 2 and len(smoke.seeds) >= 2
+    assert set(smoke.baselines) == {"uniform", "random", "first", "middle", "last", "first_middle_last"}
+    assert len(smoke.serial) == 5 and len(smoke.parallel) == 3 and smoke.intermediate
+    paper = load_preset("paper")
+    assert set(paper.ks) == {6, 10, 15, 20, 30} and set(paper.families) == {"hrnn", "netvlad", "nextvlad"}
+    assert set(paper.data_fractions) == {0.1, 0.25, 0.5, 1.0} and paper.size == "paper"
+
+
+@pytest.mark.slow
+def test_tiny_grid_end_to_end_then_a_rerun_does_nothing(tmp_path):
+    store = tmp_path / "store"
+    first = grid("--preset", "tiny", "--store", str(store))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Teacher-Skyline" in first.stdout and "mlflow ui --backend-store-uri" in first.stdout
+    client, found = runs(store, "fewer-frames-tiny")
+    parents = [r for r in found if r.data.tags.get("fewer_frames.grid") == "parent"]
+    children = [r for r in found if r.data.tags.get("fewer_frames.grid") == "cell"]
+    assert len(parents) == 1 and len(children) == 7
+    assert all(r.info.status == "FINISHED" for r in found)
+    parent = parents[0]
+    assert "summary.md" in [a.path for a in client.list_artifacts(parent.info.run_id)]
+    names = {r.info.run_name: r for r in children}
+    assert "hrnn/serial/rep+pred+ce/k10/s0" in names and "hrnn/skyline/all/s0" in names
+    skyline = names["hrnn/skyline/all/s0"]
+    for run in children:
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["cell_id"].startswith("c-")
+        for key in ("family", "mode", "selection", "k", "j", "loss", "intermediate", "data_fraction", "seed"):
+            assert key in run.data.params, (run.info.run_name, key)
+        for key in ("gap", "map", "macs", "params", "train_seconds", "inference_seconds"):
+            assert key in run.data.metrics, (run.info.run_name, key)
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_gap")] == [1] or run.data.params["loss"] == "rep_then_ce"
+    serial = names["hrnn/serial/rep+pred+ce/k10/s0"]
+    assert serial.data.tags["teacher_run_id"] == skyline.info.run_id
+    assert serial.data.params["mode"] == "serial" and serial.data.params["k"] == "10" and serial.data.params["j"] == "6"
+    # The teacher cache is tagged as a URI PyArrow can open, and it is complete.
+    cache_uri = skyline.data.tags["cache_uri"]
+    assert json.loads((Path(cache_uri) / "_manifest.json").read_text())["videos"] == 96
+
+    started = time.perf_counter()
+    again = grid("--preset", "tiny", "--store", str(store))
+    assert again.returncode == 0, again.stderr
+    assert time.perf_counter() - started < 30
+    assert "7 already done, 0 jobs to run" in again.stdout
+    _, found = runs(store, "fewer-frames-tiny")
+    assert len([r for r in found if r.data.tags.get("fewer_frames.grid") == "cell"]) == 7
+
+
+@pytest.mark.slow
+def test_a_failing_cell_is_recorded_and_the_others_go_on(tmp_path):
+    # Students of this preset cannot be built (a negative block length), the teacher can.
+    path = write_preset(tmp_path, model_overrides={"hrnn": {"student_block_frames": -1}}, intermediate=[],
+                        serial=["rep+ce"], parallel=[], baselines=["uniform"])
+    store = tmp_path / "store"
+    result = grid("--preset", str(path), "--store", str(store))
+    assert result.returncode == 1
+    assert "2 cell(s) failed" in result.stderr
+    assert "hrnn/baseline/uniform/k10/s0" in result.stderr and "hrnn/serial/rep+ce/k10/s0" in result.stderr
+    client, found = runs(store, "fewer-frames-tiny")
+    status = {r.info.run_name: r.info.status for r in found if r.data.tags.get("fewer_frames.grid") == "cell"}
+    assert status == {"hrnn/skyline/all/s0": "FINISHED", "hrnn/baseline/uniform/k10/s0": "FAILED",
+                      "hrnn/serial/rep+ce/k10/s0": "FAILED"}
+    failed = next(r for r in found if r.info.run_name == "hrnn/baseline/uniform/k10/s0")
+    assert "block length must be >= 1" in failed.data.tags["error"]
+    assert not any(r.info.status == "RUNNING" for r in found)
+    parent = next(r for r in found if r.data.tags.get("fewer_frames.grid") == "parent")
+    assert parent.info.status == "FAILED"
