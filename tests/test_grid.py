@@ -132,3 +132,33 @@ def test_a_failing_cell_is_recorded_and_the_others_go_on(tmp_path):
     assert not any(r.info.status == "RUNNING" for r in found)
     parent = next(r for r in found if r.data.tags.get("fewer_frames.grid") == "parent")
     assert parent.info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_killed_driver_then_rerun_does_only_what_is_missing(tmp_path):
+    store = tmp_path / "store"
+    results = store / "results"
+    # Its own session, so that the kill takes the local Ray processes it started along with it.
+    driver = subprocess.Popen([sys.executable, "-m", "orchestrator.grid", "--preset", "tiny", "--store", str(store)],
+                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and len(list(results.glob("*.json"))) < 2 and driver.poll() is None:
+            time.sleep(0.2)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    before = {p.name: json.loads(p.read_text())["run_id"] for p in results.glob("*.json")}
+    assert 2 <= len(before) < 7, "the grid should have been killed half-way"
+    _, found = runs(store, "fewer-frames-tiny")
+    assert any(r.info.status == "RUNNING" for r in found)  # the killed driver's parent run
+
+    again = grid("--preset", "tiny", "--store", str(store))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"{len(before)} already done" in again.stdout and "ended 1 run(s)" in again.stdout
+    after = {p.name: json.loads(p.read_text())["run_id"] for p in results.glob("*.json")}
+    assert len(after) == 7 and all(after[name] == run_id for name, run_id in before.items())
+    _, found = runs(store, "fewer-frames-tiny")
+    assert not any(r.info.status == "RUNNING" for r in found)
+    finished = {r.info.run_name for r in found if r.data.tags.get("fewer_frames.grid") == "cell" and r.info.status == "FINISHED"}
+    assert len(finished) == 7
