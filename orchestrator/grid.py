@@ -63,6 +63,8 @@ class Grid:
         self.teacher_runs: dict[str, dict] = {}  # teacher id -> {"run_id", "caches"}
         self.pending: dict = {}  # ObjectRef -> ("teacher", TeacherSpec) | ("cell", Cell)
         self.waiting: dict[str, list[Cell]] = defaultdict(list)
+        self.backlog: list[Cell] = []  # ready to run, held back while teachers need the CPUs
+        self.training: set[str] = set()  # teachers in flight
         cell_resources = preset.resources.cell
         self.cell_task = ray.remote(run_cell).options(num_cpus=cell_resources.cpus, num_gpus=cell_resources.gpus)
         self.device = "cuda" if cell_resources.gpus > 0 else "cpu"
@@ -88,14 +90,16 @@ class Grid:
                 ref = self.teacher_task.remote(teacher, self.data, self.store.root, self.intermediate_ks(teacher),
                                                self.preset.data.max_frames, self.preset.resources.teacher)
                 self.pending[ref] = ("teacher", teacher)
+                self.training.add(teacher.id)
         for cell in self.cells:
             if cell.id in self.results or cell.mode == "skyline":
                 continue
             if cell.mode == "serial" and cell.teacher.id not in self.teacher_runs:
                 self.waiting[cell.teacher.id].append(cell)
             else:
-                self.submit(cell)
-        todo = len(self.pending) + sum(len(v) for v in self.waiting.values())
+                self.backlog.append(cell)
+        self.drain()
+        todo = len(self.pending) + len(self.backlog) + sum(len(v) for v in self.waiting.values())
         print(f"{len(self.cells)} cells, {sum(1 for c in self.cells if c.id in self.results)} already done, "
               f"{todo} jobs to run", flush=True)
         while self.pending:
@@ -106,9 +110,28 @@ class Grid:
             except Exception as failure:  # a cell's own error, re-raised by Ray: record it, carry on
                 value, error = None, failure
             if kind == "teacher":
+                self.training.discard(item.id)
                 self.teacher_done(item, value, error)
             else:
                 self.cell_done(item, value, error)
+            self.drain()
+
+    def cell_slots(self) -> float:
+        """How many cells may run now. Ray has no priorities, and a teacher's Train workers ask for their
+        CPUs only once its trainer has started, after cells queued meanwhile have taken them; so while
+        teachers train (everything serial waits on them), cells leave the teachers' CPUs free."""
+        if not self.training:
+            return float("inf")
+        teacher = self.preset.resources.teacher
+        reserved = len(self.training) * teacher.num_workers * teacher.cpus_per_worker
+        total = self.ray.cluster_resources().get("CPU", 0.0)
+        return max(1.0, (total - reserved) // max(self.preset.resources.cell.cpus, 1e-9))
+
+    def drain(self) -> None:
+        running = sum(1 for kind, _ in self.pending.values() if kind == "cell")
+        while self.backlog and running < self.cell_slots():
+            self.submit(self.backlog.pop(0))
+            running += 1
 
     def submit(self, cell: Cell) -> None:
         cache = None
@@ -131,8 +154,8 @@ class Grid:
                                                               "checkpoint": str(value.get("checkpoint"))})
         self.finish(skyline, value, run_id)
         self.teacher_runs[teacher.id] = {"run_id": run_id, "caches": value["caches"]}
-        for cell in self.waiting.pop(teacher.id, []):
-            self.submit(cell)
+        # Serial cells first: they were waiting for this teacher while the others could run.
+        self.backlog[:0] = self.waiting.pop(teacher.id, [])
 
     def cell_done(self, cell: Cell, value: dict | None, error: BaseException | None) -> None:
         if error is not None:
@@ -178,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     experiment = args.experiment or f"fewer-frames-{preset.name}"
     from orchestrator.tracking import Tracker
 
-    os.makedirs(store.root, exist_ok=True) if store.is_local and "://" not in store.root else None
+    if "://" not in store.root:
+        os.makedirs(store.root, exist_ok=True)
     ray = init_ray()
     try:
         if store.is_local and len([n for n in ray.nodes() if n.get("Alive")]) > 1:

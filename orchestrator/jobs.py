@@ -22,6 +22,7 @@ from workloads.data.format import SHARD_SUFFIX, read_info
 from workloads.data.fs import join, list_files
 from workloads.data.reader import FrameSelection, VideoShards
 from workloads.data.synth import SynthConfig, generate
+from workloads.errors import DataError
 from workloads.flops import count_macs
 from workloads.models import build_model
 from workloads.train import (
@@ -64,7 +65,7 @@ def prepare_data(config: DataConfig, store_root: str, uri_override: str | None =
                 raise OrchestratorError(f"{splits[split]}: no shards; --data needs train/ and validate/ folders")
         try:
             has_test = bool(list_files(splits["test"], SHARD_SUFFIX))
-        except Exception:
+        except DataError:  # no test/ folder: report on validation
             has_test = False
         num_classes = read_info(list_files(splits["train"], SHARD_SUFFIX)[0]).num_classes
         return DataSet("uri-" + stable_id(root), splits["train"], splits["validate"],
@@ -110,6 +111,7 @@ def teacher_train_loop(config: dict) -> None:
     """Ray Train's loop for one teacher: train on all frames, write its caches, report a checkpoint."""
     import ray.train
 
+    start = time.perf_counter()
     spec: TeacherSpec = config["spec"]
     data: DataSet = config["data"]
     store = Store(config["store"])
@@ -137,7 +139,7 @@ def teacher_train_loop(config: dict) -> None:
         "gap": test.gap, "map": test.map, "val_gap": result.gap, "val_map": result.map, "best_epoch": result.best_epoch,
         "train_seconds": result.train_seconds, "inference_seconds": test.seconds, "macs": cost.macs,
         "frame_macs": cost.frame_macs, "params": cost.params, "history": json.dumps(_history(result)),
-        "caches": json.dumps(caches),
+        "caches": json.dumps(caches), "wall_seconds": time.perf_counter() - start,
     }
     with tempfile.TemporaryDirectory() as folder:
         torch.save(model.state_dict(), os.path.join(folder, "model.pt"))
