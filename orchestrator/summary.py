@@ -23,6 +23,34 @@ def _fmt(values: list[float]) -> str:
     return f"{mean:.3f}" if len(values) == 1 else f"{mean:.3f}±{statistics.pstdev(values):.3f}"
 
 
+def ordering_check(cells: list[Cell], results: dict[str, dict]) -> str | None:
+    """Whether the paper's ordering holds at the largest k, averaged over seeds:
+    skyline > best serial student > Uniform-k > each of First-k, Middle-k, Last-k."""
+    ks = [c.k for c in cells if c.k is not None]
+    if not ks:
+        return None
+    k = max(ks)
+
+    def mean_gap(match) -> float | None:
+        values = [results[c.id]["gap"] for c in cells if match(c) and c.id in results]
+        return statistics.fmean(values) if values else None
+
+    skyline = mean_gap(lambda c: c.mode == "skyline")
+    serial = {c.loss: mean_gap(lambda x, c=c: x.mode == "serial" and not x.intermediate and x.loss == c.loss and x.k == k)
+              for c in cells if c.mode == "serial" and not c.intermediate}
+    serial = {name: gap for name, gap in serial.items() if gap is not None}
+    uniform = mean_gap(lambda c: c.mode == "baseline" and c.selection == "uniform" and c.k == k)
+    contiguous = {name: mean_gap(lambda c, n=name: c.mode == "baseline" and c.selection == n and c.k == k)
+                  for name in ("first", "middle", "last")}
+    if skyline is None or not serial or uniform is None or any(v is None for v in contiguous.values()):
+        return None
+    best_name, best = max(serial.items(), key=lambda item: item[1])
+    holds = skyline > best > uniform > max(contiguous.values())
+    parts = ", ".join(f"{name.title()} {gap:.3f}" for name, gap in contiguous.items())
+    return (f"Paper's ordering at k={k}, mean GAP over seeds: skyline {skyline:.3f} > serial {best_name} {best:.3f} "
+            f"> Uniform {uniform:.3f} > {parts}: {'holds' if holds else 'DOES NOT HOLD'}")
+
+
 def summarize(cells: list[Cell], results: dict[str, dict]) -> str:
     """Markdown tables, one per family and data fraction; `results` maps cell id to its metrics."""
     groups: dict[tuple[str, float], list[Cell]] = defaultdict(list)
@@ -68,5 +96,8 @@ def summarize(cells: list[Cell], results: dict[str, dict]) -> str:
         lines.append("| multiply-adds per video (k frames) | " + " | ".join(flops) + " |")
         if macs.get("all"):
             lines.append(f"\nTeacher-Skyline: {statistics.fmean(macs['all']) / 1e9:.3f} G multiply-adds per video.")
+        check = ordering_check(members, results)
+        if check:
+            lines.append("\n" + check)
         out.append("\n".join(lines))
     return "\n\n".join(out) + "\n"
