@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,11 @@ def test_job_submit_runs_the_grid_on_a_started_cluster(tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     gcs, dashboard = free_port(), free_port()
+    # Ray's sockets live under --temp-dir, and a Unix socket path may not exceed 107 bytes.
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     start = subprocess.run(
         [RAY, "start", "--head", "--num-cpus", "2", "--port", str(gcs), "--dashboard-host", "127.0.0.1",
-         "--dashboard-port", str(dashboard), "--disable-usage-stats", "--temp-dir", str(tmp_path / "ray")],
+         "--dashboard-port", str(dashboard), "--disable-usage-stats", "--temp-dir", temp_dir],
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert start.returncode == 0, start.stderr
@@ -46,3 +49,4 @@ def test_job_submit_runs_the_grid_on_a_started_cluster(tmp_path):
         assert len(found) == 8 and all(r.info.status == "FINISHED" for r in found)
     finally:
         subprocess.run([RAY, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        shutil.rmtree(temp_dir, ignore_errors=True)
