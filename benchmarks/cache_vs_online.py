@@ -67,7 +67,7 @@ def main() -> None:
         source, cache_dir = f"{scratch}/train", f"{scratch}/cache"
         generate(source, args.videos, seed=0, config=SynthConfig(num_classes=CLASSES), workers=2)
         teacher = build_model(args.family, args.size, CLASSES).eval()
-        write_teacher_cache(cache_dir, export_teacher(teacher, VideoShards(source, 64)), teacher.classifier.state_dict(), {})
+        write_teacher_cache(cache_dir, [export_teacher(teacher, VideoShards(source, 64))], teacher.classifier.state_dict(), {})
         cache = ParquetTeacherCache(cache_dir)
         torch.manual_seed(0)
         student = build_model(args.family, args.size, CLASSES, k=args.k)

@@ -123,17 +123,24 @@ def teacher_train_loop(config: dict) -> None:
     val = VideoShards(data.validate, settings.batch_size)
     result = train_classifier(model, train, val, _train_config(settings, spec.seed, device))
     test = _test_scores(model, data, None, settings.batch_size, device)
-    exports = VideoShards(data.train, settings.batch_size, fraction=spec.data_fraction)
+    shards = list_files(data.train, SHARD_SUFFIX)
+
+    def parts(positions=None):
+        """One iterable of records per training shard, in the shard's order (the cache keeps it)."""
+        for shard in shards:
+            videos = VideoShards(shard, settings.batch_size, fraction=spec.data_fraction)
+            yield export_teacher(model, videos, device, positions)
+
     caches = {"base": store.teacher_cache(spec.id, "base")}
-    write_teacher_cache(caches["base"], export_teacher(model, exports, device), model.classifier.state_dict(),
+    write_teacher_cache(caches["base"], parts(), model.classifier.state_dict(),
                         {"teacher_id": spec.id, "intermediates": None})
     for k in config["intermediate_ks"]:
         student = build_model(spec.family, spec.size, data.num_classes, k=k, **dict(spec.model))
         key = intermediate_cache_key(k, student.block)
         caches[key] = store.teacher_cache(spec.id, key)
         positions = student_intermediate_positions(student, FrameSelection("uniform", k=k))
-        write_teacher_cache(caches[key], export_teacher(model, exports, device, positions),
-                            model.classifier.state_dict(), {"teacher_id": spec.id, "intermediates": key})
+        write_teacher_cache(caches[key], parts(positions), model.classifier.state_dict(),
+                            {"teacher_id": spec.id, "intermediates": key})
     cost = count_macs(model, config["max_frames"])
     metrics = {
         "gap": test.gap, "map": test.map, "val_gap": result.gap, "val_map": result.map, "best_epoch": result.best_epoch,

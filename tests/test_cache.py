@@ -1,0 +1,72 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from orchestrator.cache import MANIFEST, ROWS_PER_GROUP, ParquetTeacherCache, read_manifest, write_teacher_cache
+from orchestrator.errors import OrchestratorError
+from workloads.train import TeacherRecord
+
+
+def records(prefix, count, dim=6, classes=4, steps=None, seed=0):
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        yield TeacherRecord(
+            id=f"{prefix}{i:05d}",
+            representation=rng.random(dim, dtype=np.float32),
+            probabilities=rng.random(classes, dtype=np.float32),
+            intermediates=None if steps is None else rng.random((steps, dim), dtype=np.float32),
+            positions=None if steps is None else np.arange(steps) * 10,
+        )
+
+
+def test_roundtrip_across_parts_and_row_groups(tmp_path):
+    parts = [list(records("a", 300)), list(records("b", 5, seed=1)), []]
+    manifest = write_teacher_cache(str(tmp_path), parts, {"w": torch.arange(3.0)}, {"teacher_id": "t"})
+    assert manifest["videos"] == 305 and len(manifest["parts"]) == 3 and manifest["teacher_id"] == "t"
+    cache = ParquetTeacherCache(str(tmp_path), cached_groups=2)
+    everything = {r.id: r for part in parts for r in part}
+    wanted = ["a00299", "b00004", "a00000", "a00150", "b00000", "a00129"]
+    targets = cache.targets(wanted, torch.device("cpu"))
+    for row, video in enumerate(wanted):
+        assert np.array_equal(targets.representation[row].numpy(), everything[video].representation)
+        assert np.array_equal(targets.probabilities[row].numpy(), everything[video].probabilities)
+    assert targets.intermediates is None
+    assert len(cache.groups) <= 2  # only a few row groups in memory
+    assert torch.equal(cache.classifier_state()["w"], torch.arange(3.0))
+    with pytest.raises(OrchestratorError, match="has no video 'zzz'"):
+        cache.targets(["zzz"], torch.device("cpu"))
+
+
+def test_intermediates_roundtrip(tmp_path):
+    parts = [list(records("v", 10, steps=3))]
+    write_teacher_cache(str(tmp_path), parts, {}, {})
+    targets = ParquetTeacherCache(str(tmp_path)).targets(["v00007", "v00002"], torch.device("cpu"))
+    assert targets.intermediates.shape == (2, 3, 6)
+    assert np.array_equal(targets.intermediates[0].numpy(), parts[0][7].intermediates)
+
+
+def test_a_cache_without_its_manifest_is_absent(tmp_path):
+    def dying_writer():
+        yield from records("a", ROWS_PER_GROUP + 3)
+        raise KeyboardInterrupt  # the writer killed half-way through a part
+
+    with pytest.raises(KeyboardInterrupt):
+        write_teacher_cache(str(tmp_path), [list(records("z", 4)), dying_writer()], {}, {})
+    assert read_manifest(str(tmp_path)) is None
+    assert not (tmp_path / MANIFEST).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part-00000.parquet"]  # nothing half-written
+    with pytest.raises(OrchestratorError, match="no complete teacher cache"):
+        ParquetTeacherCache(str(tmp_path))
+    # Rebuilt, it is complete; a lost part makes it absent again.
+    write_teacher_cache(str(tmp_path), [list(records("a", 4))], {}, {})
+    assert read_manifest(str(tmp_path))["videos"] == 4
+    (tmp_path / "part-00000.parquet").unlink()
+    assert read_manifest(str(tmp_path)) is None
+
+
+def test_manifest_is_plain_json(tmp_path):
+    write_teacher_cache(str(tmp_path), [list(records("a", 2))], {}, {"teacher_id": "t-1"})
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    assert manifest["representation_dim"] == 6 and manifest["num_classes"] == 4
