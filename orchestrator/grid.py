@@ -20,7 +20,7 @@ import yaml
 
 from orchestrator.config import Preset, load_preset
 from orchestrator.errors import OrchestratorError
-from orchestrator.jobs import DataSet, fit_teacher, intermediate_cache_key, prepare_data, run_cell, teacher_caches_complete
+from orchestrator.jobs import DataSet, cache_plan, fit_teacher, prepare_data, run_cell, teacher_caches_complete
 from orchestrator.matrix import Cell, TeacherSpec, expand
 from orchestrator.store import Store
 from orchestrator.summary import summarize
@@ -139,7 +139,8 @@ class Grid:
             caches = self.teacher_runs[cell.teacher.id]["caches"]
             key = "base"
             if cell.intermediate:
-                key = next(k for k in caches if k.startswith(f"intermediates-uniform-k{cell.k}-"))
+                plan = cache_plan(cell.teacher, [cell.k], self.data.num_classes)
+                key = next(name for name, k in plan.items() if k == cell.k)
             cache = caches[key]
         self.pending[self.cell_task.remote(cell, self.data, cache, self.device)] = ("cell", cell)
 

@@ -100,8 +100,14 @@ def _test_scores(model, data: DataSet, selection, batch_size: int, device: str):
     return evaluate(model, VideoShards(source, batch_size, selection), device)
 
 
-def intermediate_cache_key(k: int, student_block: int) -> str:
-    return f"intermediates-uniform-k{k}-l{student_block}"
+def cache_plan(spec: TeacherSpec, intermediate_ks: list[int], num_classes: int) -> dict[str, int | None]:
+    """The caches a teacher writes: key -> the k of the Uniform-k student whose block ends its
+    intermediates are taken at (None for the base cache of E_T and P_T)."""
+    plan: dict[str, int | None] = {"base": None}
+    for k in intermediate_ks:
+        student = build_model(spec.family, spec.size, num_classes, k=k, **dict(spec.model))
+        plan[f"intermediates-uniform-k{k}-l{student.block}"] = k
+    return plan
 
 
 # --- teachers -------------------------------------------------------------------------------------------
@@ -131,16 +137,15 @@ def teacher_train_loop(config: dict) -> None:
             videos = VideoShards(shard, settings.batch_size, fraction=spec.data_fraction)
             yield export_teacher(model, videos, device, positions)
 
-    caches = {"base": store.teacher_cache(spec.id, "base")}
-    write_teacher_cache(caches["base"], parts(), model.classifier.state_dict(),
-                        {"teacher_id": spec.id, "intermediates": None})
-    for k in config["intermediate_ks"]:
-        student = build_model(spec.family, spec.size, data.num_classes, k=k, **dict(spec.model))
-        key = intermediate_cache_key(k, student.block)
+    caches = {}
+    for key, k in cache_plan(spec, config["intermediate_ks"], data.num_classes).items():
         caches[key] = store.teacher_cache(spec.id, key)
-        positions = student_intermediate_positions(student, FrameSelection("uniform", k=k))
+        positions = None
+        if k is not None:
+            student = build_model(spec.family, spec.size, data.num_classes, k=k, **dict(spec.model))
+            positions = student_intermediate_positions(student, FrameSelection("uniform", k=k))
         write_teacher_cache(caches[key], parts(positions), model.classifier.state_dict(),
-                            {"teacher_id": spec.id, "intermediates": key})
+                            {"teacher_id": spec.id, "intermediates": None if k is None else key})
     cost = count_macs(model, config["max_frames"])
     metrics = {
         "gap": test.gap, "map": test.map, "val_gap": result.gap, "val_map": result.map, "best_epoch": result.best_epoch,
@@ -157,11 +162,7 @@ def teacher_train_loop(config: dict) -> None:
 
 def teacher_caches_complete(store: Store, spec: TeacherSpec, intermediate_ks: list[int], num_classes: int) -> dict | None:
     """The teacher's caches when every one of them is complete, else None."""
-    caches = {"base": store.teacher_cache(spec.id, "base")}
-    for k in intermediate_ks:
-        student = build_model(spec.family, spec.size, num_classes, k=k, **dict(spec.model))
-        key = intermediate_cache_key(k, student.block)
-        caches[key] = store.teacher_cache(spec.id, key)
+    caches = {key: store.teacher_cache(spec.id, key) for key in cache_plan(spec, intermediate_ks, num_classes)}
     return caches if all(read_manifest(c) is not None for c in caches.values()) else None
 
 
