@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import torch
 
 from orchestrator.errors import OrchestratorError
-from workloads.data.fs import join, resolve, write_atomically
+from workloads.data.fs import join, resolve, write_atomically, write_bytes
 from workloads.losses import TeacherTargets
 from workloads.train import TeacherRecord, stack_targets
 
@@ -46,14 +46,6 @@ SCHEMA = pa.schema(
         pa.field("positions", pa.list_(pa.int32())),
     ]
 )
-
-
-def _write_bytes(location: str, data: bytes) -> None:
-    def write(fs, path):
-        with fs.open_output_stream(path) as out:
-            out.write(data)
-
-    write_atomically(location, write)
 
 
 def _table(records: list[TeacherRecord]) -> pa.Table:
@@ -104,7 +96,7 @@ def write_teacher_cache(
         videos += count
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in classifier_state.items()}, buffer)
-    _write_bytes(join(location, "classifier.pt"), buffer.getvalue())
+    write_bytes(join(location, "classifier.pt"), buffer.getvalue())
     manifest = {
         "format": FORMAT,
         "parts": names,
@@ -113,7 +105,7 @@ def write_teacher_cache(
         "num_classes": dims[1] if dims else 0,
         **details,
     }
-    _write_bytes(join(location, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True).encode())
+    write_bytes(join(location, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True).encode())
     return manifest
 
 

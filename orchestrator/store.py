@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from workloads.data.fs import join, resolve, write_atomically
+from workloads.data.fs import join, resolve, write_bytes
 
 
 class Store:
@@ -51,10 +51,4 @@ class Store:
             return json.loads(stream.read())
 
     def write_json(self, location: str, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload, indent=1, sort_keys=True, default=str).encode()
-
-        def write(fs, path):
-            with fs.open_output_stream(path) as out:
-                out.write(data)
-
-        write_atomically(location, write)
+        write_bytes(location, json.dumps(payload, indent=1, sort_keys=True, default=str).encode())

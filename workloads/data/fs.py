@@ -80,3 +80,13 @@ def write_atomically(location: str, write: Callable[[pafs.FileSystem, str], None
         except (OSError, FileNotFoundError):
             pass
         raise
+
+
+def write_bytes(location: str, data: bytes) -> None:
+    """Write a small file atomically (a manifest, a marker, a state dict)."""
+
+    def write(fs, path):
+        with fs.open_output_stream(path) as out:
+            out.write(data)
+
+    write_atomically(location, write)
