@@ -2,3 +2,28 @@ import os
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import itertools
+
+import pytest
+
+from s3_server import start_s3_server
+
+_buckets = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    server = start_s3_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch):
+    """A fresh bucket on the test S3 server, with the standard AWS variables pointing at it."""
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    name = f"test-{os.getpid()}-{next(_buckets)}"
+    s3_server.client().create_bucket(Bucket=name)
+    return name
