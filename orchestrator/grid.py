@@ -22,6 +22,7 @@ from orchestrator.config import Preset, load_preset
 from orchestrator.errors import OrchestratorError
 from orchestrator.jobs import DataSet, cache_plan, fit_teacher, prepare_data, run_cell, teacher_caches_complete
 from orchestrator.matrix import Cell, TeacherSpec, expand
+from orchestrator.storage import check_store
 from orchestrator.store import Store
 from orchestrator.summary import summarize
 from workloads.errors import WorkloadError
@@ -195,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     store = Store(args.store)
+    try:
+        check_store(store.root)
+    except OrchestratorError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     tracking_uri = args.tracking_uri or (f"sqlite:///{store.path('mlflow.db')}" if store.is_local else None)
     if tracking_uri is None:
         print("error: a store on object storage needs --tracking-uri (an MLflow server)", file=sys.stderr)
