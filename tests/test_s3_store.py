@@ -63,3 +63,21 @@ def test_teacher_cache_on_s3_and_its_manifest_is_written_last(s3_server, s3_buck
     targets = cache.targets(["v0250", "v0003"], torch.device("cpu"))
     assert np.array_equal(targets.representation[0].numpy(), records[250].representation)
     assert np.array_equal(targets.probabilities[1].numpy(), records[3].probabilities)
+
+
+@pytest.mark.slow
+def test_a_grid_on_s3_runs_and_resumes(s3_server, s3_bucket, tmp_path):
+    env = {**os.environ, **s3_server.env}
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = [sys.executable, "-m", "orchestrator.grid", "--preset", "tiny", "--store", f"s3://{s3_bucket}/runs",
+               "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+    first = subprocess.run(command, capture_output=True, text=True, env=env, cwd=repo, timeout=600)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    keys = [o["Key"] for page in s3_server.client().get_paginator("list_objects_v2").paginate(Bucket=s3_bucket)
+            for o in page.get("Contents", [])]
+    assert sum(k.startswith("runs/results/") and k.endswith(".json") for k in keys) == 7
+    assert any(k.startswith("runs/teachers/") and k.endswith("_manifest.json") for k in keys)
+    assert any(k.startswith("runs/ray/") and k.endswith("model.pt") for k in keys)  # the Ray Train checkpoint
+    assert any(k.startswith("runs/mlartifacts/") and k.endswith("summary.md") for k in keys)  # MLflow artifacts
+    again = subprocess.run(command, capture_output=True, text=True, env=env, cwd=repo, timeout=600)
+    assert again.returncode == 0 and "7 already done, 0 jobs to run" in again.stdout
