@@ -18,8 +18,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import threading
 from collections import OrderedDict
-from typing import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -30,12 +32,13 @@ import torch
 from orchestrator.errors import OrchestratorError
 from workloads.data.fs import join, resolve, write_atomically, write_bytes
 from workloads.losses import TeacherTargets
-from workloads.train import TeacherRecord, stack_targets
+from workloads.train import TeacherRecord
 
 MANIFEST = "_manifest.json"
 FORMAT = 2
 ROWS_PER_GROUP = 128
 CACHED_GROUPS = 64
+PREFETCH = 3  # row groups read ahead of the one asked for
 
 SCHEMA = pa.schema(
     [
@@ -140,7 +143,10 @@ class ParquetTeacherCache:
         self.location, self.manifest = location, manifest
         self.dim, self.classes = manifest["representation_dim"], manifest["num_classes"]
         self.parts = [join(location, part) for part in manifest["parts"]]
-        self.handles: OrderedDict[int, pq.ParquetFile] = OrderedDict()  # a few open parts, not thousands
+        self.metadata: dict[int, pq.FileMetaData] = {}
+        self.files: dict[int, pa.NativeFile] = {}
+        self.lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(max_workers=PREFETCH + 1, thread_name_prefix="teacher-cache")
         hashes, where = [], []
         for number, part in enumerate(self.parts):
             fs, path = resolve(part)
@@ -154,7 +160,7 @@ class ParquetTeacherCache:
         order = np.argsort(all_hashes)
         self.hashes = all_hashes[order]
         self.where = (np.concatenate(where) if where else np.zeros((0, 2), np.int64))[order]
-        self.groups: OrderedDict[tuple[int, int], dict] = OrderedDict()
+        self.groups: OrderedDict[tuple[int, int], Future] = OrderedDict()
         self.cached_groups = cached_groups
         fs, path = resolve(join(location, "classifier.pt"))
         with fs.open_input_stream(path) as stream:
@@ -163,54 +169,90 @@ class ParquetTeacherCache:
     def classifier_state(self) -> dict[str, torch.Tensor]:
         return self._classifier
 
-    def _group(self, part: int, group: int) -> dict:
-        key = (part, group)
-        if key in self.groups:
-            self.groups.move_to_end(key)
-            return self.groups[key]
-        table = self._handle(part).read_row_group(group)
-        loaded = {
+    def _load(self, part: int, group: int) -> dict:
+        """Read and decode one row group (on the prefetch threads)."""
+        # The footer is read once per part; pre_buffer coalesces the columns into one ranged read.
+        table = pq.ParquetFile(self._file(part), metadata=self._metadata(part), pre_buffer=True).read_row_group(group)
+        return {
             "ids": table.column("id").to_pylist(),
             "representation": _floats(table.column("representation"), self.dim),
             "probabilities": _floats(table.column("probabilities"), self.classes),
             "intermediates": table.column("intermediates").to_pylist(),
         }
-        self.groups[key] = loaded
-        if len(self.groups) > self.cached_groups:
-            self.groups.popitem(last=False)
-        return loaded
 
-    def _handle(self, part: int) -> pq.ParquetFile:
-        if part in self.handles:
-            self.handles.move_to_end(part)
-            return self.handles[part]
+    def _file(self, part: int):
+        """An open part. On an object store the handle is kept (opening one costs a HEAD request, and
+        its ranged reads are safe from several threads); a local file is reopened, to hold no descriptors."""
         fs, path = resolve(self.parts[part])
-        self.handles[part] = handle = pq.ParquetFile(fs.open_input_file(path))
-        if len(self.handles) > 8:
-            self.handles.popitem(last=False)[1].close()
-        return handle
+        if isinstance(fs, pafs.LocalFileSystem):
+            return fs.open_input_file(path)
+        with self.lock:
+            if part not in self.files:
+                self.files[part] = fs.open_input_file(path)
+            return self.files[part]
 
-    def records(self, ids: list[str]) -> Iterator[TeacherRecord]:
-        hashes = _id_hashes(ids)
-        slots = np.searchsorted(self.hashes, hashes)
-        for video_id, h, slot in zip(ids, hashes, slots):
-            if slot >= self.hashes.size or self.hashes[slot] != h:
-                raise OrchestratorError(f"{self.location}: the teacher cache has no video {video_id!r}")
-            part, row = (int(x) for x in self.where[slot])
-            group, offset = row // ROWS_PER_GROUP, row % ROWS_PER_GROUP
-            loaded = self._group(part, group)
-            if loaded["ids"][offset] != video_id:  # a 64-bit hash collision: never expected, never silent
-                raise OrchestratorError(f"{self.location}: ids {video_id!r} and {loaded['ids'][offset]!r} collide")
-            blob = loaded["intermediates"][offset]
-            yield TeacherRecord(
-                id=video_id,
-                representation=loaded["representation"][offset],
-                probabilities=loaded["probabilities"][offset],
-                intermediates=None if blob is None else np.frombuffer(blob, np.float32).reshape(-1, self.dim),
-            )
+    def _metadata(self, part: int) -> pq.FileMetaData:
+        with self.lock:
+            if part not in self.metadata:
+                fs, path = resolve(self.parts[part])
+                self.metadata[part] = pq.read_metadata(path, filesystem=fs)
+            return self.metadata[part]
+
+    def _future(self, part: int, group: int) -> Future:
+        key = (part, group)
+        with self.lock:
+            if key in self.groups:
+                self.groups.move_to_end(key)
+            else:
+                self.groups[key] = self.pool.submit(self._load, part, group)
+                while len(self.groups) > self.cached_groups:
+                    self.groups.popitem(last=False)
+            return self.groups[key]
+
+    def _group(self, part: int, group: int) -> dict:
+        """A row group, with the next ones of its part already on their way: a student reads its data,
+        and so the cache, in order within a shard, so the next lookups usually find theirs loaded."""
+        future = self._future(part, group)
+        groups = self._metadata(part).num_row_groups
+        for ahead in range(1, PREFETCH + 1):
+            if group + ahead < groups:
+                self._future(part, group + ahead)
+        return future.result()
 
     def targets(self, ids: list[str], device: torch.device) -> TeacherTargets:
-        return stack_targets(list(self.records(ids)), device)
+        hashes = _id_hashes(ids)
+        slots = np.searchsorted(self.hashes, hashes).clip(max=max(self.hashes.size - 1, 0))
+        found = self.hashes.size > 0 and (self.hashes[slots] == hashes)
+        if not np.all(found):
+            missing = ids[int(np.flatnonzero(~np.asarray(found))[0])] if self.hashes.size else ids[0]
+            raise OrchestratorError(f"{self.location}: the teacher cache has no video {missing!r}")
+        parts, rows = self.where[slots, 0], self.where[slots, 1]
+        groups, offsets = rows // ROWS_PER_GROUP, rows % ROWS_PER_GROUP
+        representation = np.empty((len(ids), self.dim), np.float32)
+        probabilities = np.empty((len(ids), self.classes), np.float32)
+        intermediates: list[np.ndarray | None] = [None] * len(ids)
+        # One gather per row group the batch touches (usually one or two), not one per video.
+        for part, group in sorted(set(zip(parts.tolist(), groups.tolist()))):
+            members = np.flatnonzero((parts == part) & (groups == group))
+            loaded = self._group(part, group)
+            at = offsets[members]
+            for member, offset in zip(members, at):
+                if loaded["ids"][offset] != ids[member]:  # a 64-bit hash collision: never expected, never silent
+                    raise OrchestratorError(f"{self.location}: ids {ids[member]!r} and {loaded['ids'][offset]!r} collide")
+                blob = loaded["intermediates"][offset]
+                if blob is not None:
+                    intermediates[member] = np.frombuffer(blob, np.float32).reshape(-1, self.dim)
+            representation[members] = loaded["representation"][at]
+            probabilities[members] = loaded["probabilities"][at]
+        stacked = None
+        if intermediates and intermediates[0] is not None:
+            steps = max(i.shape[0] for i in intermediates)
+            stacked = np.zeros((len(ids), steps, self.dim), np.float32)
+            for row, value in enumerate(intermediates):
+                stacked[row, : value.shape[0]] = value
+            stacked = torch.from_numpy(stacked).to(device)
+        return TeacherTargets(torch.from_numpy(representation).to(device), torch.from_numpy(probabilities).to(device),
+                              stacked)
 
 
 def _floats(column: pa.ChunkedArray, width: int) -> np.ndarray:

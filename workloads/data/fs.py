@@ -6,6 +6,7 @@ object store; `orchestrator.storage` builds on these helpers and adds credential
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 import uuid
@@ -20,10 +21,24 @@ def resolve(location: str) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path) for a local path or any URI PyArrow understands."""
     if "://" not in location:
         return pafs.LocalFileSystem(), os.path.abspath(location)
+    scheme, rest = location.split("://", 1)
     try:
+        if scheme in ("s3", "gs"):  # object stores: paths are "bucket/key"
+            return _filesystem(f"{scheme}://{rest.split('/', 1)[0]}", _aws_settings()), rest.rstrip("/")
         return pafs.FileSystem.from_uri(location)
     except (ValueError, OSError) as error:  # pyarrow.ArrowInvalid is a ValueError
         raise DataError(f"{location}: cannot open this location: {error}") from None
+
+
+def _aws_settings() -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
+
+
+@functools.lru_cache(maxsize=32)
+def _filesystem(root: str, settings: tuple[tuple[str, str], ...]) -> pafs.FileSystem:
+    """One filesystem per bucket (and AWS settings): making an S3 filesystem costs ~10 ms (it resolves the
+    bucket's region), which a reader asking for every row group would pay again and again."""
+    return pafs.FileSystem.from_uri(root)[0]
 
 
 def join(base: str, *parts: str) -> str:

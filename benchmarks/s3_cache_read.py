@@ -1,0 +1,82 @@
+"""Reading the teacher cache from S3 vs the raw read throughput of the same objects, in one run.
+
+    python benchmarks/s3_cache_read.py [--videos 4096] [--dim 4096] [--classes 3862]
+
+Starts a SeaweedFS server on 127.0.0.1 (the test fixture's), writes an H-RNN-sized teacher cache to it,
+then measures (1) raw: every part object read whole through PyArrow's S3 filesystem, and (2) the cache:
+every video looked up once through `ParquetTeacherCache`, 128 ids at a time as a student asks for them.
+Both are reported as MB/s of the parts' bytes. Target: the cache at least 70% of raw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from s3_server import start_s3_server  # noqa: E402
+
+from orchestrator.cache import ParquetTeacherCache, write_teacher_cache  # noqa: E402
+from workloads.data.fs import join, resolve  # noqa: E402
+from workloads.train import TeacherRecord  # noqa: E402
+
+
+def records(start: int, count: int, dim: int, classes: int):
+    rng = np.random.default_rng(start)
+    for i in range(start, start + count):
+        yield TeacherRecord(f"video-{i:07d}", rng.random(dim, dtype=np.float32), rng.random(classes, dtype=np.float32))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", type=int, default=4096)
+    parser.add_argument("--per-part", type=int, default=1024)
+    parser.add_argument("--dim", type=int, default=4096)
+    parser.add_argument("--classes", type=int, default=3862)
+    args = parser.parse_args()
+    server = start_s3_server()
+    try:
+        os.environ.update(server.env)
+        server.client().create_bucket(Bucket="bench")
+        location = "s3://bench/cache"
+        parts = [records(start, min(args.per_part, args.videos - start), args.dim, args.classes)
+                 for start in range(0, args.videos, args.per_part)]
+        manifest = write_teacher_cache(location, parts, {}, {})
+        sizes = []
+        for part in manifest["parts"]:
+            fs, path = resolve(join(location, part))
+            sizes.append(fs.get_file_info(path).size)
+        total = sum(sizes)
+
+        start = time.perf_counter()
+        for part in manifest["parts"]:
+            fs, path = resolve(join(location, part))
+            with fs.open_input_stream(path) as stream:
+                while stream.read(16 << 20):
+                    pass
+        raw = total / (time.perf_counter() - start) / 1e6
+
+        cache = ParquetTeacherCache(location)
+        ids = [f"video-{i:07d}" for i in range(args.videos)]
+        start = time.perf_counter()
+        for lo in range(0, len(ids), 128):
+            cache.targets(ids[lo : lo + 128], torch.device("cpu"))
+        cached = total / (time.perf_counter() - start) / 1e6
+    finally:
+        server.stop()
+    ratio = cached / raw
+    print(f"teacher cache on S3 (SeaweedFS, 127.0.0.1): {args.videos} videos, E {args.dim}-d + P {args.classes}, "
+          f"{total / 1e6:.0f} MB in {len(sizes)} parts")
+    print(f"{'raw reads of the part objects':<40}{raw:>8.0f} MB/s")
+    print(f"{'cache lookups, 128 ids at a time':<40}{cached:>8.0f} MB/s")
+    print(f"cache / raw: {ratio:.0%} (target >= 70%): {'PASS' if ratio >= 0.7 else 'FAIL'}")
+
+
+if __name__ == "__main__":
+    main()
