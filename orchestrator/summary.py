@@ -89,7 +89,7 @@ def summarize(cells: list[Cell], results: dict[str, dict]) -> str:
             lines.append(f"| {label} | " + " | ".join(cols) + " |")
         if skyline:
             gap, mean_ap = _fmt([p[0] for p in skyline]), _fmt([p[1] for p in skyline])
-            lines.append(f"| Teacher-Skyline (all frames) | " + " | ".join([gap, mean_ap] * len(ks)) + " |")
+            lines.append("| Teacher-Skyline (all frames) | " + " | ".join([gap, mean_ap] * len(ks)) + " |")
         flops = []
         for k in ks:
             flops += [f"{statistics.fmean(macs[k]) / 1e9:.3f} G" if macs.get(k) else "-", ""]

@@ -17,7 +17,6 @@ from workloads.data.format import (
 )
 from workloads.data.reader import FrameSelection, VideoShards, dequantize_, video_loader
 from workloads.errors import DataError
-from workloads.frames import select
 
 NUM_CLASSES = 17
 

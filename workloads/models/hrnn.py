@@ -147,7 +147,6 @@ class HRNN(VideoModel):
         gather = (block * l)[:, None] + torch.arange(l, device=frames.device)
         partial = x[rows[:, None], gather]  # (n, l, D); frames past partial_len are ignored by packing
         summary = self._summaries(partial, partial_len)
-        layers, hidden = self.config.layers, self.config.hidden
         previous = (block - 1).clamp(min=0)
         first = (block == 0).view(1, -1, 1)
         h0 = torch.where(first, 0.0, hs[previous, :, rows].permute(1, 0, 2))
