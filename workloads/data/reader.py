@@ -207,16 +207,10 @@ class VideoShards(IterableDataset):
                 )
                 for n, r in zip(num_frames, rows)
             ]
-        counts = np.array([p.size for p in picks], dtype=np.int64)
-        width = self.pad_to or (self.selection.k if self.selection and self.selection.k else 0)
-        width = max(width, int(counts.max(initial=0)), 1)
         batch = rows.size
-
-        owner = np.repeat(np.arange(batch), counts)
-        slot = _ranges(np.zeros(batch, np.int64), counts)
-        flat_picks = np.concatenate(picks) if picks else np.zeros(0, np.int64)
-        positions = np.full((batch, width), -1, dtype=np.int64)
-        positions[owner, slot] = flat_picks
+        width = self.pad_to or (self.selection.k if self.selection and self.selection.k else 0)
+        owner, slot, flat_picks, positions = _layout(picks, width)
+        width = positions.shape[1]
         mask = positions >= 0
 
         frames = np.zeros((batch * width, FEATURE_DIM), dtype=np.uint8)
@@ -251,6 +245,19 @@ def in_fraction(ids: list[str], fraction: float) -> np.ndarray:
     the same whatever the sharding, and nested (the 10% subset lies inside the 25% one)."""
     hashes = np.array([zlib.crc32(i.encode()) for i in ids], dtype=np.uint64)
     return hashes < np.uint64(int(fraction * 2**32))
+
+
+def _layout(picks: list[np.ndarray], width: int):
+    """Where each video's picked frames go in a padded batch: (row of each pick, its slot in the row, all
+    picks flattened, positions (batch, width) with -1 on padding). The width grows to the longest pick."""
+    counts = np.array([p.size for p in picks], dtype=np.int64)
+    width = max(width, int(counts.max(initial=0)), 1)
+    owner = np.repeat(np.arange(len(picks)), counts)
+    slot = _ranges(np.zeros(len(picks), np.int64), counts)
+    flat_picks = np.concatenate(picks) if picks else np.zeros(0, np.int64)
+    positions = np.full((len(picks), width), -1, dtype=np.int64)
+    positions[owner, slot] = flat_picks
+    return owner, slot, flat_picks, positions
 
 
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -346,16 +353,9 @@ def subsample(batch: VideoBatch, selection: FrameSelection, seed: int = 0) -> Vi
     lengths = batch.num_frames.tolist()
     rng = np.random.default_rng(seed) if selection.name == "random" else None
     picks = [selection.indices(int(n), rng) for n in lengths]
-    width = selection.k or max((p.size for p in picks), default=1)
-    width = max(width, max((p.size for p in picks), default=1), 1)
-    index = np.zeros((len(picks), width), dtype=np.int64)
-    mask = np.zeros((len(picks), width), dtype=bool)
-    for row, p in enumerate(picks):
-        index[row, : p.size] = p
-        mask[row, : p.size] = True
-    index_t = torch.from_numpy(index).to(batch.frames.device)
-    mask_t = torch.from_numpy(mask).to(batch.frames.device)
-    frames = batch.frames.gather(1, index_t.unsqueeze(-1).expand(-1, -1, batch.frames.shape[-1]))
-    frames = frames * mask_t.unsqueeze(-1).to(frames.dtype)
-    positions = torch.where(mask_t, index_t, torch.full_like(index_t, -1))
-    return batch._replace(frames=frames, mask=mask_t, positions=positions)
+    positions = torch.from_numpy(_layout(picks, selection.k or 0)[3]).to(batch.frames.device)
+    mask = positions >= 0
+    index = positions.clamp(min=0)
+    frames = batch.frames.gather(1, index.unsqueeze(-1).expand(-1, -1, batch.frames.shape[-1]))
+    frames = frames * mask.unsqueeze(-1).to(frames.dtype)
+    return batch._replace(frames=frames, mask=mask, positions=positions)
