@@ -32,7 +32,7 @@ import torch
 from orchestrator.errors import OrchestratorError
 from workloads.data.fs import join, resolve, write_atomically, write_bytes
 from workloads.losses import TeacherTargets
-from workloads.train import TeacherRecord
+from workloads.train import TeacherRecord, pad_intermediates
 
 MANIFEST = "_manifest.json"
 FORMAT = 2
@@ -244,15 +244,8 @@ class ParquetTeacherCache:
                     intermediates[member] = np.frombuffer(blob, np.float32).reshape(-1, self.dim)
             representation[members] = loaded["representation"][at]
             probabilities[members] = loaded["probabilities"][at]
-        stacked = None
-        if intermediates and intermediates[0] is not None:
-            steps = max(i.shape[0] for i in intermediates)
-            stacked = np.zeros((len(ids), steps, self.dim), np.float32)
-            for row, value in enumerate(intermediates):
-                stacked[row, : value.shape[0]] = value
-            stacked = torch.from_numpy(stacked).to(device)
         return TeacherTargets(torch.from_numpy(representation).to(device), torch.from_numpy(probabilities).to(device),
-                              stacked)
+                              pad_intermediates(intermediates, device))
 
 
 def _floats(column: pa.ChunkedArray, width: int) -> np.ndarray:

@@ -143,14 +143,19 @@ class InMemoryTeacherCache:
 def stack_targets(records: list[TeacherRecord], device: torch.device) -> TeacherTargets:
     representation = torch.from_numpy(np.stack([r.representation for r in records])).float()
     probabilities = torch.from_numpy(np.stack([r.probabilities for r in records])).float()
-    intermediates = None
-    if records and records[0].intermediates is not None:
-        steps = max(r.intermediates.shape[0] for r in records)
-        padded = np.zeros((len(records), steps, records[0].intermediates.shape[1]), np.float32)
-        for row, r in enumerate(records):
-            padded[row, : r.intermediates.shape[0]] = r.intermediates
-        intermediates = torch.from_numpy(padded).to(device)
+    intermediates = pad_intermediates([r.intermediates for r in records], device)
     return TeacherTargets(representation.to(device), probabilities.to(device), intermediates)
+
+
+def pad_intermediates(values: list[np.ndarray | None], device: torch.device) -> torch.Tensor | None:
+    """Videos' I_T, (steps_i, d) each, as one (videos, max steps, d) tensor zero-padded; None without."""
+    if not values or values[0] is None:
+        return None
+    steps = max(v.shape[0] for v in values)
+    padded = np.zeros((len(values), steps, values[0].shape[1]), np.float32)
+    for row, value in enumerate(values):
+        padded[row, : value.shape[0]] = value
+    return torch.from_numpy(padded).to(device)
 
 
 # --- helpers ------------------------------------------------------------------------------------------
