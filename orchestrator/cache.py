@@ -7,8 +7,8 @@ float32 bytes, and for intermediate matching `intermediates` I_T (steps x d floa
 last: no manifest, no cache. A writer killed half-way leaves a cache that counts as absent and is rebuilt.
 
 `ParquetTeacherCache` reads a cache back as a `workloads.train.TeacherSource` without loading it whole:
-an index of 64-bit id hashes says where each video is, and row groups are read on demand and kept in a
-small LRU. A student reads its data a row group at a time and the cache keeps the data's order, so the
+an index of 64-bit id hashes says where each video is, and row groups are read on demand, or ahead when the
+training loop names the videos of its next batches, and kept in a small LRU. A student reads its data a row group at a time and the cache keeps the data's order, so the
 videos of a batch sit in one or two cache row groups (at YouTube-8M scale a whole H-RNN cache would be
 ~180 GB of float32; this keeps a few MB in memory).
 """
@@ -37,8 +37,8 @@ from workloads.train import TeacherRecord, pad_intermediates
 MANIFEST = "_manifest.json"
 FORMAT = 2
 ROWS_PER_GROUP = 128
-CACHED_GROUPS = 64
-PREFETCH = 3  # row groups read ahead of the one asked for
+CACHED_GROUPS = 64  # row groups kept in memory (~256 MB at H-RNN size)
+READERS = 4  # row-group reads in flight
 
 SCHEMA = pa.schema(
     [
@@ -133,8 +133,26 @@ def _id_hashes(ids: list[str]) -> np.ndarray:
                     dtype=np.uint64)
 
 
+class _Group:
+    """One decoded row group: ids, and zero-copy float32 views of each Arrow chunk of E_T and P_T
+    (`(first row, values)` per chunk)."""
+
+    def __init__(self, table: pa.Table, dim: int, classes: int):
+        self.ids = table.column("id").to_pylist()
+        self.intermediates = table.column("intermediates").to_pylist()
+        self.representation = _float_chunks(table.column("representation"), dim)
+        self.probabilities = _float_chunks(table.column("probabilities"), classes)
+
+
 class ParquetTeacherCache:
-    """A `TeacherSource` over a cache in the store, read a row group at a time."""
+    """A `TeacherSource` over a cache in the store, read a row group at a time.
+
+    A student's batches come from its data's row groups in shuffled order, and each maps to one or two
+    of the cache's (same shards, same order, same 128 rows). `prefetch(ids)`, called by the training loop
+    for the batches it will ask for next, starts those row groups' reads on threads, consecutive ones
+    coalesced into one ranged request; `targets` then finds them loaded. Guessing instead (reading
+    ahead in file order) would fetch groups a shuffled student does not want next.
+    """
 
     def __init__(self, location: str, cached_groups: int = CACHED_GROUPS):
         manifest = read_manifest(location)
@@ -143,15 +161,16 @@ class ParquetTeacherCache:
         self.location, self.manifest = location, manifest
         self.dim, self.classes = manifest["representation_dim"], manifest["num_classes"]
         self.parts = [join(location, part) for part in manifest["parts"]]
-        self.metadata: dict[int, pq.FileMetaData] = {}
         self.files: dict[int, pa.NativeFile] = {}
+        self.metadata: list[pq.FileMetaData] = []
         self.lock = threading.Lock()
-        self.pool = ThreadPoolExecutor(max_workers=PREFETCH + 1, thread_name_prefix="teacher-cache")
+        self.pool = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="teacher-cache")
         hashes, where = [], []
         for number, part in enumerate(self.parts):
             fs, path = resolve(part)
-            ids = pq.read_table(path, columns=["id"], filesystem=fs).column("id").to_pylist()
-            hashes.append(_id_hashes(ids))
+            self.metadata.append(pq.read_metadata(path, filesystem=fs))
+            ids = pq.ParquetFile(self._file(number), metadata=self.metadata[-1]).read(columns=["id"]).column("id")
+            hashes.append(_id_hashes(ids.to_pylist()))
             where.append(np.stack([np.full(len(ids), number), np.arange(len(ids))], axis=1))
         if sum(h.size for h in hashes) != manifest["videos"]:
             raise OrchestratorError(f"{location}: the manifest promises {manifest['videos']} videos, "
@@ -160,25 +179,14 @@ class ParquetTeacherCache:
         order = np.argsort(all_hashes)
         self.hashes = all_hashes[order]
         self.where = (np.concatenate(where) if where else np.zeros((0, 2), np.int64))[order]
-        self.groups: OrderedDict[tuple[int, int], Future] = OrderedDict()
         self.cached_groups = cached_groups
+        self.groups: OrderedDict[tuple[int, int], _Member] = OrderedDict()
         fs, path = resolve(join(location, "classifier.pt"))
         with fs.open_input_stream(path) as stream:
             self._classifier = torch.load(io.BytesIO(stream.read()), weights_only=True)
 
     def classifier_state(self) -> dict[str, torch.Tensor]:
         return self._classifier
-
-    def _load(self, part: int, group: int) -> dict:
-        """Read and decode one row group (on the prefetch threads)."""
-        # The footer is read once per part; pre_buffer coalesces the columns into one ranged read.
-        table = pq.ParquetFile(self._file(part), metadata=self._metadata(part), pre_buffer=True).read_row_group(group)
-        return {
-            "ids": table.column("id").to_pylist(),
-            "representation": _floats(table.column("representation"), self.dim),
-            "probabilities": _floats(table.column("probabilities"), self.classes),
-            "intermediates": table.column("intermediates").to_pylist(),
-        }
 
     def _file(self, part: int):
         """An open part. On an object store the handle is kept (opening one costs a HEAD request, and
@@ -191,65 +199,120 @@ class ParquetTeacherCache:
                 self.files[part] = fs.open_input_file(path)
             return self.files[part]
 
-    def _metadata(self, part: int) -> pq.FileMetaData:
-        with self.lock:
-            if part not in self.metadata:
-                fs, path = resolve(self.parts[part])
-                self.metadata[part] = pq.read_metadata(path, filesystem=fs)
-            return self.metadata[part]
+    def _read(self, part: int, first: int, stop: int) -> list[_Group]:
+        """Row groups [first, stop) of a part, in one request (pre_buffer coalesces their column chunks)."""
+        file = pq.ParquetFile(self._file(part), metadata=self.metadata[part], pre_buffer=True)
+        table = file.read_row_groups(list(range(first, stop)), use_threads=False)
+        groups, row = [], 0
+        for group in range(first, stop):
+            rows = self.metadata[part].row_group(group).num_rows
+            groups.append(_Group(table.slice(row, rows), self.dim, self.classes))
+            row += rows
+        return groups
 
-    def _future(self, part: int, group: int) -> Future:
-        key = (part, group)
-        with self.lock:
-            if key in self.groups:
-                self.groups.move_to_end(key)
-            else:
-                self.groups[key] = self.pool.submit(self._load, part, group)
-                while len(self.groups) > self.cached_groups:
-                    self.groups.popitem(last=False)
-            return self.groups[key]
-
-    def _group(self, part: int, group: int) -> dict:
-        """A row group, with the next ones of its part already on their way: a student reads its data,
-        and so the cache, in order within a shard, so the next lookups usually find theirs loaded."""
-        future = self._future(part, group)
-        groups = self._metadata(part).num_row_groups
-        for ahead in range(1, PREFETCH + 1):
-            if group + ahead < groups:
-                self._future(part, group + ahead)
-        return future.result()
-
-    def targets(self, ids: list[str], device: torch.device) -> TeacherTargets:
+    def _locate(self, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(part, row) of each video."""
         hashes = _id_hashes(ids)
         slots = np.searchsorted(self.hashes, hashes).clip(max=max(self.hashes.size - 1, 0))
         found = self.hashes.size > 0 and (self.hashes[slots] == hashes)
         if not np.all(found):
             missing = ids[int(np.flatnonzero(~np.asarray(found))[0])] if self.hashes.size else ids[0]
             raise OrchestratorError(f"{self.location}: the teacher cache has no video {missing!r}")
-        parts, rows = self.where[slots, 0], self.where[slots, 1]
+        return self.where[slots, 0], self.where[slots, 1]
+
+    def _entries(self, wanted: list[tuple[int, int]]) -> list[_Member]:
+        """LRU entries for (part, group) pairs, sorted; those not loaded or loading are submitted, runs
+        of consecutive groups of a part as one read."""
+        entries = []
+        with self.lock:
+            missing = [key for key in wanted if key not in self.groups]
+            for part, first, stop in _runs(missing):
+                run = self.pool.submit(self._read, part, first, stop)
+                for group in range(first, stop):
+                    self.groups[(part, group)] = _Member(run, group - first)
+            for key in wanted:
+                self.groups.move_to_end(key)
+                entries.append(self.groups[key])
+            while len(self.groups) > max(self.cached_groups, len(wanted)):
+                self.groups.popitem(last=False)
+        return entries
+
+    def prefetch(self, ids: list[str]) -> None:
+        """Start reading the row groups that hold `ids`, for a `targets` call soon after."""
+        parts, rows = self._locate(ids)
+        self._entries(sorted(set(zip(parts.tolist(), (rows // ROWS_PER_GROUP).tolist()))))
+
+    def targets(self, ids: list[str], device: torch.device) -> TeacherTargets:
+        parts, rows = self._locate(ids)
         groups, offsets = rows // ROWS_PER_GROUP, rows % ROWS_PER_GROUP
         representation = np.empty((len(ids), self.dim), np.float32)
         probabilities = np.empty((len(ids), self.classes), np.float32)
         intermediates: list[np.ndarray | None] = [None] * len(ids)
+        wanted = sorted(set(zip(parts.tolist(), groups.tolist())))
         # One gather per row group the batch touches (usually one or two), not one per video.
-        for part, group in sorted(set(zip(parts.tolist(), groups.tolist()))):
+        for (part, group), entry in zip(wanted, self._entries(wanted)):
             members = np.flatnonzero((parts == part) & (groups == group))
-            loaded = self._group(part, group)
+            loaded = entry.result()
             at = offsets[members]
-            for member, offset in zip(members, at):
-                if loaded["ids"][offset] != ids[member]:  # a 64-bit hash collision: never expected, never silent
-                    raise OrchestratorError(f"{self.location}: ids {ids[member]!r} and {loaded['ids'][offset]!r} collide")
-                blob = loaded["intermediates"][offset]
+            for member, row in zip(members.tolist(), at.tolist()):
+                if loaded.ids[row] != ids[member]:  # a 64-bit hash collision: never expected, never silent
+                    raise OrchestratorError(f"{self.location}: ids {ids[member]!r} and {loaded.ids[row]!r} collide")
+                blob = loaded.intermediates[row]
                 if blob is not None:
                     intermediates[member] = np.frombuffer(blob, np.float32).reshape(-1, self.dim)
-            representation[members] = loaded["representation"][at]
-            probabilities[members] = loaded["probabilities"][at]
+            _gather(loaded.representation, at, representation, members)
+            _gather(loaded.probabilities, at, probabilities, members)
         return TeacherTargets(torch.from_numpy(representation).to(device), torch.from_numpy(probabilities).to(device),
                               pad_intermediates(intermediates, device))
 
 
-def _floats(column: pa.ChunkedArray, width: int) -> np.ndarray:
-    array = column.combine_chunks()
-    offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset : array.offset + len(array) + 1]
-    data = np.frombuffer(array.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
-    return data.view(np.float32).reshape(-1, width)
+def _runs(keys: list[tuple[int, int]]):
+    """(part, first, stop) for each run of consecutive row groups among sorted (part, group) pairs."""
+    runs: list[list[int]] = []
+    for part, group in keys:
+        if runs and runs[-1][0] == part and runs[-1][2] == group:
+            runs[-1][2] += 1
+        else:
+            runs.append([part, group, group + 1])
+    return [tuple(run) for run in runs]
+
+
+class _Member:
+    """One row group's share of a read-ahead run: resolves to that group."""
+
+    def __init__(self, run: Future, index: int):
+        self.run, self.index = run, index
+
+    def result(self) -> _Group:
+        return self.run.result()[self.index]
+
+
+def _float_chunks(column: pa.ChunkedArray, width: int) -> list[tuple[int, np.ndarray]]:
+    """(first row, rows x width float32 view) per chunk of a binary column of fixed-width values, without
+    copying: the values of a chunk lie back to back in its data buffer."""
+    chunks, row = [], 0
+    for array in column.chunks:
+        offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset : array.offset + len(array) + 1]
+        if offsets[-1] - offsets[0] != len(array) * width * 4:
+            raise OrchestratorError(f"teacher cache: a {column.type} value is not {width} float32s")
+        data = np.frombuffer(array.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+        chunks.append((row, data.view(np.float32).reshape(-1, width)))
+        row += len(array)
+    return chunks
+
+
+def _gather(chunks: list[tuple[int, np.ndarray]], rows: np.ndarray, out: np.ndarray, members: np.ndarray) -> None:
+    """out[members] = the group's `rows`. A batch usually fills consecutive members from one chunk: then
+    the rows are taken straight into that slice of `out`, one copy (a slice when they are in order)."""
+    starts = np.array([first for first, _ in chunks])
+    chunk_of = np.searchsorted(starts, rows, side="right") - 1
+    for chunk in np.unique(chunk_of):
+        selected = chunk_of == chunk
+        first, values = chunks[chunk]
+        source, target = rows[selected] - first, members[selected]
+        if np.any(np.diff(target) != 1):
+            out[target] = values[source]
+        elif np.all(np.diff(source) == 1):
+            out[target[0] : target[-1] + 1] = values[source[0] : source[-1] + 1]
+        else:
+            np.take(values, source, axis=0, out=out[target[0] : target[-1] + 1])

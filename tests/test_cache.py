@@ -33,6 +33,7 @@ def test_roundtrip_across_parts_and_row_groups(tmp_path):
         assert np.array_equal(targets.representation[row].numpy(), everything[video].representation)
         assert np.array_equal(targets.probabilities[row].numpy(), everything[video].probabilities)
     assert targets.intermediates is None
+    cache.targets(["b00001"], torch.device("cpu"))
     assert len(cache.groups) <= 2  # only a few row groups in memory
     assert torch.equal(cache.classifier_state()["w"], torch.arange(3.0))
     with pytest.raises(OrchestratorError, match="has no video 'zzz'"):
@@ -70,3 +71,21 @@ def test_manifest_is_plain_json(tmp_path):
     write_teacher_cache(str(tmp_path), [list(records("a", 2))], {}, {"teacher_id": "t-1"})
     manifest = json.loads((tmp_path / MANIFEST).read_text())
     assert manifest["representation_dim"] == 6 and manifest["num_classes"] == 4
+
+
+def test_prefetch_reads_consecutive_row_groups_in_one_request(tmp_path):
+    parts = [list(records("a", 3 * ROWS_PER_GROUP)), list(records("b", ROWS_PER_GROUP, seed=1))]
+    write_teacher_cache(str(tmp_path), parts, {}, {})
+    cache = ParquetTeacherCache(str(tmp_path))
+    first_two = [r.id for r in parts[0][ROWS_PER_GROUP - 1 : ROWS_PER_GROUP + 1]] + ["a00000"]
+    cache.prefetch(first_two + ["b00003"])
+    assert sorted(cache.groups) == [(0, 0), (0, 1), (1, 0)]
+    assert cache.groups[(0, 0)].run is cache.groups[(0, 1)].run  # one read for the run of two
+    assert cache.groups[(1, 0)].run is not cache.groups[(0, 0)].run
+    targets = cache.targets(first_two, torch.device("cpu"))  # served by the prefetched reads
+    assert sorted(cache.groups) == [(0, 0), (0, 1), (1, 0)]
+    expected = np.stack([parts[0][ROWS_PER_GROUP - 1].representation, parts[0][ROWS_PER_GROUP].representation,
+                         parts[0][0].representation])
+    assert np.array_equal(targets.representation.numpy(), expected)
+    with pytest.raises(OrchestratorError, match="has no video 'nope'"):
+        cache.prefetch(["nope"])

@@ -1,3 +1,4 @@
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,10 +11,12 @@ from workloads.losses import Objective
 from workloads.models import FAMILIES, build_model
 from workloads.train import (
     PARALLEL_VARIANTS,
+    PREFETCH_BATCHES,
     SERIAL_VARIANTS,
     InMemoryTeacherCache,
     Stage,
     TrainConfig,
+    _prefetched,
     evaluate,
     export_teacher,
     parallel_losses,
@@ -236,3 +239,26 @@ def test_serial_lrep_student_matches_the_teachers_representation(tmp_path):
             theirs = cache.targets(batch.ids, torch.device("cpu")).representation
             similarities.append(torch.nn.functional.cosine_similarity(ours, theirs))
     assert float(torch.cat(similarities).mean()) >= 0.9
+
+
+def test_serial_training_announces_batches_to_a_teacher_that_prefetches():
+    class Recording:
+        def __init__(self):
+            self.calls = []
+
+        def prefetch(self, ids):
+            self.calls.append(("prefetch", ids[0]))
+
+    batches = [SimpleNamespace(ids=[f"v{i}"]) for i in range(PREFETCH_BATCHES + 3)]
+    teacher = Recording()
+    seen = []
+    for batch in _prefetched(batches, teacher):
+        teacher.calls.append(("targets", batch.ids[0]))
+        seen.append(batch)
+    assert seen == batches  # same batches, same order
+    calls = teacher.calls
+    for i, batch in enumerate(batches):  # every batch announced before it is used, PREFETCH_BATCHES ahead
+        announced, used = calls.index(("prefetch", f"v{i}")), calls.index(("targets", f"v{i}"))
+        assert announced < used
+        assert sum(kind == "prefetch" for kind, _ in calls[:used]) == min(i + PREFETCH_BATCHES + 1, len(batches))
+    assert list(_prefetched(batches, object())) == batches  # a source without prefetch: passed through

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Protocol
 
@@ -74,6 +75,7 @@ SERIAL_VARIANTS: dict[str, tuple[Stage, ...]] = {
     "rep+pred+ce": (Stage(Objective.parse("rep+pred+ce")),),  # (e)
 }
 PARALLEL_VARIANTS = ("rep", "rep+ce", "rep+pred+ce")
+PREFETCH_BATCHES = 8  # batches a serial student reads ahead, so its teacher targets load meanwhile
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,8 @@ class TeacherSource(Protocol):
     """A trained teacher's outputs, looked up by video id (the teacher cache implements this)."""
 
     def targets(self, ids: list[str], device: torch.device) -> TeacherTargets: ...
+
+    # Optionally also `prefetch(ids) -> None`: a hint that `targets(ids)` comes soon (see `_prefetched`).
 
     def classifier_state(self) -> dict[str, torch.Tensor]: ...
 
@@ -341,7 +345,7 @@ def _run_stages(model, stages, train, val, config, teacher: TeacherSource | None
             model.train()
             mean = _Mean()
             epoch_start = time.perf_counter()
-            for batch in train:
+            for batch in _prefetched(train, teacher if stage.objective.needs_teacher else None):
                 batch = _to(batch, device)
                 targets = teacher.targets(batch.ids, device) if stage.objective.needs_teacher else None
                 with precision.autocast():
@@ -363,6 +367,22 @@ def _run_stages(model, stages, train, val, config, teacher: TeacherSource | None
     if best_state is not None:
         model.load_state_dict(best_state)
     return result
+
+
+def _prefetched(batches: Iterable[VideoBatch], teacher: TeacherSource | None) -> Iterator[VideoBatch]:
+    """The batches, read PREFETCH_BATCHES ahead, each announced to the teacher source (if it can
+    prefetch): a cache on an object store then has their reads in flight before they are asked for."""
+    prefetch = getattr(teacher, "prefetch", None)
+    if prefetch is None:
+        yield from batches
+        return
+    queue: deque[VideoBatch] = deque()
+    for batch in batches:
+        prefetch(batch.ids)
+        queue.append(batch)
+        if len(queue) > PREFETCH_BATCHES:
+            yield queue.popleft()
+    yield from queue
 
 
 def parallel_losses(
