@@ -22,7 +22,7 @@ from orchestrator.config import Preset, load_preset
 from orchestrator.errors import OrchestratorError
 from orchestrator.jobs import DataSet, cache_plan, fit_teacher, prepare_data, run_cell, teacher_caches_complete
 from orchestrator.matrix import Cell, TeacherSpec, expand
-from orchestrator.storage import check_store
+from orchestrator.storage import check_store, is_storage_failure, store_lost
 from orchestrator.store import Store
 from orchestrator.summary import summarize
 from workloads.errors import WorkloadError
@@ -110,12 +110,34 @@ class Grid:
                 value, error = self.ray.get(ready[0]), None
             except Exception as failure:  # a cell's own error, re-raised by Ray: record it, carry on
                 value, error = None, failure
-            if kind == "teacher":
-                self.training.discard(item.id)
-                self.teacher_done(item, value, error)
-            else:
-                self.cell_done(item, value, error)
+            if error is not None and is_storage_failure(error):
+                self.stop_if_store_lost(error)  # not the cell's fault: stop, keep it for the next run
+            try:
+                if kind == "teacher":
+                    self.training.discard(item.id)
+                    self.teacher_done(item, value, error)
+                else:
+                    self.cell_done(item, value, error)
+            except Exception as failure:  # writing its result or its MLflow run failed
+                if not is_storage_failure(failure):
+                    raise
+                self.stop_if_store_lost(failure)
+                raise OrchestratorError(f"{item.name}: recording it failed: {_one_line(failure)}") from None
             self.drain()
+
+    def stop_if_store_lost(self, error: BaseException) -> None:
+        """Raise, with queued and running jobs cancelled, when the store is gone: every job after
+        would fail the same way, and none of them is at fault."""
+        lost = store_lost(self.store.root)
+        if lost is None:
+            return
+        for ref in self.pending:
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:  # already finished, or its worker already gone: nothing left to stop
+                pass
+        self.pending.clear()
+        raise lost
 
     def cell_slots(self) -> float:
         """How many cells may run now. Ray has no priorities, and a teacher's Train workers ask for their
@@ -244,6 +266,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (OrchestratorError, WorkloadError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # the store failed outside a job: preparing the data, reading results
+        if not is_storage_failure(error):
+            raise
+        lost = store_lost(store.root)
+        print(f"error: {lost or f'{store.root}: {_one_line(error)}'}", file=sys.stderr)
         return 2
     finally:
         tracker.end_parent(status, summary)

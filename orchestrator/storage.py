@@ -5,7 +5,8 @@ AWS configuration: environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCES
 `AWS_ENDPOINT_URL` for MinIO, SeaweedFS, Ceph...), shared config files and profiles (`AWS_PROFILE`).
 `check_store` asks the bucket once, with boto3's bounded retries and exponential backoff, so that an
 unreachable endpoint, a missing bucket or wrong credentials become one clear line within a minute,
-before anything is written or any MLflow run is opened.
+before anything is written or any MLflow run is opened. `store_lost` asks again after an operation on the
+store failed mid-grid, to tell a store that went away (stop the grid) from one job's own failure.
 """
 
 from __future__ import annotations
@@ -61,3 +62,25 @@ def check_store(location: str) -> None:
         raise OrchestratorError(f"{location}: S3 error {code} from {endpoint}: {error}") from None
     except BotoCoreError as error:
         raise OrchestratorError(f"{location}: cannot use the S3 endpoint {endpoint}: {error}") from None
+
+
+def is_storage_failure(error: BaseException) -> bool:
+    """Whether an error may come from the store rather than the job: an I/O error (PyArrow's S3 errors are
+    OSErrors, and so are Ray's task errors that wrap them), or one from boto3 or MLflow's artifact upload."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from mlflow.exceptions import MlflowException
+
+    cause = getattr(error, "cause", None)  # a Ray task error carries the task's own exception
+    return isinstance(error, (OSError, BotoCoreError, ClientError, MlflowException)) or (
+        cause is not None and cause is not error and is_storage_failure(cause))
+
+
+def store_lost(location: str) -> OrchestratorError | None:
+    """After an operation on the store failed: the error to stop on when the store itself cannot be used
+    any more (gone, or credentials revoked), None when it still answers."""
+    try:
+        check_store(location)
+    except OrchestratorError as lost:
+        return OrchestratorError(f"{lost}: lost it mid-grid; finished cells are kept, run the same command "
+                                 "again once the store is back")
+    return None

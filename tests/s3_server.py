@@ -34,6 +34,7 @@ class S3Server:
     endpoint: str
     process: subprocess.Popen
     folder: str
+    command: list[str]
 
     @property
     def env(self) -> dict[str, str]:
@@ -52,8 +53,8 @@ class S3Server:
         return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY,
                             aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
 
-    def stop(self) -> None:
-        # SIGTERM, then wait for the exit before deleting the data folder: deleted first, weed hangs.
+    def halt(self) -> None:
+        """Stop the server and keep its data (an endpoint that went away; `resume` brings it back)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -61,6 +62,15 @@ class S3Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def resume(self) -> None:
+        """Start the server again on its data and ports."""
+        self.process = _launch(self.command, self.folder)
+        _wait_until_ready(self)
+
+    def stop(self) -> None:
+        # SIGTERM, then wait for the exit before deleting the data folder: deleted first, weed hangs.
+        self.halt()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -74,22 +84,29 @@ def start_s3_server() -> S3Server:
     data = Path(folder, "data")
     data.mkdir()
     mp, mg, vp, vg, fp, fg, sp, sg = _free_ports(8)
-    process = subprocess.Popen(
-        [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-master.port={mp}",
-         f"-master.port.grpc={mg}", f"-volume.port={vp}", f"-volume.port.grpc={vg}", f"-filer.port={fp}",
-         f"-filer.port.grpc={fg}", f"-s3.port={sp}", f"-s3.port.grpc={sg}", "-s3.port.iceberg=0",
-         "-s3.port.lance=0", "-webdav=false", "-admin.ui=false", "-master.telemetry=false", f"-s3.config={config}"],
-        stdout=open(Path(folder, "weed.log"), "w"), stderr=subprocess.STDOUT,
-    )
-    server = S3Server(f"http://127.0.0.1:{sp}", process, folder)
+    command = [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-master.port={mp}",
+               f"-master.port.grpc={mg}", f"-volume.port={vp}", f"-volume.port.grpc={vg}", f"-filer.port={fp}",
+               f"-filer.port.grpc={fg}", f"-s3.port={sp}", f"-s3.port.grpc={sg}", "-s3.port.iceberg=0",
+               "-s3.port.lance=0", "-webdav=false", "-admin.ui=false", "-master.telemetry=false",
+               f"-s3.config={config}"]
+    server = S3Server(f"http://127.0.0.1:{sp}", _launch(command, folder), folder, command)
+    _wait_until_ready(server)
+    return server
+
+
+def _launch(command: list[str], folder: str) -> subprocess.Popen:
+    return subprocess.Popen(command, stdout=open(Path(folder, "weed.log"), "a"), stderr=subprocess.STDOUT)
+
+
+def _wait_until_ready(server: S3Server) -> None:
     deadline = time.time() + 60
     while True:
         try:
             server.client().list_buckets()
-            return server
+            return
         except Exception:
-            if process.poll() is not None or time.time() > deadline:
-                log = Path(folder, "weed.log").read_text()[-2000:]
+            if server.process.poll() is not None or time.time() > deadline:
+                log = Path(server.folder, "weed.log").read_text()[-2000:]
                 server.stop()
                 raise RuntimeError(f"SeaweedFS did not start:\n{log}")
             time.sleep(0.3)
