@@ -52,6 +52,12 @@ def init_ray():
     return ray
 
 
+def refuse_local_store_on_a_cluster(ray, store: Store) -> None:
+    if store.is_local and len([n for n in ray.nodes() if n.get("Alive")]) > 1:
+        raise OrchestratorError(f"{store.root}: a local store is only on this node; a cluster of several nodes "
+                                "needs --store s3://... (and an MLflow server as --tracking-uri)")
+
+
 class Grid:
     """One invocation: schedules teachers and cells on Ray as their inputs become ready, records each
     in MLflow as it finishes, and writes its result to the store."""
@@ -234,9 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(store.root, exist_ok=True)
     ray = init_ray()
     try:
-        if store.is_local and len([n for n in ray.nodes() if n.get("Alive")]) > 1:
-            raise OrchestratorError(f"{store.root}: a local store is only on this node; a cluster of several nodes "
-                                    "needs --store s3://... (and an MLflow server as --tracking-uri)")
+        refuse_local_store_on_a_cluster(ray, store)
         tracker = Tracker(tracking_uri, experiment, store.path("mlartifacts"))
     except OrchestratorError as error:
         print(f"error: {error}", file=sys.stderr)

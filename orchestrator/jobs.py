@@ -26,6 +26,7 @@ from workloads.errors import DataError
 from workloads.flops import count_macs
 from workloads.models import build_model
 from workloads.train import (
+    EpochCallback,
     TrainConfig,
     evaluate,
     export_teacher,
@@ -194,8 +195,10 @@ def fit_teacher(spec: TeacherSpec, data: DataSet, store_root: str, intermediate_
 # --- cells ----------------------------------------------------------------------------------------------
 
 
-def run_cell(cell: Cell, data: DataSet, cache_uri: str | None, device: str) -> dict:
-    """Train and evaluate one baseline, serial student or parallel pair; returns its metrics."""
+def run_cell(cell: Cell, data: DataSet, cache_uri: str | None, device: str,
+             on_epoch: EpochCallback | None = None) -> dict:
+    """Train and evaluate one baseline, serial student or parallel pair; returns its metrics.
+    `on_epoch` sees each epoch's validation scores as they come (a search's early stopping)."""
     start = time.perf_counter()
     settings = cell.train
     selection = cell.frame_selection()
@@ -207,19 +210,19 @@ def run_cell(cell: Cell, data: DataSet, cache_uri: str | None, device: str) -> d
     extra: dict = {}
     if cell.mode == "baseline":
         train = VideoShards(data.train, batch, selection, shuffle=True, seed=cell.seed, fraction=fraction)
-        result = train_classifier(model, train, VideoShards(data.validate, batch, selection), config)
+        result = train_classifier(model, train, VideoShards(data.validate, batch, selection), config, on_epoch)
     elif cell.mode == "serial":
         if cache_uri is None:
             raise OrchestratorError(f"{cell.name}: a serial student needs its teacher's cache")
         cache = ParquetTeacherCache(cache_uri)
         train = VideoShards(data.train, batch, selection, shuffle=True, seed=cell.seed, fraction=fraction)
         result = train_serial_student(model, cache, train, VideoShards(data.validate, batch, selection),
-                                      cell.stages(), config)
+                                      cell.stages(), config, on_epoch)
     elif cell.mode == "parallel":
         teacher = build_model(cell.family, cell.size, data.num_classes, **dict(cell.model))
         train = VideoShards(data.train, batch, shuffle=True, seed=cell.seed, fraction=fraction)
         result, teacher_result = train_parallel(teacher, model, train, VideoShards(data.validate, batch),
-                                                selection, cell.objective(), config)
+                                                selection, cell.objective(), config, on_epoch)
         teacher_test = _test_scores(teacher, data, None, batch, device)
         extra = {"teacher_gap": teacher_test.gap, "teacher_map": teacher_test.map}
     else:

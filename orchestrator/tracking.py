@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from orchestrator.matrix import Cell
 
 GRID_TAG = "fewer_frames.grid"
+STUDY_TAG = "fewer_frames.study"
 
 
 def _params(values: dict[str, Any]) -> list[Param]:
@@ -62,6 +63,41 @@ class Tracker:
         finally:
             self.client.set_terminated(self.parent_id, status=status)
             self.parent_id = None
+
+    def open_study(self, name: str, params: dict[str, Any]) -> str:
+        """The study's parent run: the one an earlier, interrupted invocation opened (reopened, so that
+        its trials stay together), else a new one."""
+        found = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{GRID_TAG}` = 'study' and "
+                                        f"tags.`{STUDY_TAG}` = '{name}'", order_by=["attributes.start_time DESC"],
+                                        max_results=1)
+        if found:
+            self.parent_id = found[0].info.run_id
+            self.client.update_run(self.parent_id, status="RUNNING")
+            return self.parent_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={GRID_TAG: "study", STUDY_TAG: name})
+        self.parent_id = run.info.run_id
+        self.client.log_batch(self.parent_id, params=_params(params))
+        return self.parent_id
+
+    def log_trial(self, template: Cell, trial: dict[str, Any]) -> str | None:
+        """One finished trial as a child run of the study (once: a resumed study skips those logged)."""
+        logged = self.client.search_runs([self.experiment_id], filter_string=f"tags.mlflow.parentRunId = "
+                                         f"'{self.parent_id}' and tags.trial_id = '{trial['trial_id']}'", max_results=1)
+        if logged:
+            return None
+        tags = {"mlflow.parentRunId": self.parent_id or "", GRID_TAG: "trial", "trial_id": trial["trial_id"]}
+        run = self.client.create_run(self.experiment_id, run_name=f"trial {trial['trial_id']}", tags=tags)
+        status = RunStatus.to_string(RunStatus.FAILED)
+        try:
+            params = {"family": template.family, "variant": template.loss, **trial["settings"], **trial["config"]}
+            now = int(time.time() * 1000)
+            metrics = [Metric(name, float(trial[name]), now, 0) for name in ("gap", "map", "macs", "test_gap", "test_map")]
+            metrics += [Metric("val_gap", float(epoch["val_gap"]), now, int(epoch["epoch"])) for epoch in trial["history"]]
+            self.client.log_batch(run.info.run_id, metrics=metrics, params=_params(params))
+            status = RunStatus.to_string(RunStatus.FINISHED)
+        finally:
+            self.client.set_terminated(run.info.run_id, status=status)
+        return run.info.run_id
 
     def log_cell(self, cell: Cell, result: dict | None, error: BaseException | str | None = None,
                  tags: dict[str, str] | None = None) -> str:

@@ -1,0 +1,56 @@
+"""A study's outcome: the Pareto front of GAP against multiply-adds, its plot, the best configuration as a
+grid override."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from orchestrator.search_space import WEIGHTS, SearchSpace
+
+
+def pareto_front(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trials no other trial beats on both objectives (GAP higher or equal and multiply-adds lower
+    or equal, one of them strictly), by multiply-adds ascending."""
+    front = [t for t in trials
+             if not any(o["gap"] >= t["gap"] and o["macs"] <= t["macs"] and (o["gap"] > t["gap"] or o["macs"] < t["macs"])
+                        for o in trials)]
+    return sorted(front, key=lambda t: (t["macs"], -t["gap"]))
+
+
+def plot_front(trials: list[dict[str, Any]], front: list[dict[str, Any]], title: str, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a cluster node
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    axes.scatter([t["macs"] / 1e9 for t in trials], [t["gap"] for t in trials], s=18, color="0.6", label="trials")
+    axes.plot([t["macs"] / 1e9 for t in front], [t["gap"] for t in front], "o-", color="tab:red", label="Pareto front")
+    axes.set_xlabel("multiply-adds per video (G)")
+    axes.set_ylabel("validation GAP")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def best_override(space: SearchSpace, preset: str, best: dict[str, Any]) -> str:
+    """The best trial as YAML that `python -m orchestrator.grid --override FILE` merges into the preset:
+    one family, the trial's k, the searched variant with the trial's weights and settings."""
+    settings = best["settings"]
+    override: dict[str, Any] = {
+        "families": [space.family], "ks": [int(settings["k"])], "serial": [space.variant],
+        "loss_weights": {loss: float(settings[p]) for p, loss in WEIGHTS.items() if p in settings},
+        "pred_distance": str(settings["pred_distance"]),
+        "student_train": {"learning_rate": float(settings["learning_rate"])},
+    }
+    if space.epochs is not None:
+        override["student_train"]["epochs"] = space.epochs
+    header = (f"# Best trial of study {space.name!r} ({best['trial_id']}): validation GAP {best['gap']:.4f} at "
+              f"{best['macs'] / 1e9:.3f} G multiply-adds.\n"
+              f"# python -m orchestrator.grid --preset {preset} --override best.yaml\n")
+    return header + yaml.safe_dump(override, sort_keys=True)

@@ -1,0 +1,258 @@
+"""python -m orchestrator.tune : search a serial student's loss weights and stride with Ray Tune + Optuna.
+
+    python -m orchestrator.tune --space search_spaces/serial_loss_weights.yaml [--preset tiny] [--trials 20]
+        [--store runs] [--tracking-uri URI] [--experiment NAME]
+
+Optuna samples each trial (multi-objective: validation GAP up, multiply-adds down); ASHA stops trials
+whose per-epoch validation GAP falls behind. Trials read the teacher cache the grid uses (the teacher is
+trained once, the grid's way, when it is missing). The study lives in `<store>/tune/<name>`: the same
+command resumes an interrupted study and keeps its finished trials. MLflow gets a parent run per study,
+a child run per finished trial, and on the parent `pareto.json`, `pareto.png` and `best.yaml` (an
+override for `orchestrator.grid`). Exit 0 when the study finished, 1 when no trial did, 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+import tempfile
+
+from orchestrator.config import load_preset
+from orchestrator.errors import OrchestratorError
+from orchestrator.grid import init_ray, refuse_local_store_on_a_cluster
+from orchestrator.jobs import DataSet, fit_teacher, prepare_data, run_cell, teacher_caches_complete
+from orchestrator.matrix import Cell, expand
+from orchestrator.pareto import best_override, pareto_front, plot_front
+from orchestrator.search_space import SearchSpace, load_space
+from orchestrator.storage import check_store
+from orchestrator.store import Store
+from workloads.data.fs import write_bytes
+from workloads.errors import WorkloadError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.tune", description=__doc__.splitlines()[0])
+    parser.add_argument("--space", required=True, help="a search space YAML file (search_spaces/*.yaml)")
+    parser.add_argument("--preset", default="smoke", help="the preset whose data, teacher and training the trials use")
+    parser.add_argument("--trials", type=int, default=20, help="trials to sample (a resumed study keeps its own)")
+    parser.add_argument("--store", default="runs", help="folder or URI: data, teacher caches, the study")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<store>/mlflow.db)")
+    parser.add_argument("--experiment", help="MLflow experiment (default: fewer-frames-search-<space name>)")
+    return parser.parse_args(argv)
+
+
+def study_cells(preset, space: SearchSpace, data: DataSet) -> tuple[Cell, Cell]:
+    """(the grid's serial cell for the study's family and variant, first seed and k: trials vary it; the
+    skyline of its teacher)."""
+    narrowed = dataclasses.replace(preset, families=(space.family,), serial=(space.variant,), intermediate=())
+    _, cells = expand(narrowed, data.id)
+    template = next(c for c in cells if c.mode == "serial" and c.loss == space.variant and not c.intermediate)
+    skyline = next(c for c in cells if c.mode == "skyline" and c.teacher == template.teacher)
+    return template, skyline
+
+
+def run_trial(config: dict, *, space: SearchSpace, template: Cell, data: DataSet, cache: str, device: str) -> None:
+    """One trial (in a Ray Tune worker): per-epoch validation scores for ASHA, then the final record."""
+    from ray import tune
+
+    from workloads.flops import count_macs
+    from workloads.models import build_model
+
+    cell = space.trial_cell(template, config)
+    macs = count_macs(build_model(cell.family, cell.size, data.num_classes, k=cell.k, **dict(cell.model)), cell.k).macs
+
+    def on_epoch(epoch) -> None:
+        tune.report({"gap": epoch.val_gap, "map": epoch.val_map, "macs": macs, "epoch": epoch.epoch, "final": False})
+
+    result = run_cell(cell, data, cache, device, on_epoch)
+    settings = {**{f"w_{loss}": weight for loss, weight in cell.loss_weights}, "k": cell.k, "j": cell.j,
+                "learning_rate": cell.train.learning_rate, "pred_distance": cell.pred_distance}
+    tune.report({"gap": result["val_gap"], "map": result["val_map"], "macs": result["macs"], "final": True,
+                 "test_gap": result["gap"], "test_map": result["map"], "settings": json.dumps(settings),
+                 "train_seconds": result["train_seconds"], "history": json.dumps(result["history"])})
+
+
+def ensure_teacher(ray, preset, skyline: Cell, data: DataSet, store: Store, tracker) -> str:
+    """The base cache of the skyline's teacher. When it is missing the teacher is trained the grid's way
+    and recorded as the grid records it (result in the store, an MLflow run), so a later grid reuses it."""
+    teacher = skyline.teacher
+    caches = teacher_caches_complete(store, teacher, [], data.num_classes)
+    if caches is None:
+        print(f"training teacher {teacher.name} (once: the grid and later studies reuse it)", flush=True)
+        task = ray.remote(fit_teacher).options(num_cpus=0)
+        result = ray.get(task.remote(teacher, data, store.root, [], preset.data.max_frames, preset.resources.teacher))
+        run_id = tracker.log_cell(skyline, result, tags={"cache_uri": result["caches"]["base"]})
+        store.write_json(store.result(skyline.id), {**result, "run_id": run_id, "cell": skyline.name})
+        caches = result["caches"]
+    return caches["base"]
+
+
+def study_record(store: Store, space: SearchSpace, trials: int) -> dict:
+    """`<store>/tune/<name>.json`: what the study was started with. A study resumes with its own space
+    and trial count; a changed space under the same name is refused rather than mixed into it."""
+    location = store.path("tune", f"{space.name}.json")
+    record = {"trials": trials, "space": dataclasses.asdict(space)}
+    found = store.read_json(location)
+    if found is None:
+        store.write_json(location, record)
+        return record
+    if json.loads(json.dumps(record["space"], default=str)) != found["space"]:
+        raise OrchestratorError(f"{location}: study {space.name!r} was started with another search space; "
+                                "give the changed space a new name (or delete the study's folder)")
+    if trials != found["trials"]:
+        print(f"study {space.name} was started with {found['trials']} trials: resuming with those", flush=True)
+    return found
+
+
+def make_tuner(space: SearchSpace, study: dict, trainable, template: Cell, store: Store, slots: int):
+    """The study's Tuner: restored from the store when it was started before, else a new one."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    path = store.path("tune", space.name)
+    if tune.Tuner.can_restore(path):
+        print(f"resuming study {space.name} from {path}: finished trials are kept", flush=True)
+        return tune.Tuner.restore(path, trainable, resume_errored=True)
+    epochs = space.trial_cell(template, {}).train.epochs
+    return tune.Tuner(
+        trainable,
+        param_space=space.tune_space(),
+        tune_config=tune.TuneConfig(
+            # Multi-objective: metric and mode go to the searcher and the scheduler, not here.
+            search_alg=OptunaSearch(metric=["gap", "macs"], mode=["max", "min"], seed=space.seed),
+            # A trial reports once per epoch and once more at the end: max_t = epochs + 1 iterations.
+            scheduler=ASHAScheduler(metric="gap", mode="max", max_t=epochs + 1, grace_period=space.grace_period,
+                                    reduction_factor=space.reduction_factor),
+            num_samples=study["trials"],
+            max_concurrent_trials=slots,
+        ),
+        run_config=tune.RunConfig(storage_path=store.path("tune"), name=space.name, verbose=0),
+    )
+
+
+def finished_trials(grid) -> list[dict]:
+    """The trials that ran to their end (not stopped by ASHA, not failed), from their final report."""
+    trials = []
+    for result in grid:
+        metrics = result.metrics or {}
+        if metrics.get("final"):
+            trials.append({"trial_id": metrics.get("trial_id", os.path.basename(result.path)), "config": result.config,
+                           "settings": json.loads(metrics["settings"]), "history": json.loads(metrics["history"]),
+                           **{key: metrics[key] for key in ("gap", "map", "macs", "test_gap", "test_map")}})
+    return trials
+
+
+def run_study(args, space: SearchSpace, preset, store: Store, tracker, ray) -> int:
+    from ray import tune
+
+    data = ray.get(ray.remote(prepare_data).options(num_cpus=1).remote(preset.data, store.root, None))
+    template, skyline = study_cells(preset, space, data)
+    cache = ensure_teacher(ray, preset, skyline, data, store, tracker)
+    cell_resources = preset.resources.cell
+    device = "cuda" if cell_resources.gpus > 0 else "cpu"
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, space=space, template=template, data=data, cache=cache, device=device),
+        {"cpu": cell_resources.cpus, "gpu": cell_resources.gpus},
+    )
+    study = study_record(store, space, args.trials)
+    slots = max(1, int(ray.cluster_resources().get("CPU", 1) // max(cell_resources.cpus, 1e-9)))
+    grid = make_tuner(space, study, trainable, template, store, slots).fit()
+    trials = finished_trials(grid)
+    for trial in trials:
+        tracker.log_trial(template, trial)
+    if grid.num_terminated + grid.num_errors < study["trials"]:
+        # Tune stops on SIGINT (SIGTERM is turned into one) and saves the study where `restore` finds it.
+        raise KeyboardInterrupt(f"the study stopped with {len(trials)} of {study['trials']} trials finished")
+    stopped = sum(1 for result in grid if result.metrics and not result.metrics.get("final") and result.error is None)
+    failed = [result for result in grid if result.error is not None]
+    print(f"study {space.name}: {len(trials)} trials finished, {stopped} stopped early by ASHA, {len(failed)} failed",
+          flush=True)
+    for result in failed:
+        print(f"  FAILED trial {os.path.basename(result.path)}: {str(result.error).strip().splitlines()[-1]}", flush=True)
+    if not trials:
+        print("error: no trial finished: no Pareto front", file=sys.stderr)
+        return 1
+    record_outcome(tracker, space, args.preset, trials, store)
+    return 0
+
+
+def record_outcome(tracker, space: SearchSpace, preset: str, trials: list[dict], store: Store) -> None:
+    """pareto.json, pareto.png and best.yaml on the parent run, best.yaml also in the store; the front printed."""
+    front = pareto_front(trials)
+    best = max(trials, key=lambda t: t["gap"])
+    summary = {"objectives": {"gap": "max", "macs": "min"}, "trials": len(trials),
+               "front": [{k: v for k, v in t.items() if k != "history"} for t in front]}
+    with tempfile.TemporaryDirectory() as folder:
+        with open(os.path.join(folder, "pareto.json"), "w") as out:
+            json.dump(summary, out, indent=1, default=str)
+        plot_front(trials, front, f"{space.name}: GAP vs multiply-adds", os.path.join(folder, "pareto.png"))
+        override = best_override(space, preset, best)
+        with open(os.path.join(folder, "best.yaml"), "w") as out:
+            out.write(override)
+        tracker.client.log_artifacts(tracker.parent_id, folder)
+    best_location = store.path("tune", f"{space.name}.best.yaml")
+    write_bytes(best_location, override.encode())
+    print("Pareto front (validation GAP vs multiply-adds):")
+    for trial in front:
+        shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(trial["config"].items()))
+        print(f"  GAP {trial['gap']:.4f}  {trial['macs'] / 1e9:7.3f} G  k={trial['settings']['k']}  {shown}")
+    print(f"best configuration (GAP {best['gap']:.4f}): {best_location}, also best.yaml on MLflow run {tracker.parent_id}")
+    if store.is_local:
+        print(f"run it in the grid: python -m orchestrator.grid --preset {preset} --override {best_location}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.trials < 1:
+            raise OrchestratorError(f"--trials must be >= 1, got {args.trials}")
+        space = load_space(args.space)
+        preset = load_preset(args.preset)
+        store = Store(args.store)
+        check_store(store.root)
+    except OrchestratorError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    tracking_uri = args.tracking_uri or (f"sqlite:///{store.path('mlflow.db')}" if store.is_local else None)
+    if tracking_uri is None:
+        print("error: a store on object storage needs --tracking-uri (an MLflow server)", file=sys.stderr)
+        return 2
+    from orchestrator.tracking import Tracker
+
+    if store.is_local:
+        os.makedirs(store.root, exist_ok=True)
+    ray = init_ray()
+    try:
+        refuse_local_store_on_a_cluster(ray, store)
+    except OrchestratorError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    tracker = Tracker(tracking_uri, args.experiment or f"fewer-frames-search-{space.name}", store.path("mlartifacts"))
+    tracker.open_study(space.name, {"space": args.space, "preset": args.preset, "trials": args.trials,
+                                    "store": store.root, "family": space.family, "variant": space.variant})
+
+    # Tune saves the study and stops its trials on SIGINT: let SIGTERM (a scheduler, `ray job stop`) do the same.
+    signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
+    status = "FAILED"
+    try:
+        code = run_study(args, space, preset, store, tracker, ray)
+        status = "FINISHED" if code == 0 else "FAILED"
+        return code
+    except KeyboardInterrupt:
+        status = "KILLED"
+        print("interrupted: finished trials are kept; run the same command again to resume the study", file=sys.stderr)
+        return 130
+    except (OrchestratorError, WorkloadError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        tracker.end_parent(status)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

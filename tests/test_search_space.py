@@ -1,0 +1,103 @@
+"""Search spaces: the shipped studies load; bad files fail naming the key; trials map to grid cells; the
+Pareto front and the best configuration as a grid override."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator.config import load_preset
+from orchestrator.errors import OrchestratorError
+from orchestrator.matrix import expand
+from orchestrator.pareto import best_override, pareto_front
+from orchestrator.search_space import load_space, parse_space
+
+SPACES = sorted((Path(__file__).resolve().parents[1] / "search_spaces").glob("*.yaml"))
+BASE = {"name": "s", "family": "hrnn", "variant": "rep+pred+ce", "search": {"w_rep": {"loguniform": [1e-4, 1.0]}}}
+
+
+def template():
+    _, cells = expand(load_preset("tiny"), "data-1")
+    return next(c for c in cells if c.mode == "serial" and c.loss == "rep+pred+ce")
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
+def test_shipped_spaces_load_and_build_ray_domains(path):
+    space = load_space(str(path))
+    domains = space.tune_space()
+    assert set(domains) == set(space.search) and domains
+    assert space.trial_cell(template(), {name: d.sample() for name, d in domains.items()}).mode == "serial"
+
+
+def test_there_is_a_weights_study_and_a_stride_study():
+    searched = [set(load_space(str(p)).search) for p in SPACES]
+    assert any({"w_rep", "w_pred", "w_ce"} <= s for s in searched)
+    assert any("j" in s or "k" in s for s in searched)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"colour": 1}, "colour: unknown key"),
+    ({"family": "resnet"}, "family: unknown family 'resnet'"),
+    ({"variant": "rep"}, "variant: unknown serial variant"),
+    ({"search": {}}, "search: a mapping of at least one parameter"),
+    ({"search": {"w_foo": {"uniform": [0, 1]}}}, "search.w_foo: unknown parameter"),
+    ({"search": {"w_rep": {"loguniform": [0, 1]}}}, "log-uniform range must be above 0"),
+    ({"search": {"w_rep": {"uniform": [1, 0.5]}}}, "low 1 must be below high 0.5"),
+    ({"search": {"w_rep": {"normal": [0, 1]}}}, "search.w_rep: one of"),
+    ({"search": {"j": {"uniform": [2, 8]}}}, "j is an integer"),
+    ({"search": {"pred_distance": {"choice": ["kl", "cosine"]}}}, "must be one of kl, mse"),
+    ({"search": {"j": {"int": [2, 8]}}, "fixed": {"k": 10}}, "the stride j or the frame count k, not both"),
+    ({"fixed": {"w_rep": 0.1}}, "fixed.w_rep: is also searched"),
+    ({"fixed": {"learning_rate": 0}}, "fixed.learning_rate: a positive number"),
+    ({"epochs": 0}, "epochs: an integer >= 1"),
+    ({"name": "a/b"}, "name: letters, digits"),
+])
+def test_bad_spaces_name_the_key(change, message):
+    with pytest.raises(OrchestratorError, match=message) as caught:
+        parse_space({**BASE, **change}, "space.yaml")
+    assert str(caught.value).startswith("space.yaml: ")
+
+
+def test_unreadable_space_file(tmp_path):
+    with pytest.raises(OrchestratorError, match="cannot read the search space"):
+        load_space(str(tmp_path / "missing.yaml"))
+    (tmp_path / "bad.yaml").write_text("name: [unclosed")
+    with pytest.raises(OrchestratorError, match="bad.yaml: not valid YAML"):
+        load_space(str(tmp_path / "bad.yaml"))
+
+
+def test_a_trial_becomes_a_serial_cell():
+    space = parse_space({**BASE, "fixed": {"w_pred": 0.01}, "epochs": 2,
+                         "search": {"w_rep": {"loguniform": [1e-4, 1.0]}, "j": {"int": [2, 12]},
+                                    "learning_rate": {"loguniform": [1e-4, 1e-2]}}}, "s.yaml")
+    base = template()
+    cell = space.trial_cell(base, {"w_rep": 0.001, "j": 6, "learning_rate": 0.002})
+    weights = dict(cell.loss_weights)
+    assert weights["rep"] == 0.001 and weights["pred"] == 0.01 and weights["ce"] == dict(base.loss_weights)["ce"]
+    assert cell.k == base.max_frames // 6 and cell.j == 6
+    assert cell.train.learning_rate == 0.002 and cell.train.epochs == 2
+    assert cell.teacher == base.teacher and cell.id != base.id
+    objective = cell.stages()[0].objective
+    assert objective.weights == {"rep": 0.001, "pred": 0.01, "ce": weights["ce"]}
+
+
+def test_pareto_front():
+    trials = [{"gap": 0.5, "macs": 10}, {"gap": 0.7, "macs": 30}, {"gap": 0.6, "macs": 30},
+              {"gap": 0.4, "macs": 10}, {"gap": 0.65, "macs": 20}, {"gap": 0.7, "macs": 40}]
+    assert pareto_front(trials) == [{"gap": 0.5, "macs": 10}, {"gap": 0.65, "macs": 20}, {"gap": 0.7, "macs": 30}]
+    assert pareto_front([]) == []
+
+
+def test_the_best_configuration_is_a_grid_override(tmp_path):
+    space = parse_space(BASE, "s.yaml")
+    best = {"trial_id": "abc", "gap": 0.61, "macs": 4e6, "config": {"w_rep": 0.002},
+            "settings": {"w_ce": 1.0, "w_pred": 0.01, "w_rep": 0.002, "w_rep_intermediate": 1.0, "k": 7, "j": 8,
+                         "learning_rate": 0.004, "pred_distance": "mse"}}
+    override = yaml.safe_load(best_override(space, "tiny", best))
+    preset = load_preset("tiny", override)
+    assert preset.ks == (7,) and preset.serial == ("rep+pred+ce",) and preset.families == ("hrnn",)
+    assert preset.loss_weights["rep"] == 0.002 and preset.pred_distance == "mse"
+    assert preset.student_train.learning_rate == 0.004
+    _, cells = expand(preset, "data-1")
+    serial = next(c for c in cells if c.mode == "serial" and not c.intermediate)
+    assert serial.stages()[0].objective.weights == {"rep": 0.002, "pred": 0.01, "ce": 1.0}

@@ -1,0 +1,101 @@
+"""`python -m orchestrator.tune` end to end on a real local Ray and MLflow: a study, its records, an
+interruption and its resumption."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from orchestrator.config import load_preset
+
+REPO = Path(__file__).resolve().parents[1]
+SPACE = {"name": "small-study", "family": "hrnn", "variant": "rep+pred+ce", "epochs": 2,
+         "search": {"w_rep": {"loguniform": [1.0e-3, 1.0]}, "j": {"int": [3, 12]}}}
+
+
+def tune(store, space, trials, **popen):
+    command = [sys.executable, "-m", "orchestrator.tune", "--space", str(space), "--preset", "tiny",
+               "--trials", str(trials), "--store", str(store)]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    return subprocess.Popen(command, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def runs(store):
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    experiment = client.get_experiment_by_name("fewer-frames-search-small-study")
+    return client, client.search_runs([experiment.experiment_id])
+
+
+@pytest.mark.slow
+def test_a_study_records_its_trials_and_front_and_resumes_after_an_interruption(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    store = tmp_path / "store"
+
+    # Interrupted (SIGTERM, as `ray job stop` or a batch scheduler sends) once a trial has finished.
+    first = tune(store, space, 8)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and first.poll() is None:
+        if any('"final": true' in open(f).read() for f in glob.glob(f"{store}/tune/small-study/*/result.json")):
+            break
+        time.sleep(0.5)
+    assert first.poll() is None, first.communicate()
+    first.send_signal(signal.SIGTERM)
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 130, out[-2000:] + err[-2000:]
+    assert "run the same command again to resume the study" in err
+    client, before = runs(store)
+    parent = [r for r in before if r.data.tags.get("fewer_frames.grid") == "study"]
+    assert len(parent) == 1 and parent[0].info.status == "KILLED"
+    finished_before = {r.data.tags["trial_id"] for r in before if r.data.tags.get("fewer_frames.grid") == "trial"}
+    assert finished_before  # logged as they were, before the interruption
+
+    # The same command resumes: the finished trials are kept, the rest run, the study ends.
+    second = tune(store, space, 8)
+    out, err = second.communicate(timeout=600)
+    assert second.returncode == 0, out[-2000:] + err[-2000:]
+    assert "resuming study small-study" in out
+    client, after = runs(store)
+    parents = [r for r in after if r.data.tags.get("fewer_frames.grid") == "study"]
+    assert [p.info.run_id for p in parents] == [parent[0].info.run_id] and parents[0].info.status == "FINISHED"
+    trials = [r for r in after if r.data.tags.get("fewer_frames.grid") == "trial"]
+    ids = [r.data.tags["trial_id"] for r in trials]
+    assert len(ids) == len(set(ids)) and finished_before <= set(ids)  # none lost, none logged twice
+    for trial in trials:
+        assert trial.info.status == "FINISHED" and trial.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert {"w_rep", "w_pred", "w_ce", "j", "k", "learning_rate", "pred_distance"} <= set(trial.data.params)
+        assert {"gap", "map", "macs"} <= set(trial.data.metrics)
+    tune_state = sorted(glob.glob(f"{store}/tune/small-study/run_trial_*"))
+    assert len(tune_state) == 8  # every trial of the study ran once, across both invocations
+
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"pareto.json", "pareto.png", "best.yaml"} <= artifacts
+    front = json.loads(Path(client.download_artifacts(parents[0].info.run_id, "pareto.json", str(tmp_path))).read_text())
+    points = [(t["gap"], t["macs"]) for t in front["front"]]
+    assert points and all(not (g2 >= g and m2 <= m and (g2, m2) != (g, m)) for g, m in points for g2, m2 in points)
+    assert Path(client.download_artifacts(parents[0].info.run_id, "pareto.png", str(tmp_path))).read_bytes()[:4] == b"\x89PNG"
+    best = yaml.safe_load((store / "tune" / "small-study.best.yaml").read_text())
+    preset = load_preset("tiny", best)  # the grid accepts it as --override
+    assert preset.serial == ("rep+pred+ce",) and preset.ks[0] in {t["settings"]["k"] for t in front["front"]}
+    assert max(t["gap"] for t in front["front"]) == max(r.data.metrics["gap"] for r in trials)
+    # The teacher the trials read is recorded the grid's way: a grid on this store reuses it.
+    assert glob.glob(f"{store}/results/*.json") and glob.glob(f"{store}/teachers/*/cache/base/_manifest.json")
+
+
+def test_bad_arguments_exit_2_before_anything_starts(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({**SPACE, "search": {"w_nope": {"uniform": [0, 1]}}}))
+    result = subprocess.run([sys.executable, "-m", "orchestrator.tune", "--space", str(space), "--store",
+                             str(tmp_path / "store")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {space}: search.w_nope: unknown parameter; known: " \
+                                    "w_rep, w_pred, w_ce, w_rep_intermediate, j, k, learning_rate, pred_distance"
+    assert not (tmp_path / "store").exists()
