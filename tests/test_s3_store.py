@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from orchestrator.cache import MANIFEST, ParquetTeacherCache, read_manifest, write_teacher_cache
 from workloads.data.reader import FrameSelection, VideoShards
@@ -81,3 +82,23 @@ def test_a_grid_on_s3_runs_and_resumes(s3_server, s3_bucket, tmp_path):
     assert any(k.startswith("runs/mlartifacts/") and k.endswith("summary.md") for k in keys)  # MLflow artifacts
     again = subprocess.run(command, capture_output=True, text=True, env=env, cwd=repo, timeout=600)
     assert again.returncode == 0 and "7 already done, 0 jobs to run" in again.stdout
+
+
+@pytest.mark.slow
+def test_a_search_on_s3_keeps_its_study_there_and_resumes(s3_server, s3_bucket, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"name": "s3-study", "family": "hrnn", "variant": "rep+pred+ce", "epochs": 1,
+                                     "search": {"w_rep": {"loguniform": [1.0e-3, 1.0]}}}))
+    env = {**os.environ, **s3_server.env}
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = [sys.executable, "-m", "orchestrator.tune", "--space", str(space), "--preset", "tiny", "--trials", "2",
+               "--store", f"s3://{s3_bucket}/runs", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+    first = subprocess.run(command, capture_output=True, text=True, env=env, cwd=repo, timeout=600)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    keys = [o["Key"] for page in s3_server.client().get_paginator("list_objects_v2").paginate(Bucket=s3_bucket)
+            for o in page.get("Contents", [])]
+    assert any(k.startswith("runs/tune/s3-study/") for k in keys)  # Tune's experiment state
+    assert "runs/tune/s3-study.best.yaml" in keys and "runs/tune/s3-study.json" in keys
+    assert any(k.startswith("runs/mlartifacts/") and k.endswith("pareto.png") for k in keys)
+    again = subprocess.run(command, capture_output=True, text=True, env=env, cwd=repo, timeout=600)
+    assert again.returncode == 0 and "resuming study s3-study" in again.stdout
