@@ -5,9 +5,9 @@
 Starts a SeaweedFS server on 127.0.0.1 (the test fixture's), writes an H-RNN-sized teacher cache to it,
 then measures, in interleaved rounds, (1) raw: every part object read whole through PyArrow's S3
 filesystem, and (2) the cache: every video looked up once through a fresh `ParquetTeacherCache`, in
-batches of 128 as a serial student asks for them (row groups in shuffled order, videos shuffled within
-each, announced `PREFETCH_BATCHES` ahead by the training loop's own `_prefetched`), and (3) the same in
-file order. All are MB/s of the parts' bytes, medians over the rounds. Target: the cache at least 70%
+batches of 128 as a serial student asks for them (row groups in the reader's shuffled order, videos
+shuffled within each, announced `PREFETCH_BATCHES` ahead by the training loop's own `_prefetched`), and
+(3) the same in file order. All are MB/s of the parts' bytes, medians over the rounds. Target: the cache at least 70%
 of raw.
 """
 
@@ -29,6 +29,7 @@ from s3_server import start_s3_server  # noqa: E402
 
 from orchestrator.cache import ParquetTeacherCache, write_teacher_cache  # noqa: E402
 from workloads.data.fs import join, resolve  # noqa: E402
+from workloads.data.reader import Unit, epoch_order  # noqa: E402
 from workloads.train import TeacherRecord, _prefetched  # noqa: E402
 
 
@@ -61,9 +62,12 @@ def main() -> None:
         total = sum(sizes)
 
         ids = [f"video-{i:07d}" for i in range(args.videos)]
+        # A student's epoch: its reader's order of row groups (the cache's parts stand for its shards),
+        # videos shuffled within each.
+        units = [Unit(f"shard-{lo // args.per_part}", (lo % args.per_part) // 128, 128) for lo in range(0, len(ids), 128)]
         rng = np.random.default_rng(0)
-        units = [ids[lo : lo + 128] for lo in range(0, len(ids), 128)]
-        shuffled = [video for u in rng.permutation(len(units)) for video in rng.permutation(units[u]).tolist()]
+        shuffled = [video for u in epoch_order(units, shuffle=True, seed=0, epoch=0)
+                    for video in rng.permutation(ids[u * 128 : (u + 1) * 128]).tolist()]
 
         def read_raw() -> float:
             start = time.perf_counter()

@@ -32,12 +32,13 @@ import torch
 from orchestrator.errors import OrchestratorError
 from workloads.data.fs import join, resolve, write_atomically, write_bytes
 from workloads.losses import TeacherTargets
+from workloads.data.reader import SHUFFLE_BLOCK
 from workloads.train import TeacherRecord, pad_intermediates
 
 MANIFEST = "_manifest.json"
 FORMAT = 2
 ROWS_PER_GROUP = 128
-CACHED_GROUPS = 64  # row groups kept in memory (~256 MB at H-RNN size)
+CACHE_BYTES = 512 << 20  # decoded row groups kept in memory, at most (one batch's are always kept)
 READERS = 4  # row-group reads in flight
 
 SCHEMA = pa.schema(
@@ -145,16 +146,17 @@ class _Group:
 
 
 class ParquetTeacherCache:
-    """A `TeacherSource` over a cache in the store, read a row group at a time.
+    """A `TeacherSource` over a cache in the store, read a block of row groups at a time.
 
-    A student's batches come from its data's row groups in shuffled order, and each maps to one or two
-    of the cache's (same shards, same order, same 128 rows). `prefetch(ids)`, called by the training loop
-    for the batches it will ask for next, starts those row groups' reads on threads, consecutive ones
-    coalesced into one ranged request; `targets` then finds them loaded. Guessing instead (reading
-    ahead in file order) would fetch groups a shuffled student does not want next.
+    A student's batches come from its data's row groups, and each maps to one or two of the cache's (same
+    shards, same order, same 128 rows). The reader shuffles row groups in blocks of `SHUFFLE_BLOCK`
+    consecutive ones of a shard, so the cache reads such a block in one ranged request (four 4 MB
+    requests to an object store cost far more than one of 16 MB) and the next lookups find it loaded.
+    `prefetch(ids)`, called by the training loop for the batches it will ask for next, starts those reads
+    on threads ahead of `targets`.
     """
 
-    def __init__(self, location: str, cached_groups: int = CACHED_GROUPS):
+    def __init__(self, location: str, cache_bytes: int = CACHE_BYTES):
         manifest = read_manifest(location)
         if manifest is None:
             raise OrchestratorError(f"{location}: no complete teacher cache here (no {MANIFEST})")
@@ -163,12 +165,15 @@ class ParquetTeacherCache:
         self.parts = [join(location, part) for part in manifest["parts"]]
         self.files: dict[int, pa.NativeFile] = {}
         self.metadata: list[pq.FileMetaData] = []
+        self.group_bytes: list[list[int]] = []
         self.lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="teacher-cache")
         hashes, where = [], []
         for number, part in enumerate(self.parts):
             fs, path = resolve(part)
             self.metadata.append(pq.read_metadata(path, filesystem=fs))
+            self.group_bytes.append([self.metadata[-1].row_group(g).total_byte_size
+                                     for g in range(self.metadata[-1].num_row_groups)])
             ids = pq.ParquetFile(self._file(number), metadata=self.metadata[-1]).read(columns=["id"]).column("id")
             hashes.append(_id_hashes(ids.to_pylist()))
             where.append(np.stack([np.full(len(ids), number), np.arange(len(ids))], axis=1))
@@ -179,7 +184,7 @@ class ParquetTeacherCache:
         order = np.argsort(all_hashes)
         self.hashes = all_hashes[order]
         self.where = (np.concatenate(where) if where else np.zeros((0, 2), np.int64))[order]
-        self.cached_groups = cached_groups
+        self.cache_bytes, self.cached_bytes = cache_bytes, 0
         self.groups: OrderedDict[tuple[int, int], _Member] = OrderedDict()
         fs, path = resolve(join(location, "classifier.pt"))
         with fs.open_input_stream(path) as stream:
@@ -221,21 +226,28 @@ class ParquetTeacherCache:
         return self.where[slots, 0], self.where[slots, 1]
 
     def _entries(self, wanted: list[tuple[int, int]]) -> list[_Member]:
-        """LRU entries for (part, group) pairs, sorted; those not loaded or loading are submitted, runs
-        of consecutive groups of a part as one read."""
+        """LRU entries for (part, group) pairs, sorted. A group not loaded or loading is read with the rest
+        of its block (the reader's shuffling block: the student asks for those next) in one request."""
         entries = []
         with self.lock:
-            missing = [key for key in wanted if key not in self.groups]
+            missing = sorted({(part, block_group) for part, group in wanted for block_group in self._block(part, group)
+                              if (part, block_group) not in self.groups})
             for part, first, stop in _runs(missing):
                 run = self.pool.submit(self._read, part, first, stop)
                 for group in range(first, stop):
-                    self.groups[(part, group)] = _Member(run, group - first)
+                    self.groups[(part, group)] = _Member(run, group - first, self.group_bytes[part][group])
+                    self.cached_bytes += self.group_bytes[part][group]
             for key in wanted:
                 self.groups.move_to_end(key)
                 entries.append(self.groups[key])
-            while len(self.groups) > max(self.cached_groups, len(wanted)):
-                self.groups.popitem(last=False)
+            while self.cached_bytes > self.cache_bytes and len(self.groups) > len(wanted):
+                _, evicted = self.groups.popitem(last=False)
+                self.cached_bytes -= evicted.size
         return entries
+
+    def _block(self, part: int, group: int) -> range:
+        first = group - group % SHUFFLE_BLOCK
+        return range(first, min(first + SHUFFLE_BLOCK, self.metadata[part].num_row_groups))
 
     def prefetch(self, ids: list[str]) -> None:
         """Start reading the row groups that hold `ids`, for a `targets` call soon after."""
@@ -278,10 +290,10 @@ def _runs(keys: list[tuple[int, int]]):
 
 
 class _Member:
-    """One row group's share of a read-ahead run: resolves to that group."""
+    """One row group's share of a run read in one request: resolves to that group."""
 
-    def __init__(self, run: Future, index: int):
-        self.run, self.index = run, index
+    def __init__(self, run: Future, index: int, size: int):
+        self.run, self.index, self.size = run, index, size
 
     def result(self) -> _Group:
         return self.run.result()[self.index]

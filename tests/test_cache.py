@@ -6,6 +6,7 @@ import torch
 
 from orchestrator.cache import MANIFEST, ROWS_PER_GROUP, ParquetTeacherCache, read_manifest, write_teacher_cache
 from orchestrator.errors import OrchestratorError
+from workloads.data.reader import SHUFFLE_BLOCK
 from workloads.train import TeacherRecord
 
 
@@ -25,7 +26,7 @@ def test_roundtrip_across_parts_and_row_groups(tmp_path):
     parts = [list(records("a", 300)), list(records("b", 5, seed=1)), []]
     manifest = write_teacher_cache(str(tmp_path), parts, {"w": torch.arange(3.0)}, {"teacher_id": "t"})
     assert manifest["videos"] == 305 and len(manifest["parts"]) == 3 and manifest["teacher_id"] == "t"
-    cache = ParquetTeacherCache(str(tmp_path), cached_groups=2)
+    cache = ParquetTeacherCache(str(tmp_path), cache_bytes=1)  # keeps only the last batch's row groups
     everything = {r.id: r for part in parts for r in part}
     wanted = ["a00299", "b00004", "a00000", "a00150", "b00000", "a00129"]
     targets = cache.targets(wanted, torch.device("cpu"))
@@ -34,7 +35,7 @@ def test_roundtrip_across_parts_and_row_groups(tmp_path):
         assert np.array_equal(targets.probabilities[row].numpy(), everything[video].probabilities)
     assert targets.intermediates is None
     cache.targets(["b00001"], torch.device("cpu"))
-    assert len(cache.groups) <= 2  # only a few row groups in memory
+    assert list(cache.groups) == [(1, 0)] and cache.cached_bytes == cache.group_bytes[1][0]
     assert torch.equal(cache.classifier_state()["w"], torch.arange(3.0))
     with pytest.raises(OrchestratorError, match="has no video 'zzz'"):
         cache.targets(["zzz"], torch.device("cpu"))
@@ -73,19 +74,19 @@ def test_manifest_is_plain_json(tmp_path):
     assert manifest["representation_dim"] == 6 and manifest["num_classes"] == 4
 
 
-def test_prefetch_reads_consecutive_row_groups_in_one_request(tmp_path):
-    parts = [list(records("a", 3 * ROWS_PER_GROUP)), list(records("b", ROWS_PER_GROUP, seed=1))]
+def test_row_groups_are_read_a_shuffling_block_at_a_time(tmp_path):
+    parts = [list(records("a", (SHUFFLE_BLOCK + 2) * ROWS_PER_GROUP)), list(records("b", ROWS_PER_GROUP, seed=1))]
     write_teacher_cache(str(tmp_path), parts, {}, {})
     cache = ParquetTeacherCache(str(tmp_path))
-    first_two = [r.id for r in parts[0][ROWS_PER_GROUP - 1 : ROWS_PER_GROUP + 1]] + ["a00000"]
-    cache.prefetch(first_two + ["b00003"])
-    assert sorted(cache.groups) == [(0, 0), (0, 1), (1, 0)]
-    assert cache.groups[(0, 0)].run is cache.groups[(0, 1)].run  # one read for the run of two
+    cache.prefetch(["a00000", "b00003"])
+    # The first block of part 0 (SHUFFLE_BLOCK row groups) in one request, part 1's only group in another.
+    assert sorted(cache.groups) == [(0, g) for g in range(SHUFFLE_BLOCK)] + [(1, 0)]
+    assert len({id(cache.groups[(0, g)].run) for g in range(SHUFFLE_BLOCK)}) == 1
     assert cache.groups[(1, 0)].run is not cache.groups[(0, 0)].run
-    targets = cache.targets(first_two, torch.device("cpu"))  # served by the prefetched reads
-    assert sorted(cache.groups) == [(0, 0), (0, 1), (1, 0)]
-    expected = np.stack([parts[0][ROWS_PER_GROUP - 1].representation, parts[0][ROWS_PER_GROUP].representation,
-                         parts[0][0].representation])
+    last_block = [f"a{(SHUFFLE_BLOCK + 1) * ROWS_PER_GROUP + 5:05d}", "a00001"]
+    targets = cache.targets(last_block, torch.device("cpu"))  # the second (short) block read; the first kept
+    assert sorted(k for k in cache.groups if k[0] == 0) == [(0, g) for g in range(SHUFFLE_BLOCK + 2)]
+    expected = np.stack([parts[0][(SHUFFLE_BLOCK + 1) * ROWS_PER_GROUP + 5].representation, parts[0][1].representation])
     assert np.array_equal(targets.representation.numpy(), expected)
     with pytest.raises(OrchestratorError, match="has no video 'nope'"):
         cache.prefetch(["nope"])

@@ -15,7 +15,16 @@ from workloads.data.format import (
     videos_to_table,
     write_shard,
 )
-from workloads.data.reader import FrameSelection, VideoShards, dequantize_, video_loader
+from workloads.data.reader import (
+    SHUFFLE_BLOCK,
+    FrameSelection,
+    Unit,
+    VideoShards,
+    dequantize_,
+    epoch_order,
+    shuffle_blocks,
+    video_loader,
+)
 from workloads.errors import DataError
 
 NUM_CLASSES = 17
@@ -226,3 +235,28 @@ def test_fraction_keeps_a_fixed_nested_subset(shards):
     assert shuffled == quarter
     with pytest.raises(DataError, match="fraction"):
         VideoShards(root, batch_size=4, fraction=0)
+
+
+def test_shuffled_units_come_in_blocks_of_a_shard():
+    # Three shards of 10, 6 and 1 row groups: blocks [0-3], [4-7], [8-9] / [0-3], [4-5] / [0].
+    units = [Unit(f"s{shard}", g, 128) for shard, groups in enumerate((10, 6, 1)) for g in range(groups)]
+    blocks = shuffle_blocks(units)
+    assert [len(b) for b in blocks] == [SHUFFLE_BLOCK, SHUFFLE_BLOCK, 2, SHUFFLE_BLOCK, 2, 1]
+    order = epoch_order(units, shuffle=True, seed=3, epoch=0)
+    assert sorted(order) == list(range(len(units)))
+    runs, at = [], 0
+    while at < len(order):  # consecutive positions belong to one block until it is exhausted
+        block = next(b for b in blocks if order[at] in b)
+        assert sorted(order[at : at + len(block)]) == block
+        runs.append(block)
+        at += len(block)
+    assert runs != blocks  # the blocks themselves are shuffled ...
+    assert epoch_order(units, shuffle=True, seed=3, epoch=1) != order  # ... anew each epoch
+    assert any(order[i] > order[i + 1] for i in range(len(order) - 1) if units[order[i]].shard == units[order[i + 1]].shard)
+    # Whole blocks dealt to 2 slots; with more slots than half the blocks, single units instead.
+    halves = [epoch_order(units, shuffle=True, seed=3, epoch=0, slot=s, slots=2) for s in range(2)]
+    assert sorted(halves[0] + halves[1]) == list(range(len(units)))
+    assert all(any(set(b) <= set(h) for h in halves) for b in blocks)
+    many = [epoch_order(units, shuffle=True, seed=3, epoch=0, slot=s, slots=4) for s in range(4)]
+    assert sorted(sum(many, [])) == list(range(len(units))) and max(map(len, many)) - min(map(len, many)) <= 1
+    assert epoch_order(units, shuffle=False, seed=3, epoch=0, slot=1, slots=2) == list(range(1, len(units), 2))

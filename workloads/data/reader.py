@@ -4,8 +4,9 @@ Frame selection happens at read time: a video's frame bytes are read as one raw 
 of the selected frames are gathered and dequantised, so reading k of N frames costs about k/N of the decode.
 
 Work is split in units of one row group (`ROWS_PER_GROUP` videos). Each epoch the units are shuffled (when
-asked) with a seed derived from (seed, epoch), then dealt round-robin to ranks and, within a rank, to
-DataLoader workers; rows are shuffled within each unit. Every video is read once per epoch across all
+asked) with a seed derived from (seed, epoch), in blocks of `SHUFFLE_BLOCK` consecutive row groups of a
+shard, and dealt round-robin to ranks and, within a rank, to DataLoader workers; rows are shuffled within
+each unit. Every video is read once per epoch across all
 ranks and workers. `fraction` keeps a fixed, nested subset of the videos (the paper's Table 2: 10, 25,
 50% of the training data), chosen by a hash of each video's id. Random frame selection draws from (seed, epoch, video position), so it is reproducible
 and differs between epochs.
@@ -76,6 +77,10 @@ class FrameSelection:
         return frame_selection.select(self.name, num_frames, self.k, seed, j=self.j)
 
 
+# Row groups per shuffling block (see `VideoShards.units_for`); the teacher cache reads blocks of as many.
+SHUFFLE_BLOCK = 4
+
+
 @dataclass(frozen=True)
 class Unit:
     """One row group of one shard: the grain of sharding and shuffling."""
@@ -83,6 +88,33 @@ class Unit:
     shard: str
     row_group: int
     num_rows: int
+
+
+def epoch_order(units: Sequence[Unit], *, shuffle: bool, seed: int, epoch: int, slot: int = 0,
+                slots: int = 1) -> list[int]:
+    """The positions of the units that reader `slot` of `slots` (ranks x workers) reads in an epoch.
+
+    Shuffled, the units go in blocks of up to SHUFFLE_BLOCK consecutive row groups of a shard: the blocks
+    in random order, the units of a block one after another in random order, whole blocks dealt to the
+    slots. Whatever follows a shard's order (the teacher cache) is then read a block at a time, in one
+    request instead of four, which is what an object store serves fast."""
+    if not shuffle:
+        return list(range(slot, len(units), slots))
+    rng = np.random.default_rng([seed, epoch])
+    blocks = shuffle_blocks(units)
+    if len(blocks) < 2 * slots:  # too few blocks to deal evenly: deal single units
+        blocks = [[i] for i in range(len(units))]
+    mine = [blocks[b] for b in rng.permutation(len(blocks))[slot::slots]]
+    return [int(i) for block in mine for i in rng.permutation(block)]
+
+
+def shuffle_blocks(units: Sequence[Unit], size: int | None = None) -> list[list[int]]:
+    """Unit positions grouped in blocks: row groups [0, size), [size, 2 size), ... of each shard."""
+    size = size or SHUFFLE_BLOCK
+    blocks: dict[tuple[str, int], list[int]] = {}
+    for position, unit in enumerate(units):
+        blocks.setdefault((unit.shard, unit.row_group // size), []).append(position)
+    return list(blocks.values())
 
 
 def dequantize_(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -162,11 +194,9 @@ class VideoShards(IterableDataset):
 
     def units_for(self, rank: int, worker: int, num_workers: int) -> list[tuple[int, Unit]]:
         """(global unit position, unit) that one worker of one rank reads this epoch."""
-        order = np.arange(len(self.units))
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(order)
-        slot = rank * num_workers + worker
-        return [(int(i), self.units[i]) for i in order[slot :: self.world_size * num_workers]]
+        positions = epoch_order(self.units, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch,
+                                slot=rank * num_workers + worker, slots=self.world_size * num_workers)
+        return [(i, self.units[i]) for i in positions]
 
     def __iter__(self) -> Iterator[VideoBatch]:
         info = get_worker_info()
