@@ -59,12 +59,16 @@ class TeacherResources:
     num_workers: int = 1
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
+    # Custom Ray resources per worker: a cluster's node types offer them (cluster/*.yaml), so asking for
+    # e.g. {teacher_node: 1} puts teachers on, and makes the autoscaler add, the multi-GPU node type.
+    custom: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class CellResources:
     cpus: float = 1.0
     gpus: float = 0.0
+    custom: dict[str, float] = field(default_factory=dict)  # e.g. {student_node: 0.5}: single-GPU nodes
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,11 @@ class Preset:
         for key, settings in (("teacher_train", self.teacher_train), ("student_train", self.student_train)):
             if settings.epochs < 1 or settings.batch_size < 1 or settings.learning_rate <= 0:
                 raise fail(key, "epochs, batch_size and learning_rate must be positive")
+        for key, custom in (("resources.teacher.custom", self.resources.teacher.custom),
+                            ("resources.cell.custom", self.resources.cell.custom)):
+            for name, amount in custom.items():
+                if name in ("CPU", "GPU", "memory") or amount <= 0:
+                    raise fail(f"{key}.{name}", "a custom resource (not CPU/GPU/memory) with a positive amount")
         if self.resources.teacher.num_workers != 1:
             raise fail("resources.teacher.num_workers", "teachers train on one worker (one GPU) for now")
 

@@ -52,8 +52,15 @@ def init_ray():
     return ray
 
 
-def refuse_local_store_on_a_cluster(ray, store: Store) -> None:
-    if store.is_local and len([n for n in ray.nodes() if n.get("Alive")]) > 1:
+def refuse_local_store_on_a_cluster(ray, store: Store, preset: Preset) -> None:
+    """A local store exists on one node only: refuse it on a cluster of several nodes, and on one that
+    will grow (the preset asks for node-type resources no node offers yet: the autoscaler adds them)."""
+    if not store.is_local:
+        return
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    offered = {name for n in nodes for name in n.get("Resources", {})}
+    wanted = set(preset.resources.teacher.custom) | set(preset.resources.cell.custom)
+    if len(nodes) > 1 or wanted - offered:
         raise OrchestratorError(f"{store.root}: a local store is only on this node; a cluster of several nodes "
                                 "needs --store s3://... (and an MLflow server as --tracking-uri)")
 
@@ -73,7 +80,8 @@ class Grid:
         self.backlog: list[Cell] = []  # ready to run, held back while teachers need the CPUs
         self.training: set[str] = set()  # teachers in flight
         cell_resources = preset.resources.cell
-        self.cell_task = ray.remote(run_cell).options(num_cpus=cell_resources.cpus, num_gpus=cell_resources.gpus)
+        self.cell_task = ray.remote(run_cell).options(num_cpus=cell_resources.cpus, num_gpus=cell_resources.gpus,
+                                                      resources=cell_resources.custom or None)
         self.device = "cuda" if cell_resources.gpus > 0 else "cpu"
         self.teacher_task = ray.remote(fit_teacher).options(num_cpus=0)
 
@@ -149,9 +157,10 @@ class Grid:
         """How many cells may run now. Ray has no priorities, and a teacher's Train workers ask for their
         CPUs only once its trainer has started, after cells queued meanwhile have taken them; so while
         teachers train (everything serial waits on them), cells leave the teachers' CPUs free."""
-        if not self.training:
-            return float("inf")
         teacher = self.preset.resources.teacher
+        cell = self.preset.resources.cell
+        if not self.training or (teacher.custom and cell.custom and not set(teacher.custom) & set(cell.custom)):
+            return float("inf")  # nothing trains, or teachers and cells go to different node types
         reserved = len(self.training) * teacher.num_workers * teacher.cpus_per_worker
         total = self.ray.cluster_resources().get("CPU", 0.0)
         return max(1.0, (total - reserved) // max(self.preset.resources.cell.cpus, 1e-9))
@@ -192,6 +201,7 @@ class Grid:
             self.record_failure(cell, error)
             return
         tags = {"teacher_run_id": self.teacher_runs[cell.teacher.id]["run_id"]} if cell.teacher else {}
+        tags["device"] = value.get("device", "")
         self.finish(cell, value, self.tracker.log_cell(cell, value, tags=tags))
 
     def finish(self, cell: Cell, value: dict, run_id: str) -> None:
@@ -240,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(store.root, exist_ok=True)
     ray = init_ray()
     try:
-        refuse_local_store_on_a_cluster(ray, store)
+        refuse_local_store_on_a_cluster(ray, store, preset)
         tracker = Tracker(tracking_uri, experiment, store.path("mlartifacts"))
     except OrchestratorError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -86,6 +86,12 @@ def prepare_data(config: DataConfig, store_root: str, uri_override: str | None =
     return DataSet(identity, join(root, "train"), join(root, "validate"), join(root, "test"), synthetic.classes)
 
 
+def resolve_device(requested: str) -> str:
+    """The device a job runs on: CUDA when it asked for a GPU and one is there. A node type that offers
+    GPUs it does not have (Ray's fake multi-node cluster) runs the job on CPU."""
+    return "cuda" if requested == "cuda" and torch.cuda.is_available() else "cpu"
+
+
 def _train_config(settings, seed: int, device: str) -> TrainConfig:
     return TrainConfig(epochs=settings.epochs, learning_rate=settings.learning_rate, lr_decay=settings.lr_decay,
                        weight_decay=settings.weight_decay, max_grad_norm=settings.max_grad_norm, seed=seed, device=device)
@@ -171,15 +177,19 @@ def fit_teacher(spec: TeacherSpec, data: DataSet, store_root: str, intermediate_
                 resources) -> dict:
     """Train one teacher with Ray Train (one `TorchTrainer.fit`), checkpointed in the store."""
     from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     use_gpu = resources.gpus_per_worker > 0
-    worker = {"CPU": resources.cpus_per_worker, **({"GPU": resources.gpus_per_worker} if use_gpu else {})}
+    worker = {"CPU": resources.cpus_per_worker, **({"GPU": resources.gpus_per_worker} if use_gpu else {}),
+              **resources.custom}
     trainer = TorchTrainer(
         teacher_train_loop,
         train_loop_config={"spec": spec, "data": data, "store": store_root, "intermediate_ks": intermediate_ks,
                            "max_frames": max_frames, "use_gpu": use_gpu},
         scaling_config=ScalingConfig(num_workers=resources.num_workers, use_gpu=use_gpu, resources_per_worker=worker),
+        # NCCL where this torch build has it (CUDA builds); gloo otherwise, e.g. CPU torch on a node type
+        # that offers fake GPUs (Ray's fake multi-node cluster).
+        torch_config=TorchConfig(backend="nccl" if use_gpu and torch.distributed.is_nccl_available() else "gloo"),
         run_config=RunConfig(storage_path=Store(store_root).ray_storage(), name=spec.id),
     )
     result = trainer.fit()
@@ -200,6 +210,7 @@ def run_cell(cell: Cell, data: DataSet, cache_uri: str | None, device: str,
     """Train and evaluate one baseline, serial student or parallel pair; returns its metrics.
     `on_epoch` sees each epoch's validation scores as they come (a search's early stopping)."""
     start = time.perf_counter()
+    device = resolve_device(device)
     settings = cell.train
     selection = cell.frame_selection()
     seed_everything(cell.seed)
@@ -233,5 +244,5 @@ def run_cell(cell: Cell, data: DataSet, cache_uri: str | None, device: str,
         "gap": test.gap, "map": test.map, "val_gap": result.gap, "val_map": result.map,
         "best_epoch": result.best_epoch, "train_seconds": result.train_seconds, "inference_seconds": test.seconds,
         "macs": cost.macs, "frame_macs": cost.frame_macs, "params": cost.params, "history": _history(result),
-        "wall_seconds": time.perf_counter() - start, **extra,
+        "wall_seconds": time.perf_counter() - start, "device": device, **extra,
     }

@@ -157,7 +157,7 @@ def run_study(args, space: SearchSpace, preset, store: Store, tracker, ray) -> i
     device = "cuda" if cell_resources.gpus > 0 else "cpu"
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, space=space, template=template, data=data, cache=cache, device=device),
-        {"cpu": cell_resources.cpus, "gpu": cell_resources.gpus},
+        {"cpu": cell_resources.cpus, "gpu": cell_resources.gpus, **cell_resources.custom},
     )
     study = study_record(store, space, args.trials)
     slots = max(1, int(ray.cluster_resources().get("CPU", 1) // max(cell_resources.cpus, 1e-9)))
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(store.root, exist_ok=True)
     ray = init_ray()
     try:
-        refuse_local_store_on_a_cluster(ray, store)
+        refuse_local_store_on_a_cluster(ray, store, preset)
     except OrchestratorError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
