@@ -1,0 +1,115 @@
+"""What the `paper` preset costs in device-hours, from training and inference throughput measured here.
+
+    python benchmarks/paper_cost.py [--device cuda] [--batch-size N] [--steps 3]
+        [--train-videos 3888919] [--validate-videos 1112356]
+
+Measures, on this device and at the paper's model sizes, the seconds per video of a training step
+(forward, backward, Adam) and of inference, for each family's teacher (all 300 frames) and its students
+at each k of the preset, on random inputs (the data pipeline is measured by reader_throughput.py). Then
+adds up the preset's matrix (`orchestrator.matrix.expand`): each teacher's epochs over its fraction of
+the training set, its validation passes and its cache export; each cell's epochs and validation passes
+(a parallel cell trains its teacher too). Run it on one GPU of the cluster's type: the total is the
+GPU-hours of the grid (two cells sharing a GPU each take about twice as long, so sharing does not change
+the sum). Video counts default to YouTube-8M's frame-level train and validate splits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+
+import torch
+
+from orchestrator.config import load_preset, train_settings
+from orchestrator.matrix import expand
+from workloads.data.format import FEATURE_DIM
+from workloads.losses import Objective
+from workloads.models import build_model
+
+CLASSES = 3862
+
+
+def seconds_per_video(family: str, k: int | None, frames: int, batch: int, steps: int, device: str) -> tuple[float, float]:
+    """(training step, inference) seconds per video of a paper-size model on `frames` frames."""
+    model = build_model(family, "paper", CLASSES, **({"k": k} if k else {})).to(device)
+    x = torch.randn(batch, frames, FEATURE_DIM, device=device)
+    mask = torch.ones(batch, frames, dtype=torch.bool, device=device)
+    positions = torch.arange(frames, device=device).expand(batch, frames)
+    labels = (torch.rand(batch, CLASSES, device=device) < 0.001).float()
+    optimizer = torch.optim.Adam(model.parameters())
+    objective = Objective({"ce": 1.0})
+
+    def step():
+        loss, _ = objective(model(x, mask, positions), labels, None)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    def infer():
+        with torch.no_grad():
+            model(x, mask, positions)
+
+    timings = []
+    for work in (step, infer):
+        work()  # warm-up: allocations, kernels
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            work()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        timings.append((time.perf_counter() - start) / (steps * batch))
+    model.eval()
+    return timings[0], timings[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, help="default: each family's batch size in the preset (256, 80)")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--train-videos", type=int, default=3_888_919)
+    parser.add_argument("--validate-videos", type=int, default=1_112_356)
+    args = parser.parse_args()
+    preset = load_preset("paper")
+    frames = preset.data.max_frames
+    teachers, cells = expand(preset, "yt8m")
+    rates: dict[tuple[str, int | None], tuple[float, float]] = {}
+    for family in preset.families:
+        batch = args.batch_size or train_settings(preset, family, "student").batch_size
+        for k in (None, *preset.ks):
+            rates[(family, k)] = seconds_per_video(family, k, k or frames, batch, args.steps, args.device)
+            train, infer = rates[(family, k)]
+            print(f"  {family:<9} {'teacher' if k is None else f'k={k}':<8} train {1 / train:8.1f} videos/s   "
+                  f"inference {1 / infer:8.1f} videos/s", flush=True)
+
+    hours: dict[str, float] = defaultdict(float)
+    validate = args.validate_videos
+    for teacher in teachers:
+        train, infer = rates[(teacher.family, None)]
+        videos = args.train_videos * teacher.data_fraction
+        epochs = teacher.train.epochs
+        exports = 1 + len({c.k for c in cells if c.teacher == teacher and c.intermediate})  # base + I_T per k
+        hours["teachers"] += (epochs * (videos * train + validate * infer) + exports * videos * infer + validate * infer) / 3600
+    for cell in cells:
+        if cell.mode == "skyline":
+            continue  # its teacher, counted above
+        train, infer = rates[(cell.family, cell.k)]
+        videos = args.train_videos * cell.data_fraction
+        epochs = train_settings(preset, cell.family, "student").epochs
+        seconds = epochs * (videos * train + validate * infer) + validate * infer
+        if cell.mode == "parallel":  # the teacher trains alongside, on all frames
+            teacher_train, teacher_infer = rates[(cell.family, None)]
+            seconds += epochs * (videos * teacher_train + validate * teacher_infer)
+        hours[cell.mode] += seconds / 3600
+    print(f"paper preset: {len(teachers)} teachers, {len(cells)} cells; YouTube-8M {args.train_videos:,} training and "
+          f"{args.validate_videos:,} validation videos; measured on {args.device}, batch {args.batch_size or 'as the preset'}")
+    for kind, value in sorted(hours.items()):
+        print(f"  {kind:<10} {value:12,.0f} {args.device}-hours")
+    print(f"  {'total':<10} {sum(hours.values()):12,.0f} {args.device}-hours")
+
+
+if __name__ == "__main__":
+    main()
