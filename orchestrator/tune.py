@@ -95,12 +95,12 @@ def study_record(store: Store, space: SearchSpace, trials: int) -> dict:
     """`<store>/tune/<name>.json`: what the study was started with. A study resumes with its own space
     and trial count; a changed space under the same name is refused rather than mixed into it."""
     location = store.path("tune", f"{space.name}.json")
-    record = {"trials": trials, "space": dataclasses.asdict(space)}
+    record = json.loads(json.dumps({"trials": trials, "space": dataclasses.asdict(space)}, default=str))
     found = store.read_json(location)
     if found is None:
         store.write_json(location, record)
         return record
-    if json.loads(json.dumps(record["space"], default=str)) != found["space"]:
+    if record["space"] != found["space"]:
         raise OrchestratorError(f"{location}: study {space.name!r} was started with another search space; "
                                 "give the changed space a new name (or delete the study's folder)")
     if trials != found["trials"]:

@@ -101,3 +101,17 @@ def test_the_best_configuration_is_a_grid_override(tmp_path):
     _, cells = expand(preset, "data-1")
     serial = next(c for c in cells if c.mode == "serial" and not c.intermediate)
     assert serial.stages()[0].objective.weights == {"rep": 0.002, "pred": 0.01, "ce": 1.0}
+
+
+def test_a_study_resumes_with_its_own_space_and_refuses_a_changed_one(tmp_path, capsys):
+    from orchestrator.store import Store
+    from orchestrator.tune import study_record
+
+    store = Store(str(tmp_path))
+    space = parse_space(BASE, "s.yaml")
+    assert study_record(store, space, 8) == {"trials": 8, "space": study_record(store, space, 8)["space"]}
+    assert study_record(store, space, 20)["trials"] == 8  # resumed with what it was started with
+    assert "started with 8 trials" in capsys.readouterr().out
+    changed = parse_space({**BASE, "search": {"w_rep": {"loguniform": [1e-3, 1.0]}}}, "s.yaml")
+    with pytest.raises(OrchestratorError, match="was started with another search space"):
+        study_record(store, changed, 8)
