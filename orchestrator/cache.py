@@ -7,10 +7,11 @@ float32 bytes, and for intermediate matching `intermediates` I_T (steps x d floa
 last: no manifest, no cache. A writer killed half-way leaves a cache that counts as absent and is rebuilt.
 
 `ParquetTeacherCache` reads a cache back as a `workloads.train.TeacherSource` without loading it whole:
-an index of 64-bit id hashes says where each video is, and row groups are read on demand, or ahead when the
-training loop names the videos of its next batches, and kept in a small LRU. A student reads its data a row group at a time and the cache keeps the data's order, so the
-videos of a batch sit in one or two cache row groups (at YouTube-8M scale a whole H-RNN cache would be
-~180 GB of float32; this keeps a few MB in memory).
+an index of 64-bit id hashes says where each video is; row groups are read on demand, or ahead when the
+training loop names the videos of its next batches, and kept in an LRU bounded in bytes. A student reads
+its data a row group at a time and the cache keeps the data's order, so the videos of a batch sit in one
+or two cache row groups (at YouTube-8M scale a whole H-RNN cache would be ~180 GB of float32; this keeps
+at most CACHE_BYTES in memory).
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ import torch
 
 from orchestrator.errors import OrchestratorError
 from workloads.data.fs import join, resolve, write_atomically, write_bytes
-from workloads.losses import TeacherTargets
 from workloads.data.reader import SHUFFLE_BLOCK
+from workloads.losses import TeacherTargets
 from workloads.train import TeacherRecord, pad_intermediates
 
 MANIFEST = "_manifest.json"

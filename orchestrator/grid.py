@@ -125,7 +125,7 @@ class Grid:
             except Exception as failure:  # a cell's own error, re-raised by Ray: record it, carry on
                 value, error = None, failure
             if error is not None and is_storage_failure(error):
-                self.stop_if_store_lost(error)  # not the cell's fault: stop, keep it for the next run
+                self.stop_if_store_lost()  # a store that went away is no cell's fault: stop, rerun them later
             try:
                 if kind == "teacher":
                     self.training.discard(item.id)
@@ -135,11 +135,11 @@ class Grid:
             except Exception as failure:  # writing its result or its MLflow run failed
                 if not is_storage_failure(failure):
                     raise
-                self.stop_if_store_lost(failure)
+                self.stop_if_store_lost()
                 raise OrchestratorError(f"{item.name}: recording it failed: {_one_line(failure)}") from None
             self.drain()
 
-    def stop_if_store_lost(self, error: BaseException) -> None:
+    def stop_if_store_lost(self) -> None:
         """Raise, with queued and running jobs cancelled, when the store is gone: every job after
         would fail the same way, and none of them is at fault."""
         lost = store_lost(self.store.root)

@@ -77,7 +77,7 @@ class FrameSelection:
         return frame_selection.select(self.name, num_frames, self.k, seed, j=self.j)
 
 
-# Row groups per shuffling block (see `VideoShards.units_for`); the teacher cache reads blocks of as many.
+# Row groups per shuffling block (see `epoch_order`); the teacher cache reads blocks of as many.
 SHUFFLE_BLOCK = 4
 
 
