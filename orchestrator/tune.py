@@ -1,7 +1,7 @@
 """python -m orchestrator.tune : search a serial student's loss weights and stride with Ray Tune + Optuna.
 
     python -m orchestrator.tune --space search_spaces/serial_loss_weights.yaml [--preset tiny] [--trials 20]
-        [--store runs] [--tracking-uri URI] [--experiment NAME]
+        [--store runs] [--tracking-uri URI] [--experiment NAME] [--concurrency N]
 
 Optuna samples each trial (multi-objective: validation GAP up, multiply-adds down); ASHA stops trials
 whose per-epoch validation GAP falls behind. Trials read the teacher cache the grid uses (the teacher is
@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--store", default="runs", help="folder or URI: data, teacher caches, the study")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<store>/mlflow.db)")
     parser.add_argument("--experiment", help="MLflow experiment (default: fewer-frames-search-<space name>)")
+    parser.add_argument("--concurrency", type=int, help="trials at once (default: as many as the cluster's CPUs "
+                        "hold now; on an autoscaling cluster, the number its GPU nodes will hold)")
     return parser.parse_args(argv)
 
 
@@ -160,7 +162,7 @@ def run_study(args, space: SearchSpace, preset, store: Store, tracker, ray) -> i
         {"cpu": cell_resources.cpus, "gpu": cell_resources.gpus, **cell_resources.custom},
     )
     study = study_record(store, space, args.trials)
-    slots = max(1, int(ray.cluster_resources().get("CPU", 1) // max(cell_resources.cpus, 1e-9)))
+    slots = args.concurrency or max(1, int(ray.cluster_resources().get("CPU", 1) // max(cell_resources.cpus, 1e-9)))
     grid = make_tuner(space, study, trainable, template, store, slots).fit()
     trials = finished_trials(grid)
     for trial in trials:
@@ -211,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.trials < 1:
             raise OrchestratorError(f"--trials must be >= 1, got {args.trials}")
+        if args.concurrency is not None and args.concurrency < 1:
+            raise OrchestratorError(f"--concurrency must be >= 1, got {args.concurrency}")
         space = load_space(args.space)
         preset = load_preset(args.preset)
         store = Store(args.store)

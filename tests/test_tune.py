@@ -91,6 +91,10 @@ def test_a_study_records_its_trials_and_front_and_resumes_after_an_interruption(
 
 
 def test_bad_arguments_exit_2_before_anything_starts(tmp_path):
+    zero = subprocess.run([sys.executable, "-m", "orchestrator.tune", "--space", str(REPO / "search_spaces" /
+                           "stride_vs_cost.yaml"), "--concurrency", "0", "--store", str(tmp_path / "store")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert zero.returncode == 2 and zero.stderr.strip() == "error: --concurrency must be >= 1, got 0"
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump({**SPACE, "search": {"w_nope": {"uniform": [0, 1]}}}))
     result = subprocess.run([sys.executable, "-m", "orchestrator.tune", "--space", str(space), "--store",
