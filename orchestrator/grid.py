@@ -52,6 +52,18 @@ def init_ray():
     return ray
 
 
+def open_store(root: str, tracking_uri: str | None) -> tuple[Store, str]:
+    """The store, checked and (a local folder) created, and the MLflow tracking URI: the one given, else
+    SQLite in a local store; a store on object storage needs a tracking server."""
+    store = Store(root)
+    check_store(store.root)
+    if tracking_uri is None and not store.is_local:
+        raise OrchestratorError("a store on object storage needs --tracking-uri (an MLflow server)")
+    if "://" not in store.root:
+        os.makedirs(store.root, exist_ok=True)
+    return store, tracking_uri or f"sqlite:///{store.path('mlflow.db')}"
+
+
 def refuse_local_store_on_a_cluster(ray, store: Store, preset: Preset) -> None:
     """A local store exists on one node only: refuse it on a cluster of several nodes, and on one that
     will grow (the preset asks for node-type resources no node offers yet: the autoscaler adds them)."""
@@ -233,21 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     except (OrchestratorError, OSError, yaml.YAMLError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    store = Store(args.store)
     try:
-        check_store(store.root)
+        store, tracking_uri = open_store(args.store, args.tracking_uri)
     except OrchestratorError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    tracking_uri = args.tracking_uri or (f"sqlite:///{store.path('mlflow.db')}" if store.is_local else None)
-    if tracking_uri is None:
-        print("error: a store on object storage needs --tracking-uri (an MLflow server)", file=sys.stderr)
         return 2
     experiment = args.experiment or f"fewer-frames-{preset.name}"
     from orchestrator.tracking import Tracker
 
-    if "://" not in store.root:
-        os.makedirs(store.root, exist_ok=True)
     ray = init_ray()
     try:
         refuse_local_store_on_a_cluster(ray, store, preset)

@@ -23,12 +23,11 @@ import tempfile
 
 from orchestrator.config import load_preset
 from orchestrator.errors import OrchestratorError
-from orchestrator.grid import init_ray, refuse_local_store_on_a_cluster
+from orchestrator.grid import init_ray, open_store, refuse_local_store_on_a_cluster
 from orchestrator.jobs import DataSet, fit_teacher, prepare_data, run_cell, teacher_caches_complete
 from orchestrator.matrix import Cell, expand
 from orchestrator.pareto import best_override, pareto_front, plot_front
 from orchestrator.search_space import SearchSpace, load_space
-from orchestrator.storage import check_store
 from orchestrator.store import Store
 from workloads.data.fs import write_bytes
 from workloads.errors import WorkloadError
@@ -217,19 +216,12 @@ def main(argv: list[str] | None = None) -> int:
             raise OrchestratorError(f"--concurrency must be >= 1, got {args.concurrency}")
         space = load_space(args.space)
         preset = load_preset(args.preset)
-        store = Store(args.store)
-        check_store(store.root)
+        store, tracking_uri = open_store(args.store, args.tracking_uri)
     except OrchestratorError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    tracking_uri = args.tracking_uri or (f"sqlite:///{store.path('mlflow.db')}" if store.is_local else None)
-    if tracking_uri is None:
-        print("error: a store on object storage needs --tracking-uri (an MLflow server)", file=sys.stderr)
-        return 2
     from orchestrator.tracking import Tracker
 
-    if store.is_local:
-        os.makedirs(store.root, exist_ok=True)
     ray = init_ray()
     try:
         refuse_local_store_on_a_cluster(ray, store, preset)
