@@ -75,37 +75,51 @@ def write_teacher_cache(
 ) -> dict:
     """Write a cache from `parts` (one iterable of records per data shard, in its order); returns the
     manifest. Parts first, each atomically, then the classifier, the manifest last."""
-    names, videos, dims = [], 0, None
-    for records in parts:
-        name = f"part-{len(names):05d}.parquet"
-        count = 0
+    written = [write_cache_part(location, index, records) for index, records in enumerate(parts)]
+    return finish_teacher_cache(location, written, classifier_state, details)
 
-        def write(fs, path, records=records):
-            nonlocal count, dims
-            with pq.ParquetWriter(path, SCHEMA, filesystem=fs, compression="none", use_dictionary=False) as writer:
-                group: list[TeacherRecord] = []
-                for record in records:
-                    if dims is None:
-                        dims = (int(np.asarray(record.representation).size), int(np.asarray(record.probabilities).size))
-                    group.append(record)
-                    if len(group) == ROWS_PER_GROUP:
-                        writer.write_table(_table(group))
-                        count += len(group)
-                        group = []
-                if group or count == 0:
+
+def write_cache_part(location: str, index: int, records: Iterable[TeacherRecord]) -> dict:
+    """Write part `index` (the records of data shard `index`, in its order) atomically; returns what
+    `finish_teacher_cache` needs of it. Data-parallel replicas write different parts at once."""
+    name = f"part-{index:05d}.parquet"
+    count, dims = 0, None
+
+    def write(fs, path):
+        nonlocal count, dims
+        with pq.ParquetWriter(path, SCHEMA, filesystem=fs, compression="none", use_dictionary=False) as writer:
+            group: list[TeacherRecord] = []
+            for record in records:
+                if dims is None:
+                    dims = (int(np.asarray(record.representation).size), int(np.asarray(record.probabilities).size))
+                group.append(record)
+                if len(group) == ROWS_PER_GROUP:
                     writer.write_table(_table(group))
                     count += len(group)
+                    group = []
+            if group or count == 0:
+                writer.write_table(_table(group))
+                count += len(group)
 
-        write_atomically(join(location, name), write)
-        names.append(name)
-        videos += count
+    write_atomically(join(location, name), write)
+    return {"index": index, "name": name, "videos": count, "dims": dims}
+
+
+def finish_teacher_cache(location: str, written: list[dict], classifier_state: dict[str, torch.Tensor],
+                         details: dict) -> dict:
+    """Complete a cache whose parts are all written (`written`: what `write_cache_part` returned for each,
+    in any order): the classifier, then the manifest that makes the cache exist. Returns the manifest."""
+    written = sorted(written, key=lambda part: part["index"])
+    if [part["index"] for part in written] != list(range(len(written))):
+        raise OrchestratorError(f"{location}: parts {[p['index'] for p in written]} are not 0..{len(written) - 1}")
+    dims = next((part["dims"] for part in written if part["dims"] is not None), None)
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in classifier_state.items()}, buffer)
     write_bytes(join(location, "classifier.pt"), buffer.getvalue())
     manifest = {
         "format": FORMAT,
-        "parts": names,
-        "videos": videos,
+        "parts": [part["name"] for part in written],
+        "videos": sum(part["videos"] for part in written),
         "representation_dim": dims[0] if dims else 0,
         "num_classes": dims[1] if dims else 0,
         **details,

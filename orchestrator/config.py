@@ -157,8 +157,15 @@ class Preset:
             for name, amount in custom.items():
                 if name in ("CPU", "GPU", "memory") or amount <= 0:
                     raise fail(f"{key}.{name}", "a custom resource (not CPU/GPU/memory) with a positive amount")
-        if self.resources.teacher.num_workers != 1:
-            raise fail("resources.teacher.num_workers", "teachers train on one worker (one GPU) for now")
+        workers = self.resources.teacher.num_workers
+        if workers < 1:
+            raise fail("resources.teacher.num_workers", f"must be >= 1, got {workers}")
+        for family in self.families:
+            batch = train_settings(self, family, "teacher").batch_size
+            if batch % workers:
+                # The batch is global: each data-parallel worker reads an equal part of it.
+                raise fail("resources.teacher.num_workers", f"{family}'s teacher batch_size {batch} does not "
+                           f"divide among {workers} workers")
 
 
 def train_settings(preset: Preset, family: str, role: str) -> TrainSettings:

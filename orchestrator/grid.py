@@ -202,7 +202,8 @@ class Grid:
                 self.record_failure(cell, f"its teacher {teacher.name} failed: {_one_line(error)}")
             return
         run_id = self.tracker.log_cell(skyline, value, tags={"cache_uri": value["caches"]["base"],
-                                                              "checkpoint": str(value.get("checkpoint"))})
+                                                              "checkpoint": str(value.get("checkpoint")),
+                                                              "device": value.get("device", "")})
         self.finish(skyline, value, run_id)
         self.teacher_runs[teacher.id] = {"run_id": run_id, "caches": value["caches"]}
         # Serial cells first: they were waiting for this teacher while the others could run.

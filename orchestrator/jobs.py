@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from orchestrator.cache import ParquetTeacherCache, read_manifest, write_teacher_cache
+from orchestrator.cache import ParquetTeacherCache, finish_teacher_cache, read_manifest, write_cache_part
 from orchestrator.config import DataConfig
 from orchestrator.errors import OrchestratorError
 from orchestrator.matrix import Cell, TeacherSpec, stable_id
@@ -22,6 +22,7 @@ from workloads.data.format import SHARD_SUFFIX, read_info
 from workloads.data.fs import join, list_files
 from workloads.data.reader import FrameSelection, VideoShards
 from workloads.data.synth import SynthConfig, generate
+from workloads.distributed import gather_objects, replicate
 from workloads.errors import DataError
 from workloads.flops import count_macs
 from workloads.models import build_model
@@ -121,28 +122,34 @@ def cache_plan(spec: TeacherSpec, intermediate_ks: list[int], num_classes: int) 
 
 
 def teacher_train_loop(config: dict) -> None:
-    """Ray Train's loop for one teacher: train on all frames, write its caches, report a checkpoint."""
+    """Ray Train's loop for one teacher, run by each of its workers: train data-parallel on all frames,
+    test, write the caches (each worker exports its share of the training shards), report a checkpoint.
+
+    `batch_size` is the global batch: each of the n workers reads batch_size / n videos per step, so a
+    preset trains the same way on one GPU or on several."""
     import ray.train
+    import ray.train.torch
 
     start = time.perf_counter()
     spec: TeacherSpec = config["spec"]
     data: DataSet = config["data"]
     store = Store(config["store"])
-    device = "cuda" if torch.cuda.is_available() and config["use_gpu"] else "cpu"
+    context = ray.train.get_context()
+    rank, replicas = context.get_world_rank(), context.get_world_size()
+    # Workers on one node see all its GPUs; Ray Train's device is this worker's own.
+    device = ray.train.torch.get_device() if config["use_gpu"] and torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL object collectives (score gathering) use the current device
     settings = spec.train
+    batch = settings.batch_size // replicas
     seed_everything(spec.seed)
     model = build_model(spec.family, spec.size, data.num_classes, **dict(spec.model))
-    train = VideoShards(data.train, settings.batch_size, shuffle=True, seed=spec.seed, fraction=spec.data_fraction)
-    val = VideoShards(data.validate, settings.batch_size)
-    result = train_classifier(model, train, val, _train_config(settings, spec.seed, device))
-    test = _test_scores(model, data, None, settings.batch_size, device)
+    share = {"rank": rank, "world_size": replicas}
+    train = VideoShards(data.train, batch, shuffle=True, seed=spec.seed, fraction=spec.data_fraction, **share)
+    val = VideoShards(data.validate, batch, **share)
+    result = train_classifier(replicate(model, device), train, val, _train_config(settings, spec.seed, str(device)))
+    test = evaluate(model, VideoShards(data.test or data.validate, batch, **share), device)
     shards = list_files(data.train, SHARD_SUFFIX)
-
-    def parts(positions=None):
-        """One iterable of records per training shard, in the shard's order (the cache keeps it)."""
-        for shard in shards:
-            videos = VideoShards(shard, settings.batch_size, fraction=spec.data_fraction)
-            yield export_teacher(model, videos, device, positions)
 
     caches = {}
     for key, k in cache_plan(spec, config["intermediate_ks"], data.num_classes).items():
@@ -151,14 +158,24 @@ def teacher_train_loop(config: dict) -> None:
         if k is not None:
             student = build_model(spec.family, spec.size, data.num_classes, k=k, **dict(spec.model))
             positions = student_intermediate_positions(student, FrameSelection("uniform", k=k))
-        write_teacher_cache(caches[key], parts(positions), model.classifier.state_dict(),
-                            {"teacher_id": spec.id, "intermediates": None if k is None else key})
+        # Parts are whole shards, in the shard's order (the cache keeps it); worker r writes shards r, r+n, ...
+        mine = [write_cache_part(caches[key], index, export_teacher(
+                    model, VideoShards(shards[index], batch, fraction=spec.data_fraction), device, positions))
+                for index in range(rank, len(shards), replicas)]
+        written = [part for parts in gather_objects(mine) for part in parts]
+        if rank == 0:
+            finish_teacher_cache(caches[key], written, model.classifier.state_dict(),
+                                 {"teacher_id": spec.id, "intermediates": None if k is None else key})
+    if rank != 0:
+        ray.train.report({})
+        return
     cost = count_macs(model, config["max_frames"])
     metrics = {
         "gap": test.gap, "map": test.map, "val_gap": result.gap, "val_map": result.map, "best_epoch": result.best_epoch,
         "train_seconds": result.train_seconds, "inference_seconds": test.seconds, "macs": cost.macs,
         "frame_macs": cost.frame_macs, "params": cost.params, "history": json.dumps(_history(result)),
-        "caches": json.dumps(caches), "wall_seconds": time.perf_counter() - start,
+        "caches": json.dumps(caches), "wall_seconds": time.perf_counter() - start, "workers": replicas,
+        "device": device.type,
     }
     with tempfile.TemporaryDirectory() as folder:
         torch.save(model.state_dict(), os.path.join(folder, "model.pt"))

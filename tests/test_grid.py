@@ -46,6 +46,8 @@ def write_preset(tmp_path: Path, **changes) -> Path:
         ({"serial": ["rep+magic"]}, "serial: unknown variant 'rep+magic'"),
         ({"ks": [10, 500]}, "ks: k=500 is outside"),
         ({"data": {"synthetic": {"train_videos": 10, "colour": True}}}, "unknown key 'data.synthetic.colour'"),
+        ({"resources": {"teacher": {"num_workers": 3}}}, "hrnn's teacher batch_size 16 does not divide among 3 workers"),
+        ({"resources": {"teacher": {"num_workers": 0}}}, "resources.teacher.num_workers: must be >= 1"),
     ],
 )
 def test_bad_presets_name_the_key_and_file(tmp_path, change, message):

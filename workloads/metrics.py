@@ -72,6 +72,27 @@ class TopKAccumulator:
         self.positives += positive.sum(axis=0)
         self.num_videos += n
 
+    @classmethod
+    def merge(cls, parts: list[TopKAccumulator]) -> TopKAccumulator:
+        """One accumulator holding the videos of `parts`, one part after another, as if they had been added
+        to it in that order (how data-parallel replicas pool their shares of an evaluation)."""
+        if not parts:
+            raise WorkloadError("nothing to merge")
+        merged = cls(parts[0].num_classes, parts[0].top_k)
+        for part in parts:
+            if (part.num_classes, part.top_k) != (merged.num_classes, merged.top_k):
+                raise WorkloadError(f"cannot merge top-{part.top_k} of {part.num_classes} classes into "
+                                    f"top-{merged.top_k} of {merged.num_classes}")
+            batch_offset = len(merged._batches)
+            merged._batches.extend(b + batch_offset for b in part._batches)
+            merged._videos.extend(v + merged.num_videos for v in part._videos)
+            merged._classes.extend(part._classes)
+            merged._scores.extend(part._scores)
+            merged._labels.extend(part._labels)
+            merged.positives += part.positives
+            merged.num_videos += part.num_videos
+        return merged
+
     def _triplets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(batch, video, class, score, is_positive) of every kept triplet."""
         if not self._videos:

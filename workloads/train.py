@@ -27,6 +27,7 @@ import torch
 from torch.func import functional_call
 
 from workloads.data.reader import FrameSelection, VideoBatch, subsample
+from workloads.distributed import broadcast, check_share, gather_objects, gather_scores, joined, unwrap
 from workloads.errors import WorkloadError
 from workloads.losses import Objective, TeacherTargets
 from workloads.metrics import TopKAccumulator
@@ -245,6 +246,16 @@ class _Mean:
     def losses(self) -> dict[str, float]:
         return {k: v / max(self.count, 1) for k, v in self.parts.items()}
 
+    def pooled(self) -> _Mean:
+        """The means over every data-parallel replica's batches (this one's alone in one process)."""
+        pooled = _Mean()
+        for total, count, parts in gather_objects((self.total, self.count, self.parts)):
+            pooled.total += total
+            pooled.count += count
+            for k, v in parts.items():
+                pooled.parts[k] = pooled.parts.get(k, 0.0) + v
+        return pooled
+
 
 # --- evaluation -------------------------------------------------------------------------------------
 
@@ -265,8 +276,13 @@ def evaluate(
     selection: FrameSelection | None = None,
     amp: bool = False,
 ) -> Evaluation:
-    """GAP@20 and mAP of `model` on `data`; `selection` subsamples all-frames batches first."""
+    """GAP@20 and mAP of `model` on `data`; `selection` subsamples all-frames batches first.
+
+    When `data` is one data-parallel replica's share (see `workloads.distributed`), every replica calls
+    this and all get the scores over the whole data."""
     device = torch.device(device)
+    model = unwrap(model)
+    share = check_share(data)
     precision = _Precision(device, amp)
     was_training = model.training
     model.eval()
@@ -283,10 +299,21 @@ def evaluate(
             accumulator = TopKAccumulator(scores.shape[1])
         accumulator.add(scores, batch.labels.cpu().numpy())
     model.train(was_training)
-    if accumulator is None:
+    if share:  # a share may hold no batch at all: the merged accumulator is what must not be empty
+        merged = gather_scores(accumulator, getattr(data, "dataset", data).num_classes)
+        scores = broadcast(None if merged is None else _scores(merged))
+    else:
+        scores = None if accumulator is None else _scores(accumulator)
+    if scores is None:
         raise WorkloadError("evaluation data is empty")
-    return Evaluation(accumulator.gap(), accumulator.mean_average_precision(), accumulator.num_videos,
-                      time.perf_counter() - start)
+    return Evaluation(*scores, time.perf_counter() - start)
+
+
+def _scores(accumulator: TopKAccumulator) -> tuple[float, float, int] | None:
+    """(GAP, mAP, videos), or None when nothing was accumulated."""
+    if accumulator.num_videos == 0:
+        return None
+    return accumulator.gap(), accumulator.mean_average_precision(), accumulator.num_videos
 
 
 # --- the loops ----------------------------------------------------------------------------------------
@@ -345,14 +372,17 @@ def _run_stages(model, stages, train, val, config, teacher: TeacherSource | None
             model.train()
             mean = _Mean()
             epoch_start = time.perf_counter()
-            for batch in _prefetched(train, teacher if stage.objective.needs_teacher else None):
-                batch = _to(batch, device)
-                targets = teacher.targets(batch.ids, device) if stage.objective.needs_teacher else None
-                with precision.autocast():
-                    out = model(batch.frames, batch.mask, batch.positions)
-                loss, parts = stage.objective(out, batch.labels, targets)
-                precision.step(loss, optimizer, params, config.max_grad_norm)
-                mean.add(float(loss.detach()), parts)
+            with joined(model):
+                for batch in _prefetched(train, teacher if stage.objective.needs_teacher else None):
+                    batch = _to(batch, device)
+                    targets = teacher.targets(batch.ids, device) if stage.objective.needs_teacher else None
+                    with precision.autocast():
+                        out = model(batch.frames, batch.mask, batch.positions)
+                    loss, parts = stage.objective(out, batch.labels, targets)
+                    precision.step(loss, optimizer, params, config.max_grad_norm)
+                    mean.add(float(loss.detach()), parts)
+            if check_share(train):
+                mean = mean.pooled()
             schedule.step()
             scores = evaluate(model, val, device, amp=config.amp)
             metrics = EpochMetrics(epoch, stage.name, mean.loss(), mean.losses(), scores.gap, scores.map,
@@ -360,12 +390,12 @@ def _run_stages(model, stages, train, val, config, teacher: TeacherSource | None
             result.history.append(metrics)
             if scores.gap > result.gap:
                 result.best_epoch, result.gap, result.map = epoch, scores.gap, scores.map
-                best_state = _snapshot(model)
+                best_state = _snapshot(unwrap(model))
             if on_epoch:
                 on_epoch(metrics)
     result.train_seconds = time.perf_counter() - start
     if best_state is not None:
-        model.load_state_dict(best_state)
+        unwrap(model).load_state_dict(best_state)
     return result
 
 

@@ -1,0 +1,73 @@
+"""A teacher trained by Ray Train on two data-parallel workers (real local Ray, gloo on CPU)."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from orchestrator.cache import ParquetTeacherCache, read_manifest
+from orchestrator.config import TeacherResources, TrainSettings
+from orchestrator.jobs import DataSet, fit_teacher
+from orchestrator.matrix import TeacherSpec
+from workloads.data.reader import FrameSelection, VideoShards
+from workloads.data.synth import SynthConfig, generate
+from workloads.models import build_model
+from workloads.train import evaluate, export_teacher, student_intermediate_positions
+
+CLASSES = 8
+K = 10
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def trained(local_ray, tmp_path_factory):
+    root = tmp_path_factory.mktemp("teacher-workers")
+    config = SynthConfig(num_classes=CLASSES, min_frames=20, max_frames=40)
+    # Three shards (128, 128, 64 videos): the workers export different parts of the cache.
+    generate(str(root / "train"), 320, seed=5, split="train", config=config, videos_per_shard=128)
+    generate(str(root / "validate"), 96, seed=5, split="validate", config=config)
+    generate(str(root / "test"), 96, seed=5, split="test", config=config)
+    data = DataSet("d", str(root / "train"), str(root / "validate"), str(root / "test"), CLASSES)
+    spec = TeacherSpec("hrnn", "small", (), "d", 1.0, 0, TrainSettings(epochs=2, learning_rate=0.003, batch_size=32))
+    metrics = fit_teacher(spec, data, str(root / "store"), [K], 40, TeacherResources(num_workers=2))
+    model = build_model("hrnn", "small", CLASSES)
+    model.load_state_dict(torch.load(os.path.join(metrics["checkpoint"], "model.pt")))
+    return data, metrics, model
+
+
+@pytest.mark.slow
+def test_two_workers_train_one_teacher_and_report_it_once(trained):
+    data, metrics, model = trained
+    assert metrics["workers"] == 2 and metrics["device"] == "cpu"
+    assert [epoch["epoch"] for epoch in metrics["history"]] == [1, 2]
+    # The reported test scores are over the whole test split, though each worker scored half of it.
+    test = evaluate(model, VideoShards(data.test, 48))
+    assert metrics["gap"] == pytest.approx(test.gap, abs=1e-6) and metrics["map"] == pytest.approx(test.map, abs=1e-6)
+    assert test.gap > 0.3
+
+
+@pytest.mark.slow
+def test_the_workers_caches_hold_every_video_once_as_the_checkpoint_computes_it(trained):
+    data, metrics, model = trained
+    positions = student_intermediate_positions(build_model("hrnn", "small", CLASSES, k=K), FrameSelection("uniform", k=K))
+    for key, uri in metrics["caches"].items():
+        manifest = read_manifest(uri)
+        assert manifest["parts"] == [f"part-{i:05d}.parquet" for i in range(3)] and manifest["videos"] == 320
+        expected = list(export_teacher(model, VideoShards(data.train, 64), intermediate_positions=None if key == "base" else positions))
+        ids = [r.id for r in expected]
+        assert len(set(ids)) == 320
+        targets = ParquetTeacherCache(uri).targets(ids, torch.device("cpu"))
+        np.testing.assert_allclose(targets.representation.numpy(), np.stack([r.representation for r in expected]), atol=1e-5)
+        np.testing.assert_allclose(targets.probabilities.numpy(), np.stack([r.probabilities for r in expected]), atol=1e-5)
+        if key != "base":
+            first = expected[0].intermediates
+            np.testing.assert_allclose(targets.intermediates[0, : first.shape[0]].numpy(), first, atol=1e-5)
