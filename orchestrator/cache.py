@@ -260,6 +260,13 @@ class ParquetTeacherCache:
                 self.cached_bytes -= evicted.size
         return entries
 
+    def _forget(self, run: Future) -> None:
+        """Drop the row groups of a failed read, so that asking for them again reads again (a store that
+        came back serves them) instead of repeating the old error."""
+        with self.lock:
+            for key in [key for key, member in self.groups.items() if member.run is run]:
+                self.cached_bytes -= self.groups.pop(key).size
+
     def _block(self, part: int, group: int) -> range:
         first = group - group % SHUFFLE_BLOCK
         return range(first, min(first + SHUFFLE_BLOCK, self.metadata[part].num_row_groups))
@@ -279,7 +286,11 @@ class ParquetTeacherCache:
         # One gather per row group the batch touches (usually one or two), not one per video.
         for (part, group), entry in zip(wanted, self._entries(wanted)):
             members = np.flatnonzero((parts == part) & (groups == group))
-            loaded = entry.result()
+            try:
+                loaded = entry.result()
+            except Exception:
+                self._forget(entry.run)
+                raise
             at = offsets[members]
             for member, row in zip(members.tolist(), at.tolist()):
                 if loaded.ids[row] != ids[member]:  # a 64-bit hash collision: never expected, never silent

@@ -90,3 +90,16 @@ def test_row_groups_are_read_a_shuffling_block_at_a_time(tmp_path):
     assert np.array_equal(targets.representation.numpy(), expected)
     with pytest.raises(OrchestratorError, match="has no video 'nope'"):
         cache.prefetch(["nope"])
+
+
+def test_a_failed_read_is_read_again_when_asked_again(tmp_path):
+    write_teacher_cache(str(tmp_path), [list(records("a", 10))], {"w": torch.zeros(1)}, {})
+    cache = ParquetTeacherCache(str(tmp_path))
+    part = tmp_path / "part-00000.parquet"
+    part.rename(tmp_path / "away")  # the store loses the object after the cache opened it
+    with pytest.raises(OSError):
+        cache.targets(["a00003"], torch.device("cpu"))
+    assert not cache.groups and cache.cached_bytes == 0
+    (tmp_path / "away").rename(part)
+    targets = cache.targets(["a00003"], torch.device("cpu"))
+    assert np.array_equal(targets.representation[0].numpy(), list(records("a", 10))[3].representation)
