@@ -104,10 +104,15 @@ class Grid:
         return next(c for c in self.cells if c.mode == "skyline" and c.teacher == teacher)
 
     def run(self) -> None:
+        unlogged = []
         for cell in self.cells:
             done = self.store.read_json(self.store.result(cell.id))
             if done is not None:
                 self.results[cell.id] = done
+                if done.get("run_id") is None:  # an earlier driver was stopped before it noted the run
+                    unlogged.append(cell)
+        for cell in sorted(unlogged, key=lambda c: c.mode != "skyline"):  # a cell's run names its teacher's
+            self.log_result(cell, self.results[cell.id], adopt=True)
         for teacher in self.teachers:
             skyline = self.skyline(teacher)
             caches = teacher_caches_complete(self.store, teacher, self.intermediate_ks(teacher), self.data.num_classes)
@@ -201,10 +206,7 @@ class Grid:
             for cell in self.waiting.pop(teacher.id, []):
                 self.record_failure(cell, f"its teacher {teacher.name} failed: {_one_line(error)}")
             return
-        run_id = self.tracker.log_cell(skyline, value, tags={"cache_uri": value["caches"]["base"],
-                                                              "checkpoint": str(value.get("checkpoint")),
-                                                              "device": value.get("device", "")})
-        self.finish(skyline, value, run_id)
+        run_id = self.record(skyline, value)
         self.teacher_runs[teacher.id] = {"run_id": run_id, "caches": value["caches"]}
         # Serial cells first: they were waiting for this teacher while the others could run.
         self.backlog[:0] = self.waiting.pop(teacher.id, [])
@@ -213,21 +215,51 @@ class Grid:
         if error is not None:
             self.record_failure(cell, error)
             return
-        tags = {"teacher_run_id": self.teacher_runs[cell.teacher.id]["run_id"]} if cell.teacher else {}
-        tags["device"] = value.get("device", "")
-        self.finish(cell, value, self.tracker.log_cell(cell, value, tags=tags))
+        self.record(cell, value)
 
-    def finish(self, cell: Cell, value: dict, run_id: str) -> None:
-        value = {**value, "run_id": run_id, "cell": cell.name}
-        self.store.write_json(self.store.result(cell.id), value)
+    def record(self, cell: Cell, value: dict) -> str:
+        return self.log_result(cell, record_result(self.store, cell, value))
+
+    def log_result(self, cell: Cell, value: dict, adopt: bool = False) -> str:
+        tags = {"device": value.get("device", "")}
+        if cell.mode == "skyline":
+            tags |= skyline_tags(value)
+        elif cell.teacher:
+            tags["teacher_run_id"] = self.results[self.skyline(cell.teacher).id]["run_id"]
+        value = log_result(self.store, self.tracker, cell, value, tags, adopt)
         self.results[cell.id] = value
         print(f"  done  {cell.name}: GAP {value['gap']:.3f}  mAP {value['map']:.3f}  "
               f"({value['train_seconds']:.0f} s)", flush=True)
+        return value["run_id"]
 
     def record_failure(self, cell: Cell, error) -> None:
         self.tracker.log_cell(cell, None, error=error)
         self.failed.append(cell.name)
         print(f"  FAILED {cell.name}: {_one_line(error)}", flush=True)
+
+
+def record_result(store: Store, cell: Cell, value: dict) -> dict:
+    """Keep a finished cell's result with no run yet; `log_result` then logs the run and notes it. A driver
+    stopped in between has lost no training, and the next one logs the cell's run exactly once."""
+    value = {**value, "run_id": None, "cell": cell.name}
+    store.write_json(store.result(cell.id), value)
+    return value
+
+
+def log_result(store: Store, tracker, cell: Cell, value: dict, tags: dict[str, str], adopt: bool = False) -> dict:
+    """Log a kept result's MLflow run (with `adopt`, first look for the run an earlier driver logged for
+    exactly this result) and note the run in the result, which is returned."""
+    run_id = adopt and tracker.logged_run(cell.id, value["gap"])
+    if not run_id:
+        run_id = tracker.log_cell(cell, value, tags=tags)
+    value = {**value, "run_id": run_id, "cell": cell.name}
+    store.write_json(store.result(cell.id), value)
+    return value
+
+
+def skyline_tags(value: dict) -> dict[str, str]:
+    """A teacher's (skyline) run points at its cache and its checkpoint."""
+    return {"cache_uri": value["caches"]["base"], "checkpoint": str(value.get("checkpoint"))}
 
 
 def _one_line(error) -> str:

@@ -99,6 +99,12 @@ class Tracker:
             self.client.set_terminated(run.info.run_id, status=status)
         return run.info.run_id
 
+    def logged_run(self, cell_id: str, gap: float) -> str | None:
+        """The FINISHED run of this experiment that holds this cell's result (its test GAP, to the bit)."""
+        found = self.client.search_runs([self.experiment_id], filter_string=f"tags.cell_id = '{cell_id}' and "
+                                        "attributes.status = 'FINISHED'", max_results=100)
+        return next((run.info.run_id for run in found if run.data.metrics.get("gap") == float(gap)), None)
+
     def log_cell(self, cell: Cell, result: dict | None, error: BaseException | str | None = None,
                  tags: dict[str, str] | None = None) -> str:
         """Create, fill and end one cell's run: FINISHED with its metrics, or FAILED with the error."""

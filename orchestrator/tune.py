@@ -23,7 +23,7 @@ import tempfile
 
 from orchestrator.config import load_preset
 from orchestrator.errors import OrchestratorError
-from orchestrator.grid import init_ray, open_store, refuse_local_store_on_a_cluster
+from orchestrator.grid import init_ray, log_result, open_store, record_result, refuse_local_store_on_a_cluster, skyline_tags
 from orchestrator.jobs import DataSet, fit_teacher, prepare_data, run_cell, teacher_caches_complete
 from orchestrator.matrix import Cell, expand
 from orchestrator.pareto import best_override, pareto_front, plot_front
@@ -86,8 +86,8 @@ def ensure_teacher(ray, preset, skyline: Cell, data: DataSet, store: Store, trac
         print(f"training teacher {teacher.name} (once: the grid and later studies reuse it)", flush=True)
         task = ray.remote(fit_teacher).options(num_cpus=0)
         result = ray.get(task.remote(teacher, data, store.root, [], preset.data.max_frames, preset.resources.teacher))
-        run_id = tracker.log_cell(skyline, result, tags={"cache_uri": result["caches"]["base"]})
-        store.write_json(store.result(skyline.id), {**result, "run_id": run_id, "cell": skyline.name})
+        log_result(store, tracker, skyline, record_result(store, skyline, result),
+                   {"device": result.get("device", ""), **skyline_tags(result)})
         caches = result["caches"]
     return caches["base"]
 

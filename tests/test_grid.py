@@ -114,6 +114,26 @@ def test_tiny_grid_end_to_end_then_a_rerun_does_nothing(tmp_path):
     _, found = runs(store, "fewer-frames-tiny")
     assert len([r for r in found if r.data.tags.get("fewer_frames.grid") == "cell"]) == 7
 
+    # A driver stopped after keeping a result but before noting its MLflow run in it: the next driver
+    # adopts the run logged for exactly that result, or logs the one missing. Nothing trains again.
+    path = store / "results" / f"{serial.data.tags['cell_id']}.json"
+    kept = json.loads(path.read_text())
+    path.write_text(json.dumps({**kept, "run_id": None}))
+    adopted = grid("--preset", "tiny", "--store", str(store))
+    assert adopted.returncode == 0 and "0 jobs to run" in adopted.stdout, adopted.stderr
+    assert json.loads(path.read_text())["run_id"] == serial.info.run_id
+    client.delete_run(serial.info.run_id)  # as if the driver stopped before logging it
+    path.write_text(json.dumps({**kept, "run_id": None}))
+    logged = grid("--preset", "tiny", "--store", str(store))
+    assert logged.returncode == 0 and "0 jobs to run" in logged.stdout, logged.stderr
+    _, found = runs(store, "fewer-frames-tiny")
+    cells = {r.info.run_name: r for r in found if r.data.tags.get("fewer_frames.grid") == "cell"}
+    assert len(cells) == 7
+    relogged = cells["hrnn/serial/rep+pred+ce/k10/s0"]
+    assert relogged.info.run_id == json.loads(path.read_text())["run_id"] != serial.info.run_id
+    assert relogged.info.status == "FINISHED" and relogged.data.metrics["gap"] == kept["gap"]
+    assert relogged.data.tags["teacher_run_id"] == skyline.info.run_id
+
 
 @pytest.mark.slow
 def test_a_failing_cell_is_recorded_and_the_others_go_on(tmp_path):
