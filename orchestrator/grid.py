@@ -290,10 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         refuse_local_store_on_a_cluster(ray, store, preset)
         tracker = Tracker(tracking_uri, experiment, store.path("mlartifacts"))
+        stale = tracker.end_stale_runs()
     except OrchestratorError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    stale = tracker.end_stale_runs()
     if stale:
         print(f"ended {stale} run(s) that an interrupted grid had left RUNNING")
     started = time.perf_counter()

@@ -3,12 +3,15 @@
 Only the driver talks to MLflow (a `sqlite:` store exists only where it was opened), and a child run is
 created, filled and ended in one go when its cell has finished, so a killed driver cannot leave cell runs
 RUNNING. Its own parent run is ended KILLED on SIGINT/SIGTERM, and any RUNNING run a crashed driver left
-in the experiment is ended KILLED at the next start.
+in the experiment is ended KILLED at the next start. A parent run carries its driver's identity and a
+heartbeat (`orchestrator.drivers`), so a second driver on the same experiment while the first still runs
+is refused instead of ending the first one's runs and training the same cells again.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import traceback
 from typing import Any
@@ -17,10 +20,14 @@ import mlflow
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
+from orchestrator import drivers
+from orchestrator.errors import OrchestratorError
 from orchestrator.matrix import Cell
 
 GRID_TAG = "fewer_frames.grid"
 STUDY_TAG = "fewer_frames.study"
+DRIVER_TAG = "fewer_frames.driver"  # drivers.identity() of the process that opened a parent run
+HEARTBEAT_TAG = "fewer_frames.heartbeat"  # unix seconds, refreshed while that process runs
 
 
 def _params(values: dict[str, Any]) -> list[Param]:
@@ -39,22 +46,57 @@ class Tracker:
             self.experiment_id = found.experiment_id
         self.experiment = experiment
         self.parent_id: str | None = None
+        self._heartbeat: tuple[threading.Event, threading.Thread] | None = None
 
     def end_stale_runs(self) -> int:
-        """End KILLED the runs a driver that died left RUNNING in this experiment."""
+        """End KILLED the runs that drivers no longer running left RUNNING in this experiment. Refuses (and
+        ends nothing) while a parent run's driver still runs: two drivers would train the same cells."""
         stale = self.client.search_runs([self.experiment_id], filter_string="attributes.status = 'RUNNING'",
                                         max_results=10_000)
+        for run in stale:
+            self.refuse_if_driven(run)
         for run in stale:
             self.client.set_terminated(run.info.run_id, status="KILLED")
         return len(stale)
 
+    def refuse_if_driven(self, run) -> None:
+        """Raise when `run` is RUNNING and the driver that opened it still runs."""
+        owner = run.data.tags.get(DRIVER_TAG)
+        beat = run.data.tags.get(HEARTBEAT_TAG)
+        if run.info.status == "RUNNING" and owner and drivers.alive(owner, float(beat) if beat else None, time.time()):
+            raise OrchestratorError(
+                f"MLflow experiment {self.experiment!r}: run {run.info.run_name!r} ({run.info.run_id}) belongs to "
+                f"a driver that is still running ({owner}); stop it or let it finish, or use another --experiment")
+
     def start_parent(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=name, tags={GRID_TAG: "parent", **tags})
+        run = self.client.create_run(self.experiment_id, run_name=name,
+                                     tags={GRID_TAG: "parent", **tags, **_driver_tags()})
         self.parent_id = run.info.run_id
         self.client.log_batch(self.parent_id, params=_params(params))
+        self._beat_while_open()
         return self.parent_id
 
+    def _beat_while_open(self) -> None:
+        """Refresh the parent run's heartbeat every HEARTBEAT_SECONDS until `end_parent`."""
+        stop, client, run_id = threading.Event(), MlflowClient(self.tracking_uri), self.parent_id
+
+        def beat():
+            while not stop.wait(drivers.HEARTBEAT_SECONDS):
+                try:
+                    client.set_tag(run_id, HEARTBEAT_TAG, str(int(time.time())))
+                except Exception:  # a missed beat only makes the run look idle sooner; the driver goes on
+                    pass
+
+        thread = threading.Thread(target=beat, name="mlflow-heartbeat", daemon=True)
+        thread.start()
+        self._heartbeat = (stop, thread)
+
     def end_parent(self, status: str, summary: str | None = None) -> None:
+        if self._heartbeat is not None:
+            stop, thread = self._heartbeat
+            stop.set()
+            thread.join()
+            self._heartbeat = None
         if self.parent_id is None:
             return
         try:
@@ -71,12 +113,17 @@ class Tracker:
                                         f"tags.`{STUDY_TAG}` = '{name}'", order_by=["attributes.start_time DESC"],
                                         max_results=1)
         if found:
+            self.refuse_if_driven(found[0])
             self.parent_id = found[0].info.run_id
             self.client.update_run(self.parent_id, status="RUNNING")
-            return self.parent_id
-        run = self.client.create_run(self.experiment_id, run_name=name, tags={GRID_TAG: "study", STUDY_TAG: name})
-        self.parent_id = run.info.run_id
-        self.client.log_batch(self.parent_id, params=_params(params))
+            for key, value in _driver_tags().items():
+                self.client.set_tag(self.parent_id, key, value)
+        else:
+            run = self.client.create_run(self.experiment_id, run_name=name,
+                                         tags={GRID_TAG: "study", STUDY_TAG: name, **_driver_tags()})
+            self.parent_id = run.info.run_id
+            self.client.log_batch(self.parent_id, params=_params(params))
+        self._beat_while_open()
         return self.parent_id
 
     def log_trial(self, template: Cell, trial: dict[str, Any]) -> str | None:
@@ -125,6 +172,10 @@ class Tracker:
         finally:
             self.client.set_terminated(run_id, status=status)
         return run_id
+
+
+def _driver_tags() -> dict[str, str]:
+    return {DRIVER_TAG: drivers.identity(), HEARTBEAT_TAG: str(int(time.time()))}
 
 
 def _metrics(result: dict) -> list[Metric]:

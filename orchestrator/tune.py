@@ -225,12 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     ray = init_ray()
     try:
         refuse_local_store_on_a_cluster(ray, store, preset)
+        tracker = Tracker(tracking_uri, args.experiment or f"fewer-frames-search-{space.name}", store.path("mlartifacts"))
+        tracker.open_study(space.name, {"space": args.space, "preset": args.preset, "trials": args.trials,
+                                        "store": store.root, "family": space.family, "variant": space.variant})
     except OrchestratorError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    tracker = Tracker(tracking_uri, args.experiment or f"fewer-frames-search-{space.name}", store.path("mlartifacts"))
-    tracker.open_study(space.name, {"space": args.space, "preset": args.preset, "trials": args.trials,
-                                    "store": store.root, "family": space.family, "variant": space.variant})
 
     # Tune saves the study and stops its trials on SIGINT: let SIGTERM (a scheduler, `ray job stop`) do the same.
     signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))

@@ -179,8 +179,27 @@ def test_killed_driver_then_rerun_does_only_what_is_missing(tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"{len(before)} already done" in again.stdout and "ended 1 run(s)" in again.stdout
     after = {p.name: json.loads(p.read_text())["run_id"] for p in results.glob("*.json")}
-    assert len(after) == 7 and all(after[name] == run_id for name, run_id in before.items())
+    # A result kept just before the kill, its run not yet noted (None), gets its run now.
+    assert len(after) == 7 and all(after[name] == run_id for name, run_id in before.items() if run_id)
     _, found = runs(store, "fewer-frames-tiny")
     assert not any(r.info.status == "RUNNING" for r in found)
     finished = {r.info.run_name for r in found if r.data.tags.get("fewer_frames.grid") == "cell" and r.info.status == "FINISHED"}
     assert len(finished) == 7
+
+
+def test_a_second_grid_on_a_running_experiment_is_refused(tmp_path):
+    from orchestrator.drivers import identity
+    from orchestrator.tracking import DRIVER_TAG, HEARTBEAT_TAG
+
+    store = tmp_path / "store"
+    store.mkdir()
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    experiment = client.create_experiment("fewer-frames-tiny")
+    # This test's own process stands for a grid that is running now.
+    running = client.create_run(experiment, run_name="tiny-now", tags={"fewer_frames.grid": "parent", DRIVER_TAG: identity(),
+                                                                       HEARTBEAT_TAG: str(int(time.time()))})
+    result = grid("--preset", "tiny", "--store", str(store))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "run 'tiny-now'" in result.stderr and "still running" in result.stderr
+    assert client.get_run(running.info.run_id).info.status == "RUNNING"
+    assert not (store / "results").exists()
