@@ -9,13 +9,21 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from workloads.data.reader import VideoShards
+from workloads.data.reader import FrameSelection, VideoShards
 from workloads.data.synth import SynthConfig, generate
 from workloads.distributed import replicate, unwrap, world
 from workloads.errors import WorkloadError
 from workloads.metrics import TopKAccumulator
 from workloads.models import FAMILIES, build_model
-from workloads.train import TrainConfig, evaluate, seed_everything, train_classifier
+from workloads.train import (
+    InMemoryTeacherCache,
+    TrainConfig,
+    evaluate,
+    export_teacher,
+    seed_everything,
+    train_classifier,
+    train_serial_student,
+)
 
 CLASSES = 8
 REPLICAS = 2
@@ -62,6 +70,19 @@ def _replica(rank: int, port: int, train: str, val: str, out: str) -> None:
                 "whole": (whole.gap, whole.map, whole.videos),
                 "world": world(),
             }
+        # A serial student on the replicas, from the H-RNN teacher's outputs (every replica holds them all).
+        teacher = build_model("hrnn", "small", CLASSES)
+        teacher.load_state_dict(outcome["hrnn"]["state"])
+        cache = InMemoryTeacherCache(export_teacher(teacher, VideoShards(train, 64)), teacher.classifier.state_dict())
+        seed_everything(1)
+        student = build_model("hrnn", "small", CLASSES, k=10)
+        selection = FrameSelection("uniform", k=10)
+        result = train_serial_student(
+            replicate(student, "cpu"), cache,
+            VideoShards(train, 16, selection, shuffle=True, seed=0, **shares),
+            VideoShards(val, 16, selection, **shares), "rep+ce", TrainConfig(epochs=1, learning_rate=3e-3))
+        outcome["serial"] = {"state": {k: v.clone() for k, v in student.state_dict().items()},
+                             "history": [(m.loss, m.val_gap) for m in result.history]}
         torch.save(outcome, os.path.join(out, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -84,6 +105,13 @@ def test_replicas_end_with_the_same_weights_and_scores(replicas, family):
     # Scores and the loss are pooled over both shares, so both replicas log the same epochs.
     assert first["history"] == second["history"] and len(first["history"]) == 2
     assert first["best"] == second["best"]
+
+
+def test_a_serial_student_trains_on_replicas_too(replicas):
+    first, second = (r["serial"] for r in replicas)
+    for name, value in first["state"].items():
+        assert torch.equal(value, second["state"][name]), name
+    assert first["history"] == second["history"] and first["history"][0][1] > 0.3
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

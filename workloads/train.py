@@ -10,7 +10,9 @@
 
 Every loop: Adam with exponential learning-rate decay per epoch, L2 penalty as weight decay, validation
 GAP/mAP after every epoch, the best epoch's weights restored at the end, seeded, CPU or CUDA (mixed
-precision on CUDA).
+precision on CUDA). `train_classifier` and `train_serial_student` also train data-parallel: given a model
+from `workloads.distributed.replicate` and each replica's share of the data, they pool the epoch's loss
+and validation scores over all replicas, so every replica restores the same best epoch.
 """
 
 from __future__ import annotations
@@ -347,10 +349,11 @@ def train_serial_student(
         if stages not in SERIAL_VARIANTS:
             raise WorkloadError(f"unknown serial variant {stages!r}; known: {', '.join(SERIAL_VARIANTS)}")
         stages = SERIAL_VARIANTS[stages]
-    student.classifier.load_state_dict(teacher.classifier_state())
+    model = unwrap(student)
+    model.classifier.load_state_dict(teacher.classifier_state())
     for stage in stages:
-        if stage.objective.needs_intermediates and not student.supports_intermediates:
-            raise WorkloadError(f"{type(student).__name__} has no intermediate states to match")
+        if stage.objective.needs_intermediates and not model.supports_intermediates:
+            raise WorkloadError(f"{type(model).__name__} has no intermediate states to match")
     return _run_stages(student, stages, train, val, config, teacher, on_epoch)
 
 
