@@ -112,7 +112,7 @@ class Grid:
                 if done.get("run_id") is None:  # an earlier driver was stopped before it noted the run
                     unlogged.append(cell)
         for cell in sorted(unlogged, key=lambda c: c.mode != "skyline"):  # a cell's run names its teacher's
-            self.log_result(cell, self.results[cell.id], adopt=True)
+            self.log(cell, self.results[cell.id], adopt=True)
         for teacher in self.teachers:
             skyline = self.skyline(teacher)
             caches = teacher_caches_complete(self.store, teacher, self.intermediate_ks(teacher), self.data.num_classes)
@@ -218,9 +218,9 @@ class Grid:
         self.record(cell, value)
 
     def record(self, cell: Cell, value: dict) -> str:
-        return self.log_result(cell, record_result(self.store, cell, value))
+        return self.log(cell, record_result(self.store, cell, value))
 
-    def log_result(self, cell: Cell, value: dict, adopt: bool = False) -> str:
+    def log(self, cell: Cell, value: dict, adopt: bool = False) -> str:
         tags = {"device": value.get("device", "")}
         if cell.mode == "skyline":
             tags |= skyline_tags(value)
