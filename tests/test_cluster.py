@@ -66,6 +66,11 @@ def test_kuberay_cluster_autoscales_gpu_groups_from_zero():
         assert group["minReplicas"] == 0 and group["maxReplicas"] >= 1
         limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
         assert int(limits["nvidia.com/gpu"]) >= 1
+    # Every pod has a memory-backed /dev/shm (the object store; NCCL between a teacher's GPUs).
+    for pod in [spec["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in spec["workerGroupSpecs"]]:
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == "/dev/shm")
+        assert volumes[mount["name"]]["emptyDir"]["medium"] == "Memory"
 
 
 @pytest.mark.parametrize("preset", preset_names())
