@@ -62,11 +62,14 @@ class Tracker:
     def refuse_if_driven(self, run) -> None:
         """Raise when `run` is RUNNING and the driver that opened it still runs."""
         owner = run.data.tags.get(DRIVER_TAG)
-        beat = run.data.tags.get(HEARTBEAT_TAG)
-        if run.info.status == "RUNNING" and owner and drivers.alive(owner, float(beat) if beat else None, time.time()):
+        beat = float(run.data.tags[HEARTBEAT_TAG]) if run.data.tags.get(HEARTBEAT_TAG) else None
+        now = time.time()
+        if run.info.status == "RUNNING" and owner and drivers.alive(owner, beat, now):
+            heard = f", last heard from {now - beat:.0f} s ago" if beat is not None else ""
             raise OrchestratorError(
                 f"MLflow experiment {self.experiment!r}: run {run.info.run_name!r} ({run.info.run_id}) belongs to "
-                f"a driver that is still running ({owner}); stop it or let it finish, or use another --experiment")
+                f"a driver that is still running ({owner}{heard}); stop it or let it finish, or use another "
+                f"--experiment (a driver on another host counts as gone after {drivers.SILENT_SECONDS} s of silence)")
 
     def start_parent(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
         run = self.client.create_run(self.experiment_id, run_name=name,
