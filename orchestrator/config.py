@@ -62,6 +62,9 @@ class TeacherResources:
     # Custom Ray resources per worker: a cluster's node types offer them (cluster/*.yaml), so asking for
     # e.g. {teacher_node: 1} puts teachers on, and makes the autoscaler add, the multi-GPU node type.
     custom: dict[str, float] = field(default_factory=dict)
+    # Retries after a worker or its node fails (a preempted spot node); each resumes from the teacher's
+    # last epoch checkpoint. 0: a failure fails the teacher (its error reaches the grid at once).
+    max_failures: int = 0
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,8 @@ class Preset:
             for name, amount in custom.items():
                 if name in ("CPU", "GPU", "memory") or amount <= 0:
                     raise fail(f"{key}.{name}", "a custom resource (not CPU/GPU/memory) with a positive amount")
+        if self.resources.teacher.max_failures < 0:
+            raise fail("resources.teacher.max_failures", f"must be >= 0, got {self.resources.teacher.max_failures}")
         workers = self.resources.teacher.num_workers
         if workers < 1:
             raise fail("resources.teacher.num_workers", f"must be >= 1, got {workers}")

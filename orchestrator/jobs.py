@@ -28,6 +28,7 @@ from workloads.flops import count_macs
 from workloads.models import build_model
 from workloads.train import (
     EpochCallback,
+    Progress,
     TrainConfig,
     evaluate,
     export_teacher,
@@ -39,6 +40,7 @@ from workloads.train import (
 )
 
 SPLITS = ("train", "validate", "test")
+PROGRESS = "progress.pt"  # a teacher checkpoint's `workloads.train.Progress`
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,20 @@ def teacher_train_loop(config: dict) -> None:
     share = {"rank": rank, "world_size": replicas}
     train = VideoShards(data.train, batch, shuffle=True, seed=spec.seed, fraction=spec.data_fraction, **share)
     val = VideoShards(data.validate, batch, **share)
-    result = train_classifier(replicate(model, device), train, val, _train_config(settings, spec.seed, str(device)))
+    resume = _progress(ray.train.get_checkpoint())
+    latest = [resume]
+
+    def checkpoint(progress: Progress) -> None:
+        """Every epoch: rank 0 saves where training stands; all ranks report (a report is a barrier)."""
+        latest[0] = progress
+        with tempfile.TemporaryDirectory() as folder:
+            if rank == 0:
+                torch.save(progress, os.path.join(folder, PROGRESS))
+            ray.train.report({"epoch": progress.epoch},
+                             checkpoint=ray.train.Checkpoint.from_directory(folder) if rank == 0 else None)
+
+    result = train_classifier(replicate(model, device), train, val, _train_config(settings, spec.seed, str(device)),
+                              resume=resume, on_progress=checkpoint)
     test = evaluate(model, VideoShards(data.test or data.validate, batch, **share), device)
     shards = list_files(data.train, SHARD_SUFFIX)
 
@@ -175,13 +190,25 @@ def teacher_train_loop(config: dict) -> None:
         "train_seconds": result.train_seconds, "inference_seconds": test.seconds, "macs": cost.macs,
         "frame_macs": cost.frame_macs, "params": cost.params, "history": json.dumps(_history(result)),
         "caches": json.dumps(caches), "wall_seconds": time.perf_counter() - start, "workers": replicas,
-        "device": device.type,
+        "device": device.type, "resumed_at_epoch": resume.epoch if resume else 0,
     }
     with tempfile.TemporaryDirectory() as folder:
         torch.save(model.state_dict(), os.path.join(folder, "model.pt"))
+        torch.save(latest[0], os.path.join(folder, PROGRESS))  # a later fit of this teacher trains nothing
         with open(os.path.join(folder, "teacher.json"), "w") as out:
             json.dump({"spec": dataclasses.asdict(spec), "num_classes": data.num_classes}, out, default=str)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def _progress(checkpoint) -> Progress | None:
+    """Where an earlier attempt at this teacher stopped: the latest checkpoint Ray Train kept for its run
+    (a worker or node that failed, or a grid stopped and started again), or None to start afresh."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        path = os.path.join(folder, PROGRESS)
+        # Our own loop wrote it into our own store; it holds dataclasses, hence not weights_only.
+        return torch.load(path, weights_only=False) if os.path.exists(path) else None
 
 
 def teacher_caches_complete(store: Store, spec: TeacherSpec, intermediate_ks: list[int], num_classes: int) -> dict | None:
@@ -193,7 +220,7 @@ def teacher_caches_complete(store: Store, spec: TeacherSpec, intermediate_ks: li
 def fit_teacher(spec: TeacherSpec, data: DataSet, store_root: str, intermediate_ks: list[int], max_frames: int,
                 resources) -> dict:
     """Train one teacher with Ray Train (one `TorchTrainer.fit`), checkpointed in the store."""
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     use_gpu = resources.gpus_per_worker > 0
@@ -207,7 +234,11 @@ def fit_teacher(spec: TeacherSpec, data: DataSet, store_root: str, intermediate_
         # NCCL where this torch build has it (CUDA builds); gloo otherwise, e.g. CPU torch on a node type
         # that offers fake GPUs (Ray's fake multi-node cluster).
         torch_config=TorchConfig(backend="nccl" if use_gpu and torch.distributed.is_nccl_available() else "gloo"),
-        run_config=RunConfig(storage_path=Store(store_root).ray_storage(), name=spec.id),
+        # The run's name is the teacher's id: a later fit of the same teacher finds the run's checkpoints
+        # and resumes (Ray Train's run snapshot), as do the retries after a worker or node fails.
+        run_config=RunConfig(storage_path=Store(store_root).ray_storage(), name=spec.id,
+                             checkpoint_config=CheckpointConfig(num_to_keep=1),
+                             failure_config=FailureConfig(max_failures=resources.max_failures)),
     )
     result = trainer.fit()
     if result.error:

@@ -184,7 +184,7 @@ def _driver_tags() -> dict[str, str]:
 def _metrics(result: dict) -> list[Metric]:
     now = int(time.time() * 1000)
     names = ("gap", "map", "macs", "frame_macs", "params", "train_seconds", "inference_seconds", "val_gap",
-             "val_map", "best_epoch", "teacher_gap", "teacher_map", "workers")
+             "val_map", "best_epoch", "teacher_gap", "teacher_map", "workers", "resumed_at_epoch")
     # "val_gap" is the per-epoch curve below; the best epoch's value is "best_val_gap".
     metrics = [Metric(name, float(result[name]), now, 0) for name in names if name in result and name not in ("val_gap", "val_map")]
     metrics.append(Metric("best_val_gap", float(result["val_gap"]), now, 0))

@@ -203,3 +203,32 @@ def test_a_second_grid_on_a_running_experiment_is_refused(tmp_path):
     assert "run 'tiny-now'" in result.stderr and "still running" in result.stderr
     assert client.get_run(running.info.run_id).info.status == "RUNNING"
     assert not (store / "results").exists()
+
+
+@pytest.mark.slow
+def test_a_teacher_stopped_mid_training_resumes_from_its_last_epoch(tmp_path):
+    store = tmp_path / "store"
+    path = write_preset(tmp_path, data={"synthetic": {"train_videos": 640, "validate_videos": 64, "classes": 10,
+                                                      "min_frames": 40, "max_frames": 60, "seed": 0}, "max_frames": 60},
+                        teacher_train={"epochs": 6, "learning_rate": 0.003, "batch_size": 16},
+                        baselines=[], serial=["rep+ce"], parallel=[], intermediate=[])
+    driver = subprocess.Popen([sys.executable, "-m", "orchestrator.grid", "--preset", str(path), "--store", str(store)],
+                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:  # stopped, with its local Ray, once the teacher has checkpointed an epoch
+        deadline = time.time() + 300
+        while time.time() < deadline and not list(store.glob("ray/t-*/checkpoint_*")) and driver.poll() is None:
+            time.sleep(0.1)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert list(store.glob("ray/t-*/checkpoint_*")) and not (store / "results").exists(), "stopped too late"
+
+    again = grid("--preset", str(path), "--store", str(store))
+    assert again.returncode == 0, again.stdout + again.stderr
+    skyline = next(json.loads(p.read_text()) for p in (store / "results").glob("*.json")
+                   if json.loads(p.read_text())["cell"] == "hrnn/skyline/all/s0")
+    assert 1 <= skyline["resumed_at_epoch"] < 6
+    assert [epoch["epoch"] for epoch in skyline["history"]] == [1, 2, 3, 4, 5, 6]
+    _, found = runs(store, "fewer-frames-tiny")
+    run = next(r for r in found if r.info.run_name == "hrnn/skyline/all/s0")
+    assert run.data.metrics["resumed_at_epoch"] == skyline["resumed_at_epoch"]

@@ -37,16 +37,20 @@ def trained(local_ray, tmp_path_factory):
     generate(str(root / "validate"), 96, seed=5, split="validate", config=config)
     generate(str(root / "test"), 96, seed=5, split="test", config=config)
     data = DataSet("d", str(root / "train"), str(root / "validate"), str(root / "test"), CLASSES)
-    spec = TeacherSpec("hrnn", "small", (), "d", 1.0, 0, TrainSettings(epochs=2, learning_rate=0.003, batch_size=32))
-    metrics = fit_teacher(spec, data, str(root / "store"), [K], 40, TeacherResources(num_workers=2))
+    metrics = fit(data, str(root / "store"))
     model = build_model("hrnn", "small", CLASSES)
     model.load_state_dict(torch.load(os.path.join(metrics["checkpoint"], "model.pt")))
-    return data, metrics, model
+    return data, metrics, model, str(root / "store")
+
+
+def fit(data, store):
+    spec = TeacherSpec("hrnn", "small", (), "d", 1.0, 0, TrainSettings(epochs=2, learning_rate=0.003, batch_size=32))
+    return fit_teacher(spec, data, store, [K], 40, TeacherResources(num_workers=2))
 
 
 @pytest.mark.slow
 def test_two_workers_train_one_teacher_and_report_it_once(trained):
-    data, metrics, model = trained
+    data, metrics, model, _ = trained
     assert metrics["workers"] == 2 and metrics["device"] == "cpu"
     assert [epoch["epoch"] for epoch in metrics["history"]] == [1, 2]
     # The reported test scores are over the whole test split, though each worker scored half of it.
@@ -57,7 +61,7 @@ def test_two_workers_train_one_teacher_and_report_it_once(trained):
 
 @pytest.mark.slow
 def test_the_workers_caches_hold_every_video_once_as_the_checkpoint_computes_it(trained):
-    data, metrics, model = trained
+    data, metrics, model, _ = trained
     positions = student_intermediate_positions(build_model("hrnn", "small", CLASSES, k=K), FrameSelection("uniform", k=K))
     for key, uri in metrics["caches"].items():
         manifest = read_manifest(uri)
@@ -71,3 +75,16 @@ def test_the_workers_caches_hold_every_video_once_as_the_checkpoint_computes_it(
         if key != "base":
             first = expected[0].intermediates
             np.testing.assert_allclose(targets.intermediates[0, : first.shape[0]].numpy(), first, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_later_fit_of_the_same_teacher_resumes_from_its_checkpoint_and_trains_nothing(trained):
+    data, metrics, model, store = trained
+    assert metrics["resumed_at_epoch"] == 0
+    again = fit(data, store)
+    assert again["resumed_at_epoch"] == 2 and again["history"] == metrics["history"]
+    assert again["gap"] == pytest.approx(metrics["gap"], abs=1e-9)
+    resumed = build_model("hrnn", "small", CLASSES)
+    resumed.load_state_dict(torch.load(os.path.join(again["checkpoint"], "model.pt")))
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name

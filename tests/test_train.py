@@ -262,3 +262,44 @@ def test_serial_training_announces_batches_to_a_teacher_that_prefetches():
         assert announced < used
         assert sum(kind == "prefetch" for kind, _ in calls[:used]) == min(i + PREFETCH_BATCHES + 1, len(batches))
     assert list(_prefetched(batches, object())) == batches  # a source without prefetch: passed through
+
+
+@pytest.mark.parametrize("variant, stop_after", [(None, 1), ("rep_then_ce", 1), ("rep_then_ce", 2), ("rep_then_ce", 3)])
+def test_a_resumed_loop_ends_exactly_where_an_uninterrupted_one_does(data, teachers, variant, stop_after):
+    """Resuming from the `Progress` after any epoch (inside a stage or at a stage's end) gives the same
+    weights and history, to the bit, as never stopping."""
+    config = TrainConfig(epochs=2, learning_rate=3e-3)
+
+    def run(resume=None):
+        seed_everything(0)
+        progress = []
+        if variant is None:
+            model = build_model("hrnn", "small", CLASSES)
+            result = train_classifier(model, *loaders(data), config, resume=resume, on_progress=progress.append)
+        else:
+            model = build_model("hrnn", "small", CLASSES, k=10)
+            result = train_serial_student(model, teachers["hrnn"][1], *loaders(data, SELECTION), variant, config,
+                                          resume=resume, on_progress=progress.append)
+        return model, result, progress
+
+    whole, whole_result, progress = run()
+    assert [p.epoch for p in progress] == list(range(1, len(whole_result.history) + 1))
+    resumed, resumed_result, rest = run(resume=progress[stop_after - 1])
+    assert [p.epoch for p in rest] == list(range(stop_after + 1, len(whole_result.history) + 1))
+    for name, value in whole.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+    assert [(m.epoch, m.stage, m.loss, m.val_gap) for m in resumed_result.history] == \
+        [(m.epoch, m.stage, m.loss, m.val_gap) for m in whole_result.history]
+    assert (resumed_result.best_epoch, resumed_result.gap) == (whole_result.best_epoch, whole_result.gap)
+
+
+def test_resuming_a_finished_loop_trains_nothing(data):
+    seed_everything(0)
+    progress = []
+    model = build_model("hrnn", "small", CLASSES)
+    result = train_classifier(model, *loaders(data), FAST, on_progress=progress.append)
+    again = build_model("hrnn", "small", CLASSES)
+    resumed = train_classifier(again, *loaders(data), FAST, resume=progress[-1], on_progress=progress.append)
+    assert len(progress) == 1 and resumed.best_epoch == result.best_epoch and resumed.gap == result.gap
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, again.state_dict()[name]), name

@@ -18,6 +18,7 @@ and validation scores over all replicas, so every replica restores the same best
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import time
 from collections import deque
@@ -104,6 +105,27 @@ class TrainResult:
 
 
 EpochCallback = Callable[[EpochMetrics], None]
+
+
+@dataclass
+class Progress:
+    """A loop after one of its epochs, with all it needs to go on exactly as if it had not stopped: the
+    weights, the optimiser, schedule and loss scaler of the current stage, the best epoch so far and its
+    weights, and torch's random state (dropout). Data order needs none: the reader derives it from
+    (seed, epoch). Passed to `on_progress` after every epoch, taken back as `resume=`."""
+
+    epoch: int  # epochs done, counted over all stages
+    model: dict[str, torch.Tensor]
+    optimizer: dict
+    schedule: dict
+    scaler: dict
+    result: TrainResult
+    best_state: dict[str, torch.Tensor] | None
+    rng: torch.Tensor
+    cuda_rng: torch.Tensor | None = None
+
+
+ProgressCallback = Callable[[Progress], None]
 
 
 class TeacherSource(Protocol):
@@ -232,6 +254,17 @@ def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+def _on_cpu(value):
+    """A copy of a (nested) state dict with its tensors on the CPU: the live one changes with every step."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _on_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_cpu(v) for v in value)
+    return value
+
+
 class _Mean:
     def __init__(self):
         self.total, self.count, self.parts = 0.0, 0, {}
@@ -327,9 +360,14 @@ def train_classifier(
     val: Iterable[VideoBatch],
     config: TrainConfig,
     on_epoch: EpochCallback | None = None,
+    *,
+    resume: Progress | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> TrainResult:
-    """LCE on the frames the data holds: a teacher / skyline on all frames, a baseline on k of them."""
-    return _run_stages(model, (Stage(Objective({"ce": 1.0})),), train, val, config, None, on_epoch)
+    """LCE on the frames the data holds: a teacher / skyline on all frames, a baseline on k of them.
+    `on_progress` gets a `Progress` after every epoch; `resume` goes on from one (a restarted teacher)."""
+    return _run_stages(model, (Stage(Objective({"ce": 1.0})),), train, val, config, None, on_epoch,
+                       resume, on_progress)
 
 
 def train_serial_student(
@@ -340,10 +378,14 @@ def train_serial_student(
     stages: tuple[Stage, ...] | str,
     config: TrainConfig,
     on_epoch: EpochCallback | None = None,
+    *,
+    resume: Progress | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> TrainResult:
     """A student learns from the teacher's cached outputs; its classifier starts as the teacher's.
 
-    `stages` is a tuple of `Stage`s or a name in `SERIAL_VARIANTS`.
+    `stages` is a tuple of `Stage`s or a name in `SERIAL_VARIANTS`; `resume` and `on_progress` as in
+    `train_classifier`.
     """
     if isinstance(stages, str):
         if stages not in SERIAL_VARIANTS:
@@ -354,22 +396,41 @@ def train_serial_student(
     for stage in stages:
         if stage.objective.needs_intermediates and not model.supports_intermediates:
             raise WorkloadError(f"{type(model).__name__} has no intermediate states to match")
-    return _run_stages(student, stages, train, val, config, teacher, on_epoch)
+    return _run_stages(student, stages, train, val, config, teacher, on_epoch, resume, on_progress)
 
 
-def _run_stages(model, stages, train, val, config, teacher: TeacherSource | None, on_epoch) -> TrainResult:
+def _run_stages(model, stages, train, val, config, teacher: TeacherSource | None, on_epoch,
+                resume: Progress | None = None, on_progress: ProgressCallback | None = None) -> TrainResult:
     device = config.torch_device()
     torch.manual_seed(config.seed)
     model.to(device)
     precision = _Precision(device, config.amp)
     result = TrainResult(best_epoch=0, gap=-1.0, map=0.0)
     best_state = None
-    start = time.perf_counter()
+    done = 0  # epochs a resumed run had already done
+    if resume is not None:
+        unwrap(model).load_state_dict(resume.model)
+        result = dataclasses.replace(resume.result, history=list(resume.result.history))
+        best_state, done = resume.best_state, resume.epoch
+        torch.set_rng_state(resume.rng)
+        if resume.cuda_rng is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(resume.cuda_rng, device)
+    start = time.perf_counter() - result.train_seconds
     epoch = 0
     for stage in stages:
         params = list(model.parameters())
         optimizer, schedule = _optimizer(params, config)
-        for _ in range(stage.epochs or config.epochs):
+        epochs = stage.epochs or config.epochs
+        if done >= epoch + epochs:  # a stage the resumed run had finished
+            epoch += epochs
+            continue
+        if done > epoch:  # the stage it stopped in
+            optimizer.load_state_dict(resume.optimizer)
+            schedule.load_state_dict(resume.schedule)
+            precision.scaler.load_state_dict(resume.scaler)
+            epochs -= done - epoch
+            epoch = done
+        for _ in range(epochs):
             epoch += 1
             _set_epoch(train, epoch - 1)
             model.train()
@@ -396,6 +457,12 @@ def _run_stages(model, stages, train, val, config, teacher: TeacherSource | None
                 best_state = _snapshot(unwrap(model))
             if on_epoch:
                 on_epoch(metrics)
+            if on_progress:
+                result.train_seconds = time.perf_counter() - start
+                on_progress(Progress(epoch, _snapshot(unwrap(model)), _on_cpu(optimizer.state_dict()), schedule.state_dict(),
+                                     precision.scaler.state_dict(), dataclasses.replace(result, history=list(result.history)),
+                                     best_state, torch.get_rng_state(),
+                                     torch.cuda.get_rng_state(device) if device.type == "cuda" else None))
     result.train_seconds = time.perf_counter() - start
     if best_state is not None:
         unwrap(model).load_state_dict(best_state)
