@@ -459,10 +459,11 @@ def _run_stages(model, stages, train, val, config, teacher: TeacherSource | None
                 on_epoch(metrics)
             if on_progress:
                 result.train_seconds = time.perf_counter() - start
-                on_progress(Progress(epoch, _snapshot(unwrap(model)), _on_cpu(optimizer.state_dict()), schedule.state_dict(),
-                                     precision.scaler.state_dict(), dataclasses.replace(result, history=list(result.history)),
-                                     best_state, torch.get_rng_state(),
-                                     torch.cuda.get_rng_state(device) if device.type == "cuda" else None))
+                on_progress(Progress(
+                    epoch, _snapshot(unwrap(model)), _on_cpu(optimizer.state_dict()), schedule.state_dict(),
+                    precision.scaler.state_dict(), dataclasses.replace(result, history=list(result.history)),
+                    best_state, torch.get_rng_state(),
+                    torch.cuda.get_rng_state(device) if device.type == "cuda" else None))
     result.train_seconds = time.perf_counter() - start
     if best_state is not None:
         unwrap(model).load_state_dict(best_state)
