@@ -162,13 +162,17 @@ class Grid:
         lost = store_lost(self.store.root)
         if lost is None:
             return
+        self.abandon()
+        raise lost
+
+    def abandon(self) -> None:
+        """Cancel the jobs in flight: the grid stops, and a rerun does them again."""
         for ref in self.pending:
             try:
                 self.ray.cancel(ref, force=True)
             except Exception:  # already finished, or its worker already gone: nothing left to stop
                 pass
         self.pending.clear()
-        raise lost
 
     def cell_slots(self) -> float:
         """How many cells may run now. Ray has no priorities, and a teacher's Train workers ask for their
@@ -314,15 +318,22 @@ def main(argv: list[str] | None = None) -> int:
         status = "FAILED" if grid.failed else "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
+        if grid is not None:
+            grid.abandon()
+        ray.shutdown()  # see below
         print("interrupted: finished cells are kept; run the same command again to do the rest", file=sys.stderr)
         return 130
     except (OrchestratorError, WorkloadError) as error:
+        # Ray's driver threads print what the cluster reports (a Train controller that failed with the
+        # store, say) whenever it comes: stopped first, they cannot bury the reason under it.
+        ray.shutdown()
         print(f"error: {error}", file=sys.stderr)
         return 2
     except Exception as error:  # the store failed outside a job: preparing the data, reading results
         if not is_storage_failure(error):
             raise
         lost = store_lost(store.root)
+        ray.shutdown()
         print(f"error: {lost or f'{store.root}: {_one_line(error)}'}", file=sys.stderr)
         return 2
     finally:
