@@ -227,7 +227,7 @@ class Grid:
     def log(self, cell: Cell, value: dict, adopt: bool = False) -> str:
         tags = {"device": value.get("device", "")}
         if cell.mode == "skyline":
-            tags |= skyline_tags(value)
+            tags = skyline_tags(value)
         elif cell.teacher:
             tags["teacher_run_id"] = self.results[self.skyline(cell.teacher).id]["run_id"]
         value = log_result(self.store, self.tracker, cell, value, tags, adopt)
@@ -262,8 +262,9 @@ def log_result(store: Store, tracker, cell: Cell, value: dict, tags: dict[str, s
 
 
 def skyline_tags(value: dict) -> dict[str, str]:
-    """A teacher's (skyline) run points at its cache and its checkpoint."""
-    return {"cache_uri": value["caches"]["base"], "checkpoint": str(value.get("checkpoint"))}
+    """A teacher's (skyline) run points at its cache and its checkpoint, and says where it trained."""
+    return {"cache_uri": value["caches"]["base"], "checkpoint": str(value.get("checkpoint")),
+            "device": value.get("device", "")}
 
 
 def _one_line(error) -> str:

@@ -104,10 +104,11 @@ def _history(result) -> list[dict]:
     return [dataclasses.asdict(m) for m in result.history]
 
 
-def _test_scores(model, data: DataSet, selection, batch_size: int, device: str):
-    """GAP/mAP and evaluation time on the test split (validation when there is none)."""
+def _test_scores(model, data: DataSet, selection, batch_size: int, device, **share):
+    """GAP/mAP and evaluation time on the test split (validation when there is none); `share` (rank,
+    world_size) makes it one data-parallel replica's part of the whole split's scores."""
     source = data.test or data.validate
-    return evaluate(model, VideoShards(source, batch_size, selection), device)
+    return evaluate(model, VideoShards(source, batch_size, selection, **share), device)
 
 
 def cache_plan(spec: TeacherSpec, intermediate_ks: list[int], num_classes: int) -> dict[str, int | None]:
@@ -149,12 +150,12 @@ def teacher_train_loop(config: dict) -> None:
     share = {"rank": rank, "world_size": replicas}
     train = VideoShards(data.train, batch, shuffle=True, seed=spec.seed, fraction=spec.data_fraction, **share)
     val = VideoShards(data.validate, batch, **share)
-    resume = _progress(ray.train.get_checkpoint())
-    latest = [resume]
+    resume = latest = _progress(ray.train.get_checkpoint())
 
     def checkpoint(progress: Progress) -> None:
         """Every epoch: rank 0 saves where training stands; all ranks report (a report is a barrier)."""
-        latest[0] = progress
+        nonlocal latest
+        latest = progress
         with tempfile.TemporaryDirectory() as folder:
             if rank == 0:
                 torch.save(progress, os.path.join(folder, PROGRESS))
@@ -163,7 +164,7 @@ def teacher_train_loop(config: dict) -> None:
 
     result = train_classifier(replicate(model, device), train, val, _train_config(settings, spec.seed, str(device)),
                               resume=resume, on_progress=checkpoint)
-    test = evaluate(model, VideoShards(data.test or data.validate, batch, **share), device)
+    test = _test_scores(model, data, None, batch, device, **share)
     shards = list_files(data.train, SHARD_SUFFIX)
 
     caches = {}
@@ -194,7 +195,7 @@ def teacher_train_loop(config: dict) -> None:
     }
     with tempfile.TemporaryDirectory() as folder:
         torch.save(model.state_dict(), os.path.join(folder, "model.pt"))
-        torch.save(latest[0], os.path.join(folder, PROGRESS))  # a later fit of this teacher trains nothing
+        torch.save(latest, os.path.join(folder, PROGRESS))  # a later fit of this teacher trains nothing
         with open(os.path.join(folder, "teacher.json"), "w") as out:
             json.dump({"spec": dataclasses.asdict(spec), "num_classes": data.num_classes}, out, default=str)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))

@@ -86,8 +86,7 @@ def ensure_teacher(ray, preset, skyline: Cell, data: DataSet, store: Store, trac
         print(f"training teacher {teacher.name} (once: the grid and later studies reuse it)", flush=True)
         task = ray.remote(fit_teacher).options(num_cpus=0)
         result = ray.get(task.remote(teacher, data, store.root, [], preset.data.max_frames, preset.resources.teacher))
-        log_result(store, tracker, skyline, record_result(store, skyline, result),
-                   {"device": result.get("device", ""), **skyline_tags(result)})
+        log_result(store, tracker, skyline, record_result(store, skyline, result), skyline_tags(result))
         caches = result["caches"]
     return caches["base"]
 

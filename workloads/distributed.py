@@ -62,7 +62,7 @@ def check_share(data: Any) -> bool:
     replicas = getattr(getattr(data, "dataset", data), "world_size", 1)
     if replicas == 1:
         return False
-    rank, size = world()
+    size = world()[1]
     if size != replicas:
         raise WorkloadError(f"the data is one share of {replicas} replicas, but this process group has {size}")
     return True

@@ -251,7 +251,7 @@ def _unique_parameters(*models: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 
 def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    return _on_cpu(model.state_dict())
 
 
 def _on_cpu(value):
