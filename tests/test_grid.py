@@ -205,6 +205,18 @@ def test_a_second_grid_on_a_running_experiment_is_refused(tmp_path):
     assert not (store / "results").exists()
 
 
+def checkpoint_recorded(store: Path) -> bool:
+    """Whether a teacher's run snapshot names a checkpoint. A checkpoint folder alone is not enough: a worker
+    uploads it before the controller records it, and a run stopped in between rightly starts afresh."""
+    for snapshot in store.glob("ray/t-*/checkpoint_manager_snapshot.json"):
+        try:
+            if json.loads(snapshot.read_text()).get("latest_checkpoint_result"):
+                return True
+        except json.JSONDecodeError:  # being written
+            pass
+    return False
+
+
 @pytest.mark.slow
 def test_a_teacher_stopped_mid_training_resumes_from_its_last_epoch(tmp_path):
     store = tmp_path / "store"
@@ -214,14 +226,14 @@ def test_a_teacher_stopped_mid_training_resumes_from_its_last_epoch(tmp_path):
                         baselines=[], serial=["rep+ce"], parallel=[], intermediate=[])
     driver = subprocess.Popen([sys.executable, "-m", "orchestrator.grid", "--preset", str(path), "--store", str(store)],
                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:  # stopped, with its local Ray, once the teacher has checkpointed an epoch
+    try:  # stopped, with its local Ray, once Ray Train has recorded an epoch's checkpoint in the run's snapshot
         deadline = time.time() + 300
-        while time.time() < deadline and not list(store.glob("ray/t-*/checkpoint_*")) and driver.poll() is None:
+        while time.time() < deadline and not checkpoint_recorded(store) and driver.poll() is None:
             time.sleep(0.1)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
-    assert list(store.glob("ray/t-*/checkpoint_*")) and not (store / "results").exists(), "stopped too late"
+    assert checkpoint_recorded(store) and not (store / "results").exists(), "stopped too late"
 
     again = grid("--preset", str(path), "--store", str(store))
     assert again.returncode == 0, again.stdout + again.stderr
