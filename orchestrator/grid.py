@@ -234,6 +234,8 @@ class Grid:
         self.results[cell.id] = value
         print(f"  done  {cell.name}: GAP {value['gap']:.3f}  mAP {value['map']:.3f}  "
               f"({value['train_seconds']:.0f} s)", flush=True)
+        if value.get("run_snapshot"):
+            print(f"  note  {cell.name}: {value['run_snapshot']}", flush=True)
         return value["run_id"]
 
     def record_failure(self, cell: Cell, error) -> None:
@@ -263,8 +265,11 @@ def log_result(store: Store, tracker, cell: Cell, value: dict, tags: dict[str, s
 
 def skyline_tags(value: dict) -> dict[str, str]:
     """A teacher's (skyline) run points at its cache and its checkpoint, and says where it trained."""
-    return {"cache_uri": value["caches"]["base"], "checkpoint": str(value.get("checkpoint")),
+    tags = {"cache_uri": value["caches"]["base"], "checkpoint": str(value.get("checkpoint")),
             "device": value.get("device", "")}
+    if value.get("run_snapshot"):  # Ray Train's record of the teacher's run was unreadable and set aside
+        tags["run_snapshot"] = value["run_snapshot"]
+    return tags
 
 
 def _one_line(error) -> str:

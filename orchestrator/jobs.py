@@ -18,6 +18,7 @@ from orchestrator.config import DataConfig
 from orchestrator.errors import OrchestratorError
 from orchestrator.matrix import Cell, TeacherSpec, stable_id
 from orchestrator.store import Store
+from orchestrator.teacher_runs import PROGRESS, prune, reopen, resume_point
 from workloads.data.format import SHARD_SUFFIX, read_info
 from workloads.data.fs import join, list_files
 from workloads.data.reader import FrameSelection, VideoShards
@@ -40,7 +41,6 @@ from workloads.train import (
 )
 
 SPLITS = ("train", "validate", "test")
-PROGRESS = "progress.pt"  # a teacher checkpoint's `workloads.train.Progress`
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def teacher_train_loop(config: dict) -> None:
     share = {"rank": rank, "world_size": replicas}
     train = VideoShards(data.train, batch, shuffle=True, seed=spec.seed, fraction=spec.data_fraction, **share)
     val = VideoShards(data.validate, batch, **share)
-    resume = latest = _progress(ray.train.get_checkpoint())
+    resume = latest = resume_point(ray.train.get_checkpoint(), config["unrecorded"])
 
     def checkpoint(progress: Progress) -> None:
         """Every epoch: rank 0 saves where training stands; all ranks report (a report is a barrier)."""
@@ -201,17 +201,6 @@ def teacher_train_loop(config: dict) -> None:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
-def _progress(checkpoint) -> Progress | None:
-    """Where an earlier attempt at this teacher stopped: the latest checkpoint Ray Train kept for its run
-    (a worker or node that failed, or a grid stopped and started again), or None to start afresh."""
-    if checkpoint is None:
-        return None
-    with checkpoint.as_directory() as folder:
-        path = os.path.join(folder, PROGRESS)
-        # Our own loop wrote it into our own store; it holds dataclasses, hence not weights_only.
-        return torch.load(path, weights_only=False) if os.path.exists(path) else None
-
-
 def teacher_caches_complete(store: Store, spec: TeacherSpec, intermediate_ks: list[int], num_classes: int) -> dict | None:
     """The teacher's caches when every one of them is complete, else None."""
     caches = {key: store.teacher_cache(spec.id, key) for key in cache_plan(spec, intermediate_ks, num_classes)}
@@ -224,13 +213,15 @@ def fit_teacher(spec: TeacherSpec, data: DataSet, store_root: str, intermediate_
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    run = Store(store_root).teacher_run(spec.id)
+    reopened = reopen(run)  # what Ray Train's own reopening of the run would trip over or miss
     use_gpu = resources.gpus_per_worker > 0
     worker = {"CPU": resources.cpus_per_worker, **({"GPU": resources.gpus_per_worker} if use_gpu else {}),
               **resources.custom}
     trainer = TorchTrainer(
         teacher_train_loop,
         train_loop_config={"spec": spec, "data": data, "store": store_root, "intermediate_ks": intermediate_ks,
-                           "max_frames": max_frames, "use_gpu": use_gpu},
+                           "max_frames": max_frames, "use_gpu": use_gpu, "unrecorded": reopened.unrecorded},
         scaling_config=ScalingConfig(num_workers=resources.num_workers, use_gpu=use_gpu, resources_per_worker=worker),
         # NCCL where this torch build has it (CUDA builds); gloo otherwise, e.g. CPU torch on a node type
         # that offers fake GPUs (Ray's fake multi-node cluster).
@@ -244,7 +235,10 @@ def fit_teacher(spec: TeacherSpec, data: DataSet, store_root: str, intermediate_
     result = trainer.fit()
     if result.error:
         raise result.error
+    prune(run)
     metrics = dict(result.metrics)
+    if reopened.note:
+        metrics["run_snapshot"] = reopened.note
     metrics["history"] = json.loads(metrics["history"])
     metrics["caches"] = json.loads(metrics["caches"])
     metrics["checkpoint"] = result.checkpoint.path if result.checkpoint else None

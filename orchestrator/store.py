@@ -40,6 +40,10 @@ class Store:
     def ray_storage(self) -> str:
         return self.path("ray")
 
+    def teacher_run(self, teacher_id: str) -> str:
+        """The teacher's Ray Train run folder: Ray names it after the run, and the run after the teacher."""
+        return join(self.ray_storage(), teacher_id)
+
     def result(self, cell_id: str) -> str:
         return self.path("results", f"{cell_id}.json")
 

@@ -87,6 +87,8 @@ def ensure_teacher(ray, preset, skyline: Cell, data: DataSet, store: Store, trac
         task = ray.remote(fit_teacher).options(num_cpus=0)
         result = ray.get(task.remote(teacher, data, store.root, [], preset.data.max_frames, preset.resources.teacher))
         log_result(store, tracker, skyline, record_result(store, skyline, result), skyline_tags(result))
+        if result.get("run_snapshot"):
+            print(f"note: teacher {teacher.name}: {result['run_snapshot']}", flush=True)
         caches = result["caches"]
     return caches["base"]
 

@@ -240,6 +240,7 @@ def test_a_teacher_stopped_mid_training_resumes_from_its_last_epoch(tmp_path):
     skyline = next(json.loads(p.read_text()) for p in (store / "results").glob("*.json")
                    if json.loads(p.read_text())["cell"] == "hrnn/skyline/all/s0")
     assert 1 <= skyline["resumed_at_epoch"] < 6
+    assert len(list(store.glob("ray/t-*/checkpoint_2*"))) == 1  # one kept; none left over from the stop
     assert [epoch["epoch"] for epoch in skyline["history"]] == [1, 2, 3, 4, 5, 6]
     _, found = runs(store, "fewer-frames-tiny")
     run = next(r for r in found if r.info.run_name == "hrnn/skyline/all/s0")

@@ -1,6 +1,8 @@
 """A teacher trained by Ray Train on two data-parallel workers (real local Ray, gloo on CPU)."""
 
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from orchestrator.cache import ParquetTeacherCache, read_manifest
 from orchestrator.config import TeacherResources, TrainSettings
 from orchestrator.jobs import DataSet, fit_teacher
 from orchestrator.matrix import TeacherSpec
+from orchestrator.teacher_runs import SNAPSHOT
 from workloads.data.reader import FrameSelection, VideoShards
 from workloads.data.synth import SynthConfig, generate
 from workloads.models import build_model
@@ -43,9 +46,11 @@ def trained(local_ray, tmp_path_factory):
     return data, metrics, model, str(root / "store")
 
 
+SPEC = TeacherSpec("hrnn", "small", (), "d", 1.0, 0, TrainSettings(epochs=2, learning_rate=0.003, batch_size=32))
+
+
 def fit(data, store):
-    spec = TeacherSpec("hrnn", "small", (), "d", 1.0, 0, TrainSettings(epochs=2, learning_rate=0.003, batch_size=32))
-    return fit_teacher(spec, data, store, [K], 40, TeacherResources(num_workers=2))
+    return fit_teacher(SPEC, data, store, [K], 40, TeacherResources(num_workers=2))
 
 
 @pytest.mark.slow
@@ -88,3 +93,28 @@ def test_a_later_fit_of_the_same_teacher_resumes_from_its_checkpoint_and_trains_
     resumed.load_state_dict(torch.load(os.path.join(again["checkpoint"], "model.pt")))
     for name, value in model.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
+
+
+@pytest.mark.slow
+def test_a_fit_after_an_unreadable_snapshot_resumes_from_the_newest_complete_checkpoint(trained):
+    data, metrics, _, store = trained
+    run = Path(store, "ray", SPEC.id)
+    recorded = next(run.glob("checkpoint_2*"))
+    # What a driver stopped at the wrong moment leaves: a snapshot cut short, and checkpoints never recorded,
+    # one uploaded halfway (newest) and one complete but older than the recorded one.
+    cut = run / "checkpoint_2999-01-01_00-00-00.000000"
+    cut.mkdir()
+    (cut / "progress.pt").write_bytes((recorded / "progress.pt").read_bytes()[:4096])
+    shutil.copytree(recorded, run / "checkpoint_2000-01-01_00-00-00.000000")
+    snapshot = (run / SNAPSHOT).read_bytes()
+    (run / SNAPSHOT).write_bytes(snapshot[: len(snapshot) // 2])
+
+    again = fit(data, store)
+    assert again["resumed_at_epoch"] == 2 and again["history"] == metrics["history"]
+    assert again["gap"] == pytest.approx(metrics["gap"], abs=1e-9)
+    assert again["run_snapshot"].startswith(f"{run / SNAPSHOT} cannot be read ({len(snapshot) // 2} bytes, cut short?)")
+    assert "(3 found)" in again["run_snapshot"]
+    aside = list(run.glob(f"{SNAPSHOT}.unreadable-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == snapshot[: len(snapshot) // 2]
+    # Ray's new snapshot names the one checkpoint left; the unrecorded ones are gone.
+    assert [p.name for p in run.glob("checkpoint_2*")] == [Path(again["checkpoint"]).name]
