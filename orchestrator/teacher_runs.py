@@ -24,10 +24,9 @@ import posixpath
 from datetime import datetime, timezone
 
 import pyarrow.fs as pafs
-import torch
 
 from workloads.data.fs import join, resolve
-from workloads.train import Progress
+from workloads.train import Progress, load_progress
 
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train V2's name for it (ray.train.v2._internal.constants)
 CHECKPOINT_PREFIX = "checkpoint_"  # Ray names checkpoint folders checkpoint_<UTC time>: names sort by time
@@ -69,6 +68,7 @@ def resume_point(recorded, unrecorded: list[str]) -> Progress | None:
         try:
             found = _progress(ray.train.Checkpoint(path, filesystem=fs))
         except Exception:  # an upload cut short: torch.load fails as RuntimeError, EOFError or UnpicklingError
+            # (as it does on a file holding anything but a Progress, which is therefore never resumed from)
             continue
         if found is not None:
             return found if progress is None or found.epoch > progress.epoch else progress
@@ -80,8 +80,7 @@ def _progress(checkpoint) -> Progress | None:
         return None
     with checkpoint.as_directory() as folder:
         path = os.path.join(folder, PROGRESS)
-        # Our own loop wrote it into our own store; it holds dataclasses, hence not weights_only.
-        return torch.load(path, weights_only=False) if os.path.exists(path) else None
+        return load_progress(path) if os.path.exists(path) else None
 
 
 def prune(run: str) -> list[str]:

@@ -1,3 +1,7 @@
+import dataclasses
+import io
+import os
+import pickle
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,6 +23,7 @@ from workloads.train import (
     _prefetched,
     evaluate,
     export_teacher,
+    load_progress,
     parallel_losses,
     seed_everything,
     student_intermediate_positions,
@@ -284,13 +289,36 @@ def test_a_resumed_loop_ends_exactly_where_an_uninterrupted_one_does(data, teach
 
     whole, whole_result, progress = run()
     assert [p.epoch for p in progress] == list(range(1, len(whole_result.history) + 1))
-    resumed, resumed_result, rest = run(resume=progress[stop_after - 1])
+    resumed, resumed_result, rest = run(resume=saved_and_loaded(progress[stop_after - 1]))
     assert [p.epoch for p in rest] == list(range(stop_after + 1, len(whole_result.history) + 1))
     for name, value in whole.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
     assert [(m.epoch, m.stage, m.loss, m.val_gap) for m in resumed_result.history] == \
         [(m.epoch, m.stage, m.loss, m.val_gap) for m in whole_result.history]
     assert (resumed_result.best_epoch, resumed_result.gap) == (whole_result.best_epoch, whole_result.gap)
+
+
+def saved_and_loaded(progress):
+    """Through a file, as a checkpoint goes: `torch.save`, then `load_progress`."""
+    buffer = io.BytesIO()
+    torch.save(progress, buffer)
+    buffer.seek(0)
+    return load_progress(buffer)
+
+
+class RunsCode:
+    def __reduce__(self):
+        return os.system, ("echo this should never run",)
+
+
+def test_a_progress_holding_anything_but_tensors_and_records_is_refused(data):
+    progress = []
+    train_classifier(build_model("hrnn", "small", CLASSES), *loaders(data), FAST, on_progress=progress.append)
+    buffer = io.BytesIO()
+    torch.save(dataclasses.replace(progress[-1], scaler={"scale": RunsCode()}), buffer)
+    buffer.seek(0)
+    with pytest.raises(pickle.UnpicklingError, match="system"):
+        load_progress(buffer)
 
 
 def test_resuming_a_finished_loop_trains_nothing(data):

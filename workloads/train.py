@@ -128,6 +128,14 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
+def load_progress(source) -> Progress:
+    """A `Progress` that `torch.save` wrote, read by torch's weights-only unpickler: tensors, plain
+    containers and this module's three records, never a global outside them, so a checkpoint in a shared
+    store cannot run code in whoever resumes from it."""
+    with torch.serialization.safe_globals([Progress, TrainResult, EpochMetrics]):
+        return torch.load(source, weights_only=True)
+
+
 class TeacherSource(Protocol):
     """A trained teacher's outputs, looked up by video id (the teacher cache implements this)."""
 
