@@ -321,6 +321,23 @@ def test_a_progress_holding_anything_but_tensors_and_records_is_refused(data):
         load_progress(buffer)
 
 
+def test_a_progress_at_a_new_best_epoch_saves_its_weights_once(data):
+    progress = []
+    train_classifier(build_model("hrnn", "small", CLASSES), *loaders(data), FAST, on_progress=progress.append)
+    first = progress[0]  # the first epoch is always a new best
+    assert first.result.best_epoch == 1 and first.best_state is first.model
+
+    def size(value) -> int:
+        buffer = io.BytesIO()
+        torch.save(value, buffer)
+        return len(buffer.getvalue())
+
+    apart = dataclasses.replace(first, best_state={k: v.clone() for k, v in first.best_state.items()})
+    assert size(apart) - size(first) > 0.95 * size(first.model)
+    loaded = saved_and_loaded(first)
+    assert all(torch.equal(loaded.best_state[name], value) for name, value in first.model.items())
+
+
 def test_resuming_a_finished_loop_trains_nothing(data):
     seed_everything(0)
     progress = []

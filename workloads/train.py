@@ -460,15 +460,19 @@ def _run_stages(model, stages, train, val, config, teacher: TeacherSource | None
             metrics = EpochMetrics(epoch, stage.name, mean.loss(), mean.losses(), scores.gap, scores.map,
                                    time.perf_counter() - epoch_start)
             result.history.append(metrics)
-            if scores.gap > result.gap:
+            improved = scores.gap > result.gap
+            # One copy serves as both the progress's weights and a new best: saved once, as torch.save
+            # writes a shared tensor once (a quarter of a paper-size checkpoint with Adam's two moments).
+            weights = _snapshot(unwrap(model)) if improved or on_progress else None
+            if improved:
                 result.best_epoch, result.gap, result.map = epoch, scores.gap, scores.map
-                best_state = _snapshot(unwrap(model))
+                best_state = weights
             if on_epoch:
                 on_epoch(metrics)
             if on_progress:
                 result.train_seconds = time.perf_counter() - start
                 on_progress(Progress(
-                    epoch, _snapshot(unwrap(model)), _on_cpu(optimizer.state_dict()), schedule.state_dict(),
+                    epoch, weights, _on_cpu(optimizer.state_dict()), schedule.state_dict(),
                     precision.scaler.state_dict(), dataclasses.replace(result, history=list(result.history)),
                     best_state, torch.get_rng_state(),
                     torch.cuda.get_rng_state(device) if device.type == "cuda" else None))
