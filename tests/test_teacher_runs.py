@@ -1,9 +1,8 @@
 """A teacher's Ray Train run folder reopened safely: snapshots Ray cannot read, checkpoints it never recorded
 (on a local folder and on the test S3 server)."""
 
-import json
-
 import io
+import json
 
 import pyarrow.fs as pafs
 import pytest
