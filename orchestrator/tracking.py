@@ -49,14 +49,19 @@ class Tracker:
         self._heartbeat: tuple[threading.Event, threading.Thread] | None = None
 
     def end_stale_runs(self) -> int:
-        """End KILLED the runs that drivers no longer running left RUNNING in this experiment. Refuses (and
-        ends nothing) while a parent run's driver still runs: two drivers would train the same cells."""
+        """End the runs that drivers no longer running left RUNNING in this experiment: parent runs KILLED;
+        cell runs, which are created, filled and ended in one call, deleted (MLflow's restorable delete),
+        since a RUNNING one is that call cut short and its cell is logged again whole, from its kept result
+        or by running it again. Refuses (and ends nothing) while a parent run's driver still runs: two
+        drivers would train the same cells."""
         stale = self.client.search_runs([self.experiment_id], filter_string="attributes.status = 'RUNNING'",
                                         max_results=10_000)
         for run in stale:
             self.refuse_if_driven(run)
         for run in stale:
             self.client.set_terminated(run.info.run_id, status="KILLED")
+            if run.data.tags.get(GRID_TAG) in ("cell", "trial"):
+                self.client.delete_run(run.info.run_id)
         return len(stale)
 
     def refuse_if_driven(self, run) -> None:
@@ -132,9 +137,11 @@ class Tracker:
     def log_trial(self, template: Cell, trial: dict[str, Any]) -> str | None:
         """One finished trial as a child run of the study (once: a resumed study skips those logged)."""
         logged = self.client.search_runs([self.experiment_id], filter_string=f"tags.mlflow.parentRunId = "
-                                         f"'{self.parent_id}' and tags.trial_id = '{trial['trial_id']}'", max_results=1)
-        if logged:
+                                         f"'{self.parent_id}' and tags.trial_id = '{trial['trial_id']}'", max_results=100)
+        if any(run.info.status == "FINISHED" for run in logged):
             return None
+        for run in logged:  # its logging cut short (an interrupted driver, or MLflow failing): logged again whole
+            self.client.delete_run(run.info.run_id)
         tags = {"mlflow.parentRunId": self.parent_id or "", GRID_TAG: "trial", "trial_id": trial["trial_id"]}
         run = self.client.create_run(self.experiment_id, run_name=f"trial {trial['trial_id']}", tags=tags)
         status = RunStatus.to_string(RunStatus.FAILED)

@@ -4,13 +4,14 @@ import socket
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator import drivers
 from orchestrator.errors import OrchestratorError
-from orchestrator.tracking import DRIVER_TAG, HEARTBEAT_TAG, Tracker
+from orchestrator.tracking import DRIVER_TAG, GRID_TAG, HEARTBEAT_TAG, Tracker
 
 
 def exited_process(reap: bool) -> subprocess.Popen:
@@ -70,8 +71,32 @@ def test_runs_of_drivers_that_died_are_ended(tmp_path):
     process = exited_process(reap=True)
     dead = parent_run(tracker.client, tracker.experiment_id, f"{socket.gethostname()}:{process.pid}:")
     untagged = tracker.client.create_run(tracker.experiment_id, run_name="from an older version").info.run_id
-    assert tracker.end_stale_runs() == 2
+    # A cell's run is created, filled and ended in one call: RUNNING, that call was cut short.
+    cut_short = tracker.client.create_run(tracker.experiment_id, run_name="hrnn/baseline/first/k10/s0",
+                                          tags={GRID_TAG: "cell", "cell_id": "c-1"}).info.run_id
+    assert tracker.end_stale_runs() == 3
     assert {tracker.client.get_run(r).info.status for r in (dead, untagged)} == {"KILLED"}
+    assert tracker.client.get_run(dead).info.lifecycle_stage == "active"
+    # Deleted (restorable), so the experiment shows the cell once, when it is logged again whole.
+    assert tracker.client.get_run(cut_short).info.lifecycle_stage == "deleted"
+    assert [r.info.run_id for r in tracker.client.search_runs([tracker.experiment_id])] == [untagged, dead]
+
+
+def test_a_trial_whose_logging_was_cut_short_is_logged_again_whole(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = Tracker(uri, "exp", str(tmp_path / "artifacts"))
+    study = tracker.open_study("s", {})
+    cut_short = tracker.client.create_run(tracker.experiment_id, run_name="trial t1", tags={
+        "mlflow.parentRunId": study, GRID_TAG: "trial", "trial_id": "t1"}).info.run_id
+    trial = {"trial_id": "t1", "settings": {"epochs": 2}, "config": {"stride": 3}, "gap": 0.5, "map": 0.4,
+             "macs": 1e9, "test_gap": 0.45, "test_map": 0.35, "history": [{"epoch": 1, "val_gap": 0.5}]}
+    template = SimpleNamespace(family="hrnn", loss="rep+ce")
+    logged = tracker.log_trial(template, trial)
+    assert tracker.client.get_run(cut_short).info.lifecycle_stage == "deleted"
+    run = tracker.client.get_run(logged)
+    assert run.info.status == "FINISHED" and run.data.metrics["test_gap"] == 0.45
+    assert tracker.log_trial(template, trial) is None  # once
+    tracker.end_parent("FINISHED")
 
 
 def test_the_heartbeat_stops_with_the_parent(tmp_path, monkeypatch):
