@@ -213,7 +213,8 @@ def fit_teacher(spec: TeacherSpec, data: DataSet, store_root: str, intermediate_
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    run = Store(store_root).teacher_run(spec.id)
+    store = Store(store_root)
+    run = store.teacher_run(spec.id)
     reopened = reopen(run)  # what Ray Train's own reopening of the run would trip over or miss
     use_gpu = resources.gpus_per_worker > 0
     worker = {"CPU": resources.cpus_per_worker, **({"GPU": resources.gpus_per_worker} if use_gpu else {}),
@@ -228,7 +229,7 @@ def fit_teacher(spec: TeacherSpec, data: DataSet, store_root: str, intermediate_
         torch_config=TorchConfig(backend="nccl" if use_gpu and torch.distributed.is_nccl_available() else "gloo"),
         # The run's name is the teacher's id: a later fit of the same teacher finds the run's checkpoints
         # and resumes (Ray Train's run snapshot), as do the retries after a worker or node fails.
-        run_config=RunConfig(storage_path=Store(store_root).ray_storage(), name=spec.id,
+        run_config=RunConfig(storage_path=store.ray_storage(), name=spec.id,
                              checkpoint_config=CheckpointConfig(num_to_keep=1),
                              failure_config=FailureConfig(max_failures=resources.max_failures)),
     )

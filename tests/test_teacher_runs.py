@@ -37,7 +37,7 @@ def snapshot(*recorded: str, latest: str | None = None, version: str = ray.__ver
 
 def make(run: str, folders: list[str], snapshot_bytes: bytes | None) -> None:
     for name in folders:
-        write_bytes(join(run, name, "progress.pt"), b"weights")
+        checkpoint_at(run, name, b"weights")
     if snapshot_bytes is not None:
         write_bytes(join(run, SNAPSHOT), snapshot_bytes)
 
@@ -89,7 +89,7 @@ def test_prune_deletes_only_what_the_snapshot_does_not_name(run):
     make(run, [OLD, MID, NEW], snapshot(MID))
     assert prune(run) == [OLD, NEW]
     assert names(run) == [MID, SNAPSHOT]
-    assert read(join(run, MID, "progress.pt")) == b"weights"
+    assert read(join(run, MID, PROGRESS)) == b"weights"
 
 
 @pytest.mark.parametrize("content", [None, snapshot()[:40]])

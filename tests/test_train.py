@@ -298,12 +298,15 @@ def test_a_resumed_loop_ends_exactly_where_an_uninterrupted_one_does(data, teach
     assert (resumed_result.best_epoch, resumed_result.gap) == (whole_result.best_epoch, whole_result.gap)
 
 
+def saved(value) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
+
+
 def saved_and_loaded(progress):
     """Through a file, as a checkpoint goes: `torch.save`, then `load_progress`."""
-    buffer = io.BytesIO()
-    torch.save(progress, buffer)
-    buffer.seek(0)
-    return load_progress(buffer)
+    return load_progress(io.BytesIO(saved(progress)))
 
 
 class RunsCode:
@@ -314,11 +317,8 @@ class RunsCode:
 def test_a_progress_holding_anything_but_tensors_and_records_is_refused(data):
     progress = []
     train_classifier(build_model("hrnn", "small", CLASSES), *loaders(data), FAST, on_progress=progress.append)
-    buffer = io.BytesIO()
-    torch.save(dataclasses.replace(progress[-1], scaler={"scale": RunsCode()}), buffer)
-    buffer.seek(0)
     with pytest.raises(pickle.UnpicklingError, match="system"):
-        load_progress(buffer)
+        load_progress(io.BytesIO(saved(dataclasses.replace(progress[-1], scaler={"scale": RunsCode()}))))
 
 
 def test_a_progress_at_a_new_best_epoch_saves_its_weights_once(data):
@@ -326,14 +326,8 @@ def test_a_progress_at_a_new_best_epoch_saves_its_weights_once(data):
     train_classifier(build_model("hrnn", "small", CLASSES), *loaders(data), FAST, on_progress=progress.append)
     first = progress[0]  # the first epoch is always a new best
     assert first.result.best_epoch == 1 and first.best_state is first.model
-
-    def size(value) -> int:
-        buffer = io.BytesIO()
-        torch.save(value, buffer)
-        return len(buffer.getvalue())
-
     apart = dataclasses.replace(first, best_state={k: v.clone() for k, v in first.best_state.items()})
-    assert size(apart) - size(first) > 0.95 * size(first.model)
+    assert len(saved(apart)) - len(saved(first)) > 0.95 * len(saved(first.model))
     loaded = saved_and_loaded(first)
     assert all(torch.equal(loaded.best_state[name], value) for name, value in first.model.items())
 
