@@ -20,7 +20,7 @@ from workloads.data.reader import FrameSelection, VideoShards, subsample
 from workloads.data.synth import SynthConfig, generate
 from workloads.losses import Objective, TeacherTargets
 from workloads.models import build_model
-from workloads.train import export_teacher
+from workloads.teacher_outputs import export_teacher
 
 CLASSES = 50
 

@@ -21,7 +21,7 @@ from collections import defaultdict
 
 import torch
 
-from orchestrator.config import load_preset, train_settings
+from orchestrator.config import load_preset
 from orchestrator.matrix import expand
 from workloads.data.format import FEATURE_DIM
 from workloads.losses import Objective
@@ -78,7 +78,7 @@ def main() -> None:
     teachers, cells = expand(preset, "yt8m")
     rates: dict[tuple[str, int | None], tuple[float, float]] = {}
     for family in preset.families:
-        batch = args.batch_size or train_settings(preset, family, "student").batch_size
+        batch = args.batch_size or preset.train_settings(family, "student").batch_size
         for k in (None, *preset.ks):
             rates[(family, k)] = seconds_per_video(family, k, k or frames, batch, args.steps, args.device)
             train, infer = rates[(family, k)]
@@ -98,7 +98,7 @@ def main() -> None:
             continue  # its teacher, counted above
         train, infer = rates[(cell.family, cell.k)]
         videos = args.train_videos * cell.data_fraction
-        epochs = train_settings(preset, cell.family, "student").epochs
+        epochs = preset.train_settings(cell.family, "student").epochs
         seconds = epochs * (videos * train + validate * infer) + validate * infer
         if cell.mode == "parallel":  # the teacher trains alongside, on all frames
             teacher_train, teacher_infer = rates[(cell.family, None)]

@@ -30,7 +30,8 @@ from s3_server import start_s3_server  # noqa: E402
 from orchestrator.cache import ParquetTeacherCache, write_teacher_cache  # noqa: E402
 from workloads.data.fs import join, resolve  # noqa: E402
 from workloads.data.reader import Unit, epoch_order  # noqa: E402
-from workloads.train import TeacherRecord, _prefetched  # noqa: E402
+from workloads.teacher_outputs import TeacherRecord  # noqa: E402
+from workloads.train import _prefetched  # noqa: E402
 
 
 def records(start: int, count: int, dim: int, classes: int):

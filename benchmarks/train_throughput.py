@@ -17,7 +17,8 @@ import torch
 from workloads.data.reader import FrameSelection, VideoShards
 from workloads.data.synth import SynthConfig, generate
 from workloads.models import FAMILIES, build_model
-from workloads.train import InMemoryTeacherCache, TrainConfig, export_teacher, train_classifier, train_serial_student
+from workloads.teacher_outputs import InMemoryTeacherCache, export_teacher
+from workloads.train import TrainConfig, train_classifier, train_serial_student
 
 CLASSES = 200
 

@@ -6,7 +6,7 @@ float32 bytes, and for intermediate matching `intermediates` I_T (steps x d floa
 `positions`. Beside them the teacher's classifier weights `classifier.pt`, and `_manifest.json`, written
 last: no manifest, no cache. A writer killed half-way leaves a cache that counts as absent and is rebuilt.
 
-`ParquetTeacherCache` reads a cache back as a `workloads.train.TeacherSource` without loading it whole:
+`ParquetTeacherCache` reads a cache back as a `workloads.teacher_outputs.TeacherSource` without loading it whole:
 an index of 64-bit id hashes says where each video is; row groups are read on demand, or ahead when the
 training loop names the videos of its next batches, and kept in an LRU bounded in bytes. A student reads
 its data a row group at a time and the cache keeps the data's order, so the videos of a batch sit in one
@@ -34,7 +34,7 @@ from orchestrator.errors import OrchestratorError
 from workloads.data.fs import join, resolve, write_atomically, write_bytes
 from workloads.data.reader import SHUFFLE_BLOCK
 from workloads.losses import TeacherTargets
-from workloads.train import TeacherRecord, pad_intermediates
+from workloads.teacher_outputs import TeacherRecord, pad_intermediates
 
 MANIFEST = "_manifest.json"
 FORMAT = 2

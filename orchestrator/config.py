@@ -1,14 +1,14 @@
 """Presets: plain YAML files validated into frozen dataclasses at the edge.
 
-Every key is checked against the dataclass it fills: an unknown key or a value of the wrong type is an
-error that names the key path and the file. Code below `load_preset` only sees typed objects.
+`orchestrator.validation` checks every key and type against the dataclass it fills; each dataclass checks
+what its values mean by building the real `workloads` objects from them (a model's config, frame
+selections, the variants' stages, a `TrainConfig`, the synthetic generator's `SynthConfig`). Every error
+names the file and the key path. Code below `load_preset` only sees typed objects.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -17,21 +17,69 @@ from typing import Any
 import yaml
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.validation import Invalid, build, checking, convert, fill
+from workloads.data.reader import FrameSelection
+from workloads.data.synth import SynthConfig
 from workloads.frames import SELECTORS
-from workloads.losses import LOSSES, PRED_DISTANCES
-from workloads.models import FAMILIES
-from workloads.train import PARALLEL_VARIANTS, SERIAL_VARIANTS
+from workloads.losses import Objective
+from workloads.models import FAMILIES, family_config, find_family
+from workloads.train import TrainConfig
+from workloads.variants import DEFAULT_WEIGHTS, PARALLEL_VARIANTS, SERIAL_VARIANTS, stages
+
+PRESET_CLASSES = 50  # a preset's synthetic class count when it gives none
+_PRESET_NAMES = {"num_classes": "classes"}  # a `SynthConfig` field that a preset calls by another name
 
 
 @dataclass(frozen=True)
 class SyntheticData:
+    """A synthetic data set (`workloads.data.synth`): videos per split, the seed of its world and videos,
+    and the generator's settings. A preset gives them in one mapping: `train_videos`, `validate_videos`,
+    `seed`, `classes` (the generator's `num_classes`) and any other `SynthConfig` field (`min_frames`,
+    `max_frames`, `difficulty`, `mean_labels`, ...)."""
+
     train_videos: int = 2000
     validate_videos: int = 500
-    classes: int = 50
-    min_frames: int = 120
-    max_frames: int = 300
-    difficulty: float = 1.0
     seed: int = 0
+    generator: SynthConfig = SynthConfig(num_classes=PRESET_CLASSES)
+
+    def __post_init__(self) -> None:
+        with checking(""):
+            self.generator.validate()
+
+    @classmethod
+    def from_yaml(cls, raw: Any, key: str) -> SyntheticData:
+        if not isinstance(raw, dict):
+            raise Invalid(key, f"expected a mapping, got {raw!r}")
+        own = [f.name for f in dataclasses.fields(cls) if f.name != "generator"]
+        generator = {_PRESET_NAMES.get(f.name, f.name): f.name for f in dataclasses.fields(SynthConfig)}
+        for name in raw:
+            if name not in own and name not in generator:
+                raise Invalid(f"{key}.{name}", f"unknown key; known here: {', '.join(sorted([*own, *generator]))}")
+        settings = {"num_classes": PRESET_CLASSES, **{generator[k]: v for k, v in raw.items() if k in generator}}
+        try:
+            built = fill(SynthConfig, settings, key)
+        except Invalid as invalid:
+            preset_key = _PRESET_NAMES.get(invalid.key.rsplit(".", 1)[-1])
+            raise (Invalid(f"{key}.{preset_key}", invalid.problem) if preset_key else invalid) from None
+        sizes = {name: convert(raw[name], int, f"{key}.{name}") for name in own if name in raw}
+        try:
+            return cls(generator=built, **sizes)
+        except Invalid as invalid:
+            raise invalid.under(key) from None
+
+    def identity(self) -> dict[str, Any]:
+        """What the data set's id hashes: the sizes, the seed and the generator's settings, keyed as ids were
+        before a preset could set every generator setting (so a store keeps its data and results); a setting
+        changed from the generator's default joins them."""
+        g, defaults = self.generator, SynthConfig()
+        payload = {"train_videos": self.train_videos, "validate_videos": self.validate_videos, "seed": self.seed,
+                   "classes": g.num_classes, "min_frames": g.min_frames, "max_frames": g.max_frames,
+                   "difficulty": g.difficulty}
+        for f in dataclasses.fields(SynthConfig):
+            name = _PRESET_NAMES.get(f.name, f.name)
+            if name not in payload and getattr(g, f.name) != getattr(defaults, f.name):
+                payload[name] = getattr(g, f.name)
+        return payload
 
 
 @dataclass(frozen=True)
@@ -43,6 +91,12 @@ class DataConfig:
     uri: str | None = None
     max_frames: int = 300  # the longest video; a uniform selection's nominal stride j = max_frames // k
 
+    def __post_init__(self) -> None:
+        if (self.synthetic is None) == (self.uri is None):
+            raise Invalid("", "give exactly one of 'synthetic' or 'uri'")
+        if self.max_frames < 1:
+            raise Invalid("max_frames", f"must be >= 1, got {self.max_frames}")
+
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -52,6 +106,23 @@ class TrainSettings:
     weight_decay: float = 0.0
     batch_size: int = 64
     max_grad_norm: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise Invalid("batch_size", f"must be >= 1, got {self.batch_size}")
+        with checking(""):
+            self.config(seed=0, device="cpu")
+
+    def config(self, seed: int, device: str) -> TrainConfig:
+        """The training loop's config for a job of this seed on `device` ("auto": CUDA when there is one)."""
+        return TrainConfig(epochs=self.epochs, learning_rate=self.learning_rate, lr_decay=self.lr_decay,
+                           weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm, seed=seed, device=device)
+
+
+def _check_custom(custom: dict[str, float]) -> None:
+    for name, amount in custom.items():
+        if name in ("CPU", "GPU", "memory") or amount <= 0:
+            raise Invalid(f"custom.{name}", "a custom resource (not CPU/GPU/memory) with a positive amount")
 
 
 @dataclass(frozen=True)
@@ -66,6 +137,17 @@ class TeacherResources:
     # last epoch checkpoint. 0: a failure fails the teacher (its error reaches the grid at once).
     max_failures: int = 0
 
+    def __post_init__(self) -> None:
+        _check_custom(self.custom)
+        if self.max_failures < 0:
+            raise Invalid("max_failures", f"must be >= 0, got {self.max_failures}")
+        if self.num_workers < 1:
+            raise Invalid("num_workers", f"must be >= 1, got {self.num_workers}")
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.gpus_per_worker > 0
+
 
 @dataclass(frozen=True)
 class CellResources:
@@ -73,11 +155,24 @@ class CellResources:
     gpus: float = 0.0
     custom: dict[str, float] = field(default_factory=dict)  # e.g. {student_node: 0.5}: single-GPU nodes
 
+    def __post_init__(self) -> None:
+        _check_custom(self.custom)
+
+    @property
+    def device(self) -> str:
+        """The device a cell's training asks for: CUDA when it was given a GPU and one is there ("auto";
+        a node type that offers GPUs it does not have, as Ray's fake cluster does, runs it on the CPU)."""
+        return "auto" if self.gpus > 0 else "cpu"
+
 
 @dataclass(frozen=True)
 class Resources:
     teacher: TeacherResources = field(default_factory=TeacherResources)
     cell: CellResources = field(default_factory=CellResources)
+
+    def separate_node_types(self) -> bool:
+        """Whether teachers and cells ask for different node types (so they never compete for CPUs)."""
+        return bool(self.teacher.custom and self.cell.custom and not set(self.teacher.custom) & set(self.cell.custom))
 
 
 @dataclass(frozen=True)
@@ -91,7 +186,7 @@ class Preset:
     ks: tuple[int, ...] = (30,)
     data_fractions: tuple[float, ...] = (1.0,)
     baselines: tuple[str, ...] = tuple(SELECTORS)
-    serial: tuple[str, ...] = tuple(SERIAL_VARIANTS)
+    serial: tuple[str, ...] = SERIAL_VARIANTS
     parallel: tuple[str, ...] = PARALLEL_VARIANTS
     intermediate: tuple[str, ...] = ()  # serial variants run again with rep_intermediate (families that have it)
     loss_weights: dict[str, float] = field(default_factory=dict)
@@ -101,146 +196,74 @@ class Preset:
     train_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per family, teacher and student
     resources: Resources = field(default_factory=Resources)
 
-    def validate(self, where: str) -> None:
-        def fail(key: str, problem: str) -> OrchestratorError:
-            return OrchestratorError(f"{where}: {key}: {problem}")
-
-        if (self.data.synthetic is None) == (self.data.uri is None):
-            raise fail("data", "give exactly one of 'synthetic' or 'uri'")
-        for name in self.families:
-            if name not in FAMILIES:
-                raise fail("families", f"unknown family {name!r}; known: {', '.join(sorted(FAMILIES))}")
-            if self.size not in FAMILIES[name].sizes:
-                raise fail("size", f"unknown size {self.size!r} for {name}")
-        for name in self.model_overrides:
-            if name not in FAMILIES:
-                raise fail("model_overrides", f"unknown family {name!r}")
-            known = {f.name for f in dataclasses.fields(FAMILIES[name].config_type)}
-            for key in self.model_overrides[name]:
-                if key not in known:
-                    raise fail(f"model_overrides.{name}.{key}", f"unknown setting; known: {', '.join(sorted(known))}")
-        for key, values, known in (
-            ("baselines", self.baselines, SELECTORS),
-            ("serial", self.serial, SERIAL_VARIANTS),
-            ("parallel", self.parallel, PARALLEL_VARIANTS),
-            ("intermediate", self.intermediate, [v for v in SERIAL_VARIANTS if "rep" in v]),
-        ):
-            for value in values:
-                if value not in known:
-                    raise fail(key, f"unknown variant {value!r}; known: {', '.join(known)}")
-        if self.intermediate and not any(FAMILIES[f].build.supports_intermediates for f in self.families):
-            raise fail("intermediate", "intermediate matching needs a family with intermediate states (hrnn)")
-        train_keys = {f.name for f in dataclasses.fields(TrainSettings)}
-        for name, settings in self.train_overrides.items():
-            if name not in FAMILIES:
-                raise fail("train_overrides", f"unknown family {name!r}")
-            for key in settings:
-                if key not in train_keys:
-                    raise fail(f"train_overrides.{name}.{key}", f"unknown setting; known: {', '.join(sorted(train_keys))}")
-        for key in self.loss_weights:
-            if key not in LOSSES:
-                raise fail(f"loss_weights.{key}", f"unknown loss; known: {', '.join(sorted(LOSSES))}")
-            if self.loss_weights[key] < 0:
-                raise fail(f"loss_weights.{key}", "must be >= 0")
-        if self.pred_distance not in PRED_DISTANCES:
-            raise fail("pred_distance", f"must be one of {', '.join(PRED_DISTANCES)}")
+    def __post_init__(self) -> None:
         if not self.seeds or not self.ks or not self.families:
-            raise fail("seeds/ks/families", "must not be empty")
+            raise Invalid("seeds/ks/families", "must not be empty")
+        self._check_models()
+        self._check_frames()
+        self._check_losses()
+        self._check_training()
+
+    def train_settings(self, family: str, role: str) -> TrainSettings:
+        """The teacher's or student's training settings for `family`, its overrides applied."""
+        base = self.teacher_train if role == "teacher" else self.student_train
+        return dataclasses.replace(base, **self.train_overrides.get(family, {}))
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Every loss's weight: the preset's, else 1."""
+        return {**DEFAULT_WEIGHTS, **self.loss_weights}
+
+    def _check_models(self) -> None:
+        for name in self.families:
+            with checking("families"):
+                find_family(name)
+            with checking("size"):
+                family_config(name, self.size)
+        for name, overrides in self.model_overrides.items():
+            with checking("model_overrides"):
+                base = dataclasses.asdict(family_config(name, self.size))
+            fill(FAMILIES[name].config_type, {**base, **overrides}, f"model_overrides.{name}")
+
+    def _check_frames(self) -> None:
         for k in self.ks:
-            if not 1 <= k <= self.data.max_frames:
-                raise fail("ks", f"k={k} is outside [1, {self.data.max_frames}]")
+            with checking("ks"):
+                FrameSelection("uniform", k=k)
+            if k > self.data.max_frames:
+                raise Invalid("ks", f"k={k} is outside [1, {self.data.max_frames}]")
+        for name in self.baselines:
+            with checking("baselines"):
+                FrameSelection(name, k=self.ks[0])
         for fraction in self.data_fractions:
             if not 0 < fraction <= 1:
-                raise fail("data_fractions", f"{fraction} is outside (0, 1]")
-        for key, settings in (("teacher_train", self.teacher_train), ("student_train", self.student_train)):
-            if settings.epochs < 1 or settings.batch_size < 1 or settings.learning_rate <= 0:
-                raise fail(key, "epochs, batch_size and learning_rate must be positive")
-        for key, custom in (("resources.teacher.custom", self.resources.teacher.custom),
-                            ("resources.cell.custom", self.resources.cell.custom)):
-            for name, amount in custom.items():
-                if name in ("CPU", "GPU", "memory") or amount <= 0:
-                    raise fail(f"{key}.{name}", "a custom resource (not CPU/GPU/memory) with a positive amount")
-        if self.resources.teacher.max_failures < 0:
-            raise fail("resources.teacher.max_failures", f"must be >= 0, got {self.resources.teacher.max_failures}")
+                raise Invalid("data_fractions", f"{fraction} is outside (0, 1]")
+
+    def _check_losses(self) -> None:
+        with checking("loss_weights"):
+            Objective(self.weights)
+        with checking("pred_distance"):
+            Objective(pred_distance=self.pred_distance)
+        for key, mode, variants in (("serial", "serial", self.serial), ("parallel", "parallel", self.parallel),
+                                    ("intermediate", "serial", self.intermediate)):
+            for variant in variants:
+                with checking(key):
+                    stages(variant, self.weights, self.pred_distance, key == "intermediate", mode=mode)
+        if self.intermediate and not any(FAMILIES[f].build.supports_intermediates for f in self.families):
+            raise Invalid("intermediate", "intermediate matching needs a family with intermediate states (hrnn)")
+
+    def _check_training(self) -> None:
+        for name, settings in self.train_overrides.items():
+            with checking("train_overrides"):
+                find_family(name)
+            for base in (self.teacher_train, self.student_train):
+                fill(TrainSettings, {**dataclasses.asdict(base), **settings}, f"train_overrides.{name}")
         workers = self.resources.teacher.num_workers
-        if workers < 1:
-            raise fail("resources.teacher.num_workers", f"must be >= 1, got {workers}")
         for family in self.families:
-            batch = train_settings(self, family, "teacher").batch_size
+            batch = self.train_settings(family, "teacher").batch_size
             if batch % workers:
                 # The batch is global: each data-parallel worker reads an equal part of it.
-                raise fail("resources.teacher.num_workers", f"{family}'s teacher batch_size {batch} does not "
-                           f"divide among {workers} workers")
-
-
-def train_settings(preset: Preset, family: str, role: str) -> TrainSettings:
-    """The teacher's or student's training settings for `family`, its overrides applied."""
-    base = preset.teacher_train if role == "teacher" else preset.student_train
-    return dataclasses.replace(base, **preset.train_overrides.get(family, {}))
-
-
-def _convert(value: Any, kind: Any, key: str, where: str) -> Any:
-    """Check `value` against the annotation `kind` and build dataclasses; errors name `key`."""
-    origin = typing.get_origin(kind)
-    if dataclasses.is_dataclass(kind):
-        if not isinstance(value, dict):
-            raise OrchestratorError(f"{where}: {key}: expected a mapping, got {value!r}")
-        return _build(kind, value, key, where)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(kind)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _convert(value, option, key, where)
-            except OrchestratorError as error:
-                errors.append(str(error))
-        raise OrchestratorError(errors[0] if errors else f"{where}: {key}: bad value {value!r}")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise OrchestratorError(f"{where}: {key}: expected a list, got {value!r}")
-        item = typing.get_args(kind)[0]
-        return tuple(_convert(v, item, f"{key}[{i}]", where) for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise OrchestratorError(f"{where}: {key}: expected a mapping, got {value!r}")
-        _, item = typing.get_args(kind)
-        return {str(k): _convert(v, item, f"{key}.{k}", where) for k, v in value.items()}
-    if kind is Any:
-        return value
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind in (int, float, str, bool) and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
-        raise OrchestratorError(f"{where}: {key}: expected {kind.__name__}, got {value!r}")
-    return value
-
-
-def _build(cls, raw: dict, prefix: str, where: str):
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        path = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
-        raise OrchestratorError(f"{where}: unknown key {path!r}; known here: {', '.join(sorted(names))}")
-    values = {}
-    for name, value in raw.items():
-        values[name] = _convert(value, hints[name], f"{prefix}.{name}" if prefix else name, where)
-    missing = [f.name for f in dataclasses.fields(cls)
-               if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise OrchestratorError(f"{where}: missing key {(prefix + '.' if prefix else '') + missing[0]!r}")
-    return cls(**values)
-
-
-def parse_preset(raw: Any, where: str) -> Preset:
-    if not isinstance(raw, dict):
-        raise OrchestratorError(f"{where}: a preset is a YAML mapping")
-    preset = _build(Preset, raw, "", where)
-    preset.validate(where)
-    return preset
+                raise Invalid("resources.teacher.num_workers", f"{family}'s teacher batch_size {batch} does not "
+                              f"divide among {workers} workers")
 
 
 def preset_names() -> list[str]:
@@ -253,23 +276,43 @@ def load_preset(name_or_path: str, overrides: dict | None = None) -> Preset:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         where = str(path)
-        try:
-            text = path.read_text()
-        except OSError as error:
-            raise OrchestratorError(f"{where}: cannot read the preset: {error.strerror}") from None
+        text = _read(path, "the preset")
     else:
         resource = resources.files("orchestrator.presets") / f"{name_or_path}.yaml"
         if not resource.is_file():
             raise OrchestratorError(f"unknown preset {name_or_path!r}; shipped: {', '.join(preset_names())}")
         where = f"preset {name_or_path} ({resource})"
         text = resource.read_text()
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise OrchestratorError(f"{where}: not valid YAML: {error}") from None
+    raw = _parse(text, where)
     if overrides:
         raw = _merge(raw or {}, overrides)
-    return parse_preset(raw, where)
+    if not isinstance(raw, dict):
+        raise OrchestratorError(f"{where}: a preset is a YAML mapping")
+    return build(Preset, raw, where)
+
+
+def load_override(path: str | None) -> dict | None:
+    """An `--override` file: a YAML mapping merged into the preset."""
+    if path is None:
+        return None
+    raw = _parse(_read(Path(path), "the override"), path) or {}
+    if not isinstance(raw, dict):
+        raise OrchestratorError(f"{path}: an override is a YAML mapping")
+    return raw
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        return path.read_text()
+    except OSError as error:
+        raise OrchestratorError(f"{path}: cannot read {what}: {error.strerror}") from None
+
+
+def _parse(text: str, where: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise OrchestratorError(f"{where}: not valid YAML: {error}") from None
 
 
 def _merge(base: dict, extra: dict) -> dict:

@@ -9,23 +9,24 @@ cell finished, 1 when some failed (named at the end), 2 for a bad preset or argu
 from __future__ import annotations
 
 import argparse
-import os
-import signal
+import math
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-import yaml
-
-from orchestrator.config import Preset, load_preset
+from orchestrator import driver
+from orchestrator.cells import run_cell
+from orchestrator.config import Preset, load_override, load_preset
+from orchestrator.data_sets import DataSet
 from orchestrator.errors import OrchestratorError
-from orchestrator.jobs import DataSet, cache_plan, fit_teacher, prepare_data, run_cell, teacher_caches_complete
 from orchestrator.matrix import Cell, TeacherSpec, expand
-from orchestrator.storage import check_store, is_storage_failure, store_lost
+from orchestrator.results import CellResult
+from orchestrator.storage import is_storage_failure, store_lost
 from orchestrator.store import Store
 from orchestrator.summary import summarize
-from workloads.errors import WorkloadError
+from orchestrator.teachers import TeacherJob, cache_key, complete_caches
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -39,322 +40,204 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def init_ray():
-    import ray
+@dataclass
+class Plan:
+    """What a grid has left to do, given the cells already done and the teachers whose caches exist."""
 
-    address = os.environ.get("RAY_ADDRESS") or "local"
-    if ray.is_initialized():
-        return ray
-    if address == "local":
-        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
-    else:
-        ray.init(address=address, log_to_driver=False)
-    return ray
+    teachers: list[TeacherSpec] = field(default_factory=list)  # to fit: train, or export their caches again
+    ready: list[Cell] = field(default_factory=list)  # may start now
+    blocked: dict[str, list[Cell]] = field(default_factory=lambda: defaultdict(list))  # by the teacher they read
 
 
-def open_store(root: str, tracking_uri: str | None) -> tuple[Store, str]:
-    """The store, checked and (a local folder) created, and the MLflow tracking URI: the one given, else
-    SQLite in a local store; a store on object storage needs a tracking server."""
-    store = Store(root)
-    check_store(store.root)
-    if tracking_uri is None and not store.is_local:
-        raise OrchestratorError("a store on object storage needs --tracking-uri (an MLflow server)")
-    if "://" not in store.root:
-        os.makedirs(store.root, exist_ok=True)
-    return store, tracking_uri or f"sqlite:///{store.path('mlflow.db')}"
-
-
-def refuse_local_store_on_a_cluster(ray, store: Store, preset: Preset) -> None:
-    """A local store exists on one node only: refuse it on a cluster of several nodes, and on one that
-    will grow (the preset asks for node-type resources no node offers yet: the autoscaler adds them)."""
-    if not store.is_local:
-        return
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    offered = {name for n in nodes for name in n.get("Resources", {})}
-    wanted = set(preset.resources.teacher.custom) | set(preset.resources.cell.custom)
-    if len(nodes) > 1 or wanted - offered:
-        raise OrchestratorError(f"{store.root}: a local store is only on this node; a cluster of several nodes "
-                                "needs --store s3://... (and an MLflow server as --tracking-uri)")
+def plan(teachers: list[TeacherSpec], cells: list[Cell], done: set[str], cached: set[str]) -> Plan:
+    """A teacher is fitted when its skyline is not done, or when a cell that needs it is not done and its
+    caches are incomplete; a serial cell waits for its teacher's caches unless they exist already."""
+    todo = Plan()
+    for teacher in teachers:
+        mine = [c for c in cells if c.teacher == teacher]
+        skyline_done = all(c.id in done for c in mine if c.mode == "skyline")
+        if not skyline_done or (teacher.id not in cached and any(c.id not in done for c in mine)):
+            todo.teachers.append(teacher)
+    for cell in cells:
+        if cell.id in done or cell.mode == "skyline":
+            continue
+        if cell.mode == "serial" and cell.teacher.id not in cached:
+            todo.blocked[cell.teacher.id].append(cell)
+        else:
+            todo.ready.append(cell)
+    return todo
 
 
 class Grid:
-    """One invocation: schedules teachers and cells on Ray as their inputs become ready, records each
-    in MLflow as it finishes, and writes its result to the store."""
+    """One invocation: schedules teachers and cells on Ray as their inputs become ready, and records each
+    (in the store, then MLflow) as it finishes."""
 
-    def __init__(self, preset: Preset, store: Store, tracker, data: DataSet, ray):
-        self.preset, self.store, self.tracker, self.data, self.ray = preset, store, tracker, data, ray
+    def __init__(self, preset: Preset, ledger: driver.Ledger, data: DataSet, ray):
+        self.preset, self.ledger, self.data, self.ray = preset, ledger, data, ray
         self.teachers, self.cells = expand(preset, data.id)
-        self.failed: list[str] = []
-        self.results: dict[str, dict] = {}
-        self.teacher_runs: dict[str, dict] = {}  # teacher id -> {"run_id", "caches"}
-        self.pending: dict = {}  # ObjectRef -> ("teacher", TeacherSpec) | ("cell", Cell)
-        self.waiting: dict[str, list[Cell]] = defaultdict(list)
-        self.backlog: list[Cell] = []  # ready to run, held back while teachers need the CPUs
-        self.training: set[str] = set()  # teachers in flight
-        cell_resources = preset.resources.cell
-        self.cell_task = ray.remote(run_cell).options(num_cpus=cell_resources.cpus, num_gpus=cell_resources.gpus,
-                                                      resources=cell_resources.custom or None)
-        self.device = "cuda" if cell_resources.gpus > 0 else "cpu"
-        self.teacher_task = ray.remote(fit_teacher).options(num_cpus=0)
+        self.skylines = {c.teacher.id: c for c in self.cells if c.mode == "skyline"}
+        self.caches: dict[str, dict[str, str]] = {}  # teacher id -> its complete caches (key -> URI)
+        self.in_flight: dict = {}  # Ray ObjectRef -> the TeacherJob or Cell it computes
+        self.todo = Plan()
+        resources = preset.resources.cell
+        self.cell_task = ray.remote(run_cell).options(num_cpus=resources.cpus, num_gpus=resources.gpus,
+                                                      resources=resources.custom or None)
+        self.teacher_task = driver.teacher_task(ray)
 
-    def intermediate_ks(self, teacher: TeacherSpec) -> list[int]:
-        return sorted({c.k for c in self.cells if c.teacher is teacher and c.intermediate})
+    @property
+    def store(self) -> Store:
+        return self.ledger.store
 
-    def skyline(self, teacher: TeacherSpec) -> Cell:
-        return next(c for c in self.cells if c.mode == "skyline" and c.teacher == teacher)
+    def job(self, teacher: TeacherSpec) -> TeacherJob:
+        ks = tuple(sorted({c.k for c in self.cells if c.teacher is teacher and c.intermediate}))
+        return TeacherJob(teacher, self.data, self.store.root, ks, self.preset.data.max_frames,
+                          self.preset.resources.teacher)
 
     def run(self) -> None:
-        unlogged = []
-        for cell in self.cells:
-            done = self.store.read_json(self.store.result(cell.id))
-            if done is not None:
-                self.results[cell.id] = done
-                if done.get("run_id") is None:  # an earlier driver was stopped before it noted the run
-                    unlogged.append(cell)
+        unlogged = self.ledger.load(self.cells)
         for cell in sorted(unlogged, key=lambda c: c.mode != "skyline"):  # a cell's run names its teacher's
-            self.log(cell, self.results[cell.id], adopt=True)
+            self.ledger.log(cell, self.ledger.results[cell.id], self.tags(cell, self.ledger.results[cell.id]), adopt=True)
         for teacher in self.teachers:
-            skyline = self.skyline(teacher)
-            caches = teacher_caches_complete(self.store, teacher, self.intermediate_ks(teacher), self.data.num_classes)
-            if skyline.id in self.results and caches is not None:
-                self.teacher_runs[teacher.id] = {"run_id": self.results[skyline.id]["run_id"], "caches": caches}
-            elif any(c.teacher == teacher and c.id not in self.results for c in self.cells) or skyline.id not in self.results:
-                ref = self.teacher_task.remote(teacher, self.data, self.store.root, self.intermediate_ks(teacher),
-                                               self.preset.data.max_frames, self.preset.resources.teacher)
-                self.pending[ref] = ("teacher", teacher)
-                self.training.add(teacher.id)
-        for cell in self.cells:
-            if cell.id in self.results or cell.mode == "skyline":
-                continue
-            if cell.mode == "serial" and cell.teacher.id not in self.teacher_runs:
-                self.waiting[cell.teacher.id].append(cell)
-            else:
-                self.backlog.append(cell)
+            caches = complete_caches(self.job(teacher))
+            if caches is not None and self.skylines[teacher.id].id in self.ledger.results:
+                self.caches[teacher.id] = caches
+        self.todo = plan(self.teachers, self.cells, set(self.ledger.results), set(self.caches))
+        for teacher in self.todo.teachers:
+            job = self.job(teacher)
+            self.in_flight[self.teacher_task.remote(job)] = job
         self.drain()
-        todo = len(self.pending) + len(self.backlog) + sum(len(v) for v in self.waiting.values())
-        print(f"{len(self.cells)} cells, {sum(1 for c in self.cells if c.id in self.results)} already done, "
-              f"{todo} jobs to run", flush=True)
-        while self.pending:
-            ready, _ = self.ray.wait(list(self.pending), num_returns=1)
-            kind, item = self.pending.pop(ready[0])
-            try:
-                value, error = self.ray.get(ready[0]), None
-            except Exception as failure:  # a cell's own error, re-raised by Ray: record it, carry on
-                value, error = None, failure
-            if error is not None and is_storage_failure(error):
-                self.stop_if_store_lost()  # a store that went away is no cell's fault: stop, rerun them later
-            try:
-                if kind == "teacher":
-                    self.training.discard(item.id)
-                    self.teacher_done(item, value, error)
-                else:
-                    self.cell_done(item, value, error)
-            except Exception as failure:  # writing its result or its MLflow run failed
-                if not is_storage_failure(failure):
-                    raise
-                self.stop_if_store_lost()
-                raise OrchestratorError(f"{item.name}: recording it failed: {_one_line(failure)}") from None
-            self.drain()
+        waiting = len(self.in_flight) + len(self.todo.ready) + sum(map(len, self.todo.blocked.values()))
+        print(f"{len(self.cells)} cells, {len(self.ledger.results)} already done, {waiting} jobs to run", flush=True)
+        try:
+            while self.in_flight:
+                ready, _ = self.ray.wait(list(self.in_flight), num_returns=1)
+                self.collect(ready[0])
+                self.drain()
+        except BaseException:
+            self.abandon()
+            raise
 
-    def stop_if_store_lost(self) -> None:
-        """Raise, with queued and running jobs cancelled, when the store is gone: every job after
-        would fail the same way, and none of them is at fault."""
-        lost = store_lost(self.store.root)
-        if lost is None:
+    def collect(self, ref) -> None:
+        """Record what a finished job computed, or its error; stop when the store is gone."""
+        job = self.in_flight.pop(ref)
+        try:
+            value, error = self.ray.get(ref), None
+        except Exception as failure:  # the job's own error, re-raised by Ray: record it, carry on
+            value, error = None, failure
+        if error is not None and is_storage_failure(error):
+            self.stop_if_store_lost()  # a store that went away is no cell's fault: stop, rerun them later
+        try:
+            if isinstance(job, TeacherJob):
+                self.teacher_done(job.spec, value, error)
+            elif error is not None:
+                self.ledger.fail(job, error)
+            else:
+                self.ledger.record(job, value, self.tags(job, value))
+        except Exception as failure:  # writing its result or its MLflow run failed
+            if not is_storage_failure(failure):
+                raise
+            self.stop_if_store_lost()
+            name = job.spec.name if isinstance(job, TeacherJob) else job.name
+            raise OrchestratorError(f"{name}: recording it failed: {driver.one_line(failure)}") from None
+
+    def teacher_done(self, teacher: TeacherSpec, result: CellResult | None, error: BaseException | None) -> None:
+        skyline = self.skylines[teacher.id]
+        if error is not None:
+            self.ledger.fail(skyline, error)
+            for cell in self.todo.blocked.pop(teacher.id, []):
+                self.ledger.fail(cell, f"its teacher {teacher.name} failed: {driver.one_line(error)}")
             return
-        self.abandon()
-        raise lost
+        self.ledger.record(skyline, result, self.tags(skyline, result))
+        self.caches[teacher.id] = result.caches
+        # Serial cells first: they were waiting for this teacher while the others could run.
+        self.todo.ready[:0] = self.todo.blocked.pop(teacher.id, [])
 
-    def abandon(self) -> None:
-        """Cancel the jobs in flight: the grid stops, and a rerun does them again."""
-        for ref in self.pending:
-            try:
-                self.ray.cancel(ref, force=True)
-            except Exception:  # already finished, or its worker already gone: nothing left to stop
-                pass
-        self.pending.clear()
+    def tags(self, cell: Cell, result: CellResult) -> dict[str, str]:
+        """A skyline's run points at its teacher's cache; a student's at its teacher's run."""
+        if cell.mode == "skyline":
+            return driver.skyline_tags(result)
+        tags = {"device": result.device}
+        if cell.teacher:
+            tags["teacher_run_id"] = self.ledger.run_id(self.skylines[cell.teacher.id])
+        return tags
 
-    def cell_slots(self) -> float:
+    def drain(self) -> None:
+        """Start ready cells while there are slots for them."""
+        running = sum(1 for job in self.in_flight.values() if isinstance(job, Cell))
+        while self.todo.ready and running < self.slots():
+            self.submit(self.todo.ready.pop(0))
+            running += 1
+
+    def slots(self) -> float:
         """How many cells may run now. Ray has no priorities, and a teacher's Train workers ask for their
         CPUs only once its trainer has started, after cells queued meanwhile have taken them; so while
         teachers train (everything serial waits on them), cells leave the teachers' CPUs free."""
-        teacher = self.preset.resources.teacher
-        cell = self.preset.resources.cell
-        if not self.training or (teacher.custom and cell.custom and not set(teacher.custom) & set(cell.custom)):
-            return float("inf")  # nothing trains, or teachers and cells go to different node types
-        reserved = len(self.training) * teacher.num_workers * teacher.cpus_per_worker
-        total = self.ray.cluster_resources().get("CPU", 0.0)
-        return max(1.0, (total - reserved) // max(self.preset.resources.cell.cpus, 1e-9))
-
-    def drain(self) -> None:
-        running = sum(1 for kind, _ in self.pending.values() if kind == "cell")
-        while self.backlog and running < self.cell_slots():
-            self.submit(self.backlog.pop(0))
-            running += 1
+        training = sum(1 for job in self.in_flight.values() if isinstance(job, TeacherJob))
+        if not training or self.preset.resources.separate_node_types():
+            return math.inf
+        return driver.cell_slots(self.ray, self.preset.resources, training)
 
     def submit(self, cell: Cell) -> None:
         cache = None
         if cell.mode == "serial":
-            caches = self.teacher_runs[cell.teacher.id]["caches"]
-            key = "base"
-            if cell.intermediate:
-                plan = cache_plan(cell.teacher, [cell.k], self.data.num_classes)
-                key = next(name for name, k in plan.items() if k == cell.k)
-            cache = caches[key]
-        self.pending[self.cell_task.remote(cell, self.data, cache, self.device)] = ("cell", cell)
+            cache = self.caches[cell.teacher.id][cache_key(cell.teacher, cell.k if cell.intermediate else None)]
+        device = self.preset.resources.cell.device
+        self.in_flight[self.cell_task.remote(cell, self.data, cache, device)] = cell
 
-    def teacher_done(self, teacher: TeacherSpec, value: dict | None, error: BaseException | None) -> None:
-        skyline = self.skyline(teacher)
-        if error is not None:
-            self.record_failure(skyline, error)
-            for cell in self.waiting.pop(teacher.id, []):
-                self.record_failure(cell, f"its teacher {teacher.name} failed: {_one_line(error)}")
-            return
-        run_id = self.record(skyline, value)
-        self.teacher_runs[teacher.id] = {"run_id": run_id, "caches": value["caches"]}
-        # Serial cells first: they were waiting for this teacher while the others could run.
-        self.backlog[:0] = self.waiting.pop(teacher.id, [])
+    def stop_if_store_lost(self) -> None:
+        """Raise when the store is gone: every job after would fail the same way, and none is at fault."""
+        lost = store_lost(self.store.root)
+        if lost is not None:
+            raise lost
 
-    def cell_done(self, cell: Cell, value: dict | None, error: BaseException | None) -> None:
-        if error is not None:
-            self.record_failure(cell, error)
-            return
-        self.record(cell, value)
-
-    def record(self, cell: Cell, value: dict) -> str:
-        return self.log(cell, record_result(self.store, cell, value))
-
-    def log(self, cell: Cell, value: dict, adopt: bool = False) -> str:
-        tags = {"device": value.get("device", "")}
-        if cell.mode == "skyline":
-            tags = skyline_tags(value)
-        elif cell.teacher:
-            tags["teacher_run_id"] = self.results[self.skyline(cell.teacher).id]["run_id"]
-        value = log_result(self.store, self.tracker, cell, value, tags, adopt)
-        self.results[cell.id] = value
-        print(f"  done  {cell.name}: GAP {value['gap']:.3f}  mAP {value['map']:.3f}  "
-              f"({value['train_seconds']:.0f} s)", flush=True)
-        if value.get("run_snapshot"):
-            print(f"  note  {cell.name}: {value['run_snapshot']}", flush=True)
-        return value["run_id"]
-
-    def record_failure(self, cell: Cell, error) -> None:
-        self.tracker.log_cell(cell, None, error=error)
-        self.failed.append(cell.name)
-        print(f"  FAILED {cell.name}: {_one_line(error)}", flush=True)
+    def abandon(self) -> None:
+        """Cancel the jobs in flight: the grid stops, and a rerun does them again."""
+        for ref in self.in_flight:
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:  # already finished, or its worker already gone: nothing left to stop
+                pass
+        self.in_flight.clear()
 
 
-def record_result(store: Store, cell: Cell, value: dict) -> dict:
-    """Keep a finished cell's result with no run yet; `log_result` then logs the run and notes it. A driver
-    stopped in between has lost no training, and the next one logs the cell's run exactly once."""
-    value = {**value, "run_id": None, "cell": cell.name}
-    store.write_json(store.result(cell.id), value)
-    return value
-
-
-def log_result(store: Store, tracker, cell: Cell, value: dict, tags: dict[str, str], adopt: bool = False) -> dict:
-    """Log a kept result's MLflow run (with `adopt`, first look for the run an earlier driver logged for
-    exactly this result) and note the run in the result, which is returned."""
-    run_id = adopt and tracker.logged_run(cell.id, value["gap"])
-    if not run_id:
-        run_id = tracker.log_cell(cell, value, tags=tags)
-    value = {**value, "run_id": run_id, "cell": cell.name}
-    store.write_json(store.result(cell.id), value)
-    return value
-
-
-def skyline_tags(value: dict) -> dict[str, str]:
-    """A teacher's (skyline) run points at its cache and its checkpoint, and says where it trained."""
-    tags = {"cache_uri": value["caches"]["base"], "checkpoint": str(value.get("checkpoint")),
-            "device": value.get("device", "")}
-    if value.get("run_snapshot"):  # Ray Train's record of the teacher's run was unreadable and set aside
-        tags["run_snapshot"] = value["run_snapshot"]
-    return tags
-
-
-def _one_line(error) -> str:
-    text = str(error).strip().splitlines()
-    return text[-1] if text else type(error).__name__
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        overrides = None
-        if args.override:
-            with open(args.override) as handle:
-                overrides = yaml.safe_load(handle) or {}
-        preset = load_preset(args.preset, overrides)
-    except (OrchestratorError, OSError, yaml.YAMLError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    try:
-        store, tracking_uri = open_store(args.store, args.tracking_uri)
-    except OrchestratorError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+def run(args: argparse.Namespace) -> int:
+    preset = load_preset(args.preset, load_override(args.override))
+    store, tracking_uri = driver.open_store(args.store, args.tracking_uri)
     experiment = args.experiment or f"fewer-frames-{preset.name}"
     from orchestrator.tracking import Tracker
 
-    ray = init_ray()
-    try:
-        refuse_local_store_on_a_cluster(ray, store, preset)
-        tracker = Tracker(tracking_uri, experiment, store.path("mlartifacts"))
-        stale = tracker.end_stale_runs()
-    except OrchestratorError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    ray = driver.start_ray()
+    driver.refuse_local_store_on_a_cluster(ray, store, preset.resources)
+    tracker = Tracker(tracking_uri, experiment, store.path("mlartifacts"))
+    stale = tracker.end_stale_runs()
     if stale:
         print(f"ended {stale} run(s) that an interrupted grid had left RUNNING")
     started = time.perf_counter()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    tracker.start_parent(f"{preset.name}-{stamp}", {"preset": args.preset, "store": store.root, "data": args.data or "preset"},
-                         {"preset": preset.name})
-
-    def interrupted(signum, frame):
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    signal.signal(signal.SIGTERM, interrupted)
-    status, summary, grid = "FAILED", None, None
-    try:
-        data = ray.get(ray.remote(prepare_data).options(num_cpus=1).remote(preset.data, store.root, args.data))
-        grid = Grid(preset, store, tracker, data, ray)
+    tracker.start_parent(f"{preset.name}-{stamp}", {"preset": args.preset, "store": store.root,
+                                                    "data": args.data or "preset"}, {"preset": preset.name})
+    driver.stop_on_sigterm()
+    with tracker.ending_parent() as parent, driver.store_failures(store):
+        grid = Grid(preset, driver.Ledger(store, tracker), driver.data_set(ray, preset, store, args.data), ray)
         grid.run()
-        summary = summarize(grid.cells, grid.results)
-        status = "FAILED" if grid.failed else "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        if grid is not None:
-            grid.abandon()
-        ray.shutdown()  # see below
-        print("interrupted: finished cells are kept; run the same command again to do the rest", file=sys.stderr)
-        return 130
-    except (OrchestratorError, WorkloadError) as error:
-        # Ray's driver threads print what the cluster reports (a Train controller that failed with the
-        # store, say) whenever it comes: stopped first, they cannot bury the reason under it.
-        ray.shutdown()
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except Exception as error:  # the store failed outside a job: preparing the data, reading results
-        if not is_storage_failure(error):
-            raise
-        lost = store_lost(store.root)
-        ray.shutdown()
-        print(f"error: {lost or f'{store.root}: {_one_line(error)}'}", file=sys.stderr)
-        return 2
-    finally:
-        tracker.end_parent(status, summary)
-    elapsed = time.perf_counter() - started
+        parent.summary = summarize(grid.cells, grid.ledger.results)
+        parent.status = "FAILED" if grid.ledger.failed else "FINISHED"
     print()
-    print(summary)
-    print(f"grid {preset.name}: {len(grid.cells)} cells in {elapsed:.0f} s; MLflow experiment {experiment!r} at {tracking_uri}")
+    print(parent.summary)
+    print(f"grid {preset.name}: {len(grid.cells)} cells in {time.perf_counter() - started:.0f} s; MLflow experiment "
+          f"{experiment!r} at {tracking_uri}")
     if tracking_uri.startswith("sqlite:"):
         print(f"open it: mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000  "
               f"then http://127.0.0.1:5000")
-    if grid.failed:
-        print(f"error: {len(grid.failed)} cell(s) failed: {', '.join(grid.failed)}", file=sys.stderr)
-        return 1
+    if grid.ledger.failed:
+        print(f"error: {len(grid.ledger.failed)} cell(s) failed: {', '.join(grid.ledger.failed)}", file=sys.stderr)
+        return driver.EXIT_FAILED
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return driver.exit_status(lambda: run(args), "finished cells are kept; run the same command again to do the rest")
 
 
 if __name__ == "__main__":

@@ -14,11 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.config import Preset, TrainSettings, train_settings
-from workloads.data.reader import FrameSelection
-from workloads.losses import Objective
-from workloads.models import FAMILIES
-from workloads.train import SERIAL_VARIANTS, Stage
+from orchestrator.config import Preset, TrainSettings
+from workloads.models import FAMILIES, ModelSpec
 
 ID_VERSION = 1  # bump when the meaning of a field changes, so old results are not reused
 
@@ -47,6 +44,10 @@ class TeacherSpec:
         fraction = f"/f{self.data_fraction:g}" if self.data_fraction < 1 else ""
         return f"{self.family}/teacher{fraction}/s{self.seed}"
 
+    @property
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(self.family, self.size, self.model)
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -56,7 +57,7 @@ class Cell:
     model: tuple[tuple[str, Any], ...]
     selection: str  # a frame selector, or "all" for the skyline
     k: int | None
-    loss: str  # "ce" for skylines and baselines, a variant name for students
+    variant: str  # how it learns (`workloads.variants`): "ce" for skylines and baselines, else a student's variant
     intermediate: bool
     data: str
     data_fraction: float
@@ -71,6 +72,7 @@ class Cell:
     def id(self) -> str:
         payload = dataclasses.asdict(self)
         payload["teacher"] = self.teacher.id if self.teacher else None
+        payload["loss"] = payload.pop("variant")  # the field's first name: ids (and stores) outlive the rename
         return "c-" + stable_id(payload)
 
     @property
@@ -80,7 +82,7 @@ class Cell:
 
     @property
     def name(self) -> str:
-        what = self.selection if self.mode in ("baseline", "skyline") else self.loss
+        what = self.selection if self.mode in ("baseline", "skyline") else self.variant
         parts = [self.family, self.mode, what + ("+intermediate" if self.intermediate else "")]
         if self.k is not None:
             parts.append(f"k{self.k}")
@@ -89,29 +91,13 @@ class Cell:
         parts.append(f"s{self.seed}")
         return "/".join(parts)
 
-    def frame_selection(self) -> FrameSelection | None:
-        return None if self.k is None else FrameSelection(self.selection, k=self.k)
-
-    def stages(self) -> tuple[Stage, ...]:
-        """The training stages of a serial student (the variant, its weights, intermediate matching)."""
-        weights = dict(self.loss_weights)
-        base = SERIAL_VARIANTS[self.loss]
-        if len(base) > 1:  # the two-stage variant (a) keeps its own stages
-            stages = base
-        else:
-            stages = (Stage(Objective.parse(self.loss, weights, self.pred_distance)),)
-        if self.intermediate:
-            first = stages[0]
-            extra = {**first.objective.weights, "rep_intermediate": weights.get("rep_intermediate", 1.0)}
-            stages = (dataclasses.replace(first, objective=Objective(extra, self.pred_distance)), *stages[1:])
-        return stages
-
-    def objective(self) -> Objective:
-        """A parallel student's objective."""
-        return Objective.parse(self.loss, dict(self.loss_weights), self.pred_distance)
+    @property
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(self.family, self.size, self.model)
 
     def params(self) -> dict[str, Any]:
         """What MLflow records as the cell's parameters."""
+        student = self.mode in ("serial", "parallel")
         return {
             "family": self.family,
             "size": self.size,
@@ -119,14 +105,14 @@ class Cell:
             "selection": self.selection,
             "k": "all" if self.k is None else self.k,
             "j": self.j,
-            "loss": self.loss,
+            "loss": self.variant,
             "intermediate": self.intermediate,
             "data_fraction": self.data_fraction,
             "seed": self.seed,
             **{f"train.{k}": v for k, v in dataclasses.asdict(self.train).items()},
             **{f"model.{k}": v for k, v in self.model},
-            **({f"w_{k}": v for k, v in self.loss_weights} if self.mode in ("serial", "parallel") else {}),
-            **({"pred_distance": self.pred_distance} if self.mode in ("serial", "parallel") else {}),
+            **({f"w_{k}": v for k, v in self.loss_weights} if student else {}),
+            **({"pred_distance": self.pred_distance} if student else {}),
         }
 
 
@@ -134,32 +120,32 @@ def expand(preset: Preset, data_id: str) -> tuple[list[TeacherSpec], list[Cell]]
     """Every teacher and cell of `preset` on data set `data_id`, in a stable order."""
     teachers: list[TeacherSpec] = []
     cells: list[Cell] = []
-    weights = tuple(sorted({"ce": 1.0, "rep": 1.0, "pred": 1.0, "rep_intermediate": 1.0, **preset.loss_weights}.items()))
+    weights = tuple(sorted(preset.weights.items()))
     for family in preset.families:
         model = tuple(sorted(preset.model_overrides.get(family, {}).items()))
         has_intermediates = FAMILIES[family].build.supports_intermediates
+        student_train = preset.train_settings(family, "student")
         for fraction in preset.data_fractions:
             for seed in preset.seeds:
                 teacher = TeacherSpec(family, preset.size, model, data_id, fraction, seed,
-                                      train_settings(preset, family, "teacher"))
+                                      preset.train_settings(family, "teacher"))
                 teachers.append(teacher)
                 common = dict(family=family, size=preset.size, model=model, data=data_id, data_fraction=fraction,
                               seed=seed, max_frames=preset.data.max_frames, pred_distance=preset.pred_distance)
-                student_train = train_settings(preset, family, "student")
-                cells.append(Cell(mode="skyline", selection="all", k=None, loss="ce", intermediate=False,
+                cells.append(Cell(mode="skyline", selection="all", k=None, variant="ce", intermediate=False,
                                   train=teacher.train, loss_weights=(), teacher=teacher, **common))
+                student = dict(selection="uniform", train=student_train, loss_weights=weights, **common)
                 for k in preset.ks:
                     for selection in preset.baselines:
-                        cells.append(Cell(mode="baseline", selection=selection, k=k, loss="ce", intermediate=False,
+                        cells.append(Cell(mode="baseline", selection=selection, k=k, variant="ce", intermediate=False,
                                           train=student_train, loss_weights=(), teacher=None, **common))
                     for variant in preset.serial:
-                        cells.append(Cell(mode="serial", selection="uniform", k=k, loss=variant, intermediate=False,
-                                          train=student_train, loss_weights=weights, teacher=teacher, **common))
-                    if has_intermediates:
-                        for variant in preset.intermediate:
-                            cells.append(Cell(mode="serial", selection="uniform", k=k, loss=variant, intermediate=True,
-                                              train=student_train, loss_weights=weights, teacher=teacher, **common))
+                        cells.append(Cell(mode="serial", k=k, variant=variant, intermediate=False, teacher=teacher,
+                                          **student))
+                    for variant in preset.intermediate if has_intermediates else ():
+                        cells.append(Cell(mode="serial", k=k, variant=variant, intermediate=True, teacher=teacher,
+                                          **student))
                     for variant in preset.parallel:
-                        cells.append(Cell(mode="parallel", selection="uniform", k=k, loss=variant, intermediate=False,
-                                          train=student_train, loss_weights=weights, teacher=None, **common))
+                        cells.append(Cell(mode="parallel", k=k, variant=variant, intermediate=False, teacher=None,
+                                          **student))
     return teachers, cells

@@ -7,27 +7,27 @@ from typing import Any
 
 import yaml
 
+from orchestrator.results import Trial
 from orchestrator.search_space import WEIGHTS, SearchSpace
 
 
-def pareto_front(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def pareto_front(trials: list[Trial]) -> list[Trial]:
     """The trials no other trial beats on both objectives (GAP higher or equal and multiply-adds lower
     or equal, one of them strictly), by multiply-adds ascending."""
     front = [t for t in trials
-             if not any(o["gap"] >= t["gap"] and o["macs"] <= t["macs"] and (o["gap"] > t["gap"] or o["macs"] < t["macs"])
-                        for o in trials)]
-    return sorted(front, key=lambda t: (t["macs"], -t["gap"]))
+             if not any(o.gap >= t.gap and o.macs <= t.macs and (o.gap > t.gap or o.macs < t.macs) for o in trials)]
+    return sorted(front, key=lambda t: (t.macs, -t.gap))
 
 
-def plot_front(trials: list[dict[str, Any]], front: list[dict[str, Any]], title: str, path: str) -> None:
+def plot_front(trials: list[Trial], front: list[Trial], title: str, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on a cluster node
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    axes.scatter([t["macs"] / 1e9 for t in trials], [t["gap"] for t in trials], s=18, color="0.6", label="trials")
-    axes.plot([t["macs"] / 1e9 for t in front], [t["gap"] for t in front], "o-", color="tab:red", label="Pareto front")
+    axes.scatter([t.macs / 1e9 for t in trials], [t.gap for t in trials], s=18, color="0.6", label="trials")
+    axes.plot([t.macs / 1e9 for t in front], [t.gap for t in front], "o-", color="tab:red", label="Pareto front")
     axes.set_xlabel("multiply-adds per video (G)")
     axes.set_ylabel("validation GAP")
     axes.set_title(title)
@@ -38,10 +38,10 @@ def plot_front(trials: list[dict[str, Any]], front: list[dict[str, Any]], title:
     plt.close(figure)
 
 
-def best_override(space: SearchSpace, preset: str, best: dict[str, Any]) -> str:
+def best_override(space: SearchSpace, preset: str, best: Trial) -> str:
     """The best trial as YAML that `python -m orchestrator.grid --override FILE` merges into the preset:
     one family, the trial's k, the searched variant with the trial's weights and settings."""
-    settings = best["settings"]
+    settings = best.settings
     override: dict[str, Any] = {
         "families": [space.family], "ks": [int(settings["k"])], "serial": [space.variant],
         "loss_weights": {loss: float(settings[p]) for p, loss in WEIGHTS.items() if p in settings},
@@ -50,7 +50,7 @@ def best_override(space: SearchSpace, preset: str, best: dict[str, Any]) -> str:
     }
     if space.epochs is not None:
         override["student_train"]["epochs"] = space.epochs
-    header = (f"# Best trial of study {space.name!r} ({best['trial_id']}): validation GAP {best['gap']:.4f} at "
-              f"{best['macs'] / 1e9:.3f} G multiply-adds.\n"
+    header = (f"# Best trial of study {space.name!r} ({best.trial_id}): validation GAP {best.gap:.4f} at "
+              f"{best.macs / 1e9:.3f} G multiply-adds.\n"
               f"# python -m orchestrator.grid --preset {preset} --override best.yaml\n")
     return header + yaml.safe_dump(override, sort_keys=True)

@@ -3,13 +3,15 @@
 A study searches one serial student (family, variant) over some of these parameters; those it does not
 search keep a fixed value (`fixed`, else the preset's):
 
-    w_rep, w_pred, w_ce, w_rep_intermediate   loss weights
+    w_ce, w_rep, w_rep_intermediate, w_pred   loss weights (one per loss of `workloads.losses`)
     j (stride: k = max_frames // j) or k      the frames the student sees
     learning_rate                             the student's
     pred_distance                             kl | mse
 
 Each searched parameter is one distribution: `{loguniform: [low, high]}`, `{uniform: [low, high]}`,
-`{int: [low, high]}` (both ends included) or `{choice: [a, b, ...]}`.
+`{int: [low, high]}` (both ends included) or `{choice: [a, b, ...]}`. The file goes through the presets'
+validator (`orchestrator.validation`); every value a parameter can take is checked by building what it
+sets (an `Objective`, a `FrameSelection`, a `TrainConfig`).
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ import yaml
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.matrix import Cell
-from workloads.losses import PRED_DISTANCES
-from workloads.models import FAMILIES
-from workloads.train import SERIAL_VARIANTS
+from orchestrator.validation import Invalid, build, checking
+from workloads.data.reader import FrameSelection
+from workloads.losses import LOSSES, Objective
+from workloads.models import find_family
+from workloads.train import TrainConfig
+from workloads.variants import DEFAULT_WEIGHTS, stages
 
-WEIGHTS = {"w_rep": "rep", "w_pred": "pred", "w_ce": "ce", "w_rep_intermediate": "rep_intermediate"}
+WEIGHTS = {f"w_{loss}": loss for loss in LOSSES}  # parameter -> the loss it weighs
 PARAMETERS = (*WEIGHTS, "j", "k", "learning_rate", "pred_distance")
 KINDS = ("loguniform", "uniform", "int", "choice")
 
@@ -36,6 +41,27 @@ KINDS = ("loguniform", "uniform", "int", "choice")
 class Distribution:
     kind: str
     values: tuple
+
+    @classmethod
+    def from_yaml(cls, raw: Any, key: str) -> Distribution:
+        if not isinstance(raw, dict) or len(raw) != 1 or next(iter(raw)) not in KINDS:
+            raise Invalid(key, f"one of {', '.join('{' + k + ': [...]}' for k in KINDS)}")
+        kind, values = next(iter(raw.items()))
+        key = f"{key}.{kind}"
+        if not isinstance(values, list) or not values:
+            raise Invalid(key, "a non-empty list")
+        if kind == "choice":
+            return cls(kind, tuple(values))
+        if len(values) != 2 or not all(_is_number(v) for v in values):
+            raise Invalid(key, "[low, high], two numbers")
+        low, high = values
+        if not low < high:
+            raise Invalid(key, f"low {low} must be below high {high}")
+        if kind == "loguniform" and low <= 0:
+            raise Invalid(key, "a log-uniform range must be above 0")
+        if kind == "int" and not (isinstance(low, int) and isinstance(high, int)):
+            raise Invalid(key, "integer ends")
+        return cls(kind, (low, high))
 
     def to_tune(self):
         from ray import tune
@@ -62,6 +88,29 @@ class SearchSpace:
     seed: int = 0  # the sampler's
     description: str = ""
 
+    def __post_init__(self) -> None:
+        if not self.name.replace("-", "").replace("_", "").isalnum():
+            raise Invalid("name", "letters, digits, '-' and '_' only (it names the study's folder)")
+        with checking("family"):
+            find_family(self.family)
+        with checking("variant"):
+            stages(self.variant)
+        if not self.search:
+            raise Invalid("search", "a mapping of at least one parameter to its distribution")
+        for name, distribution in self.search.items():
+            _check_distribution(f"search.{name}", name, distribution)
+        for name, value in self.fixed.items():
+            _check_parameter(f"fixed.{name}", name)
+            if name in self.search:
+                raise Invalid(f"fixed.{name}", "is also searched")
+            _check_value(f"fixed.{name}", name, value)
+        if len({"j", "k"} & (set(self.search) | set(self.fixed))) > 1:
+            raise Invalid("j/k", "give the stride j or the frame count k, not both")
+        for key, minimum in (("epochs", 1), ("grace_period", 1), ("reduction_factor", 2), ("seed", 0)):
+            value = getattr(self, key)
+            if value is not None and value < minimum:
+                raise Invalid(key, f"an integer >= {minimum}")
+
     def tune_space(self) -> dict:
         return {name: distribution.to_tune() for name, distribution in self.search.items()}
 
@@ -86,6 +135,12 @@ class SearchSpace:
                                    pred_distance=str(chosen.get("pred_distance", template.pred_distance)))
 
 
+def trial_settings(cell: Cell) -> dict[str, Any]:
+    """Every searchable setting of a trial's cell, under its parameter's name."""
+    return {**{f"w_{loss}": weight for loss, weight in cell.loss_weights}, "k": cell.k, "j": cell.j,
+            "learning_rate": cell.train.learning_rate, "pred_distance": cell.pred_distance}
+
+
 def load_space(path: str) -> SearchSpace:
     """Read and validate a search space; errors name the file and the key."""
     try:
@@ -98,91 +153,42 @@ def load_space(path: str) -> SearchSpace:
 
 
 def parse_space(raw: Any, where: str) -> SearchSpace:
-    def fail(key: str, problem: str) -> OrchestratorError:
-        return OrchestratorError(f"{where}: {key}: {problem}")
-
     if not isinstance(raw, dict):
         raise OrchestratorError(f"{where}: a search space is a YAML mapping")
-    known = {f.name for f in dataclasses.fields(SearchSpace)}
-    for key in raw:
-        if key not in known:
-            raise fail(key, f"unknown key; known: {', '.join(sorted(known))}")
-    for key in ("name", "family", "variant", "search"):
-        if key not in raw:
-            raise fail(key, "missing")
-    if not isinstance(raw["name"], str) or not raw["name"].replace("-", "").replace("_", "").isalnum():
-        raise fail("name", "letters, digits, '-' and '_' only (it names the study's folder)")
-    if raw["family"] not in FAMILIES:
-        raise fail("family", f"unknown family {raw['family']!r}; known: {', '.join(sorted(FAMILIES))}")
-    if raw["variant"] not in SERIAL_VARIANTS:
-        raise fail("variant", f"unknown serial variant {raw['variant']!r}; known: {', '.join(SERIAL_VARIANTS)}")
-    search = raw["search"]
-    if not isinstance(search, dict) or not search:
-        raise fail("search", "a mapping of at least one parameter to its distribution")
-    distributions = {name: _distribution(name, spec, fail) for name, spec in search.items()}
-    fixed = raw.get("fixed") or {}
-    if not isinstance(fixed, dict):
-        raise fail("fixed", "a mapping of parameter to value")
-    for name, value in fixed.items():
-        _check_parameter(f"fixed.{name}", name, fail)
-        if name in distributions:
-            raise fail(f"fixed.{name}", "is also searched")
-        _check_value(f"fixed.{name}", name, value, fail)
-    frames = {"j", "k"} & (set(distributions) | set(fixed))
-    if len(frames) > 1:
-        raise fail("j/k", "give the stride j or the frame count k, not both")
-    numbers = {}
-    for key, minimum in (("epochs", 1), ("grace_period", 1), ("reduction_factor", 2), ("seed", 0)):
-        value = raw.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
-            raise fail(key, f"an integer >= {minimum}")
-        if value is not None:
-            numbers[key] = value
-    return SearchSpace(name=raw["name"], family=raw["family"], variant=raw["variant"], search=distributions,
-                       fixed=dict(fixed), description=str(raw.get("description", "")), **numbers)
+    return build(SearchSpace, raw, where)
 
 
-def _check_parameter(key: str, name: str, fail) -> None:
+def _check_parameter(key: str, name: str) -> None:
     if name not in PARAMETERS:
-        raise fail(key, f"unknown parameter; known: {', '.join(PARAMETERS)}")
+        raise Invalid(key, f"unknown parameter; known: {', '.join(PARAMETERS)}")
 
 
-def _check_value(key: str, name: str, value: Any, fail) -> None:
-    if name == "pred_distance":
-        if value not in PRED_DISTANCES:
-            raise fail(key, f"must be one of {', '.join(PRED_DISTANCES)}")
-    elif name in ("j", "k"):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise fail(key, "a positive integer")
-    elif not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or (name == "learning_rate" and value == 0):
-        raise fail(key, "a non-negative number" if name != "learning_rate" else "a positive number")
+def _check_distribution(key: str, name: str, distribution: Distribution) -> None:
+    _check_parameter(key, name)
+    if name == "pred_distance" and distribution.kind != "choice":
+        raise Invalid(key, "pred_distance is searched with {choice: [kl, mse]}")
+    if name in ("j", "k") and distribution.kind not in ("int", "choice"):
+        raise Invalid(key, f"{name} is an integer: use {{int: [low, high]}} or {{choice: [...]}}")
+    for value in distribution.values:
+        _check_value(f"{key}.{distribution.kind}", name, value)
 
 
-def _distribution(name: str, spec: Any, fail) -> Distribution:
-    key = f"search.{name}"
-    _check_parameter(key, name, fail)
-    if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in KINDS:
-        raise fail(key, f"one of {', '.join('{' + k + ': [...]}' for k in KINDS)}")
-    kind, values = next(iter(spec.items()))
-    if not isinstance(values, list) or not values:
-        raise fail(f"{key}.{kind}", "a non-empty list")
-    if kind == "choice":
-        for value in values:
-            _check_value(f"{key}.choice", name, value, fail)
-        return Distribution(kind, tuple(values))
-    if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        raise fail(f"{key}.{kind}", "[low, high], two numbers")
-    low, high = values
-    if not low < high:
-        raise fail(f"{key}.{kind}", f"low {low} must be below high {high}")
-    if kind == "loguniform" and low <= 0:
-        raise fail(f"{key}.{kind}", "a log-uniform range must be above 0")
-    if kind == "int" and not (isinstance(low, int) and isinstance(high, int)):
-        raise fail(f"{key}.{kind}", "integer ends")
-    if name == "pred_distance":
-        raise fail(key, "pred_distance is searched with {choice: [kl, mse]}")
-    if name in ("j", "k") and kind != "int":
-        raise fail(key, f"{name} is an integer: use {{int: [low, high]}} or {{choice: [...]}}")
-    for value in values:
-        _check_value(f"{key}.{kind}", name, value, fail)
-    return Distribution(kind, (low, high))
+def _check_value(key: str, name: str, value: Any) -> None:
+    """Whether a parameter may take `value`: what it sets is built from it."""
+    with checking(key):
+        if name == "pred_distance":
+            Objective({"pred": 1.0}, pred_distance=value)
+        elif name in ("j", "k"):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise Invalid(key, "a positive integer")
+            FrameSelection("uniform", **{name: value})
+        elif not _is_number(value):
+            raise Invalid(key, "a number")
+        elif name == "learning_rate":
+            TrainConfig(learning_rate=value)
+        else:
+            Objective({**DEFAULT_WEIGHTS, WEIGHTS[name]: value})
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from orchestrator.results import CellResult
 from workloads.data.fs import join, resolve, write_bytes
 
 
@@ -46,6 +47,14 @@ class Store:
 
     def result(self, cell_id: str) -> str:
         return self.path("results", f"{cell_id}.json")
+
+    def read_result(self, cell_id: str) -> CellResult | None:
+        """A finished cell's result, None when it has none yet."""
+        found = self.read_json(self.result(cell_id))
+        return None if found is None else CellResult.from_json(found)
+
+    def write_result(self, cell_id: str, result: CellResult) -> None:
+        self.write_json(self.result(cell_id), result.to_json())
 
     def read_json(self, location: str) -> dict[str, Any] | None:
         fs, path = resolve(location)

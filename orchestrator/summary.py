@@ -7,13 +7,14 @@ import statistics
 from collections import defaultdict
 
 from orchestrator.matrix import Cell
+from orchestrator.results import CellResult
 
 
 def _row_label(cell: Cell) -> str:
     if cell.mode == "baseline":
         return f"{cell.selection.replace('_', '-').title()}-k"
     suffix = " (intermediate)" if cell.intermediate else ""
-    return f"{cell.mode.title()} {cell.loss}{suffix}"
+    return f"{cell.mode.title()} {cell.variant}{suffix}"
 
 
 def _fmt(values: list[float]) -> str:
@@ -23,7 +24,7 @@ def _fmt(values: list[float]) -> str:
     return f"{mean:.3f}" if len(values) == 1 else f"{mean:.3f}±{statistics.pstdev(values):.3f}"
 
 
-def ordering_check(cells: list[Cell], results: dict[str, dict]) -> str | None:
+def ordering_check(cells: list[Cell], results: dict[str, CellResult]) -> str | None:
     """Whether the paper's ordering holds at the largest k, averaged over seeds:
     skyline > best serial student > Uniform-k > each of First-k, Middle-k, Last-k."""
     ks = [c.k for c in cells if c.k is not None]
@@ -32,11 +33,12 @@ def ordering_check(cells: list[Cell], results: dict[str, dict]) -> str | None:
     k = max(ks)
 
     def mean_gap(match) -> float | None:
-        values = [results[c.id]["gap"] for c in cells if match(c) and c.id in results]
+        values = [results[c.id].gap for c in cells if match(c) and c.id in results]
         return statistics.fmean(values) if values else None
 
     skyline = mean_gap(lambda c: c.mode == "skyline")
-    serial = {c.loss: mean_gap(lambda x, c=c: x.mode == "serial" and not x.intermediate and x.loss == c.loss and x.k == k)
+    serial = {c.variant: mean_gap(lambda x, c=c: x.mode == "serial" and not x.intermediate and x.variant == c.variant
+                                  and x.k == k)
               for c in cells if c.mode == "serial" and not c.intermediate}
     serial = {name: gap for name, gap in serial.items() if gap is not None}
     uniform = mean_gap(lambda c: c.mode == "baseline" and c.selection == "uniform" and c.k == k)
@@ -51,7 +53,7 @@ def ordering_check(cells: list[Cell], results: dict[str, dict]) -> str | None:
             f"> Uniform {uniform:.3f} > {parts}: {'holds' if holds else 'DOES NOT HOLD'}")
 
 
-def summarize(cells: list[Cell], results: dict[str, dict]) -> str:
+def summarize(cells: list[Cell], results: dict[str, CellResult]) -> str:
     """Markdown tables, one per family and data fraction; `results` maps cell id to its metrics."""
     groups: dict[tuple[str, float], list[Cell]] = defaultdict(list)
     for cell in cells:
@@ -68,15 +70,15 @@ def summarize(cells: list[Cell], results: dict[str, dict]) -> str:
             if result is None:
                 continue
             if cell.mode == "skyline":
-                skyline.append((result["gap"], result["map"]))
-                macs["all"].append(result["macs"])
+                skyline.append((result.gap, result.map))
+                macs["all"].append(result.macs)
                 continue
             label = _row_label(cell)
             if label not in order:
                 order.append(label)
-            rows[label][cell.k].append((result["gap"], result["map"]))
+            rows[label][cell.k].append((result.gap, result.map))
             if cell.mode in ("baseline", "serial"):
-                macs[cell.k].append(result["macs"])
+                macs[cell.k].append(result.macs)
         title = f"### {family}" + (f", {fraction:.0%} of the training data" if fraction < 1 else "")
         header = "| model | " + " | ".join(f"k={k} GAP | k={k} mAP" for k in ks) + " |"
         rule = "|---|" + "---|---|" * len(ks)

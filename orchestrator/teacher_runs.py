@@ -26,11 +26,11 @@ from datetime import datetime, timezone
 import pyarrow.fs as pafs
 
 from workloads.data.fs import join, resolve
-from workloads.train import Progress, load_progress
+from workloads.progress import Progress, load_progress
 
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train V2's name for it (ray.train.v2._internal.constants)
 CHECKPOINT_PREFIX = "checkpoint_"  # Ray names checkpoint folders checkpoint_<UTC time>: names sort by time
-PROGRESS = "progress.pt"  # in each of a teacher's checkpoints: the loop's `workloads.train.Progress`
+PROGRESS = "progress.pt"  # in each of a teacher's checkpoints: the loop's `workloads.progress.Progress`
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,29 +4,32 @@ Only the driver talks to MLflow (a `sqlite:` store exists only where it was open
 created, filled and ended in one go when its cell has finished, so a killed driver cannot leave cell runs
 RUNNING. Its own parent run is ended KILLED on SIGINT/SIGTERM, and any RUNNING run a crashed driver left
 in the experiment is ended KILLED at the next start. A parent run carries its driver's identity and a
-heartbeat (`orchestrator.drivers`), so a second driver on the same experiment while the first still runs
+heartbeat (`orchestrator.liveness`), so a second driver on the same experiment while the first still runs
 is refused instead of ending the first one's runs and training the same cells again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
 import traceback
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import mlflow
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
-from orchestrator import drivers
+from orchestrator import liveness
 from orchestrator.errors import OrchestratorError
 from orchestrator.matrix import Cell
+from orchestrator.results import CellResult, Trial
 
 GRID_TAG = "fewer_frames.grid"
 STUDY_TAG = "fewer_frames.study"
-DRIVER_TAG = "fewer_frames.driver"  # drivers.identity() of the process that opened a parent run
+DRIVER_TAG = "fewer_frames.driver"  # liveness.identity() of the process that opened a parent run
 HEARTBEAT_TAG = "fewer_frames.heartbeat"  # unix seconds, refreshed while that process runs
 
 
@@ -69,12 +72,12 @@ class Tracker:
         owner = run.data.tags.get(DRIVER_TAG)
         beat = float(run.data.tags[HEARTBEAT_TAG]) if run.data.tags.get(HEARTBEAT_TAG) else None
         now = time.time()
-        if run.info.status == "RUNNING" and owner and drivers.alive(owner, beat, now):
+        if run.info.status == "RUNNING" and owner and liveness.alive(owner, beat, now):
             heard = f", last heard from {now - beat:.0f} s ago" if beat is not None else ""
             raise OrchestratorError(
                 f"MLflow experiment {self.experiment!r}: run {run.info.run_name!r} ({run.info.run_id}) belongs to "
                 f"a driver that is still running ({owner}{heard}); stop it or let it finish, or use another "
-                f"--experiment (a driver on another host counts as gone after {drivers.SILENT_SECONDS} s of silence)")
+                f"--experiment (a driver on another host counts as gone after {liveness.SILENT_SECONDS} s of silence)")
 
     def start_parent(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
         run = self.client.create_run(self.experiment_id, run_name=name,
@@ -89,7 +92,7 @@ class Tracker:
         stop, client, run_id = threading.Event(), MlflowClient(self.tracking_uri), self.parent_id
 
         def beat():
-            while not stop.wait(drivers.HEARTBEAT_SECONDS):
+            while not stop.wait(liveness.HEARTBEAT_SECONDS):
                 try:
                     client.set_tag(run_id, HEARTBEAT_TAG, str(int(time.time())))
                 except Exception:  # a missed beat only makes the run look idle sooner; the driver goes on
@@ -114,6 +117,21 @@ class Tracker:
             self.client.set_terminated(self.parent_id, status=status)
             self.parent_id = None
 
+    @contextmanager
+    def ending_parent(self) -> Iterator[ParentOutcome]:
+        """The open parent run, ended when the block ends: with the outcome's status and summary, KILLED on
+        an interruption (Ctrl-C, SIGTERM), FAILED on an error."""
+        outcome = ParentOutcome()
+        try:
+            yield outcome
+        except KeyboardInterrupt:
+            self.end_parent("KILLED")
+            raise
+        except BaseException:
+            self.end_parent("FAILED")
+            raise
+        self.end_parent(outcome.status, outcome.summary)
+
     def open_study(self, name: str, params: dict[str, Any]) -> str:
         """The study's parent run: the one an earlier, interrupted invocation opened (reopened, so that
         its trials stay together), else a new one."""
@@ -134,22 +152,23 @@ class Tracker:
         self._beat_while_open()
         return self.parent_id
 
-    def log_trial(self, template: Cell, trial: dict[str, Any]) -> str | None:
+    def log_trial(self, template: Cell, trial: Trial) -> str | None:
         """One finished trial as a child run of the study (once: a resumed study skips those logged)."""
         logged = self.client.search_runs([self.experiment_id], filter_string=f"tags.mlflow.parentRunId = "
-                                         f"'{self.parent_id}' and tags.trial_id = '{trial['trial_id']}'", max_results=100)
+                                         f"'{self.parent_id}' and tags.trial_id = '{trial.trial_id}'", max_results=100)
         if any(run.info.status == "FINISHED" for run in logged):
             return None
         for run in logged:  # its logging cut short (an interrupted driver, or MLflow failing): logged again whole
             self.client.delete_run(run.info.run_id)
-        tags = {"mlflow.parentRunId": self.parent_id or "", GRID_TAG: "trial", "trial_id": trial["trial_id"]}
-        run = self.client.create_run(self.experiment_id, run_name=f"trial {trial['trial_id']}", tags=tags)
+        tags = {"mlflow.parentRunId": self.parent_id or "", GRID_TAG: "trial", "trial_id": trial.trial_id}
+        run = self.client.create_run(self.experiment_id, run_name=f"trial {trial.trial_id}", tags=tags)
         status = RunStatus.to_string(RunStatus.FAILED)
         try:
-            params = {"family": template.family, "variant": template.loss, **trial["settings"], **trial["config"]}
+            params = {"family": template.family, "variant": template.variant, **trial.settings, **trial.config}
             now = int(time.time() * 1000)
-            metrics = [Metric(name, float(trial[name]), now, 0) for name in ("gap", "map", "macs", "test_gap", "test_map")]
-            metrics += [Metric("val_gap", float(epoch["val_gap"]), now, int(epoch["epoch"])) for epoch in trial["history"]]
+            metrics = [Metric(name, float(getattr(trial, name)), now, 0)
+                       for name in ("gap", "map", "macs", "test_gap", "test_map")]
+            metrics += [Metric("val_gap", float(gap), now, int(epoch)) for epoch, gap in trial.val_gaps]
             self.client.log_batch(run.info.run_id, metrics=metrics, params=_params(params))
             status = RunStatus.to_string(RunStatus.FINISHED)
         finally:
@@ -162,7 +181,7 @@ class Tracker:
                                         "attributes.status = 'FINISHED'", max_results=100)
         return next((run.info.run_id for run in found if run.data.metrics.get("gap") == float(gap)), None)
 
-    def log_cell(self, cell: Cell, result: dict | None, error: BaseException | str | None = None,
+    def log_cell(self, cell: Cell, result: CellResult | None, error: BaseException | str | None = None,
                  tags: dict[str, str] | None = None) -> str:
         """Create, fill and end one cell's run: FINISHED with its metrics, or FAILED with the error."""
         all_tags = {"mlflow.parentRunId": self.parent_id or "", GRID_TAG: "cell", "cell_id": cell.id, **(tags or {})}
@@ -177,30 +196,42 @@ class Tracker:
                 self.client.log_text(run_id, text, "error.txt")
             else:
                 self.client.log_batch(run_id, metrics=_metrics(result))
-                self.client.log_text(run_id, json.dumps(result["history"], indent=1), "history.json")
+                history = [dataclasses.asdict(epoch) for epoch in result.history]
+                self.client.log_text(run_id, json.dumps(history, indent=1), "history.json")
                 status = RunStatus.to_string(RunStatus.FINISHED)
         finally:
             self.client.set_terminated(run_id, status=status)
         return run_id
 
 
+@dataclasses.dataclass
+class ParentOutcome:
+    """How a parent run is to end when its work ends without an error."""
+
+    status: str = "FINISHED"
+    summary: str | None = None
+
+
 def _driver_tags() -> dict[str, str]:
-    return {DRIVER_TAG: drivers.identity(), HEARTBEAT_TAG: str(int(time.time()))}
+    return {DRIVER_TAG: liveness.identity(), HEARTBEAT_TAG: str(int(time.time()))}
 
 
-def _metrics(result: dict) -> list[Metric]:
+# A cell's numbers logged as metrics: the scores, costs and times, and a teacher's workers and resumption.
+_METRICS = ("gap", "map", "macs", "frame_macs", "params", "train_seconds", "inference_seconds", "best_epoch",
+            "teacher_gap", "teacher_map", "workers", "resumed_at_epoch")
+
+
+def _metrics(result: CellResult) -> list[Metric]:
     now = int(time.time() * 1000)
-    names = ("gap", "map", "macs", "frame_macs", "params", "train_seconds", "inference_seconds", "val_gap",
-             "val_map", "best_epoch", "teacher_gap", "teacher_map", "workers", "resumed_at_epoch")
+    metrics = [Metric(name, float(getattr(result, name)), now, 0) for name in _METRICS
+               if getattr(result, name) is not None]
     # "val_gap" is the per-epoch curve below; the best epoch's value is "best_val_gap".
-    metrics = [Metric(name, float(result[name]), now, 0) for name in names if name in result and name not in ("val_gap", "val_map")]
-    metrics.append(Metric("best_val_gap", float(result["val_gap"]), now, 0))
-    metrics.append(Metric("best_val_map", float(result["val_map"]), now, 0))
-    for epoch in result["history"]:
-        step = int(epoch["epoch"])
-        metrics.append(Metric("val_gap", float(epoch["val_gap"]), now, step))
-        metrics.append(Metric("val_map", float(epoch["val_map"]), now, step))
-        metrics.append(Metric("train_loss", float(epoch["loss"]), now, step))
-        if epoch.get("teacher_val_gap") is not None:
-            metrics.append(Metric("teacher_val_gap", float(epoch["teacher_val_gap"]), now, step))
+    metrics.append(Metric("best_val_gap", float(result.val_gap), now, 0))
+    metrics.append(Metric("best_val_map", float(result.val_map), now, 0))
+    for epoch in result.history:
+        metrics.append(Metric("val_gap", float(epoch.val_gap), now, epoch.epoch))
+        metrics.append(Metric("val_map", float(epoch.val_map), now, epoch.epoch))
+        metrics.append(Metric("train_loss", float(epoch.loss), now, epoch.epoch))
+        if epoch.teacher_val_gap is not None:
+            metrics.append(Metric("teacher_val_gap", float(epoch.teacher_val_gap), now, epoch.epoch))
     return metrics

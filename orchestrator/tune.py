@@ -17,20 +17,21 @@ import argparse
 import dataclasses
 import json
 import os
-import signal
 import sys
 import tempfile
 
-from orchestrator.config import load_preset
+from orchestrator import driver
+from orchestrator.cells import resolve, run_recipe
+from orchestrator.config import Preset, load_preset
+from orchestrator.data_sets import DataSet
 from orchestrator.errors import OrchestratorError
-from orchestrator.grid import init_ray, log_result, open_store, record_result, refuse_local_store_on_a_cluster, skyline_tags
-from orchestrator.jobs import DataSet, fit_teacher, prepare_data, run_cell, teacher_caches_complete
 from orchestrator.matrix import Cell, expand
 from orchestrator.pareto import best_override, pareto_front, plot_front
-from orchestrator.search_space import SearchSpace, load_space
+from orchestrator.results import Trial
+from orchestrator.search_space import SearchSpace, load_space, trial_settings
 from orchestrator.store import Store
+from orchestrator.teachers import TeacherJob, complete_caches
 from workloads.data.fs import write_bytes
-from workloads.errors import WorkloadError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,12 +47,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def study_cells(preset, space: SearchSpace, data: DataSet) -> tuple[Cell, Cell]:
+def study_cells(preset: Preset, space: SearchSpace, data: DataSet) -> tuple[Cell, Cell]:
     """(the grid's serial cell for the study's family and variant, first seed and k: trials vary it; the
     skyline of its teacher)."""
     narrowed = dataclasses.replace(preset, families=(space.family,), serial=(space.variant,), intermediate=())
     _, cells = expand(narrowed, data.id)
-    template = next(c for c in cells if c.mode == "serial" and c.loss == space.variant and not c.intermediate)
+    template = next(c for c in cells if c.mode == "serial" and c.variant == space.variant and not c.intermediate)
     skyline = next(c for c in cells if c.mode == "skyline" and c.teacher == template.teacher)
     return template, skyline
 
@@ -60,36 +61,28 @@ def run_trial(config: dict, *, space: SearchSpace, template: Cell, data: DataSet
     """One trial (in a Ray Tune worker): per-epoch validation scores for ASHA, then the final record."""
     from ray import tune
 
-    from workloads.flops import count_macs
-    from workloads.models import build_model
-
-    cell = space.trial_cell(template, config)
-    macs = count_macs(build_model(cell.family, cell.size, data.num_classes, k=cell.k, **dict(cell.model)), cell.k).macs
+    recipe = resolve(space.trial_cell(template, config), data.num_classes, device)
 
     def on_epoch(epoch) -> None:
-        tune.report({"gap": epoch.val_gap, "map": epoch.val_map, "macs": macs, "epoch": epoch.epoch, "final": False})
+        tune.report({"gap": epoch.val_gap, "map": epoch.val_map, "macs": recipe.cost.macs, "epoch": epoch.epoch,
+                     "final": False})
 
-    result = run_cell(cell, data, cache, device, on_epoch)
-    settings = {**{f"w_{loss}": weight for loss, weight in cell.loss_weights}, "k": cell.k, "j": cell.j,
-                "learning_rate": cell.train.learning_rate, "pred_distance": cell.pred_distance}
-    tune.report({"gap": result["val_gap"], "map": result["val_map"], "macs": result["macs"], "final": True,
-                 "test_gap": result["gap"], "test_map": result["map"], "settings": json.dumps(settings),
-                 "train_seconds": result["train_seconds"], "history": json.dumps(result["history"])})
+    result = run_recipe(recipe, data, cache, on_epoch)
+    tune.report({"gap": result.val_gap, "map": result.val_map, "macs": result.macs, "final": True,
+                 "test_gap": result.gap, "test_map": result.map, "train_seconds": result.train_seconds,
+                 "val_gaps": [[epoch.epoch, epoch.val_gap] for epoch in result.history]})
 
 
-def ensure_teacher(ray, preset, skyline: Cell, data: DataSet, store: Store, tracker) -> str:
+def ensure_teacher(ray, preset: Preset, skyline: Cell, data: DataSet, ledger: driver.Ledger) -> str:
     """The base cache of the skyline's teacher. When it is missing the teacher is trained the grid's way
     and recorded as the grid records it (result in the store, an MLflow run), so a later grid reuses it."""
-    teacher = skyline.teacher
-    caches = teacher_caches_complete(store, teacher, [], data.num_classes)
+    job = TeacherJob(skyline.teacher, data, ledger.store.root, (), preset.data.max_frames, preset.resources.teacher)
+    caches = complete_caches(job)
     if caches is None:
-        print(f"training teacher {teacher.name} (once: the grid and later studies reuse it)", flush=True)
-        task = ray.remote(fit_teacher).options(num_cpus=0)
-        result = ray.get(task.remote(teacher, data, store.root, [], preset.data.max_frames, preset.resources.teacher))
-        log_result(store, tracker, skyline, record_result(store, skyline, result), skyline_tags(result))
-        if result.get("run_snapshot"):
-            print(f"note: teacher {teacher.name}: {result['run_snapshot']}", flush=True)
-        caches = result["caches"]
+        print(f"training teacher {job.spec.name} (once: the grid and later studies reuse it)", flush=True)
+        result = ray.get(driver.teacher_task(ray).remote(job))
+        ledger.record(skyline, result, driver.skyline_tags(result))
+        caches = result.caches
     return caches["base"]
 
 
@@ -137,34 +130,36 @@ def make_tuner(space: SearchSpace, study: dict, trainable, template: Cell, store
     )
 
 
-def finished_trials(grid) -> list[dict]:
+def finished_trials(grid, space: SearchSpace, template: Cell) -> list[Trial]:
     """The trials that ran to their end (not stopped by ASHA, not failed), from their final report."""
     trials = []
     for result in grid:
         metrics = result.metrics or {}
         if metrics.get("final"):
-            trials.append({"trial_id": metrics.get("trial_id", os.path.basename(result.path)), "config": result.config,
-                           "settings": json.loads(metrics["settings"]), "history": json.loads(metrics["history"]),
-                           **{key: metrics[key] for key in ("gap", "map", "macs", "test_gap", "test_map")}})
+            trials.append(Trial(
+                trial_id=metrics.get("trial_id", os.path.basename(result.path)), config=result.config,
+                settings=trial_settings(space.trial_cell(template, result.config)),
+                gap=metrics["gap"], map=metrics["map"], macs=metrics["macs"], test_gap=metrics["test_gap"],
+                test_map=metrics["test_map"], val_gaps=tuple((int(e), float(g)) for e, g in metrics["val_gaps"])))
     return trials
 
 
-def run_study(args, space: SearchSpace, preset, store: Store, tracker, ray) -> int:
+def run_study(args, space: SearchSpace, preset: Preset, ledger: driver.Ledger, ray) -> int:
     from ray import tune
 
-    data = ray.get(ray.remote(prepare_data).options(num_cpus=1).remote(preset.data, store.root, None))
+    store, tracker = ledger.store, ledger.tracker
+    data = driver.data_set(ray, preset, store, None)
     template, skyline = study_cells(preset, space, data)
-    cache = ensure_teacher(ray, preset, skyline, data, store, tracker)
-    cell_resources = preset.resources.cell
-    device = "cuda" if cell_resources.gpus > 0 else "cpu"
+    cache = ensure_teacher(ray, preset, skyline, data, ledger)
+    resources = preset.resources.cell
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, space=space, template=template, data=data, cache=cache, device=device),
-        {"cpu": cell_resources.cpus, "gpu": cell_resources.gpus, **cell_resources.custom},
+        tune.with_parameters(run_trial, space=space, template=template, data=data, cache=cache, device=resources.device),
+        {"cpu": resources.cpus, "gpu": resources.gpus, **resources.custom},
     )
     study = study_record(store, space, args.trials)
-    slots = args.concurrency or max(1, int(ray.cluster_resources().get("CPU", 1) // max(cell_resources.cpus, 1e-9)))
+    slots = args.concurrency or driver.cell_slots(ray, preset.resources)
     grid = make_tuner(space, study, trainable, template, store, slots).fit()
-    trials = finished_trials(grid)
+    trials = finished_trials(grid, space, template)
     for trial in trials:
         tracker.log_trial(template, trial)
     if grid.num_terminated + grid.num_errors < study["trials"]:
@@ -175,20 +170,20 @@ def run_study(args, space: SearchSpace, preset, store: Store, tracker, ray) -> i
     print(f"study {space.name}: {len(trials)} trials finished, {stopped} stopped early by ASHA, {len(failed)} failed",
           flush=True)
     for result in failed:
-        print(f"  FAILED trial {os.path.basename(result.path)}: {str(result.error).strip().splitlines()[-1]}", flush=True)
+        print(f"  FAILED trial {os.path.basename(result.path)}: {driver.one_line(result.error)}", flush=True)
     if not trials:
         print("error: no trial finished: no Pareto front", file=sys.stderr)
-        return 1
+        return driver.EXIT_FAILED
     record_outcome(tracker, space, args.preset, trials, store)
     return 0
 
 
-def record_outcome(tracker, space: SearchSpace, preset: str, trials: list[dict], store: Store) -> None:
+def record_outcome(tracker, space: SearchSpace, preset: str, trials: list[Trial], store: Store) -> None:
     """pareto.json, pareto.png and best.yaml on the parent run, best.yaml also in the store; the front printed."""
     front = pareto_front(trials)
-    best = max(trials, key=lambda t: t["gap"])
+    best = max(trials, key=lambda t: t.gap)
     summary = {"objectives": {"gap": "max", "macs": "min"}, "trials": len(trials),
-               "front": [{k: v for k, v in t.items() if k != "history"} for t in front]}
+               "front": [{k: v for k, v in dataclasses.asdict(t).items() if k != "val_gaps"} for t in front]}
     with tempfile.TemporaryDirectory() as folder:
         with open(os.path.join(folder, "pareto.json"), "w") as out:
             json.dump(summary, out, indent=1, default=str)
@@ -201,54 +196,39 @@ def record_outcome(tracker, space: SearchSpace, preset: str, trials: list[dict],
     write_bytes(best_location, override.encode())
     print("Pareto front (validation GAP vs multiply-adds):")
     for trial in front:
-        shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(trial["config"].items()))
-        print(f"  GAP {trial['gap']:.4f}  {trial['macs'] / 1e9:7.3f} G  k={trial['settings']['k']}  {shown}")
-    print(f"best configuration (GAP {best['gap']:.4f}): {best_location}, also best.yaml on MLflow run {tracker.parent_id}")
+        shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(trial.config.items()))
+        print(f"  GAP {trial.gap:.4f}  {trial.macs / 1e9:7.3f} G  k={trial.settings['k']}  {shown}")
+    print(f"best configuration (GAP {best.gap:.4f}): {best_location}, also best.yaml on MLflow run {tracker.parent_id}")
     if store.is_local:
         print(f"run it in the grid: python -m orchestrator.grid --preset {preset} --override {best_location}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        if args.trials < 1:
-            raise OrchestratorError(f"--trials must be >= 1, got {args.trials}")
-        if args.concurrency is not None and args.concurrency < 1:
-            raise OrchestratorError(f"--concurrency must be >= 1, got {args.concurrency}")
-        space = load_space(args.space)
-        preset = load_preset(args.preset)
-        store, tracking_uri = open_store(args.store, args.tracking_uri)
-    except OrchestratorError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+def run(args: argparse.Namespace) -> int:
+    if args.trials < 1:
+        raise OrchestratorError(f"--trials must be >= 1, got {args.trials}")
+    if args.concurrency is not None and args.concurrency < 1:
+        raise OrchestratorError(f"--concurrency must be >= 1, got {args.concurrency}")
+    space = load_space(args.space)
+    preset = load_preset(args.preset)
+    store, tracking_uri = driver.open_store(args.store, args.tracking_uri)
     from orchestrator.tracking import Tracker
 
-    ray = init_ray()
-    try:
-        refuse_local_store_on_a_cluster(ray, store, preset)
-        tracker = Tracker(tracking_uri, args.experiment or f"fewer-frames-search-{space.name}", store.path("mlartifacts"))
-        tracker.open_study(space.name, {"space": args.space, "preset": args.preset, "trials": args.trials,
-                                        "store": store.root, "family": space.family, "variant": space.variant})
-    except OrchestratorError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    ray = driver.start_ray()
+    driver.refuse_local_store_on_a_cluster(ray, store, preset.resources)
+    tracker = Tracker(tracking_uri, args.experiment or f"fewer-frames-search-{space.name}", store.path("mlartifacts"))
+    tracker.open_study(space.name, {"space": args.space, "preset": args.preset, "trials": args.trials,
+                                    "store": store.root, "family": space.family, "variant": space.variant})
+    # Tune saves the study and stops its trials on SIGINT: SIGTERM (a scheduler, `ray job stop`) does the same.
+    driver.stop_on_sigterm()
+    with tracker.ending_parent() as parent, driver.store_failures(store):
+        code = run_study(args, space, preset, driver.Ledger(store, tracker), ray)
+        parent.status = "FINISHED" if code == 0 else "FAILED"
+    return code
 
-    # Tune saves the study and stops its trials on SIGINT: let SIGTERM (a scheduler, `ray job stop`) do the same.
-    signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
-    status = "FAILED"
-    try:
-        code = run_study(args, space, preset, store, tracker, ray)
-        status = "FINISHED" if code == 0 else "FAILED"
-        return code
-    except KeyboardInterrupt:
-        status = "KILLED"
-        print("interrupted: finished trials are kept; run the same command again to resume the study", file=sys.stderr)
-        return 130
-    except (OrchestratorError, WorkloadError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    finally:
-        tracker.end_parent(status)
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return driver.exit_status(lambda: run(args), "finished trials are kept; run the same command again to resume the study")
 
 
 if __name__ == "__main__":

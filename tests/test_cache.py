@@ -7,7 +7,7 @@ import torch
 from orchestrator.cache import MANIFEST, ROWS_PER_GROUP, ParquetTeacherCache, read_manifest, write_teacher_cache
 from orchestrator.errors import OrchestratorError
 from workloads.data.reader import SHUFFLE_BLOCK
-from workloads.train import TeacherRecord
+from workloads.teacher_outputs import TeacherRecord
 
 
 def records(prefix, count, dim=6, classes=4, steps=None, seed=0):

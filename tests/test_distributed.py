@@ -15,15 +15,9 @@ from workloads.distributed import replicate, unwrap, world
 from workloads.errors import WorkloadError
 from workloads.metrics import TopKAccumulator
 from workloads.models import FAMILIES, build_model
-from workloads.train import (
-    InMemoryTeacherCache,
-    TrainConfig,
-    evaluate,
-    export_teacher,
-    seed_everything,
-    train_classifier,
-    train_serial_student,
-)
+from workloads.evaluation import evaluate
+from workloads.teacher_outputs import InMemoryTeacherCache, export_teacher
+from workloads.train import TrainConfig, seed_everything, train_classifier, train_parallel, train_serial_student
 
 CLASSES = 8
 REPLICAS = 2
@@ -83,6 +77,17 @@ def _replica(rank: int, port: int, train: str, val: str, out: str) -> None:
             VideoShards(val, 16, selection, **shares), "rep+ce", TrainConfig(epochs=1, learning_rate=3e-3))
         outcome["serial"] = {"state": {k: v.clone() for k, v in student.state_dict().items()},
                              "history": [(m.loss, m.val_gap) for m in result.history]}
+        # A parallel pair on the replicas: teacher and student averaged as one module.
+        seed_everything(2)
+        teacher, student = build_model("hrnn", "small", CLASSES), build_model("hrnn", "small", CLASSES, k=10)
+        initial = {k: v.clone() for k, v in student.state_dict().items()}
+        result, teacher_result = train_parallel(
+            teacher, student, VideoShards(train, 16, shuffle=True, seed=0, **shares), VideoShards(val, 16, **shares),
+            selection, "rep+ce", TrainConfig(epochs=2, learning_rate=3e-3))
+        pair = torch.nn.ModuleDict({"teacher": teacher, "student": student})
+        outcome["parallel"] = {"state": {k: v.clone() for k, v in pair.state_dict().items()}, "initial": initial,
+                               "history": [(m.loss, m.val_gap, m.teacher_val_gap) for m in result.history],
+                               "teacher": (teacher_result.best_epoch, teacher_result.gap)}
         torch.save(outcome, os.path.join(out, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -112,6 +117,16 @@ def test_a_serial_student_trains_on_replicas_too(replicas):
     for name, value in first["state"].items():
         assert torch.equal(value, second["state"][name]), name
     assert first["history"] == second["history"] and first["history"][0][1] > 0.3
+
+
+def test_a_parallel_pair_trains_on_replicas_too(replicas):
+    first, second = (r["parallel"] for r in replicas)
+    for name, value in first["state"].items():
+        assert torch.equal(value, second["state"][name]), name
+    assert first["history"] == second["history"] and first["teacher"] == second["teacher"]
+    assert any(not torch.equal(value, first["state"][f"student.{name}"]) for name, value in first["initial"].items()
+               if not name.startswith("classifier."))
+    assert max(gap for _, gap, _ in first["history"]) > 0.3 and first["teacher"][1] > 0.3
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

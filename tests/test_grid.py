@@ -14,6 +14,8 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.config import load_preset
 from orchestrator.errors import OrchestratorError
+from orchestrator.grid import plan
+from orchestrator.matrix import expand
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = yaml.safe_load((REPO / "orchestrator" / "presets" / "tiny.yaml").read_text())
@@ -40,12 +42,12 @@ def write_preset(tmp_path: Path, **changes) -> Path:
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"batch": 3}, "unknown key 'batch'"),
+        ({"batch": 3}, "batch: unknown key; known here: "),
         ({"teacher_train": {"epochs": "five"}}, "teacher_train.epochs: expected int"),
-        ({"families": ["hrnn", "resnet"]}, "families: unknown family 'resnet'"),
-        ({"serial": ["rep+magic"]}, "serial: unknown variant 'rep+magic'"),
+        ({"families": ["hrnn", "resnet"]}, "families: unknown model family 'resnet'"),
+        ({"serial": ["rep+magic"]}, "serial: unknown serial variant 'rep+magic'"),
         ({"ks": [10, 500]}, "ks: k=500 is outside"),
-        ({"data": {"synthetic": {"train_videos": 10, "colour": True}}}, "unknown key 'data.synthetic.colour'"),
+        ({"data": {"synthetic": {"train_videos": 10, "colour": True}}}, "data.synthetic.colour: unknown key"),
         ({"resources": {"teacher": {"num_workers": 3}}}, "hrnn's teacher batch_size 16 does not divide among 3 workers"),
         ({"resources": {"teacher": {"num_workers": 0}}}, "resources.teacher.num_workers: must be >= 1"),
     ],
@@ -59,7 +61,7 @@ def test_bad_presets_name_the_key_and_file(tmp_path, change, message):
 
 def test_bad_preset_on_the_command_line_exits_2_without_a_traceback(tmp_path):
     result = grid("--preset", str(write_preset(tmp_path, batch=3)), "--store", str(tmp_path / "store"))
-    assert result.returncode == 2 and "unknown key 'batch'" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "batch: unknown key" in result.stderr and "Traceback" not in result.stderr
     result = grid("--preset", "no-such-preset", "--store", str(tmp_path / "store"))
     assert result.returncode == 2 and "unknown preset 'no-such-preset'" in result.stderr
     assert not (tmp_path / "store" / "mlflow.db").exists()
@@ -73,6 +75,25 @@ def test_shipped_presets_are_valid():
     paper = load_preset("paper")
     assert set(paper.ks) == {6, 10, 15, 20, 30} and set(paper.families) == {"hrnn", "netvlad", "nextvlad"}
     assert set(paper.data_fractions) == {0.1, 0.25, 0.5, 1.0} and paper.size == "paper"
+
+
+def test_the_plan_fits_a_teacher_only_when_a_cell_needs_it():
+    teachers, cells = expand(load_preset("tiny"), "d")
+    teacher = teachers[0]
+    skyline = next(c for c in cells if c.mode == "skyline")
+    serial = [c for c in cells if c.mode == "serial"]
+    independent = [c for c in cells if c.mode in ("baseline", "parallel")]
+
+    fresh = plan(teachers, cells, done=set(), cached=set())
+    assert fresh.teachers == [teacher] and fresh.ready == independent and fresh.blocked == {teacher.id: serial}
+    cached = plan(teachers, cells, done={skyline.id}, cached={teacher.id})
+    assert cached.teachers == [] and cached.ready == [c for c in cells if c.mode != "skyline"] and not cached.blocked
+    # Its caches lost while a serial cell still needs them: the teacher is fitted again (it resumes from its
+    # final checkpoint and only exports), and the serial cells wait for it.
+    lost = plan(teachers, cells, done={skyline.id, serial[0].id}, cached=set())
+    assert lost.teachers == [teacher] and lost.blocked == {teacher.id: serial[1:]}
+    everything = {c.id for c in cells}
+    assert plan(teachers, cells, done=everything, cached=set()) == plan([], [], set(), set())
 
 
 @pytest.mark.slow
@@ -191,7 +212,7 @@ def test_killed_driver_then_rerun_does_only_what_is_missing(tmp_path):
 
 
 def test_a_second_grid_on_a_running_experiment_is_refused(tmp_path):
-    from orchestrator.drivers import identity
+    from orchestrator.liveness import identity
     from orchestrator.tracking import DRIVER_TAG, HEARTBEAT_TAG
 
     store = tmp_path / "store"

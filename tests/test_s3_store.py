@@ -12,7 +12,7 @@ import yaml
 from orchestrator.cache import MANIFEST, ParquetTeacherCache, read_manifest, write_teacher_cache
 from workloads.data.reader import FrameSelection, VideoShards
 from workloads.data.synth import SynthConfig, generate
-from workloads.train import TeacherRecord
+from workloads.teacher_outputs import TeacherRecord
 from youtube8m_records import random_videos, write_tfrecord
 
 

@@ -6,10 +6,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from orchestrator.cells import cell_stages
 from orchestrator.config import load_preset
 from orchestrator.errors import OrchestratorError
 from orchestrator.matrix import expand
 from orchestrator.pareto import best_override, pareto_front
+from orchestrator.results import Trial
 from orchestrator.search_space import load_space, parse_space
 
 SPACES = sorted((Path(__file__).resolve().parents[1] / "search_spaces").glob("*.yaml"))
@@ -18,7 +20,7 @@ BASE = {"name": "s", "family": "hrnn", "variant": "rep+pred+ce", "search": {"w_r
 
 def template():
     _, cells = expand(load_preset("tiny"), "data-1")
-    return next(c for c in cells if c.mode == "serial" and c.loss == "rep+pred+ce")
+    return next(c for c in cells if c.mode == "serial" and c.variant == "rep+pred+ce")
 
 
 @pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
@@ -37,7 +39,7 @@ def test_there_is_a_weights_study_and_a_stride_study():
 
 @pytest.mark.parametrize("change, message", [
     ({"colour": 1}, "colour: unknown key"),
-    ({"family": "resnet"}, "family: unknown family 'resnet'"),
+    ({"family": "resnet"}, "family: unknown model family 'resnet'"),
     ({"variant": "rep"}, "variant: unknown serial variant"),
     ({"search": {}}, "search: a mapping of at least one parameter"),
     ({"search": {"w_foo": {"uniform": [0, 1]}}}, "search.w_foo: unknown parameter"),
@@ -45,10 +47,14 @@ def test_there_is_a_weights_study_and_a_stride_study():
     ({"search": {"w_rep": {"uniform": [1, 0.5]}}}, "low 1 must be below high 0.5"),
     ({"search": {"w_rep": {"normal": [0, 1]}}}, "search.w_rep: one of"),
     ({"search": {"j": {"uniform": [2, 8]}}}, "j is an integer"),
-    ({"search": {"pred_distance": {"choice": ["kl", "cosine"]}}}, "must be one of kl, mse"),
+    ({"search": {"pred_distance": {"choice": ["kl", "cosine"]}}}, "search.pred_distance.choice: pred distance must be one of"),
     ({"search": {"j": {"int": [2, 8]}}, "fixed": {"k": 10}}, "the stride j or the frame count k, not both"),
     ({"fixed": {"w_rep": 0.1}}, "fixed.w_rep: is also searched"),
-    ({"fixed": {"learning_rate": 0}}, "fixed.learning_rate: a positive number"),
+    ({"fixed": {"learning_rate": 0}}, "fixed.learning_rate: need learning_rate > 0"),
+    ({"fixed": {"w_pred": -1}}, "fixed.w_pred: loss weights must be >= 0"),
+    ({"fixed": {"k": 0}}, "fixed.k: frame selection k must be >= 1"),
+    ({"fixed": {"j": 2.5}}, "fixed.j: a positive integer"),
+    ({"search": {"w_rep": {"choice": ["a lot"]}}}, "search.w_rep.choice: a number"),
     ({"epochs": 0}, "epochs: an integer >= 1"),
     ({"name": "a/b"}, "name: letters, digits"),
 ])
@@ -77,22 +83,25 @@ def test_a_trial_becomes_a_serial_cell():
     assert cell.k == base.max_frames // 6 and cell.j == 6
     assert cell.train.learning_rate == 0.002 and cell.train.epochs == 2
     assert cell.teacher == base.teacher and cell.id != base.id
-    objective = cell.stages()[0].objective
+    objective = cell_stages(cell)[0].objective
     assert objective.weights == {"rep": 0.001, "pred": 0.01, "ce": weights["ce"]}
 
 
+def trial(gap, macs, config=None, settings=None):
+    return Trial("t", config or {}, settings or {}, gap, 0.0, macs, 0.0, 0.0, ())
+
+
 def test_pareto_front():
-    trials = [{"gap": 0.5, "macs": 10}, {"gap": 0.7, "macs": 30}, {"gap": 0.6, "macs": 30},
-              {"gap": 0.4, "macs": 10}, {"gap": 0.65, "macs": 20}, {"gap": 0.7, "macs": 40}]
-    assert pareto_front(trials) == [{"gap": 0.5, "macs": 10}, {"gap": 0.65, "macs": 20}, {"gap": 0.7, "macs": 30}]
+    trials = [trial(0.5, 10), trial(0.7, 30), trial(0.6, 30), trial(0.4, 10), trial(0.65, 20), trial(0.7, 40)]
+    assert pareto_front(trials) == [trial(0.5, 10), trial(0.65, 20), trial(0.7, 30)]
     assert pareto_front([]) == []
 
 
 def test_the_best_configuration_is_a_grid_override(tmp_path):
     space = parse_space(BASE, "s.yaml")
-    best = {"trial_id": "abc", "gap": 0.61, "macs": 4e6, "config": {"w_rep": 0.002},
-            "settings": {"w_ce": 1.0, "w_pred": 0.01, "w_rep": 0.002, "w_rep_intermediate": 1.0, "k": 7, "j": 8,
-                         "learning_rate": 0.004, "pred_distance": "mse"}}
+    best = trial(0.61, 4_000_000, config={"w_rep": 0.002},
+                 settings={"w_ce": 1.0, "w_pred": 0.01, "w_rep": 0.002, "w_rep_intermediate": 1.0, "k": 7, "j": 8,
+                           "learning_rate": 0.004, "pred_distance": "mse"})
     override = yaml.safe_load(best_override(space, "tiny", best))
     preset = load_preset("tiny", override)
     assert preset.ks == (7,) and preset.serial == ("rep+pred+ce",) and preset.families == ("hrnn",)
@@ -100,7 +109,7 @@ def test_the_best_configuration_is_a_grid_override(tmp_path):
     assert preset.student_train.learning_rate == 0.004
     _, cells = expand(preset, "data-1")
     serial = next(c for c in cells if c.mode == "serial" and not c.intermediate)
-    assert serial.stages()[0].objective.weights == {"rep": 0.002, "pred": 0.01, "ce": 1.0}
+    assert cell_stages(serial)[0].objective.weights == {"rep": 0.002, "pred": 0.01, "ce": 1.0}
 
 
 def test_a_study_resumes_with_its_own_space_and_refuses_a_changed_one(tmp_path, capsys):

@@ -12,7 +12,7 @@ import torch
 
 from orchestrator.teacher_runs import PROGRESS, SNAPSHOT, prune, reopen, resume_point
 from workloads.data.fs import join, resolve, write_bytes
-from workloads.train import Progress
+from workloads.progress import Progress
 
 OLD, MID, NEW = "checkpoint_2026-12-02_03-55-06.543016", "checkpoint_2026-12-02_03-55-08.419418", "checkpoint_2026-12-02_03-55-10.000001"
 

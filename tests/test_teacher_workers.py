@@ -10,13 +10,15 @@ import torch
 
 from orchestrator.cache import ParquetTeacherCache, read_manifest
 from orchestrator.config import TeacherResources, TrainSettings
-from orchestrator.jobs import DataSet, fit_teacher
+from orchestrator.data_sets import DataSet
 from orchestrator.matrix import TeacherSpec
 from orchestrator.teacher_runs import SNAPSHOT
+from orchestrator.teachers import TeacherJob, fit_teacher
 from workloads.data.reader import FrameSelection, VideoShards
 from workloads.data.synth import SynthConfig, generate
 from workloads.models import build_model
-from workloads.train import evaluate, export_teacher, student_intermediate_positions
+from workloads.evaluation import evaluate
+from workloads.teacher_outputs import export_teacher, student_intermediate_positions
 
 CLASSES = 8
 K = 10
@@ -40,35 +42,35 @@ def trained(local_ray, tmp_path_factory):
     generate(str(root / "validate"), 96, seed=5, split="validate", config=config)
     generate(str(root / "test"), 96, seed=5, split="test", config=config)
     data = DataSet("d", str(root / "train"), str(root / "validate"), str(root / "test"), CLASSES)
-    metrics = fit(data, str(root / "store"))
+    result = fit(data, str(root / "store"))
     model = build_model("hrnn", "small", CLASSES)
-    model.load_state_dict(torch.load(os.path.join(metrics["checkpoint"], "model.pt")))
-    return data, metrics, model, str(root / "store")
+    model.load_state_dict(torch.load(os.path.join(result.checkpoint, "model.pt")))
+    return data, result, model, str(root / "store")
 
 
 SPEC = TeacherSpec("hrnn", "small", (), "d", 1.0, 0, TrainSettings(epochs=2, learning_rate=0.003, batch_size=32))
 
 
 def fit(data, store):
-    return fit_teacher(SPEC, data, store, [K], 40, TeacherResources(num_workers=2))
+    return fit_teacher(TeacherJob(SPEC, data, store, (K,), 40, TeacherResources(num_workers=2)))
 
 
 @pytest.mark.slow
 def test_two_workers_train_one_teacher_and_report_it_once(trained):
-    data, metrics, model, _ = trained
-    assert metrics["workers"] == 2 and metrics["device"] == "cpu"
-    assert [epoch["epoch"] for epoch in metrics["history"]] == [1, 2]
+    data, result, model, _ = trained
+    assert result.workers == 2 and result.device == "cpu"
+    assert [epoch.epoch for epoch in result.history] == [1, 2]
     # The reported test scores are over the whole test split, though each worker scored half of it.
     test = evaluate(model, VideoShards(data.test, 48))
-    assert metrics["gap"] == pytest.approx(test.gap, abs=1e-6) and metrics["map"] == pytest.approx(test.map, abs=1e-6)
+    assert result.gap == pytest.approx(test.gap, abs=1e-6) and result.map == pytest.approx(test.map, abs=1e-6)
     assert test.gap > 0.3
 
 
 @pytest.mark.slow
 def test_the_workers_caches_hold_every_video_once_as_the_checkpoint_computes_it(trained):
-    data, metrics, model, _ = trained
+    data, result, model, _ = trained
     positions = student_intermediate_positions(build_model("hrnn", "small", CLASSES, k=K), FrameSelection("uniform", k=K))
-    for key, uri in metrics["caches"].items():
+    for key, uri in result.caches.items():
         manifest = read_manifest(uri)
         assert manifest["parts"] == [f"part-{i:05d}.parquet" for i in range(3)] and manifest["videos"] == 320
         expected = list(export_teacher(model, VideoShards(data.train, 64), intermediate_positions=None if key == "base" else positions))
@@ -84,20 +86,20 @@ def test_the_workers_caches_hold_every_video_once_as_the_checkpoint_computes_it(
 
 @pytest.mark.slow
 def test_a_later_fit_of_the_same_teacher_resumes_from_its_checkpoint_and_trains_nothing(trained):
-    data, metrics, model, store = trained
-    assert metrics["resumed_at_epoch"] == 0
+    data, result, model, store = trained
+    assert result.resumed_at_epoch == 0
     again = fit(data, store)
-    assert again["resumed_at_epoch"] == 2 and again["history"] == metrics["history"]
-    assert again["gap"] == pytest.approx(metrics["gap"], abs=1e-9)
+    assert again.resumed_at_epoch == 2 and again.history == result.history
+    assert again.gap == pytest.approx(result.gap, abs=1e-9)
     resumed = build_model("hrnn", "small", CLASSES)
-    resumed.load_state_dict(torch.load(os.path.join(again["checkpoint"], "model.pt")))
+    resumed.load_state_dict(torch.load(os.path.join(again.checkpoint, "model.pt")))
     for name, value in model.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
 
 
 @pytest.mark.slow
 def test_a_fit_after_an_unreadable_snapshot_resumes_from_the_newest_complete_checkpoint(trained):
-    data, metrics, _, store = trained
+    data, result, _, store = trained
     run = Path(store, "ray", SPEC.id)
     recorded = next(run.glob("checkpoint_2*"))
     # What a driver stopped at the wrong moment leaves: a snapshot cut short, and checkpoints never recorded,
@@ -110,11 +112,11 @@ def test_a_fit_after_an_unreadable_snapshot_resumes_from_the_newest_complete_che
     (run / SNAPSHOT).write_bytes(snapshot[: len(snapshot) // 2])
 
     again = fit(data, store)
-    assert again["resumed_at_epoch"] == 2 and again["history"] == metrics["history"]
-    assert again["gap"] == pytest.approx(metrics["gap"], abs=1e-9)
-    assert again["run_snapshot"].startswith(f"{run / SNAPSHOT} cannot be read ({len(snapshot) // 2} bytes, cut short?)")
-    assert "(3 found)" in again["run_snapshot"]
+    assert again.resumed_at_epoch == 2 and again.history == result.history
+    assert again.gap == pytest.approx(result.gap, abs=1e-9)
+    assert again.run_snapshot.startswith(f"{run / SNAPSHOT} cannot be read ({len(snapshot) // 2} bytes, cut short?)")
+    assert "(3 found)" in again.run_snapshot
     aside = list(run.glob(f"{SNAPSHOT}.unreadable-*"))
     assert len(aside) == 1 and aside[0].read_bytes() == snapshot[: len(snapshot) // 2]
     # Ray's new snapshot names the one checkpoint left; the unrecorded ones are gone.
-    assert [p.name for p in run.glob("checkpoint_2*")] == [Path(again["checkpoint"]).name]
+    assert [p.name for p in run.glob("checkpoint_2*")] == [Path(again.checkpoint).name]

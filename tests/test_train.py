@@ -13,24 +13,20 @@ from workloads.data.synth import SynthConfig, generate
 from workloads.errors import WorkloadError
 from workloads.losses import Objective
 from workloads.models import FAMILIES, build_model
+from workloads.evaluation import evaluate
+from workloads.parallel_pair import parallel_losses
+from workloads.progress import load_progress
+from workloads.teacher_outputs import InMemoryTeacherCache, export_teacher, student_intermediate_positions
 from workloads.train import (
-    PARALLEL_VARIANTS,
     PREFETCH_BATCHES,
-    SERIAL_VARIANTS,
-    InMemoryTeacherCache,
-    Stage,
     TrainConfig,
     _prefetched,
-    evaluate,
-    export_teacher,
-    load_progress,
-    parallel_losses,
     seed_everything,
-    student_intermediate_positions,
     train_classifier,
     train_parallel,
     train_serial_student,
 )
+from workloads.variants import PARALLEL_VARIANTS, SERIAL_VARIANTS, Stage
 
 CLASSES = 10
 SELECTION = FrameSelection("uniform", k=10)
@@ -190,7 +186,8 @@ def test_parallel_intermediate_matching(data):
     seed_everything(0)
     teacher = build_model("hrnn", "small", CLASSES)
     student = build_model("hrnn", "small", CLASSES, k=10)
-    result, _ = train_parallel(teacher, student, *loaders(data), SELECTION, Objective({"rep": 1.0, "rep_intermediate": 1.0}), FAST)
+    stages = (Stage(Objective({"rep": 1.0, "rep_intermediate": 1.0}), name="parallel"),)
+    result, _ = train_parallel(teacher, student, *loaders(data), SELECTION, stages, FAST)
     assert result.history[0].losses["rep_intermediate"] > 0
 
 
@@ -269,10 +266,11 @@ def test_serial_training_announces_batches_to_a_teacher_that_prefetches():
     assert list(_prefetched(batches, object())) == batches  # a source without prefetch: passed through
 
 
-@pytest.mark.parametrize("variant, stop_after", [(None, 1), ("rep_then_ce", 1), ("rep_then_ce", 2), ("rep_then_ce", 3)])
+@pytest.mark.parametrize("variant, stop_after", [(None, 1), ("rep_then_ce", 1), ("rep_then_ce", 2), ("rep_then_ce", 3),
+                                                 ("parallel rep+ce", 1)])
 def test_a_resumed_loop_ends_exactly_where_an_uninterrupted_one_does(data, teachers, variant, stop_after):
     """Resuming from the `Progress` after any epoch (inside a stage or at a stage's end) gives the same
-    weights and history, to the bit, as never stopping."""
+    weights and history, to the bit, as never stopping: a classifier, a serial student, a parallel pair."""
     config = TrainConfig(epochs=2, learning_rate=3e-3)
 
     def run(resume=None):
@@ -281,6 +279,11 @@ def test_a_resumed_loop_ends_exactly_where_an_uninterrupted_one_does(data, teach
         if variant is None:
             model = build_model("hrnn", "small", CLASSES)
             result = train_classifier(model, *loaders(data), config, resume=resume, on_progress=progress.append)
+        elif variant.startswith("parallel"):
+            teacher, student = build_model("hrnn", "small", CLASSES), build_model("hrnn", "small", CLASSES, k=10)
+            result, _ = train_parallel(teacher, student, *loaders(data), SELECTION, variant.split()[1], config,
+                                       resume=resume, on_progress=progress.append)
+            model = torch.nn.ModuleDict({"teacher": teacher, "student": student})
         else:
             model = build_model("hrnn", "small", CLASSES, k=10)
             result = train_serial_student(model, teachers["hrnn"][1], *loaders(data, SELECTION), variant, config,

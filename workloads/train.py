@@ -1,40 +1,47 @@
-"""The training loops, as plain functions: a model (or two), data, a config and a per-epoch callback.
+"""The training loops, as plain functions: a model (or a teacher and a student), data, stages of weighted
+losses (`workloads.variants`), a config and callbacks.
 
 - `train_classifier`: LCE on whatever frames the data holds: the teacher / skyline (all frames) and
   the k-frame baselines (data read with a frame selection).
-- `train_serial_student`: a student learns from a trained teacher's cached outputs (`TeacherSource`),
-  never running the teacher, through one or more `Stage`s; `SERIAL_VARIANTS` holds the paper's five.
+- `train_serial_student`: a student learns from a trained teacher's outputs (`TeacherSource`), never
+  running the teacher.
 - `train_parallel`: teacher (LCE on all frames) and student (on the frames a selection keeps of the same
   batch) trained jointly; the student's losses never reach the teacher, not even the shared classifier.
-- `evaluate`: GAP and mAP on data; `export_teacher`: a trained teacher's E_T, P_T and I_T per video.
 
-Every loop: Adam with exponential learning-rate decay per epoch, L2 penalty as weight decay, validation
-GAP/mAP after every epoch, the best epoch's weights restored at the end, seeded, CPU or CUDA (mixed
-precision on CUDA). `train_classifier` and `train_serial_student` also train data-parallel: given a model
-from `workloads.distributed.replicate` and each replica's share of the data, they pool the epoch's loss
-and validation scores over all replicas, so every replica restores the same best epoch.
+All three run one epoch skeleton (`_fit`): Adam with exponential learning-rate decay per epoch (a fresh
+one per stage), L2 penalty as weight decay, validation GAP/mAP after every epoch, the best epoch's weights
+restored at the end, seeded, CPU or CUDA (mixed precision on CUDA). Each hands a `Progress` to
+`on_progress` after every epoch and goes on from one given as `resume=`, ending with the same weights, to
+the bit, as a loop never stopped. Each trains data-parallel too: given each replica's share of the data
+(and, for the first two, a model from `workloads.distributed.replicate`), it pools the epoch's loss and
+validation scores over all replicas, so every replica restores the same best epoch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import random
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Protocol
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 import torch
-from torch.func import functional_call
 
-from workloads.data.reader import FrameSelection, VideoBatch, subsample
-from workloads.distributed import broadcast, check_share, gather_objects, gather_scores, joined, unwrap
+from workloads import variants
+from workloads.data.reader import FrameSelection, VideoBatch
+from workloads.distributed import check_share, gather_objects, joined, replicate, unwrap
 from workloads.errors import WorkloadError
-from workloads.losses import Objective, TeacherTargets
-from workloads.metrics import TopKAccumulator
-from workloads.models import ModelOutput, VideoModel
+from workloads.evaluation import Evaluation, evaluate
+from workloads.models import VideoModel
+from workloads.parallel_pair import ParallelPair
+from workloads.precision import Precision
+from workloads.progress import EpochCallback, EpochMetrics, Progress, ProgressCallback, TrainResult, on_cpu
+from workloads.teacher_outputs import TeacherSource
+from workloads.variants import Stage
+
+PREFETCH_BATCHES = 8  # batches a serial student reads ahead, so its teacher targets load meanwhile
 
 
 @dataclass(frozen=True)
@@ -60,144 +67,6 @@ class TrainConfig:
         return torch.device(self.device)
 
 
-@dataclass(frozen=True)
-class Stage:
-    """Train with `objective` for `epochs` (None: the config's). Each stage starts a fresh Adam and
-    learning-rate schedule, as the fine-tuning stage of variant (a) does."""
-
-    objective: Objective
-    epochs: int | None = None
-    name: str = "train"
-
-
-SERIAL_VARIANTS: dict[str, tuple[Stage, ...]] = {
-    # (a) mimic the teacher's representation, then fine-tune student + the teacher's classifier on LCE.
-    "rep_then_ce": (Stage(Objective({"rep": 1.0}), name="rep"), Stage(Objective({"ce": 1.0}), name="finetune")),
-    "rep+ce": (Stage(Objective.parse("rep+ce")),),  # (b)
-    "pred": (Stage(Objective.parse("pred")),),  # (c)
-    "pred+ce": (Stage(Objective.parse("pred+ce")),),  # (d)
-    "rep+pred+ce": (Stage(Objective.parse("rep+pred+ce")),),  # (e)
-}
-PARALLEL_VARIANTS = ("rep", "rep+ce", "rep+pred+ce")
-PREFETCH_BATCHES = 8  # batches a serial student reads ahead, so its teacher targets load meanwhile
-
-
-@dataclass(frozen=True)
-class EpochMetrics:
-    epoch: int  # counted over all stages, from 1
-    stage: str
-    loss: float
-    losses: dict[str, float]
-    val_gap: float
-    val_map: float
-    seconds: float
-    teacher_val_gap: float | None = None  # parallel training: the teacher's own validation GAP
-    teacher_val_map: float | None = None
-
-
-@dataclass
-class TrainResult:
-    best_epoch: int
-    gap: float
-    map: float
-    history: list[EpochMetrics] = field(default_factory=list)
-    train_seconds: float = 0.0
-
-
-EpochCallback = Callable[[EpochMetrics], None]
-
-
-@dataclass
-class Progress:
-    """A loop after one of its epochs, with all it needs to go on exactly as if it had not stopped: the
-    weights, the optimiser, schedule and loss scaler of the current stage, the best epoch so far and its
-    weights, and torch's random state (dropout). Data order needs none: the reader derives it from
-    (seed, epoch). Passed to `on_progress` after every epoch, taken back as `resume=`."""
-
-    epoch: int  # epochs done, counted over all stages
-    model: dict[str, torch.Tensor]
-    optimizer: dict
-    schedule: dict
-    scaler: dict
-    result: TrainResult
-    best_state: dict[str, torch.Tensor] | None
-    rng: torch.Tensor
-    cuda_rng: torch.Tensor | None = None
-
-
-ProgressCallback = Callable[[Progress], None]
-
-
-def load_progress(source) -> Progress:
-    """A `Progress` that `torch.save` wrote, read by torch's weights-only unpickler: tensors, plain
-    containers and this module's three records, never a global outside them, so a checkpoint in a shared
-    store cannot run code in whoever resumes from it."""
-    with torch.serialization.safe_globals([Progress, TrainResult, EpochMetrics]):
-        return torch.load(source, weights_only=True)
-
-
-class TeacherSource(Protocol):
-    """A trained teacher's outputs, looked up by video id (the teacher cache implements this)."""
-
-    def targets(self, ids: list[str], device: torch.device) -> TeacherTargets: ...
-
-    # Optionally also `prefetch(ids) -> None`: a hint that `targets(ids)` comes soon (see `_prefetched`).
-
-    def classifier_state(self) -> dict[str, torch.Tensor]: ...
-
-
-@dataclass(frozen=True)
-class TeacherRecord:
-    """One video's teacher outputs: E_T (d,), P_T (classes,), and I_T (steps, d) at `positions`."""
-
-    id: str
-    representation: np.ndarray
-    probabilities: np.ndarray
-    intermediates: np.ndarray | None = None
-    positions: np.ndarray | None = None
-
-
-class InMemoryTeacherCache:
-    """A `TeacherSource` over exported records held in memory."""
-
-    def __init__(self, records: Iterable[TeacherRecord], classifier_state: dict[str, torch.Tensor]):
-        self.records = {r.id: r for r in records}
-        self._classifier = {k: v.detach().cpu().clone() for k, v in classifier_state.items()}
-
-    def classifier_state(self) -> dict[str, torch.Tensor]:
-        return self._classifier
-
-    def targets(self, ids: list[str], device: torch.device) -> TeacherTargets:
-        return stack_targets([self._record(i) for i in ids], device)
-
-    def _record(self, video_id: str) -> TeacherRecord:
-        try:
-            return self.records[video_id]
-        except KeyError:
-            raise WorkloadError(f"the teacher cache has no video {video_id!r}") from None
-
-
-def stack_targets(records: list[TeacherRecord], device: torch.device) -> TeacherTargets:
-    representation = torch.from_numpy(np.stack([r.representation for r in records])).float()
-    probabilities = torch.from_numpy(np.stack([r.probabilities for r in records])).float()
-    intermediates = pad_intermediates([r.intermediates for r in records], device)
-    return TeacherTargets(representation.to(device), probabilities.to(device), intermediates)
-
-
-def pad_intermediates(values: list[np.ndarray | None], device: torch.device) -> torch.Tensor | None:
-    """Videos' I_T, (steps_i, d) each, as one (videos, max steps, d) tensor zero-padded; None without."""
-    if not values or values[0] is None:
-        return None
-    steps = max(v.shape[0] for v in values)
-    padded = np.zeros((len(values), steps, values[0].shape[1]), np.float32)
-    for row, value in enumerate(values):
-        padded[row, : value.shape[0]] = value
-    return torch.from_numpy(padded).to(device)
-
-
-# --- helpers ------------------------------------------------------------------------------------------
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and PyTorch: call before building a model to make its initialisation repeat."""
     random.seed(seed)
@@ -205,72 +74,225 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _set_epoch(data, epoch: int) -> None:
-    target = getattr(data, "dataset", data)
-    if hasattr(target, "set_epoch"):
-        target.set_epoch(epoch)
+def train_classifier(
+    model: VideoModel,
+    train: Iterable[VideoBatch],
+    val: Iterable[VideoBatch],
+    config: TrainConfig,
+    on_epoch: EpochCallback | None = None,
+    *,
+    resume: Progress | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> TrainResult:
+    """LCE on the frames the data holds: a teacher / skyline on all frames, a baseline on k of them."""
+
+    def loss(stage: Stage, batch: VideoBatch, precision: Precision):
+        with precision.autocast():
+            out = model(batch.frames, batch.mask, batch.positions)
+        return stage.objective(out, batch.labels)
+
+    learner = _Learner(model, loss, _scores_of(model))
+    return _fit(learner, variants.classifier_stages(), train, val, config, on_epoch, resume, on_progress)
 
 
-def _to(batch: VideoBatch, device: torch.device) -> VideoBatch:
-    asynchronous = device.type == "cuda"
-    return batch._replace(
-        frames=batch.frames.to(device, non_blocking=asynchronous),
-        mask=batch.mask.to(device, non_blocking=asynchronous),
-        positions=batch.positions.to(device, non_blocking=asynchronous),
-        labels=batch.labels.to(device, non_blocking=asynchronous),
-    )
+def train_serial_student(
+    student: VideoModel,
+    teacher: TeacherSource,
+    train: Iterable[VideoBatch],
+    val: Iterable[VideoBatch],
+    stages: tuple[Stage, ...] | str,
+    config: TrainConfig,
+    on_epoch: EpochCallback | None = None,
+    *,
+    resume: Progress | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> TrainResult:
+    """A student learns from the teacher's outputs; its classifier starts as the teacher's.
+
+    `stages` is a tuple of `Stage`s or the name of a serial variant (`workloads.variants`)."""
+    if isinstance(stages, str):
+        stages = variants.stages(stages)
+    model = unwrap(student)
+    model.classifier.load_state_dict(teacher.classifier_state())
+    if any(stage.objective.needs_intermediates for stage in stages) and not model.supports_intermediates:
+        raise WorkloadError(f"{type(model).__name__} has no intermediate states to match")
+
+    def loss(stage: Stage, batch: VideoBatch, precision: Precision):
+        targets = teacher.targets(batch.ids, batch.frames.device) if stage.objective.needs_teacher else None
+        with precision.autocast():
+            out = student(batch.frames, batch.mask, batch.positions)
+        return stage.objective(out, batch.labels, targets)
+
+    def batches(stage: Stage, data: Iterable[VideoBatch]) -> Iterable[VideoBatch]:
+        return _prefetched(data, teacher if stage.objective.needs_teacher else None)
+
+    learner = _Learner(student, loss, _scores_of(student), batches)
+    return _fit(learner, stages, train, val, config, on_epoch, resume, on_progress)
 
 
-class _Precision:
-    """Autocast and loss scaling on CUDA when asked; nothing on the CPU."""
+def train_parallel(
+    teacher: VideoModel,
+    student: VideoModel,
+    train: Iterable[VideoBatch],
+    val: Iterable[VideoBatch],
+    selection: FrameSelection,
+    stages: tuple[Stage, ...] | str,
+    config: TrainConfig,
+    on_epoch: EpochCallback | None = None,
+    *,
+    resume: Progress | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> tuple[TrainResult, TrainResult]:
+    """Teacher and student trained jointly on the same all-frames batches; returns (student, teacher)
+    results. The best epoch is the student's best validation GAP, and both models are restored to it.
 
-    def __init__(self, device: torch.device, enabled: bool):
-        self.enabled = enabled and device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled)
+    `stages` is a tuple of `Stage`s or the name of a parallel variant. When `train` is one replica's share,
+    the pair is replicated (DistributedDataParallel) over the process group."""
+    if isinstance(stages, str):
+        stages = variants.stages(stages, mode="parallel")
+    matches = any(stage.objective.needs_intermediates for stage in stages)
+    if matches and not (student.supports_intermediates and teacher.supports_intermediates):
+        raise WorkloadError(f"{type(student).__name__} has no intermediate states to match")
+    pair = ParallelPair(teacher, student, selection)
+    model = replicate(pair, config.torch_device()) if check_share(train) else pair
 
-    def autocast(self):
-        if self.enabled:
-            return torch.autocast("cuda", dtype=torch.float16)
-        return contextlib.nullcontext()
+    def loss(stage: Stage, batch: VideoBatch, precision: Precision):
+        with precision.autocast():
+            teacher_loss, student_loss, parts = model(batch, stage.objective)
+        return teacher_loss + student_loss, parts
 
-    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, params, max_grad_norm: float | None) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if max_grad_norm:
-            self.scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        self.scaler.step(optimizer)
-        self.scaler.update()
+    def scores(val, device, amp) -> tuple[Evaluation, Evaluation]:
+        return (evaluate(student, val, device, selection=selection, amp=amp), evaluate(teacher, val, device, amp=amp))
 
-
-def _optimizer(params, config: TrainConfig):
-    optimizer = torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    return optimizer, torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
-
-
-def _unique_parameters(*models: torch.nn.Module) -> list[torch.nn.Parameter]:
-    seen, params = set(), []
-    for model in models:
-        for p in model.parameters():
-            if id(p) not in seen:
-                seen.add(id(p))
-                params.append(p)
-    return params
+    result = _fit(_Learner(model, loss, scores), stages, train, val, config, on_epoch, resume, on_progress)
+    best = result.history[result.best_epoch - 1] if result.best_epoch else None
+    teacher_result = TrainResult(result.best_epoch, best.teacher_val_gap if best else -1.0,
+                                 best.teacher_val_map if best else 0.0, result.history, result.train_seconds)
+    return result, teacher_result
 
 
-def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return _on_cpu(model.state_dict())
+# --- the epoch skeleton ---------------------------------------------------------------------------------
 
 
-def _on_cpu(value):
-    """A copy of a (nested) state dict with its tensors on the CPU: the live one changes with every step."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {k: _on_cpu(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_on_cpu(v) for v in value)
-    return value
+Scores = Callable[[Iterable[VideoBatch], torch.device, bool], tuple[Evaluation, Evaluation | None]]
+
+
+class _Learner(NamedTuple):
+    """What differs between the loops; `_fit` does the rest."""
+
+    model: torch.nn.Module  # what is trained, saved in a `Progress` and restored (DDP-wrapped or not)
+    loss: Callable[[Stage, VideoBatch, Precision], tuple[torch.Tensor, dict[str, float]]]  # one batch's
+    scores: Scores  # validation: (what picks the best epoch, a parallel pair's teacher's or None)
+    batches: Callable[[Stage, Iterable[VideoBatch]], Iterable[VideoBatch]] = lambda stage, data: data
+
+
+def _scores_of(model: torch.nn.Module) -> Scores:
+    return lambda val, device, amp: (evaluate(model, val, device, amp=amp), None)
+
+
+def _fit(learner: _Learner, stages: tuple[Stage, ...], train, val, config: TrainConfig,
+         on_epoch: EpochCallback | None, resume: Progress | None, on_progress: ProgressCallback | None) -> TrainResult:
+    """Run `stages` one after another, epoch by epoch, from where `resume` stopped (every stage it had
+    finished skipped, the one it stopped in continued with its optimiser, schedule and scaler)."""
+    device = config.torch_device()
+    torch.manual_seed(config.seed)
+    model = learner.model
+    model.to(device)
+    precision = Precision(device, config.amp)
+    run = _Run.start(model, device, resume)
+    epoch = 0
+    for stage in stages:
+        params = list(model.parameters())
+        optimizer = torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
+        epochs = stage.epochs or config.epochs
+        if run.done >= epoch + epochs:  # a stage the resumed run had finished
+            epoch += epochs
+            continue
+        if run.done > epoch:  # the stage it stopped in
+            optimizer.load_state_dict(resume.optimizer)
+            schedule.load_state_dict(resume.schedule)
+            precision.scaler.load_state_dict(resume.scaler)
+            epochs -= run.done - epoch
+            epoch = run.done
+        for _ in range(epochs):
+            epoch += 1
+            epoch_start = time.perf_counter()
+            mean = _train_epoch(learner, stage, train, epoch, precision, optimizer, params, config.max_grad_norm)
+            schedule.step()
+            scores, teacher = learner.scores(val, device, config.amp)
+            metrics = EpochMetrics(epoch, stage.name, mean.loss(), mean.losses(), scores.gap, scores.map,
+                                   time.perf_counter() - epoch_start, *_teacher_scores(teacher))
+            run.ended(metrics, model, keep_weights=on_progress is not None)
+            if on_epoch:
+                on_epoch(metrics)
+            if on_progress:
+                on_progress(run.progress(optimizer, schedule, precision, device))
+    return run.finish(model)
+
+
+def _teacher_scores(teacher: Evaluation | None) -> tuple[float | None, float | None]:
+    return (None, None) if teacher is None else (teacher.gap, teacher.map)
+
+
+def _train_epoch(learner: _Learner, stage: Stage, train, epoch: int, precision: Precision, optimizer, params,
+                 max_grad_norm: float | None) -> _Mean:
+    """One epoch's optimiser steps; the mean loss over every replica's batches."""
+    _set_epoch(train, epoch - 1)
+    learner.model.train()
+    mean = _Mean()
+    with joined(learner.model):
+        for batch in learner.batches(stage, train):
+            batch = batch.to(precision.device)
+            loss, parts = learner.loss(stage, batch, precision)
+            precision.step(loss, optimizer, params, max_grad_norm)
+            mean.add(float(loss.detach()), parts)
+    return mean.pooled() if check_share(train) else mean
+
+
+class _Run:
+    """A loop's record so far: its result, the best epoch's weights, the epochs done, its clock."""
+
+    def __init__(self, result: TrainResult, best_state, done: int, seconds_before: float):
+        self.result, self.best_state, self.done = result, best_state, done
+        self.start = time.perf_counter() - seconds_before
+        self.weights = None  # the last epoch's, when a progress or a new best needs them
+
+    @classmethod
+    def start(cls, model: torch.nn.Module, device: torch.device, resume: Progress | None) -> _Run:
+        if resume is None:
+            return cls(TrainResult(best_epoch=0, gap=-1.0, map=0.0), None, 0, 0.0)
+        unwrap(model).load_state_dict(resume.model)
+        torch.set_rng_state(resume.rng)
+        if resume.cuda_rng is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(resume.cuda_rng, device)
+        result = dataclasses.replace(resume.result, history=list(resume.result.history))
+        return cls(result, resume.best_state, resume.epoch, result.train_seconds)
+
+    def ended(self, metrics: EpochMetrics, model: torch.nn.Module, keep_weights: bool) -> None:
+        """Record an epoch; a new best keeps its weights."""
+        self.result.history.append(metrics)
+        improved = metrics.val_gap > self.result.gap
+        # One copy serves as both the progress's weights and a new best: saved once, as torch.save writes
+        # a shared tensor once (a quarter of a paper-size checkpoint with Adam's two moments).
+        self.weights = on_cpu(unwrap(model).state_dict()) if improved or keep_weights else None
+        if improved:
+            self.result.best_epoch, self.result.gap, self.result.map = metrics.epoch, metrics.val_gap, metrics.val_map
+            self.best_state = self.weights
+
+    def progress(self, optimizer, schedule, precision: Precision, device: torch.device) -> Progress:
+        self.result.train_seconds = time.perf_counter() - self.start
+        result = dataclasses.replace(self.result, history=list(self.result.history))
+        return Progress(self.result.history[-1].epoch, self.weights, on_cpu(optimizer.state_dict()),
+                        schedule.state_dict(), precision.scaler.state_dict(), result, self.best_state,
+                        torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+
+    def finish(self, model: torch.nn.Module) -> TrainResult:
+        """The result, with the best epoch's weights put back into `model`."""
+        self.result.train_seconds = time.perf_counter() - self.start
+        if self.best_state is not None:
+            unwrap(model).load_state_dict(self.best_state)
+        return self.result
 
 
 class _Mean:
@@ -300,186 +322,10 @@ class _Mean:
         return pooled
 
 
-# --- evaluation -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    gap: float
-    map: float
-    videos: int
-    seconds: float
-
-
-@torch.no_grad()
-def evaluate(
-    model: VideoModel,
-    data: Iterable[VideoBatch],
-    device: torch.device | str = "cpu",
-    selection: FrameSelection | None = None,
-    amp: bool = False,
-) -> Evaluation:
-    """GAP@20 and mAP of `model` on `data`; `selection` subsamples all-frames batches first.
-
-    When `data` is one data-parallel replica's share (see `workloads.distributed`), every replica calls
-    this and all get the scores over the whole data."""
-    device = torch.device(device)
-    model = unwrap(model)
-    share = check_share(data)
-    precision = _Precision(device, amp)
-    was_training = model.training
-    model.eval()
-    accumulator = None
-    start = time.perf_counter()
-    for batch in data:
-        batch = _to(batch, device)
-        if selection is not None:
-            batch = subsample(batch, selection)
-        with precision.autocast():
-            out = model(batch.frames, batch.mask, batch.positions)
-        scores = torch.sigmoid(out.logits.float()).cpu().numpy()
-        if accumulator is None:
-            accumulator = TopKAccumulator(scores.shape[1])
-        accumulator.add(scores, batch.labels.cpu().numpy())
-    model.train(was_training)
-    if share:  # a share may hold no batch at all: the merged accumulator is what must not be empty
-        merged = gather_scores(accumulator, getattr(data, "dataset", data).num_classes)
-        scores = broadcast(None if merged is None else _scores(merged))
-    else:
-        scores = None if accumulator is None else _scores(accumulator)
-    if scores is None:
-        raise WorkloadError("evaluation data is empty")
-    return Evaluation(*scores, time.perf_counter() - start)
-
-
-def _scores(accumulator: TopKAccumulator) -> tuple[float, float, int] | None:
-    """(GAP, mAP, videos), or None when nothing was accumulated."""
-    if accumulator.num_videos == 0:
-        return None
-    return accumulator.gap(), accumulator.mean_average_precision(), accumulator.num_videos
-
-
-# --- the loops ----------------------------------------------------------------------------------------
-
-
-def train_classifier(
-    model: VideoModel,
-    train: Iterable[VideoBatch],
-    val: Iterable[VideoBatch],
-    config: TrainConfig,
-    on_epoch: EpochCallback | None = None,
-    *,
-    resume: Progress | None = None,
-    on_progress: ProgressCallback | None = None,
-) -> TrainResult:
-    """LCE on the frames the data holds: a teacher / skyline on all frames, a baseline on k of them.
-    `on_progress` gets a `Progress` after every epoch; `resume` goes on from one (a restarted teacher)."""
-    return _run_stages(model, (Stage(Objective({"ce": 1.0})),), train, val, config, None, on_epoch,
-                       resume, on_progress)
-
-
-def train_serial_student(
-    student: VideoModel,
-    teacher: TeacherSource,
-    train: Iterable[VideoBatch],
-    val: Iterable[VideoBatch],
-    stages: tuple[Stage, ...] | str,
-    config: TrainConfig,
-    on_epoch: EpochCallback | None = None,
-    *,
-    resume: Progress | None = None,
-    on_progress: ProgressCallback | None = None,
-) -> TrainResult:
-    """A student learns from the teacher's cached outputs; its classifier starts as the teacher's.
-
-    `stages` is a tuple of `Stage`s or a name in `SERIAL_VARIANTS`; `resume` and `on_progress` as in
-    `train_classifier`.
-    """
-    if isinstance(stages, str):
-        if stages not in SERIAL_VARIANTS:
-            raise WorkloadError(f"unknown serial variant {stages!r}; known: {', '.join(SERIAL_VARIANTS)}")
-        stages = SERIAL_VARIANTS[stages]
-    model = unwrap(student)
-    model.classifier.load_state_dict(teacher.classifier_state())
-    for stage in stages:
-        if stage.objective.needs_intermediates and not model.supports_intermediates:
-            raise WorkloadError(f"{type(model).__name__} has no intermediate states to match")
-    return _run_stages(student, stages, train, val, config, teacher, on_epoch, resume, on_progress)
-
-
-def _run_stages(model, stages, train, val, config, teacher: TeacherSource | None, on_epoch,
-                resume: Progress | None = None, on_progress: ProgressCallback | None = None) -> TrainResult:
-    device = config.torch_device()
-    torch.manual_seed(config.seed)
-    model.to(device)
-    precision = _Precision(device, config.amp)
-    result = TrainResult(best_epoch=0, gap=-1.0, map=0.0)
-    best_state = None
-    done = 0  # epochs a resumed run had already done
-    if resume is not None:
-        unwrap(model).load_state_dict(resume.model)
-        result = dataclasses.replace(resume.result, history=list(resume.result.history))
-        best_state, done = resume.best_state, resume.epoch
-        torch.set_rng_state(resume.rng)
-        if resume.cuda_rng is not None and device.type == "cuda":
-            torch.cuda.set_rng_state(resume.cuda_rng, device)
-    start = time.perf_counter() - result.train_seconds
-    epoch = 0
-    for stage in stages:
-        params = list(model.parameters())
-        optimizer, schedule = _optimizer(params, config)
-        epochs = stage.epochs or config.epochs
-        if done >= epoch + epochs:  # a stage the resumed run had finished
-            epoch += epochs
-            continue
-        if done > epoch:  # the stage it stopped in
-            optimizer.load_state_dict(resume.optimizer)
-            schedule.load_state_dict(resume.schedule)
-            precision.scaler.load_state_dict(resume.scaler)
-            epochs -= done - epoch
-            epoch = done
-        for _ in range(epochs):
-            epoch += 1
-            _set_epoch(train, epoch - 1)
-            model.train()
-            mean = _Mean()
-            epoch_start = time.perf_counter()
-            with joined(model):
-                for batch in _prefetched(train, teacher if stage.objective.needs_teacher else None):
-                    batch = _to(batch, device)
-                    targets = teacher.targets(batch.ids, device) if stage.objective.needs_teacher else None
-                    with precision.autocast():
-                        out = model(batch.frames, batch.mask, batch.positions)
-                    loss, parts = stage.objective(out, batch.labels, targets)
-                    precision.step(loss, optimizer, params, config.max_grad_norm)
-                    mean.add(float(loss.detach()), parts)
-            if check_share(train):
-                mean = mean.pooled()
-            schedule.step()
-            scores = evaluate(model, val, device, amp=config.amp)
-            metrics = EpochMetrics(epoch, stage.name, mean.loss(), mean.losses(), scores.gap, scores.map,
-                                   time.perf_counter() - epoch_start)
-            result.history.append(metrics)
-            improved = scores.gap > result.gap
-            # One copy serves as both the progress's weights and a new best: saved once, as torch.save
-            # writes a shared tensor once (a quarter of a paper-size checkpoint with Adam's two moments).
-            weights = _snapshot(unwrap(model)) if improved or on_progress else None
-            if improved:
-                result.best_epoch, result.gap, result.map = epoch, scores.gap, scores.map
-                best_state = weights
-            if on_epoch:
-                on_epoch(metrics)
-            if on_progress:
-                result.train_seconds = time.perf_counter() - start
-                on_progress(Progress(
-                    epoch, weights, _on_cpu(optimizer.state_dict()), schedule.state_dict(),
-                    precision.scaler.state_dict(), dataclasses.replace(result, history=list(result.history)),
-                    best_state, torch.get_rng_state(),
-                    torch.cuda.get_rng_state(device) if device.type == "cuda" else None))
-    result.train_seconds = time.perf_counter() - start
-    if best_state is not None:
-        unwrap(model).load_state_dict(best_state)
-    return result
+def _set_epoch(data, epoch: int) -> None:
+    target = getattr(data, "dataset", data)
+    if hasattr(target, "set_epoch"):
+        target.set_epoch(epoch)
 
 
 def _prefetched(batches: Iterable[VideoBatch], teacher: TeacherSource | None) -> Iterator[VideoBatch]:
@@ -496,153 +342,3 @@ def _prefetched(batches: Iterable[VideoBatch], teacher: TeacherSource | None) ->
         if len(queue) > PREFETCH_BATCHES:
             yield queue.popleft()
     yield from queue
-
-
-def parallel_losses(
-    teacher: VideoModel,
-    student: VideoModel,
-    batch: VideoBatch,
-    selection: FrameSelection,
-    objective: Objective,
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-    """(teacher LCE, student loss, parts) for one all-frames batch.
-
-    The student's targets are detached from the teacher, and the student reaches the shared classifier
-    through detached copies of its parameters: gradients of the student loss stop at the student.
-    """
-    t_out = teacher(batch.frames, batch.mask, batch.positions)
-    teacher_loss, teacher_parts = Objective({"ce": 1.0})(t_out, batch.labels)
-    student_batch = subsample(batch, selection)
-    s_out = _student_forward(student, teacher, student_batch)
-    intermediates = None
-    if objective.needs_intermediates:
-        intermediates = teacher.states_at(batch.frames, batch.mask, batch.positions,
-                                          s_out.intermediate_positions).detach()
-    targets = TeacherTargets(t_out.representation.detach().float(),
-                             torch.sigmoid(t_out.logits.detach().float()), intermediates)
-    student_loss, student_parts = objective(s_out, batch.labels, targets)
-    parts = {f"teacher_{k}": v for k, v in teacher_parts.items()} | student_parts
-    return teacher_loss, student_loss, parts
-
-
-def _student_forward(student: VideoModel, teacher: VideoModel, batch: VideoBatch) -> ModelOutput:
-    representation, intermediates, positions = student.encode(batch.frames, batch.mask, batch.positions)
-    frozen = {name: p.detach() for name, p in teacher.classifier.named_parameters()}
-    frozen |= dict(teacher.classifier.named_buffers())
-    logits = functional_call(teacher.classifier, frozen, (student.dropout(representation),))
-    return ModelOutput(representation, intermediates, positions, logits)
-
-
-def train_parallel(
-    teacher: VideoModel,
-    student: VideoModel,
-    train: Iterable[VideoBatch],
-    val: Iterable[VideoBatch],
-    selection: FrameSelection,
-    objective: Objective | str,
-    config: TrainConfig,
-    on_epoch: EpochCallback | None = None,
-) -> tuple[TrainResult, TrainResult]:
-    """Teacher and student trained jointly on the same all-frames batches; returns (student, teacher)
-    results. The best epoch is the student's best validation GAP, and both models are restored to it."""
-    if isinstance(objective, str):
-        objective = Objective.parse(objective)
-    if objective.needs_intermediates and not (student.supports_intermediates and teacher.supports_intermediates):
-        raise WorkloadError(f"{type(student).__name__} has no intermediate states to match")
-    device = config.torch_device()
-    torch.manual_seed(config.seed)
-    teacher.to(device)
-    student.to(device)
-    student.classifier = teacher.classifier  # one output layer, owned (and trained) by the teacher
-    precision = _Precision(device, config.amp)
-    params = _unique_parameters(teacher, student)
-    optimizer, schedule = _optimizer(params, config)
-    student_result = TrainResult(best_epoch=0, gap=-1.0, map=0.0)
-    teacher_result = TrainResult(best_epoch=0, gap=-1.0, map=0.0)
-    best = None
-    start = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
-        _set_epoch(train, epoch - 1)
-        teacher.train()
-        student.train()
-        mean = _Mean()
-        epoch_start = time.perf_counter()
-        for batch in train:
-            batch = _to(batch, device)
-            with precision.autocast():
-                teacher_loss, student_loss, parts = parallel_losses(teacher, student, batch, selection, objective)
-            loss = teacher_loss + student_loss
-            precision.step(loss, optimizer, params, config.max_grad_norm)
-            mean.add(float(loss.detach()), parts)
-        schedule.step()
-        s_scores = evaluate(student, val, device, selection=selection, amp=config.amp)
-        t_scores = evaluate(teacher, val, device, amp=config.amp)
-        metrics = EpochMetrics(epoch, "parallel", mean.loss(), mean.losses(), s_scores.gap, s_scores.map,
-                               time.perf_counter() - epoch_start, t_scores.gap, t_scores.map)
-        student_result.history.append(metrics)
-        if s_scores.gap > student_result.gap:
-            student_result.best_epoch, student_result.gap, student_result.map = epoch, s_scores.gap, s_scores.map
-            teacher_result.best_epoch, teacher_result.gap, teacher_result.map = epoch, t_scores.gap, t_scores.map
-            best = (_snapshot(teacher), _snapshot(student))
-        if on_epoch:
-            on_epoch(metrics)
-    student_result.train_seconds = teacher_result.train_seconds = time.perf_counter() - start
-    teacher_result.history = student_result.history
-    if best is not None:
-        teacher.load_state_dict(best[0])
-        student.load_state_dict(best[1])
-    return student_result, teacher_result
-
-
-# --- teacher export -----------------------------------------------------------------------------------
-
-
-def student_intermediate_positions(student: VideoModel, selection: FrameSelection) -> Callable[[int], np.ndarray]:
-    """num_frames -> the frame positions at which `student`, reading `selection`, has intermediates:
-    the positions a teacher export must answer for intermediate matching."""
-    if selection.name == "random":
-        raise WorkloadError("intermediate matching needs a deterministic frame selection, not 'random'")
-
-    def positions(num_frames: int) -> np.ndarray:
-        return student.intermediate_positions(selection.indices(num_frames))
-
-    return positions
-
-
-@torch.no_grad()
-def export_teacher(
-    teacher: VideoModel,
-    data: Iterable[VideoBatch],
-    device: torch.device | str = "cpu",
-    intermediate_positions: Callable[[int], np.ndarray] | None = None,
-) -> Iterator[TeacherRecord]:
-    """Run a trained teacher over all-frames `data` and yield each video's E_T and P_T and, when
-    `intermediate_positions(num_frames)` is given, I_T at those positions (what a student will ask for)."""
-    device = torch.device(device)
-    teacher.eval()
-    teacher.to(device)
-    if intermediate_positions is not None and not teacher.supports_intermediates:
-        raise WorkloadError(f"{type(teacher).__name__} has no intermediate states to export")
-    for batch in data:
-        batch = _to(batch, device)
-        out = teacher(batch.frames, batch.mask, batch.positions)
-        representation = out.representation.float().cpu().numpy()
-        probabilities = torch.sigmoid(out.logits.float()).cpu().numpy()
-        intermediates = query = None
-        if intermediate_positions is not None:
-            wanted = [np.asarray(intermediate_positions(int(n)), dtype=np.int64) for n in batch.num_frames]
-            query = np.full((len(wanted), max((w.size for w in wanted), default=0) or 1), -1, np.int64)
-            for row, w in enumerate(wanted):
-                query[row, : w.size] = w
-            intermediates = teacher.states_at(
-                batch.frames, batch.mask, batch.positions, torch.from_numpy(query).to(device)
-            ).float().cpu().numpy()
-        for row, video_id in enumerate(batch.ids):
-            steps = int((query[row] >= 0).sum()) if query is not None else 0
-            yield TeacherRecord(
-                id=video_id,
-                representation=representation[row],
-                probabilities=probabilities[row],
-                intermediates=intermediates[row, :steps] if intermediates is not None else None,
-                positions=query[row, :steps] if query is not None else None,
-            )

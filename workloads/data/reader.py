@@ -54,6 +54,11 @@ class VideoBatch(NamedTuple):
     labels: torch.Tensor
     num_frames: torch.Tensor
 
+    def to(self, device: torch.device) -> "VideoBatch":
+        """The batch on `device`, copied without blocking (`num_frames`, only read for lengths, stays)."""
+        fields = ("frames", "mask", "positions", "labels")
+        return self._replace(**{f: getattr(self, f).to(device, non_blocking=device.type == "cuda") for f in fields})
+
 
 @dataclass(frozen=True)
 class FrameSelection:

@@ -176,11 +176,16 @@ def register_family(name: str, config_type: type, sizes: dict[str, dict[str, Any
     return add
 
 
+def find_family(name: str) -> Family:
+    """The registered family `name`."""
+    if name not in FAMILIES:
+        raise WorkloadError(f"unknown model family {name!r}; known: {', '.join(sorted(FAMILIES))}")
+    return FAMILIES[name]
+
+
 def family_config(family: str, size: str, **overrides: Any):
     """The typed configuration of `family` at `size`, with `overrides` (unknown keys are errors)."""
-    if family not in FAMILIES:
-        raise WorkloadError(f"unknown model family {family!r}; known: {', '.join(sorted(FAMILIES))}")
-    spec = FAMILIES[family]
+    spec = find_family(family)
     if size not in spec.sizes:
         raise WorkloadError(f"unknown size {size!r} for {family!r}; known: {', '.join(sorted(spec.sizes))}")
     known = {f.name for f in dataclasses.fields(spec.config_type)}
@@ -190,8 +195,25 @@ def family_config(family: str, size: str, **overrides: Any):
     return spec.config_type(**{**spec.sizes[size], **overrides})
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model: a registered family at a named size, with some of its settings overridden."""
+
+    family: str
+    size: str
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    def config(self):
+        return family_config(self.family, self.size, **dict(self.overrides))
+
+    def build(self, num_classes: int, k: int | None = None) -> VideoModel:
+        """The model for `num_classes`; `k` is the number of frames a student sees (None for a model that
+        sees every frame)."""
+        config = self.config()  # names an unknown family, size or setting
+        return FAMILIES[self.family].build(config, num_classes, k)
+
+
 def build_model(family: str, size: str, num_classes: int, k: int | None = None, **overrides: Any) -> VideoModel:
     """A `family` model at `size` for `num_classes`; `k` is the number of frames a student sees (None for a
     model that sees every frame)."""
-    config = family_config(family, size, **overrides)
-    return FAMILIES[family].build(config, num_classes, k)
+    return ModelSpec(family, size, tuple(overrides.items())).build(num_classes, k)

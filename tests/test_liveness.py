@@ -9,8 +9,9 @@ from types import SimpleNamespace
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator import drivers
+from orchestrator import liveness
 from orchestrator.errors import OrchestratorError
+from orchestrator.results import Trial
 from orchestrator.tracking import DRIVER_TAG, GRID_TAG, HEARTBEAT_TAG, Tracker
 
 
@@ -26,25 +27,25 @@ def exited_process(reap: bool) -> subprocess.Popen:
 
 def test_this_process_is_alive_and_an_exited_one_is_not():
     now = time.time()
-    assert drivers.alive(drivers.identity(), None, now)
+    assert liveness.alive(liveness.identity(), None, now)
     for reap in (True, False):
         process = exited_process(reap)
         host = socket.gethostname()
-        assert not drivers.alive(f"{host}:{process.pid}:", now, now), f"reaped={reap}"
+        assert not liveness.alive(f"{host}:{process.pid}:", now, now), f"reaped={reap}"
         process.wait()
 
 
 def test_a_reused_pid_is_another_process():
-    host, pid, start = drivers.identity().rsplit(":", 2)
-    assert not drivers.alive(f"{host}:{pid}:{int(start) - 1}", time.time(), time.time())
+    host, pid, start = liveness.identity().rsplit(":", 2)
+    assert not liveness.alive(f"{host}:{pid}:{int(start) - 1}", time.time(), time.time())
 
 
 def test_a_driver_on_another_host_lives_while_it_beats():
     now = time.time()
-    assert drivers.alive("elsewhere:1:1", now - 10, now)
-    assert not drivers.alive("elsewhere:1:1", now - drivers.SILENT_SECONDS - 1, now)
-    assert not drivers.alive("elsewhere:1:1", None, now)
-    assert not drivers.alive("garbled", now, now)
+    assert liveness.alive("elsewhere:1:1", now - 10, now)
+    assert not liveness.alive("elsewhere:1:1", now - liveness.SILENT_SECONDS - 1, now)
+    assert not liveness.alive("elsewhere:1:1", None, now)
+    assert not liveness.alive("garbled", now, now)
 
 
 def parent_run(client, experiment_id, owner):
@@ -88,9 +89,9 @@ def test_a_trial_whose_logging_was_cut_short_is_logged_again_whole(tmp_path):
     study = tracker.open_study("s", {})
     cut_short = tracker.client.create_run(tracker.experiment_id, run_name="trial t1", tags={
         "mlflow.parentRunId": study, GRID_TAG: "trial", "trial_id": "t1"}).info.run_id
-    trial = {"trial_id": "t1", "settings": {"epochs": 2}, "config": {"stride": 3}, "gap": 0.5, "map": 0.4,
-             "macs": 1e9, "test_gap": 0.45, "test_map": 0.35, "history": [{"epoch": 1, "val_gap": 0.5}]}
-    template = SimpleNamespace(family="hrnn", loss="rep+ce")
+    trial = Trial(trial_id="t1", settings={"epochs": 2}, config={"stride": 3}, gap=0.5, map=0.4, macs=10**9,
+                  test_gap=0.45, test_map=0.35, val_gaps=((1, 0.5),))
+    template = SimpleNamespace(family="hrnn", variant="rep+ce")
     logged = tracker.log_trial(template, trial)
     assert tracker.client.get_run(cut_short).info.lifecycle_stage == "deleted"
     run = tracker.client.get_run(logged)
@@ -100,7 +101,7 @@ def test_a_trial_whose_logging_was_cut_short_is_logged_again_whole(tmp_path):
 
 
 def test_the_heartbeat_stops_with_the_parent(tmp_path, monkeypatch):
-    monkeypatch.setattr(drivers, "HEARTBEAT_SECONDS", 0.05)
+    monkeypatch.setattr(liveness, "HEARTBEAT_SECONDS", 0.05)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = Tracker(uri, "exp", str(tmp_path / "artifacts"))
     run_id = tracker.start_parent("grid-1", {}, {})

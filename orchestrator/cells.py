@@ -1,0 +1,125 @@
+"""One baseline, serial student or parallel pair: resolved once into a `Recipe`, trained by its mode's
+runner, tested, and returned as a `CellResult`. `run_cell` is what a Ray task (a grid's cell, a search's
+trial) runs; it talks to no tracking store, so the driver alone records results.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from orchestrator.cache import ParquetTeacherCache
+from orchestrator.data_sets import DataSet
+from orchestrator.errors import OrchestratorError
+from orchestrator.matrix import Cell
+from orchestrator.results import CellResult
+from workloads.data.reader import FrameSelection, VideoShards
+from workloads.evaluation import evaluate
+from workloads.flops import ModelCost, count_macs
+from workloads.models import VideoModel
+from workloads.progress import EpochCallback, TrainResult
+from workloads.train import TrainConfig, seed_everything, train_classifier, train_parallel, train_serial_student
+from workloads.variants import Stage, stages
+
+_VARIANT_MODES = {"skyline": "classifier", "baseline": "classifier", "serial": "serial", "parallel": "parallel"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A cell resolved where it runs: everything its runner needs, each built once."""
+
+    cell: Cell
+    model: VideoModel  # the model the cell trains and reports: a baseline, a student
+    teacher: VideoModel | None  # a parallel pair's teacher, trained alongside
+    selection: FrameSelection  # the frames the model sees
+    stages: tuple[Stage, ...]
+    config: TrainConfig
+    cost: ModelCost  # multiply-adds of the model on one video of k frames
+
+    @property
+    def device(self) -> torch.device:
+        return self.config.torch_device()
+
+
+def cell_stages(cell: Cell) -> tuple[Stage, ...]:
+    """How the cell's model learns: its variant's stages with the cell's weights and Lpred distance."""
+    return stages(cell.variant, dict(cell.loss_weights), cell.pred_distance, cell.intermediate,
+                  mode=_VARIANT_MODES[cell.mode])
+
+
+def resolve(cell: Cell, num_classes: int, device: str) -> Recipe:
+    """The cell's recipe, its models initialised from the cell's seed (the student first, then a parallel
+    pair's teacher: the order fixes their initial weights)."""
+    if cell.mode not in RUNNERS:
+        raise OrchestratorError(f"{cell.name}: cells of mode {cell.mode!r} run as teachers")
+    seed_everything(cell.seed)
+    model = cell.model_spec.build(num_classes, k=cell.k)
+    teacher = cell.model_spec.build(num_classes) if cell.mode == "parallel" else None
+    return Recipe(cell, model, teacher, FrameSelection(cell.selection, k=cell.k), cell_stages(cell),
+                  cell.train.config(cell.seed, device), count_macs(model, cell.k))
+
+
+Trained = tuple[TrainResult, VideoModel | None]  # the result, and a parallel pair's trained teacher
+Runner = Callable[[Recipe, DataSet, str | None, EpochCallback | None], Trained]
+
+
+def _baseline(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: EpochCallback | None) -> Trained:
+    train, val = _student_data(recipe, data)
+    return train_classifier(recipe.model, train, val, recipe.config, on_epoch), None
+
+
+def _serial(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: EpochCallback | None) -> Trained:
+    if cache_uri is None:
+        raise OrchestratorError(f"{recipe.cell.name}: a serial student needs its teacher's cache")
+    train, val = _student_data(recipe, data)
+    teacher = ParquetTeacherCache(cache_uri)
+    return train_serial_student(recipe.model, teacher, train, val, recipe.stages, recipe.config, on_epoch), None
+
+
+def _parallel(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: EpochCallback | None) -> Trained:
+    cell, batch = recipe.cell, recipe.cell.train.batch_size
+    # The pair reads every frame: the teacher sees them all, the student the selection's.
+    train = VideoShards(data.train, batch, shuffle=True, seed=cell.seed, fraction=cell.data_fraction)
+    result, _ = train_parallel(recipe.teacher, recipe.model, train, VideoShards(data.validate, batch),
+                               recipe.selection, recipe.stages, recipe.config, on_epoch)
+    return result, recipe.teacher
+
+
+RUNNERS: dict[str, Runner] = {"baseline": _baseline, "serial": _serial, "parallel": _parallel}
+
+
+def _student_data(recipe: Recipe, data: DataSet) -> tuple[VideoShards, VideoShards]:
+    """Training and validation data read with the student's frame selection."""
+    cell, batch = recipe.cell, recipe.cell.train.batch_size
+    train = VideoShards(data.train, batch, recipe.selection, shuffle=True, seed=cell.seed, fraction=cell.data_fraction)
+    return train, VideoShards(data.validate, batch, recipe.selection)
+
+
+def run_cell(cell: Cell, data: DataSet, cache_uri: str | None, device: str,
+             on_epoch: EpochCallback | None = None) -> CellResult:
+    """Train and test one cell. `device` is what its resources ask for ("cpu", or "auto": CUDA when there
+    is one); `cache_uri` is a serial student's teacher cache; `on_epoch` sees each epoch's validation
+    scores as they come (a search's early stopping)."""
+    started = time.perf_counter()
+    return run_recipe(resolve(cell, data.num_classes, device), data, cache_uri, on_epoch, started)
+
+
+def run_recipe(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: EpochCallback | None = None,
+               started: float | None = None) -> CellResult:
+    """Train a resolved cell with its mode's runner, then test it (and a parallel pair's teacher) on the
+    data set's test split."""
+    started = time.perf_counter() if started is None else started
+    result, teacher = RUNNERS[recipe.cell.mode](recipe, data, cache_uri, on_epoch)
+    batch = recipe.cell.train.batch_size
+    test = evaluate(recipe.model, VideoShards(data.reported, batch, recipe.selection), recipe.device)
+    teacher_test = None if teacher is None else evaluate(teacher, VideoShards(data.reported, batch), recipe.device)
+    return CellResult(
+        gap=test.gap, map=test.map, val_gap=result.gap, val_map=result.map, best_epoch=result.best_epoch,
+        train_seconds=result.train_seconds, inference_seconds=test.seconds, macs=recipe.cost.macs,
+        frame_macs=recipe.cost.frame_macs, params=recipe.cost.params, history=tuple(result.history),
+        wall_seconds=time.perf_counter() - started, device=recipe.device.type,
+        teacher_gap=None if teacher_test is None else teacher_test.gap,
+        teacher_map=None if teacher_test is None else teacher_test.map)

@@ -1,0 +1,195 @@
+"""What every driver (`python -m orchestrator.grid`, `python -m orchestrator.tune`) does around its own
+work: start Ray, open the store and the tracking store, refuse a local store on a cluster of several
+nodes, prepare the data, start teachers, count the slots for cells, record finished cells, and turn how
+it all ended into one line and an exit status:
+
+    0 done; 1 some cells (or every trial) failed; 2 bad input or a store that cannot be used; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from contextlib import contextmanager
+from typing import Callable
+
+from orchestrator.config import Preset, Resources
+from orchestrator.data_sets import DataSet, prepare_data
+from orchestrator.errors import OrchestratorError
+from orchestrator.matrix import Cell
+from orchestrator.results import CellResult
+from orchestrator.storage import check_store, is_storage_failure, store_lost
+from orchestrator.store import Store
+from orchestrator.teachers import fit_teacher
+from workloads.errors import WorkloadError
+
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def exit_status(work: Callable[[], int], interrupted: str) -> int:
+    """Run a driver's `work` and return its exit status; an error or an interruption ends as one line on
+    stderr (`interrupted` says what is kept), printed once Ray has stopped, so that nothing Ray prints
+    later (a Train controller's error, say) buries why the driver stopped."""
+    try:
+        return work()
+    except KeyboardInterrupt:
+        _stop_ray()
+        print(f"interrupted: {interrupted}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (OrchestratorError, WorkloadError) as error:
+        _stop_ray()
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _stop_ray() -> None:
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (a batch scheduler, `ray job stop`) stops the driver as Ctrl-C does: through whatever handles
+    SIGINT at that moment (Ray Tune's, which saves a study, while a search runs), else as KeyboardInterrupt
+    (also when SIGINT is ignored, as it is for a job a shell started in the background)."""
+
+    def stop(signum, frame):
+        handler = signal.getsignal(signal.SIGINT)
+        if not callable(handler):
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+        handler(signal.SIGINT, frame)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+@contextmanager
+def store_failures(store: Store):
+    """A failure of the store outside any job (preparing data, reading or writing results) as one line:
+    the store is gone (finished work is kept), or what failed on it."""
+    try:
+        yield
+    except (OrchestratorError, WorkloadError):
+        raise
+    except Exception as error:
+        if not is_storage_failure(error):
+            raise
+        raise store_lost(store.root) or OrchestratorError(f"{store.root}: {one_line(error)}") from None
+
+
+def start_ray():
+    """Ray: the cluster `RAY_ADDRESS` names (as under `ray job submit`), else a local one."""
+    import ray
+
+    address = os.environ.get("RAY_ADDRESS") or "local"
+    if ray.is_initialized():
+        return ray
+    if address == "local":
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+    else:
+        ray.init(address=address, log_to_driver=False)
+    return ray
+
+
+def open_store(root: str, tracking_uri: str | None) -> tuple[Store, str]:
+    """The store, checked and (a local folder) created, and the MLflow tracking URI: the one given, else
+    SQLite in a local store; a store on object storage needs a tracking server."""
+    store = Store(root)
+    check_store(store.root)
+    if tracking_uri is None and not store.is_local:
+        raise OrchestratorError("a store on object storage needs --tracking-uri (an MLflow server)")
+    if "://" not in store.root:
+        os.makedirs(store.root, exist_ok=True)
+    return store, tracking_uri or f"sqlite:///{store.path('mlflow.db')}"
+
+
+def refuse_local_store_on_a_cluster(ray, store: Store, resources: Resources) -> None:
+    """A local store exists on one node only: refuse it on a cluster of several nodes, and on one that
+    will grow (the preset asks for node-type resources no node offers yet: the autoscaler adds them)."""
+    if not store.is_local:
+        return
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    offered = {name for n in nodes for name in n.get("Resources", {})}
+    wanted = set(resources.teacher.custom) | set(resources.cell.custom)
+    if len(nodes) > 1 or wanted - offered:
+        raise OrchestratorError(f"{store.root}: a local store is only on this node; a cluster of several nodes "
+                                "needs --store s3://... (and an MLflow server as --tracking-uri)")
+
+
+def data_set(ray, preset: Preset, store: Store, uri_override: str | None) -> DataSet:
+    """The preset's data set (or `--data`'s), generated into the store by a Ray task the first time."""
+    return ray.get(ray.remote(prepare_data).options(num_cpus=1).remote(preset.data, store.root, uri_override))
+
+
+def teacher_task(ray):
+    """`fit_teacher` as a Ray task. It takes no CPU itself: its Ray Train workers ask for the teacher's."""
+    return ray.remote(fit_teacher).options(num_cpus=0)
+
+
+def cell_slots(ray, resources: Resources, teachers_training: int = 0) -> int:
+    """How many cells fit in the cluster's CPUs now, beside the workers of `teachers_training` teachers."""
+    teacher = resources.teacher
+    reserved = teachers_training * teacher.num_workers * teacher.cpus_per_worker
+    total = ray.cluster_resources().get("CPU", 0.0)
+    return max(1, int((total - reserved) // max(resources.cell.cpus, 1e-9)))
+
+
+class Ledger:
+    """The finished cells a driver knows of. A result is kept in the store first (no run id), then logged
+    in MLflow, then its run id noted: a driver stopped in between has lost no training, and the next one
+    logs the cell's run exactly once (adopting the run logged for exactly that result, if there is one)."""
+
+    def __init__(self, store: Store, tracker):
+        self.store, self.tracker = store, tracker
+        self.results: dict[str, CellResult] = {}
+        self.failed: list[str] = []
+
+    def load(self, cells: list[Cell]) -> list[Cell]:
+        """Read the kept results of `cells`; returns those whose MLflow run was never noted."""
+        for cell in cells:
+            found = self.store.read_result(cell.id)
+            if found is not None:
+                self.results[cell.id] = found
+        return [cell for cell in cells if cell.id in self.results and self.results[cell.id].run_id is None]
+
+    def run_id(self, cell: Cell) -> str | None:
+        found = self.results.get(cell.id)
+        return None if found is None else found.run_id
+
+    def record(self, cell: Cell, result: CellResult, tags: dict[str, str]) -> CellResult:
+        """Keep a finished cell's result, then log its run."""
+        kept = result.noted(cell.name, None)
+        self.store.write_result(cell.id, kept)
+        return self.log(cell, kept, tags)
+
+    def log(self, cell: Cell, result: CellResult, tags: dict[str, str], adopt: bool = False) -> CellResult:
+        """Log a kept result's MLflow run (with `adopt`, first look for the run an earlier driver logged for
+        exactly this result) and note the run in the kept result, which is returned."""
+        run_id = adopt and self.tracker.logged_run(cell.id, result.gap)
+        if not run_id:
+            run_id = self.tracker.log_cell(cell, result, tags=tags)
+        noted = result.noted(cell.name, run_id)
+        self.store.write_result(cell.id, noted)
+        self.results[cell.id] = noted
+        print(f"  done  {cell.name}: GAP {noted.gap:.3f}  mAP {noted.map:.3f}  ({noted.train_seconds:.0f} s)", flush=True)
+        if noted.run_snapshot:
+            print(f"  note  {cell.name}: {noted.run_snapshot}", flush=True)
+        return noted
+
+    def fail(self, cell: Cell, error: BaseException | str) -> None:
+        self.tracker.log_cell(cell, None, error=error)
+        self.failed.append(cell.name)
+        print(f"  FAILED {cell.name}: {one_line(error)}", flush=True)
+
+
+def skyline_tags(result: CellResult) -> dict[str, str]:
+    """A teacher's (skyline) run points at its cache and its checkpoint, and says where it trained."""
+    tags = {"cache_uri": result.caches["base"], "checkpoint": str(result.checkpoint), "device": result.device}
+    if result.run_snapshot:  # Ray Train's record of the teacher's run was unreadable and set aside
+        tags["run_snapshot"] = result.run_snapshot
+    return tags
+
+
+def one_line(error: BaseException | str) -> str:
+    text = str(error).strip().splitlines()
+    return text[-1] if text else type(error).__name__

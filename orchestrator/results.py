@@ -1,0 +1,71 @@
+"""What a finished cell (or a search's trial) yields, typed: written by the store, read by tracking, the
+summary and the search's Pareto front.
+
+A `CellResult` is saved as `<store>/results/<cell id>.json`, a flat JSON object: the fields below, the
+history as a list of per-epoch objects. The keys are the ones results have always had, so a store
+written before these types existed still reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from workloads.progress import EpochMetrics
+
+
+@dataclass(frozen=True)
+class CellResult:
+    gap: float  # on the test split (validation when the data set has none)
+    map: float
+    val_gap: float  # the best epoch's, on validation
+    val_map: float
+    best_epoch: int
+    train_seconds: float
+    inference_seconds: float  # the test split's evaluation
+    macs: int  # multiply-adds per video (k frames for a student, max_frames for a teacher)
+    frame_macs: int
+    params: int
+    history: tuple[EpochMetrics, ...]
+    wall_seconds: float
+    device: str  # where it trained: cpu or cuda
+    teacher_gap: float | None = None  # a parallel pair's teacher, on the test split
+    teacher_map: float | None = None
+    workers: int | None = None  # a teacher's data-parallel Ray Train workers
+    resumed_at_epoch: int | None = None  # a teacher's: the epoch its checkpoint had reached (0: fresh)
+    caches: dict[str, str] | None = None  # a teacher's: cache key -> the cache's URI
+    checkpoint: str | None = None  # a teacher's final Ray Train checkpoint
+    run_snapshot: str | None = None  # a teacher's Ray Train run snapshot that was unreadable and set aside
+    cell: str = ""  # the cell's name, for whoever reads the store
+    run_id: str | None = None  # its MLflow run, once logged
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> CellResult:
+        known = {f.name for f in dataclasses.fields(cls)}
+        history = tuple(EpochMetrics(**epoch) for epoch in value["history"])
+        return cls(**{**{k: v for k, v in value.items() if k in known}, "history": history})
+
+    def noted(self, cell_name: str, run_id: str | None) -> CellResult:
+        """The result as kept for a cell: its name, and its MLflow run (None until logged)."""
+        return dataclasses.replace(self, cell=cell_name, run_id=run_id)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A search trial that ran to its end: its sampled values (`config`), every setting of the cell it
+    trained (`settings`: weights, k, j, learning rate, Lpred distance), validation scores (what the
+    search optimises), test scores, and the validation GAP after each epoch."""
+
+    trial_id: str
+    config: dict[str, Any]
+    settings: dict[str, Any]
+    gap: float
+    map: float
+    macs: int
+    test_gap: float
+    test_map: float
+    val_gaps: tuple[tuple[int, float], ...]  # (epoch, validation GAP)

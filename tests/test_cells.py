@@ -1,0 +1,116 @@
+"""A cell resolved once into its recipe and run by its mode's runner (no Ray: `run_cell` is plain code),
+its typed result, and the ids that name it everywhere."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from orchestrator.cells import RUNNERS, cell_stages, resolve, run_cell
+from orchestrator.config import load_preset
+from orchestrator.data_sets import DataSet, data_id
+from orchestrator.errors import OrchestratorError
+from orchestrator.matrix import expand
+from orchestrator.results import CellResult
+from orchestrator.store import Store
+from workloads.data.synth import SynthConfig, generate
+from workloads.progress import EpochMetrics
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    preset = load_preset("tiny")
+    teachers, cells = expand(preset, data_id(preset.data))
+    return preset, teachers, {cell.name: cell for cell in cells}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cells-data")
+    config = SynthConfig(num_classes=10, min_frames=20, max_frames=60)
+    for split, videos in (("train", 64), ("validate", 32), ("test", 32)):
+        generate(str(root / split), videos, seed=0, split=split, config=config)
+    return DataSet("d", str(root / "train"), str(root / "validate"), str(root / "test"), 10)
+
+
+def test_ids_outlive_refactoring(tiny):
+    """A cell's id names its result, MLflow run and cache in every store written so far: the tiny preset's
+    ids are pinned here, so a change to what they hash (or how) cannot go unnoticed."""
+    preset, teachers, cells = tiny
+    assert data_id(preset.data) == "syn-591d7e805ac5077d"
+    assert [t.id for t in teachers] == ["t-e3d3715b8e2522ca"]
+    assert cells["hrnn/skyline/all/s0"].id == "c-8994cbd866ff9e1f"
+    assert cells["hrnn/serial/rep+pred+ce/k10/s0"].id == "c-78a17fef18a25f49"
+    assert cells["hrnn/serial/rep+ce+intermediate/k10/s0"].id == "c-a1a2a17260ba8d89"
+    assert cells["hrnn/parallel/rep+ce/k10/s0"].id == "c-b154f486f92802ae"
+    assert cells["hrnn/baseline/first/k10/s0"].id == "c-4b938111a69f217e"
+
+
+def test_a_cell_resolves_into_its_recipe(tiny):
+    _, _, cells = tiny
+    recipe = resolve(cells["hrnn/serial/rep+ce+intermediate/k10/s0"], 10, "cpu")
+    assert recipe.model.block == 3 and recipe.teacher is None  # a 10-frame H-RNN student: blocks of 3
+    assert (recipe.selection.name, recipe.selection.k) == ("uniform", 10)
+    assert [stage.objective.weights for stage in recipe.stages] == [{"rep": 1.0, "ce": 1.0, "rep_intermediate": 1.0}]
+    assert recipe.config.epochs == 1 and recipe.config.learning_rate == 0.003 and recipe.device == torch.device("cpu")
+    assert recipe.cost.macs > 0 and recipe.cost.params == sum(p.numel() for p in recipe.model.parameters())
+    pair = resolve(cells["hrnn/parallel/rep+ce/k10/s0"], 10, "auto")
+    assert pair.teacher is not None and pair.teacher.block == 20 and [s.name for s in pair.stages] == ["parallel"]
+    assert pair.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    baseline = cells["hrnn/baseline/first/k10/s0"]
+    assert [s.objective.weights for s in cell_stages(baseline)] == [{"ce": 1.0}]
+    # The same seed builds the same initial weights, whichever way the cell is resolved.
+    again = resolve(baseline, 10, "cpu").model.state_dict()
+    assert all(torch.equal(v, again[k]) for k, v in resolve(baseline, 10, "cpu").model.state_dict().items())
+
+
+def test_every_mode_but_the_skyline_has_a_runner(tiny):
+    _, _, cells = tiny
+    assert set(RUNNERS) == {"baseline", "serial", "parallel"}
+    assert {cell.mode for cell in cells.values()} == {*RUNNERS, "skyline"}
+    with pytest.raises(OrchestratorError, match="cells of mode 'skyline' run as teachers"):
+        resolve(cells["hrnn/skyline/all/s0"], 10, "cpu")
+
+
+def test_a_serial_cell_without_its_teachers_cache_is_refused(tiny, data):
+    _, _, cells = tiny
+    with pytest.raises(OrchestratorError, match="needs its teacher's cache"):
+        run_cell(cells["hrnn/serial/rep+pred+ce/k10/s0"], data, None, "cpu")
+
+
+def test_a_baseline_and_a_parallel_pair_run_and_are_tested(tiny, data):
+    _, _, cells = tiny
+    seen = []
+    baseline = run_cell(cells["hrnn/baseline/first/k10/s0"], data, None, "cpu", seen.append)
+    assert isinstance(baseline, CellResult) and seen == list(baseline.history) and baseline.best_epoch == 1
+    assert 0 < baseline.gap <= 1 and baseline.teacher_gap is None and baseline.device == "cpu"
+    pair = run_cell(cells["hrnn/parallel/rep+ce/k10/s0"], data, None, "cpu")
+    assert 0 < pair.gap <= 1 and 0 < pair.teacher_gap <= 1 and pair.history[0].teacher_val_gap is not None
+    assert pair.macs == baseline.macs  # both models see 10 frames
+
+
+def test_a_result_is_kept_and_read_back_typed(tmp_path):
+    epoch = EpochMetrics(epoch=1, stage="train", loss=2.5, losses={"ce": 2.5}, val_gap=0.5, val_map=0.4, seconds=1.0)
+    result = CellResult(gap=0.6, map=0.5, val_gap=0.5, val_map=0.4, best_epoch=1, train_seconds=3.0,
+                        inference_seconds=0.1, macs=5, frame_macs=4, params=9, history=(epoch,), wall_seconds=4.0,
+                        device="cpu", caches={"base": "s3://b/t/cache/base"})
+    store = Store(str(tmp_path))
+    store.write_result("c-1", result.noted("hrnn/skyline/all/s0", "run-1"))
+    assert store.read_result("c-1") == dataclasses.replace(result, cell="hrnn/skyline/all/s0", run_id="run-1")
+    assert store.read_result("c-2") is None
+
+
+def test_a_result_written_before_the_types_still_reads(tmp_path):
+    """What `results/<cell id>.json` held before results were typed: no keys for what a cell lacks."""
+    old = {"best_epoch": 1, "cell": "hrnn/serial/rep+pred+ce/k10/s0", "device": "cpu", "frame_macs": 4792320,
+           "gap": 0.5016, "history": [{"epoch": 1, "loss": 23.1, "losses": {"ce": 5.6}, "seconds": 0.29,
+                                       "stage": "train", "teacher_val_gap": None, "teacher_val_map": None,
+                                       "val_gap": 0.545, "val_map": 0.333}],
+           "inference_seconds": 0.03, "macs": 5244288, "map": 0.367, "params": 601010, "run_id": "abc",
+           "train_seconds": 0.29, "val_gap": 0.545, "val_map": 0.333, "wall_seconds": 0.37}
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "c-9.json").write_text(json.dumps(old))
+    result = Store(str(tmp_path)).read_result("c-9")
+    assert result.gap == 0.5016 and result.run_id == "abc" and result.history[0].losses == {"ce": 5.6}
+    assert result.teacher_gap is None and result.caches is None

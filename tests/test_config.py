@@ -1,0 +1,79 @@
+"""Presets through the one validator: the real workloads objects built from them, errors at their key."""
+
+from dataclasses import dataclass
+
+import pytest
+
+from orchestrator.config import load_preset, load_override
+from orchestrator.data_sets import data_id
+from orchestrator.errors import OrchestratorError
+from orchestrator.validation import Invalid, build, checking
+from workloads.data.synth import SynthConfig
+from workloads.train import TrainConfig
+
+
+def test_a_synthetic_preset_builds_the_generators_own_config():
+    tiny = load_preset("tiny")
+    generator = tiny.data.synthetic.generator
+    assert isinstance(generator, SynthConfig)
+    assert (generator.num_classes, generator.min_frames, generator.max_frames) == (10, 20, 60)
+    assert generator.mean_labels == SynthConfig().mean_labels  # what the preset leaves out is the generator's
+    # Every generator setting can be given; one that differs from the generator's default is a new data set.
+    noisier = load_preset("tiny", {"data": {"synthetic": {"frame_noise": 0.3}}})
+    assert noisier.data.synthetic.generator.frame_noise == 0.3
+    assert data_id(noisier.data) != data_id(tiny.data)
+    assert data_id(load_preset("tiny", {"data": {"synthetic": {"frame_noise": SynthConfig().frame_noise}}}).data) \
+        == data_id(tiny.data)
+
+
+def test_training_settings_per_family_and_role():
+    paper = load_preset("paper")
+    assert paper.train_settings("netvlad", "teacher").batch_size == 80
+    assert paper.train_settings("hrnn", "student").batch_size == 256
+    config = paper.train_settings("nextvlad", "student").config(seed=3, device="cpu")
+    assert isinstance(config, TrainConfig) and config.learning_rate == 0.0002 and config.seed == 3
+
+
+def test_an_override_file_is_read_and_named(tmp_path):
+    assert load_override(None) is None
+    path = tmp_path / "best.yaml"
+    path.write_text("ks: [7]\n")
+    assert load_preset("tiny", load_override(str(path))).ks == (7,)
+    path.write_text("- a list\n")
+    with pytest.raises(OrchestratorError, match=f"{path}: an override is a YAML mapping"):
+        load_override(str(path))
+    with pytest.raises(OrchestratorError, match="missing.yaml: cannot read the override"):
+        load_override(str(tmp_path / "missing.yaml"))
+
+
+@dataclass(frozen=True)
+class Inner:
+    rate: float
+
+    def __post_init__(self):
+        with checking("rate"):
+            TrainConfig(learning_rate=self.rate)
+
+
+@dataclass(frozen=True)
+class Outer:
+    inner: Inner
+    items: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if len(self.items) > 2:
+            raise Invalid("items", "at most two")
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"inner": {"rate": 0}}, "f.yaml: inner.rate: need learning_rate > 0"),  # a workloads error, relabelled
+    ({"inner": {"rate": "fast"}}, "f.yaml: inner.rate: expected float, got 'fast'"),
+    ({"inner": {}}, "f.yaml: inner.rate: missing"),
+    ({"inner": {"rate": 1}, "items": [1, "2"]}, r"f.yaml: items\[1\]: expected int, got '2'"),
+    ({"inner": {"rate": 1}, "items": [1, 2, 3]}, "f.yaml: items: at most two"),
+    ({"inner": {"rate": 1}, "colour": 1}, "f.yaml: colour: unknown key; known here: inner, items"),
+])
+def test_the_validator_names_the_file_and_the_key_path(raw, message):
+    with pytest.raises(OrchestratorError, match=message):
+        build(Outer, raw, "f.yaml")
+    assert build(Outer, {"inner": {"rate": 1}, "items": [1]}, "f.yaml") == Outer(Inner(1.0), (1,))

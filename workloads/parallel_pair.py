@@ -1,0 +1,67 @@
+"""A teacher and its student trained jointly, as one module: the paper's parallel training.
+
+The teacher learns from the labels (LCE on all frames); the student sees the frames a selection keeps of
+the same batch and learns from the teacher's outputs of that batch. One module, so that one optimiser,
+one state dict (checkpoints) and one DistributedDataParallel wrapper (data parallelism) hold both.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from workloads.data.reader import FrameSelection, VideoBatch, subsample
+from workloads.losses import Objective, TeacherTargets
+from workloads.models import ModelOutput, VideoModel
+from workloads.variants import classifier_stages
+
+_TEACHER_OBJECTIVE = classifier_stages()[0].objective
+
+
+class ParallelPair(nn.Module):
+    """`teacher` and `student`, the student's output layer being the teacher's (one module, as in the
+    paper's shared classifier); `forward(batch, objective)` gives (teacher loss, student loss, parts)."""
+
+    def __init__(self, teacher: VideoModel, student: VideoModel, selection: FrameSelection):
+        super().__init__()
+        self.teacher, self.student, self.selection = teacher, student, selection
+        student.classifier = teacher.classifier  # owned (and trained) by the teacher
+
+    def forward(self, batch: VideoBatch, objective: Objective):
+        return parallel_losses(self.teacher, self.student, batch, self.selection, objective)
+
+
+def parallel_losses(
+    teacher: VideoModel,
+    student: VideoModel,
+    batch: VideoBatch,
+    selection: FrameSelection,
+    objective: Objective,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """(teacher LCE, student loss, parts) for one all-frames batch.
+
+    The student's targets are detached from the teacher, and the student reaches the shared classifier
+    through detached copies of its parameters: gradients of the student loss stop at the student.
+    """
+    t_out = teacher(batch.frames, batch.mask, batch.positions)
+    teacher_loss, teacher_parts = _TEACHER_OBJECTIVE(t_out, batch.labels)
+    student_batch = subsample(batch, selection)
+    s_out = _student_forward(student, teacher, student_batch)
+    intermediates = None
+    if objective.needs_intermediates:
+        intermediates = teacher.states_at(batch.frames, batch.mask, batch.positions,
+                                          s_out.intermediate_positions).detach()
+    targets = TeacherTargets(t_out.representation.detach().float(),
+                             torch.sigmoid(t_out.logits.detach().float()), intermediates)
+    student_loss, student_parts = objective(s_out, batch.labels, targets)
+    parts = {f"teacher_{k}": v for k, v in teacher_parts.items()} | student_parts
+    return teacher_loss, student_loss, parts
+
+
+def _student_forward(student: VideoModel, teacher: VideoModel, batch: VideoBatch) -> ModelOutput:
+    representation, intermediates, positions = student.encode(batch.frames, batch.mask, batch.positions)
+    frozen = {name: p.detach() for name, p in teacher.classifier.named_parameters()}
+    frozen |= dict(teacher.classifier.named_buffers())
+    logits = functional_call(teacher.classifier, frozen, (student.dropout(representation),))
+    return ModelOutput(representation, intermediates, positions, logits)
