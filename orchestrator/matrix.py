@@ -16,6 +16,7 @@ from typing import Any
 
 from orchestrator.config import Preset, TrainSettings
 from workloads.models import FAMILIES, ModelSpec
+from workloads.variants import CLASSIFIER
 
 ID_VERSION = 1  # bump when the meaning of a field changes, so old results are not reused
 
@@ -57,7 +58,7 @@ class Cell:
     model: tuple[tuple[str, Any], ...]
     selection: str  # a frame selector, or "all" for the skyline
     k: int | None
-    variant: str  # how it learns (`workloads.variants`): "ce" for skylines and baselines, else a student's variant
+    variant: str  # how it learns (`workloads.variants`): CLASSIFIER for skylines and baselines, else a student's
     intermediate: bool
     data: str
     data_fraction: float
@@ -132,12 +133,12 @@ def expand(preset: Preset, data_id: str) -> tuple[list[TeacherSpec], list[Cell]]
                 teachers.append(teacher)
                 common = dict(family=family, size=preset.size, model=model, data=data_id, data_fraction=fraction,
                               seed=seed, max_frames=preset.data.max_frames, pred_distance=preset.pred_distance)
-                cells.append(Cell(mode="skyline", selection="all", k=None, variant="ce", intermediate=False,
+                cells.append(Cell(mode="skyline", selection="all", k=None, variant=CLASSIFIER, intermediate=False,
                                   train=teacher.train, loss_weights=(), teacher=teacher, **common))
                 student = dict(selection="uniform", train=student_train, loss_weights=weights, **common)
                 for k in preset.ks:
                     for selection in preset.baselines:
-                        cells.append(Cell(mode="baseline", selection=selection, k=k, variant="ce", intermediate=False,
+                        cells.append(Cell(mode="baseline", selection=selection, k=k, variant=CLASSIFIER, intermediate=False,
                                           train=student_train, loss_weights=(), teacher=None, **common))
                     for variant in preset.serial:
                         cells.append(Cell(mode="serial", k=k, variant=variant, intermediate=False, teacher=teacher,

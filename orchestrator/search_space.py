@@ -177,7 +177,7 @@ def _check_value(key: str, name: str, value: Any) -> None:
     """Whether a parameter may take `value`: what it sets is built from it."""
     with checking(key):
         if name == "pred_distance":
-            Objective({"pred": 1.0}, pred_distance=value)
+            Objective(pred_distance=value)
         elif name in ("j", "k"):
             if not isinstance(value, int) or isinstance(value, bool):
                 raise Invalid(key, "a positive integer")
