@@ -15,7 +15,8 @@ import time
 
 import torch
 
-from orchestrator.cache import ParquetTeacherCache, write_teacher_cache
+from orchestrator.cache import ParquetTeacherCache
+from orchestrator.cache_files import write_teacher_cache
 from workloads.data.reader import FrameSelection, VideoShards, subsample
 from workloads.data.synth import SynthConfig, generate
 from workloads.losses import Objective, TeacherTargets

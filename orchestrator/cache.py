@@ -1,17 +1,12 @@
-"""The teacher cache: a trained teacher's outputs per video, as Parquet, so students never re-run it.
+"""The teacher cache read back: `ParquetTeacherCache`, a `workloads.teacher_outputs.TeacherSource` over
+a cache in the store (its files: `orchestrator.cache_files`), without loading it whole.
 
-A cache is a folder holding one part per data shard, `part-NNNNN.parquet`, in the shard's video order, in
-row groups of 128 videos; each row is a video: `id`, `representation` E_T and `probabilities` P_T as raw
-float32 bytes, and for intermediate matching `intermediates` I_T (steps x d float32 bytes) at
-`positions`. Beside them the teacher's classifier weights `classifier.pt`, and `_manifest.json`, written
-last: no manifest, no cache. A writer killed half-way leaves a cache that counts as absent and is rebuilt.
-
-`ParquetTeacherCache` reads a cache back as a `workloads.teacher_outputs.TeacherSource` without loading it whole:
-an index of 64-bit id hashes says where each video is; row groups are read on demand, or ahead when the
+An index of 64-bit id hashes says where each video is; row groups are read on demand, or ahead when the
 training loop names the videos of its next batches, and kept in an LRU bounded in bytes. A student reads
 its data a row group at a time and the cache keeps the data's order, so the videos of a batch sit in one
 or two cache row groups (at YouTube-8M scale a whole H-RNN cache would be ~180 GB of float32; this keeps
-at most CACHE_BYTES in memory).
+at most CACHE_BYTES in memory). Whatever does not match the manifest (a part cut short, from another
+teacher, a page whose checksum fails) raises `DamagedCache` naming the part, so the grid can rebuild it.
 """
 
 from __future__ import annotations
@@ -22,7 +17,6 @@ import json
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -30,118 +24,15 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 
+from orchestrator.cache_files import METADATA_KEY, ROWS_PER_GROUP, DamagedCache, read_manifest
 from orchestrator.errors import OrchestratorError
-from workloads.data.fs import join, resolve, write_atomically, write_bytes
+from workloads.data.fs import join, resolve
 from workloads.data.reader import SHUFFLE_BLOCK
 from workloads.losses import TeacherTargets
-from workloads.teacher_outputs import TeacherRecord, pad_intermediates
+from workloads.teacher_outputs import pad_intermediates
 
-MANIFEST = "_manifest.json"
-FORMAT = 2
-ROWS_PER_GROUP = 128
 CACHE_BYTES = 512 << 20  # decoded row groups kept in memory, at most (one batch's are always kept)
 READERS = 4  # row-group reads in flight
-
-SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("representation", pa.binary(), nullable=False),
-        pa.field("probabilities", pa.binary(), nullable=False),
-        pa.field("intermediates", pa.binary()),
-        pa.field("positions", pa.list_(pa.int32())),
-    ]
-)
-
-
-def _table(records: list[TeacherRecord]) -> pa.Table:
-    return pa.table(
-        {
-            "id": [r.id for r in records],
-            "representation": [np.asarray(r.representation, np.float32).tobytes() for r in records],
-            "probabilities": [np.asarray(r.probabilities, np.float32).tobytes() for r in records],
-            "intermediates": [None if r.intermediates is None else np.asarray(r.intermediates, np.float32).tobytes()
-                              for r in records],
-            "positions": [None if r.positions is None else np.asarray(r.positions, np.int32) for r in records],
-        },
-        schema=SCHEMA,
-    )
-
-
-def write_teacher_cache(
-    location: str,
-    parts: Iterable[Iterable[TeacherRecord]],
-    classifier_state: dict[str, torch.Tensor],
-    details: dict,
-) -> dict:
-    """Write a cache from `parts` (one iterable of records per data shard, in its order); returns the
-    manifest. Parts first, each atomically, then the classifier, the manifest last."""
-    written = [write_cache_part(location, index, records) for index, records in enumerate(parts)]
-    return finish_teacher_cache(location, written, classifier_state, details)
-
-
-def write_cache_part(location: str, index: int, records: Iterable[TeacherRecord]) -> dict:
-    """Write part `index` (the records of data shard `index`, in its order) atomically; returns what
-    `finish_teacher_cache` needs of it. Data-parallel replicas write different parts at once."""
-    name = f"part-{index:05d}.parquet"
-    count, dims = 0, None
-
-    def write(fs, path):
-        nonlocal count, dims
-        with pq.ParquetWriter(path, SCHEMA, filesystem=fs, compression="none", use_dictionary=False) as writer:
-            group: list[TeacherRecord] = []
-            for record in records:
-                if dims is None:
-                    dims = (int(np.asarray(record.representation).size), int(np.asarray(record.probabilities).size))
-                group.append(record)
-                if len(group) == ROWS_PER_GROUP:
-                    writer.write_table(_table(group))
-                    count += len(group)
-                    group = []
-            if group or count == 0:
-                writer.write_table(_table(group))
-                count += len(group)
-
-    write_atomically(join(location, name), write)
-    return {"index": index, "name": name, "videos": count, "dims": dims}
-
-
-def finish_teacher_cache(location: str, written: list[dict], classifier_state: dict[str, torch.Tensor],
-                         details: dict) -> dict:
-    """Complete a cache whose parts are all written (`written`: what `write_cache_part` returned for each,
-    in any order): the classifier, then the manifest that makes the cache exist. Returns the manifest."""
-    written = sorted(written, key=lambda part: part["index"])
-    if [part["index"] for part in written] != list(range(len(written))):
-        raise OrchestratorError(f"{location}: parts {[p['index'] for p in written]} are not 0..{len(written) - 1}")
-    dims = next((part["dims"] for part in written if part["dims"] is not None), None)
-    buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in classifier_state.items()}, buffer)
-    write_bytes(join(location, "classifier.pt"), buffer.getvalue())
-    manifest = {
-        "format": FORMAT,
-        "parts": [part["name"] for part in written],
-        "videos": sum(part["videos"] for part in written),
-        "representation_dim": dims[0] if dims else 0,
-        "num_classes": dims[1] if dims else 0,
-        **details,
-    }
-    write_bytes(join(location, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True).encode())
-    return manifest
-
-
-def read_manifest(location: str) -> dict | None:
-    """The cache's manifest, or None when the cache is absent or incomplete."""
-    fs, path = resolve(join(location, MANIFEST))
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        return None
-    with fs.open_input_stream(path) as stream:
-        manifest = json.loads(stream.read())
-    if manifest.get("format") != FORMAT:
-        return None
-    for part in manifest["parts"] + ["classifier.pt"]:
-        part_fs, part_path = resolve(join(location, part))
-        if part_fs.get_file_info(part_path).type != pafs.FileType.File:
-            return None
-    return manifest
 
 
 def _id_hashes(ids: list[str]) -> np.ndarray:
@@ -156,8 +47,8 @@ class _Group:
     def __init__(self, table: pa.Table, dim: int, classes: int):
         self.ids = table.column("id").to_pylist()
         self.intermediates = table.column("intermediates").to_pylist()
-        self.representation = _float_chunks(table.column("representation"), dim)
-        self.probabilities = _float_chunks(table.column("probabilities"), classes)
+        self.representation = _float_chunks(table.column("representation"), dim, "representation")
+        self.probabilities = _float_chunks(table.column("probabilities"), classes, "probabilities")
 
 
 class ParquetTeacherCache:
@@ -174,7 +65,7 @@ class ParquetTeacherCache:
     def __init__(self, location: str, cache_bytes: int = CACHE_BYTES):
         manifest = read_manifest(location)
         if manifest is None:
-            raise OrchestratorError(f"{location}: no complete teacher cache here (no {MANIFEST})")
+            raise OrchestratorError(f"{location}: no complete teacher cache here (no manifest)")
         self.location, self.manifest = location, manifest
         self.dim, self.classes = manifest["representation_dim"], manifest["num_classes"]
         self.parts = [join(location, part) for part in manifest["parts"]]
@@ -183,27 +74,45 @@ class ParquetTeacherCache:
         self.group_bytes: list[list[int]] = []
         self.lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="teacher-cache")
-        hashes, where = [], []
-        for number, part in enumerate(self.parts):
-            fs, path = resolve(part)
-            self.metadata.append(pq.read_metadata(path, filesystem=fs))
-            self.group_bytes.append([self.metadata[-1].row_group(g).total_byte_size
-                                     for g in range(self.metadata[-1].num_row_groups)])
-            ids = pq.ParquetFile(self._file(number), metadata=self.metadata[-1]).read(columns=["id"]).column("id")
-            hashes.append(_id_hashes(ids.to_pylist()))
-            where.append(np.stack([np.full(len(ids), number), np.arange(len(ids))], axis=1))
+        hashes = [self._index(number) for number in range(len(self.parts))]
         if sum(h.size for h in hashes) != manifest["videos"]:
-            raise OrchestratorError(f"{location}: the manifest promises {manifest['videos']} videos, "
-                                    f"the parts hold {sum(h.size for h in hashes)}")
+            raise DamagedCache(location, f"the manifest promises {manifest['videos']} videos, the parts hold "
+                                         f"{sum(h.size for h in hashes)}")
+        where = [np.stack([np.full(h.size, number), np.arange(h.size)], axis=1) for number, h in enumerate(hashes)]
         all_hashes = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
         order = np.argsort(all_hashes)
         self.hashes = all_hashes[order]
         self.where = (np.concatenate(where) if where else np.zeros((0, 2), np.int64))[order]
         self.cache_bytes, self.cached_bytes = cache_bytes, 0
         self.groups: OrderedDict[tuple[int, int], _Member] = OrderedDict()
-        fs, path = resolve(join(location, "classifier.pt"))
+        fs, path = resolve(join(location, manifest["classifier"]))
         with fs.open_input_stream(path) as stream:
-            self._classifier = torch.load(io.BytesIO(stream.read()), weights_only=True)
+            data = stream.read()
+        try:
+            self._classifier = torch.load(io.BytesIO(data), weights_only=True)
+        except Exception as error:  # cut short or altered: torch fails as RuntimeError, EOFError, UnpicklingError
+            raise DamagedCache(location, f"{manifest['classifier']} cannot be loaded: {error}") from None
+
+    def _index(self, number: int) -> np.ndarray:
+        """Read part `number`'s metadata and ids, checking it against the manifest; its ids' hashes."""
+        name = self.manifest["parts"][number]
+        fs, path = resolve(self.parts[number])
+        try:
+            metadata = pq.read_metadata(path, filesystem=fs)
+            ids = pq.ParquetFile(self._file(number), metadata=metadata).read(columns=["id"]).column("id")
+        except pa.ArrowInvalid as error:
+            raise DamagedCache(self.location, f"{name} is not a readable Parquet file: {error}") from None
+        owner = json.loads((metadata.schema.to_arrow_schema().metadata or {}).get(METADATA_KEY, b"{}"))
+        teacher = self.manifest.get("teacher_id") or ""
+        if self.manifest["format"] >= 3 and owner.get("teacher_id", "") != teacher:
+            raise DamagedCache(self.location, f"{name} holds the outputs of teacher {owner.get('teacher_id')!r}, "
+                                              f"not of {teacher!r}")
+        if self.manifest["format"] >= 3 and len(ids) != self.manifest["part_videos"][number]:
+            raise DamagedCache(self.location, f"{name} holds {len(ids)} videos, the manifest says "
+                                              f"{self.manifest['part_videos'][number]}")
+        self.metadata.append(metadata)
+        self.group_bytes.append([metadata.row_group(g).total_byte_size for g in range(metadata.num_row_groups)])
+        return _id_hashes(ids.to_pylist())
 
     def classifier_state(self) -> dict[str, torch.Tensor]:
         return self._classifier
@@ -221,12 +130,24 @@ class ParquetTeacherCache:
 
     def _read(self, part: int, first: int, stop: int) -> list[_Group]:
         """Row groups [first, stop) of a part, in one request (pre_buffer coalesces their column chunks)."""
-        file = pq.ParquetFile(self._file(part), metadata=self.metadata[part], pre_buffer=True)
-        table = file.read_row_groups(list(range(first, stop)), use_threads=False)
+        file = pq.ParquetFile(self._file(part), metadata=self.metadata[part], pre_buffer=True,
+                              page_checksum_verification=True)
+        name = self.manifest["parts"][part]
+        try:
+            table = file.read_row_groups(list(range(first, stop)), use_threads=False)
+        except pa.ArrowInvalid as error:  # a page that does not decode
+            raise DamagedCache(self.location, f"{name}, row groups {first}-{stop - 1}: {error}") from None
+        except OSError as error:  # the store failing stays an OSError; a failed page checksum is damage
+            if "checksum" not in str(error).lower():
+                raise
+            raise DamagedCache(self.location, f"{name}, row groups {first}-{stop - 1}: {error}") from None
         groups, row = [], 0
         for group in range(first, stop):
             rows = self.metadata[part].row_group(group).num_rows
-            groups.append(_Group(table.slice(row, rows), self.dim, self.classes))
+            try:
+                groups.append(_Group(table.slice(row, rows), self.dim, self.classes))
+            except ValueError as error:
+                raise DamagedCache(self.location, f"{name}, row group {group}: {error}") from None
             row += rows
         return groups
 
@@ -325,14 +246,14 @@ class _Member:
         return self.run.result()[self.index]
 
 
-def _float_chunks(column: pa.ChunkedArray, width: int) -> list[tuple[int, np.ndarray]]:
+def _float_chunks(column: pa.ChunkedArray, width: int, name: str) -> list[tuple[int, np.ndarray]]:
     """(first row, rows x width float32 view) per chunk of a binary column of fixed-width values, without
     copying: the values of a chunk lie back to back in its data buffer."""
     chunks, row = [], 0
     for array in column.chunks:
         offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset : array.offset + len(array) + 1]
         if offsets[-1] - offsets[0] != len(array) * width * 4:
-            raise OrchestratorError(f"teacher cache: a {column.type} value is not {width} float32s")
+            raise ValueError(f"a {name!r} value is not {width} float32s")
         data = np.frombuffer(array.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
         chunks.append((row, data.view(np.float32).reshape(-1, width)))
         row += len(array)

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.validation import Invalid, build, checking, convert, fill
+from orchestrator.validation import Invalid, checking, convert, fill
 from workloads.data.reader import FrameSelection
 from workloads.data.synth import SynthConfig
 from workloads.frames import SELECTORS
@@ -43,6 +43,9 @@ class SyntheticData:
     generator: SynthConfig = SynthConfig(num_classes=PRESET_CLASSES)
 
     def __post_init__(self) -> None:
+        for key in ("train_videos", "validate_videos"):
+            if getattr(self, key) < 1:
+                raise Invalid(key, f"must be >= 1, got {getattr(self, key)}")
         with checking(""):
             self.generator.validate()
 
@@ -270,9 +273,10 @@ def preset_names() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in resources.files("orchestrator.presets").iterdir() if p.name.endswith(".yaml"))
 
 
-def load_preset(name_or_path: str, overrides: dict | None = None) -> Preset:
+def load_preset(name_or_path: str, overrides: dict | None = None, overrides_from: str | None = None) -> Preset:
     """A shipped preset by name (`smoke`, `paper`, ...) or a YAML file by path, with `overrides` (a
-    mapping merged key by key, e.g. from a `--override` file) applied before validation."""
+    mapping merged key by key, e.g. from the `--override` file `overrides_from`) applied before
+    validation. An error names the file that set the key: the override's when it set it."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         where = str(path)
@@ -288,7 +292,25 @@ def load_preset(name_or_path: str, overrides: dict | None = None) -> Preset:
         raw = _merge(raw or {}, overrides)
     if not isinstance(raw, dict):
         raise OrchestratorError(f"{where}: a preset is a YAML mapping")
-    return build(Preset, raw, where)
+    try:
+        return fill(Preset, raw)
+    except Invalid as invalid:
+        if overrides and _sets(overrides, invalid.key):
+            where = f"{overrides_from or 'the override'} (merged into {where})"
+        raise OrchestratorError(f"{where}: {invalid}") from None
+
+
+def _sets(overrides: dict, key: str) -> bool:
+    """Whether `overrides` sets `key` (a dotted path, list indices allowed), a key above it or one below."""
+    node: Any = overrides
+    for part in key.split("."):
+        part = part.split("[", 1)[0]
+        if not isinstance(node, dict):
+            return True  # the override set a whole value above the key
+        if part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def load_override(path: str | None) -> dict | None:

@@ -1,6 +1,6 @@
 """What every driver (`python -m orchestrator.grid`, `python -m orchestrator.tune`) does around its own
-work: start Ray, open the store and the tracking store, refuse a local store on a cluster of several
-nodes, prepare the data, start teachers, count the slots for cells, record finished cells, and turn how
+work (the store and the tracking store are checked by `orchestrator.storage` first): start Ray, refuse a
+local store on a cluster of several nodes, prepare the data, start teachers, count the slots for cells, record finished cells, and turn how
 it all ended into one line and an exit status:
 
     0 done; 1 some cells (or every trial) failed; 2 bad input or a store that cannot be used; 130 interrupted.
@@ -8,19 +8,21 @@ it all ended into one line and an exit status:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import Callable
 
 from orchestrator.config import Preset, Resources
-from orchestrator.data_sets import DataSet, prepare_data
-from orchestrator.errors import OrchestratorError
+from orchestrator.data_sets import DataSet, check_shards, prepare_data
+from orchestrator.errors import OrchestratorError, note
 from orchestrator.matrix import Cell
 from orchestrator.results import CellResult
-from orchestrator.storage import check_store, is_storage_failure, store_lost
-from orchestrator.store import Store
+from orchestrator.storage import is_storage_failure, store_lost
+from orchestrator.store import DamagedFile, Store
 from orchestrator.teachers import fit_teacher
 from workloads.errors import WorkloadError
 
@@ -91,18 +93,6 @@ def start_ray():
     return ray
 
 
-def open_store(root: str, tracking_uri: str | None) -> tuple[Store, str]:
-    """The store, checked and (a local folder) created, and the MLflow tracking URI: the one given, else
-    SQLite in a local store; a store on object storage needs a tracking server."""
-    store = Store(root)
-    check_store(store.root)
-    if tracking_uri is None and not store.is_local:
-        raise OrchestratorError("a store on object storage needs --tracking-uri (an MLflow server)")
-    if "://" not in store.root:
-        os.makedirs(store.root, exist_ok=True)
-    return store, tracking_uri or f"sqlite:///{store.path('mlflow.db')}"
-
-
 def refuse_local_store_on_a_cluster(ray, store: Store, resources: Resources) -> None:
     """A local store exists on one node only: refuse it on a cluster of several nodes, and on one that
     will grow (the preset asks for node-type resources no node offers yet: the autoscaler adds them)."""
@@ -116,9 +106,11 @@ def refuse_local_store_on_a_cluster(ray, store: Store, resources: Resources) -> 
                                 "needs --store s3://... (and an MLflow server as --tracking-uri)")
 
 
-def data_set(ray, preset: Preset, store: Store, uri_override: str | None) -> DataSet:
-    """The preset's data set (or `--data`'s), generated into the store by a Ray task the first time."""
-    return ray.get(ray.remote(prepare_data).options(num_cpus=1).remote(preset.data, store.root, uri_override))
+def generated_data(ray, preset: Preset, store: Store) -> DataSet:
+    """The preset's synthetic data set generated into the store by a Ray task, then checked."""
+    data = ray.get(ray.remote(prepare_data).options(num_cpus=1).remote(preset.data, store.root))
+    check_shards(data)
+    return data
 
 
 def teacher_task(ray):
@@ -145,9 +137,15 @@ class Ledger:
         self.failed: list[str] = []
 
     def load(self, cells: list[Cell]) -> list[Cell]:
-        """Read the kept results of `cells`; returns those whose MLflow run was never noted."""
+        """Read the kept results of `cells`; returns those whose MLflow run was never noted. A result file
+        that cannot be read is set aside (renamed, kept) and its cell runs again."""
         for cell in cells:
-            found = self.store.read_result(cell.id)
+            try:
+                found = self.store.read_result(cell.id)
+            except DamagedFile as damaged:
+                aside = self.store.set_aside(damaged.location)
+                note(cell.name, f"{damaged}; set aside as {aside}, and the cell runs again")
+                continue
             if found is not None:
                 self.results[cell.id] = found
         return [cell for cell in cells if cell.id in self.results and self.results[cell.id].run_id is None]
@@ -162,19 +160,40 @@ class Ledger:
         self.store.write_result(cell.id, kept)
         return self.log(cell, kept, tags)
 
-    def log(self, cell: Cell, result: CellResult, tags: dict[str, str], adopt: bool = False) -> CellResult:
-        """Log a kept result's MLflow run (with `adopt`, first look for the run an earlier driver logged for
-        exactly this result) and note the run in the kept result, which is returned."""
-        run_id = adopt and self.tracker.logged_run(cell.id, result.gap)
-        if not run_id:
-            run_id = self.tracker.log_cell(cell, result, tags=tags)
+    def log(self, cell: Cell, result: CellResult, tags: dict[str, str]) -> CellResult:
+        """Log a kept result's MLflow run, or adopt the run an earlier driver logged for exactly this result
+        (the same test GAP, to the bit), and note it in the kept result, which is returned. Any other
+        FINISHED run of the cell (logged for a result since lost) is retired: each cell shows once."""
+        run_id = self.tracker.logged_run(cell.id, result.gap) or self.tracker.log_cell(cell, result, tags=tags)
+        self.tracker.retire_runs(cell.id, keep=run_id)
         noted = result.noted(cell.name, run_id)
         self.store.write_result(cell.id, noted)
         self.results[cell.id] = noted
         print(f"  done  {cell.name}: GAP {noted.gap:.3f}  mAP {noted.map:.3f}  ({noted.train_seconds:.0f} s)", flush=True)
         if noted.run_snapshot:
-            print(f"  note  {cell.name}: {noted.run_snapshot}", flush=True)
+            note(cell.name, noted.run_snapshot)
         return noted
+
+    def fitted(self, skyline: Cell, result: CellResult, tags: dict[str, str], why: str) -> CellResult:
+        """Record a teacher's fit as its skyline's result; for a teacher done before, whose caches were only
+        written again (`why`) from its final checkpoint, point its kept result and its run at them instead
+        (tag `cache_rebuilt`): its skyline shows once."""
+        if skyline.id in self.results and result.resumed_at_epoch >= len(result.history):
+            return self._rebuilt(skyline, result, tags, why)
+        return self.record(skyline, result, tags)
+
+    def _rebuilt(self, skyline: Cell, result: CellResult, tags: dict[str, str], reason: str) -> CellResult:
+        earlier = self.results[skyline.id]
+        kept = dataclasses.replace(earlier, caches=result.caches, checkpoint=result.checkpoint,
+                                   run_snapshot=result.run_snapshot)
+        self.store.write_result(skyline.id, kept)
+        if kept.run_id is None:  # kept by a driver stopped before it logged the run
+            kept = self.log(skyline, kept, tags)
+        self.results[skyline.id] = kept
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        self.tracker.set_tags(kept.run_id, {**tags, "cache_rebuilt": f"{stamp}: {reason}"[:5000]})
+        note(skyline.name, f"caches written again from the teacher's final checkpoint ({reason})")
+        return kept
 
     def fail(self, cell: Cell, error: BaseException | str) -> None:
         self.tracker.log_cell(cell, None, error=error)
@@ -188,6 +207,14 @@ def skyline_tags(result: CellResult) -> dict[str, str]:
     if result.run_snapshot:  # Ray Train's record of the teacher's run was unreadable and set aside
         tags["run_snapshot"] = result.run_snapshot
     return tags
+
+
+def cause(error: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """`error` if it is a `kind`, else the `kind` a Ray task raised that `error` wraps (or None)."""
+    if isinstance(error, kind):
+        return error
+    inner = getattr(error, "cause", None)
+    return inner if isinstance(inner, kind) else None
 
 
 def one_line(error: BaseException | str) -> str:

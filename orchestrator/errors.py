@@ -1,2 +1,8 @@
 class OrchestratorError(Exception):
     """A preset, store or run that cannot go ahead; the message names the file, key or cell."""
+
+
+def note(name: str, text: str) -> None:
+    """A problem found and dealt with (something damaged set aside, and done again), for the person
+    watching: one line naming what it concerns."""
+    print(f"  note  {name}: {text}", flush=True)

@@ -16,17 +16,18 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from orchestrator import driver
+from orchestrator import driver, storage
+from orchestrator.cache_files import DamagedCache, set_aside
 from orchestrator.cells import run_cell
 from orchestrator.config import Preset, load_override, load_preset
-from orchestrator.data_sets import DataSet
-from orchestrator.errors import OrchestratorError
+from orchestrator.data_sets import DataSet, locate
+from orchestrator.errors import OrchestratorError, note
 from orchestrator.matrix import Cell, TeacherSpec, expand
 from orchestrator.results import CellResult
 from orchestrator.storage import is_storage_failure, store_lost
 from orchestrator.store import Store
 from orchestrator.summary import summarize
-from orchestrator.teachers import TeacherJob, cache_key, complete_caches
+from orchestrator.teachers import TeacherJob, cache_key, check_caches
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,14 +50,18 @@ class Plan:
     blocked: dict[str, list[Cell]] = field(default_factory=lambda: defaultdict(list))  # by the teacher they read
 
 
-def plan(teachers: list[TeacherSpec], cells: list[Cell], done: set[str], cached: set[str]) -> Plan:
-    """A teacher is fitted when its skyline is not done, or when a cell that needs it is not done and its
-    caches are incomplete; a serial cell waits for its teacher's caches unless they exist already."""
+def plan(teachers: list[TeacherSpec], cells: list[Cell], done: set[str], cached: set[str],
+         damaged: set[str] = frozenset()) -> Plan:
+    """A teacher is fitted when its skyline is not done, when a cache of it was found damaged (the store
+    heals), or when a cell that needs it is not done and its caches are incomplete (caches deleted on
+    purpose stay deleted until a cell needs them); a serial cell waits for its teacher's caches unless they
+    exist already."""
     todo = Plan()
     for teacher in teachers:
         mine = [c for c in cells if c.teacher == teacher]
         skyline_done = all(c.id in done for c in mine if c.mode == "skyline")
-        if not skyline_done or (teacher.id not in cached and any(c.id not in done for c in mine)):
+        needed = teacher.id not in cached and any(c.id not in done for c in mine)
+        if not skyline_done or teacher.id in damaged or needed:
             todo.teachers.append(teacher)
     for cell in cells:
         if cell.id in done or cell.mode == "skyline":
@@ -70,13 +75,16 @@ def plan(teachers: list[TeacherSpec], cells: list[Cell], done: set[str], cached:
 
 class Grid:
     """One invocation: schedules teachers and cells on Ray as their inputs become ready, and records each
-    (in the store, then MLflow) as it finishes."""
+    (in the store, then MLflow) as it finishes. A teacher cache found damaged (at the start, or by a
+    student reading it) is written again from the teacher's final checkpoint, once per invocation, and
+    the students that need it wait for it."""
 
     def __init__(self, preset: Preset, ledger: driver.Ledger, data: DataSet, ray):
         self.preset, self.ledger, self.data, self.ray = preset, ledger, data, ray
         self.teachers, self.cells = expand(preset, data.id)
         self.skylines = {c.teacher.id: c for c in self.cells if c.mode == "skyline"}
         self.caches: dict[str, dict[str, str]] = {}  # teacher id -> its complete caches (key -> URI)
+        self.rebuilds: dict[str, str] = {}  # teacher id -> why its caches are written again
         self.in_flight: dict = {}  # Ray ObjectRef -> the TeacherJob or Cell it computes
         self.todo = Plan()
         resources = preset.resources.cell
@@ -96,15 +104,11 @@ class Grid:
     def run(self) -> None:
         unlogged = self.ledger.load(self.cells)
         for cell in sorted(unlogged, key=lambda c: c.mode != "skyline"):  # a cell's run names its teacher's
-            self.ledger.log(cell, self.ledger.results[cell.id], self.tags(cell, self.ledger.results[cell.id]), adopt=True)
-        for teacher in self.teachers:
-            caches = complete_caches(self.job(teacher))
-            if caches is not None and self.skylines[teacher.id].id in self.ledger.results:
-                self.caches[teacher.id] = caches
-        self.todo = plan(self.teachers, self.cells, set(self.ledger.results), set(self.caches))
+            self.ledger.log(cell, self.ledger.results[cell.id], self.tags(cell, self.ledger.results[cell.id]))
+        damaged = {teacher.id for teacher in self.teachers if self.check_caches(teacher)}
+        self.todo = plan(self.teachers, self.cells, set(self.ledger.results), set(self.caches), damaged)
         for teacher in self.todo.teachers:
-            job = self.job(teacher)
-            self.in_flight[self.teacher_task.remote(job)] = job
+            self.start_teacher(teacher)
         self.drain()
         waiting = len(self.in_flight) + len(self.todo.ready) + sum(map(len, self.todo.blocked.values()))
         print(f"{len(self.cells)} cells, {len(self.ledger.results)} already done, {waiting} jobs to run", flush=True)
@@ -116,6 +120,24 @@ class Grid:
         except BaseException:
             self.abandon()
             raise
+
+    def check_caches(self, teacher: TeacherSpec) -> bool:
+        """Note a teacher's caches when they are complete and its skyline is done; a damaged one is set
+        aside, and the reason its caches are written again is kept for its skyline's run. Whether one
+        was damaged."""
+        caches, damaged = check_caches(self.job(teacher))
+        done = self.skylines[teacher.id].id in self.ledger.results
+        for problem in damaged:
+            note(teacher.name, f"{problem}; set aside, to be written again from the teacher's checkpoint")
+        if caches is not None and done:
+            self.caches[teacher.id] = caches
+        elif done:
+            self.rebuilds[teacher.id] = "; ".join(damaged) or "its caches were missing"
+        return bool(damaged)
+
+    def start_teacher(self, teacher: TeacherSpec) -> None:
+        job = self.job(teacher)
+        self.in_flight[self.teacher_task.remote(job)] = job
 
     def collect(self, ref) -> None:
         """Record what a finished job computed, or its error; stop when the store is gone."""
@@ -129,10 +151,10 @@ class Grid:
         try:
             if isinstance(job, TeacherJob):
                 self.teacher_done(job.spec, value, error)
-            elif error is not None:
-                self.ledger.fail(job, error)
-            else:
+            elif error is None:
                 self.ledger.record(job, value, self.tags(job, value))
+            elif not self.heal(job, error):
+                self.ledger.fail(job, error)
         except Exception as failure:  # writing its result or its MLflow run failed
             if not is_storage_failure(failure):
                 raise
@@ -140,14 +162,40 @@ class Grid:
             name = job.spec.name if isinstance(job, TeacherJob) else job.name
             raise OrchestratorError(f"{name}: recording it failed: {driver.one_line(failure)}") from None
 
+    def heal(self, cell: Cell, error: BaseException) -> bool:
+        """Whether a serial cell that failed on a damaged teacher cache waits for the cache to be written
+        again: once per invocation (a cache damaged again fails the cells that read it)."""
+        damaged = driver.cause(error, DamagedCache)
+        if damaged is None or cell.mode != "serial":
+            return False
+        teacher = cell.teacher
+        rebuilding = any(isinstance(job, TeacherJob) and job.spec == teacher for job in self.in_flight.values())
+        if teacher.id in self.rebuilds and not rebuilding:
+            return False
+        self.todo.blocked[teacher.id].append(cell)
+        if rebuilding:
+            return True
+        aside = set_aside(damaged.location)
+        note(cell.name, f"{damaged}; {aside or 'its manifest'} set aside, the cache is written again from "
+                               "the teacher's checkpoint, and the cell runs after")
+        self.caches.pop(teacher.id, None)
+        self.rebuilds[teacher.id] = damaged.problem
+        # The teacher's serial cells not started yet wait for the new cache too.
+        self.todo.blocked[teacher.id] += [c for c in self.todo.ready if c.teacher == teacher]
+        self.todo.ready = [c for c in self.todo.ready if c.teacher != teacher]
+        self.start_teacher(teacher)
+        return True
+
     def teacher_done(self, teacher: TeacherSpec, result: CellResult | None, error: BaseException | None) -> None:
         skyline = self.skylines[teacher.id]
         if error is not None:
-            self.ledger.fail(skyline, error)
+            if skyline.id not in self.ledger.results:
+                self.ledger.fail(skyline, error)
             for cell in self.todo.blocked.pop(teacher.id, []):
                 self.ledger.fail(cell, f"its teacher {teacher.name} failed: {driver.one_line(error)}")
             return
-        self.ledger.record(skyline, result, self.tags(skyline, result))
+        why = self.rebuilds.get(teacher.id, "its caches were missing")
+        self.ledger.fitted(skyline, result, self.tags(skyline, result), why)
         self.caches[teacher.id] = result.caches
         # Serial cells first: they were waiting for this teacher while the others could run.
         self.todo.ready[:0] = self.todo.blocked.pop(teacher.id, [])
@@ -201,8 +249,11 @@ class Grid:
 
 
 def run(args: argparse.Namespace) -> int:
-    preset = load_preset(args.preset, load_override(args.override))
-    store, tracking_uri = driver.open_store(args.store, args.tracking_uri)
+    preset = load_preset(args.preset, load_override(args.override), args.override)
+    store = storage.store_of(args.store, args.tracking_uri)
+    with driver.store_failures(store):
+        data = locate(preset.data, store, args.data)  # None: synthetic shards still to be generated
+    tracking_uri = storage.open_store(store, args.tracking_uri)
     experiment = args.experiment or f"fewer-frames-{preset.name}"
     from orchestrator.tracking import Tracker
 
@@ -218,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
                                                     "data": args.data or "preset"}, {"preset": preset.name})
     driver.stop_on_sigterm()
     with tracker.ending_parent() as parent, driver.store_failures(store):
-        grid = Grid(preset, driver.Ledger(store, tracker), driver.data_set(ray, preset, store, args.data), ray)
+        grid = Grid(preset, driver.Ledger(store, tracker), data or driver.generated_data(ray, preset, store), ray)
         grid.run()
         parent.summary = summarize(grid.cells, grid.ledger.results)
         parent.status = "FAILED" if grid.ledger.failed else "FINISHED"

@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.validation import fill
 from workloads.progress import EpochMetrics
 
 
@@ -45,9 +46,8 @@ class CellResult:
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> CellResult:
-        known = {f.name for f in dataclasses.fields(cls)}
-        history = tuple(EpochMetrics(**epoch) for epoch in value["history"])
-        return cls(**{**{k: v for k, v in value.items() if k in known}, "history": history})
+        """A result read back, every key and type checked (`Invalid` names the first that is not right)."""
+        return fill(cls, value)
 
     def noted(self, cell_name: str, run_id: str | None) -> CellResult:
         """The result as kept for a cell: its name, and its MLflow run (None until logged)."""

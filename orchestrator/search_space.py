@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.config import Preset
 from orchestrator.matrix import Cell
 from orchestrator.validation import Invalid, build, checking
 from workloads.data.reader import FrameSelection
@@ -139,6 +140,19 @@ def trial_settings(cell: Cell) -> dict[str, Any]:
     """Every searchable setting of a trial's cell, under its parameter's name."""
     return {**{f"w_{loss}": weight for loss, weight in cell.loss_weights}, "k": cell.k, "j": cell.j,
             "learning_rate": cell.train.learning_rate, "pred_distance": cell.pred_distance}
+
+
+def check_against(space: SearchSpace, preset: Preset, where: str) -> None:
+    """Whether every frame count the space can give fits the videos of the preset its trials run on:
+    k in [1, max_frames], a stride j no longer than the videos."""
+    frames = preset.data.max_frames
+    candidates = {f"search.{name}.{d.kind}": (name, d.values) for name, d in space.search.items()}
+    candidates |= {f"fixed.{name}": (name, (value,)) for name, value in space.fixed.items()}
+    for key, (name, values) in candidates.items():
+        for value in values if name in ("j", "k") else ():
+            if value > frames:
+                raise OrchestratorError(f"{where}: {key}: {name}={value} is outside [1, {frames}], the frames of "
+                                        f"preset {preset.name}'s videos")
 
 
 def load_space(path: str) -> SearchSpace:

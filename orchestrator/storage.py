@@ -1,6 +1,7 @@
-"""The store on S3 (or any S3-compatible server), checked before a grid starts.
+"""The store and the tracking store, checked before a grid or a search starts (before Ray: seconds, one
+line, nothing left behind): `store_of` without writing, then `open_store` writes and deletes a probe.
 
-Locations are `s3://bucket/prefix` URIs opened through PyArrow's S3 filesystem, which follows the standard
+On S3 (or any S3-compatible server), locations are `s3://bucket/prefix` URIs opened through PyArrow's S3 filesystem, which follows the standard
 AWS configuration: environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
 `AWS_ENDPOINT_URL` for MinIO, SeaweedFS, Ceph...), shared config files and profiles (`AWS_PROFILE`).
 `check_store` asks the bucket once, with boto3's bounded retries and exponential backoff, so that an
@@ -12,14 +13,22 @@ store failed mid-grid, to tell a store that went away (stop the grid) from one j
 from __future__ import annotations
 
 import os
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.store import Store
+from workloads.data.fs import resolve, write_bytes
 
 # boto3's own retry loop: at most 4 tries, exponential backoff; short timeouts keep the worst case under
 # a minute for an endpoint that accepts no connections.
 RETRIES = {"max_attempts": 4, "mode": "standard"}
 CONNECT_TIMEOUT_S = 5
 READ_TIMEOUT_S = 10
+TRACKING_TIMEOUT_S = 5  # an MLflow server's answer; MLflow's own retries would take minutes
 
 
 def is_s3(location: str) -> bool:
@@ -84,3 +93,66 @@ def store_lost(location: str) -> OrchestratorError | None:
         return OrchestratorError(f"{lost}: lost it mid-grid; finished cells are kept, run the same command "
                                  "again once the store is back")
     return None
+
+
+def store_of(root: str, tracking_uri: str | None) -> Store:
+    """The store, checked without writing anything: reachable (a bucket), not a file (a folder), and with a
+    tracking store that answers when one is given (a store on object storage needs a tracking server)."""
+    store = Store(root)
+    check_store(store.root)
+    if "://" not in store.root and os.path.exists(store.root) and not os.path.isdir(store.root):
+        raise OrchestratorError(f"--store {store.root}: is a file; the store is a folder")
+    if tracking_uri is None and not store.is_local:
+        raise OrchestratorError("a store on object storage needs --tracking-uri (an MLflow server)")
+    if tracking_uri is not None:
+        check_tracking(tracking_uri)
+    return store
+
+
+def open_store(store: Store, tracking_uri: str | None) -> str:
+    """Make the store ready for writing (a local folder created; a file written and deleted in it) and
+    return the MLflow tracking URI: the one given, else SQLite in the (local) store."""
+    where = f"--store {store.root}"
+    if "://" not in store.root:
+        try:
+            os.makedirs(store.root, exist_ok=True)
+            tempfile.TemporaryFile(dir=store.root).close()
+        except OSError as error:
+            raise OrchestratorError(f"{where}: cannot write there: {error.strerror or error}") from None
+    else:
+        probe = store.path(f".write-check-{uuid.uuid4().hex[:12]}")
+        try:
+            write_bytes(probe, b"")
+            fs, path = resolve(probe)
+            fs.delete_file(path)
+        except OSError as error:
+            raise OrchestratorError(f"{where}: cannot write there: {error}") from None
+    if tracking_uri is None:
+        tracking_uri = f"sqlite:///{store.path('mlflow.db')}"
+        check_tracking(tracking_uri)
+    return tracking_uri
+
+
+def check_tracking(uri: str) -> None:
+    """Whether the MLflow tracking store answers, within seconds: an MLflow server (any HTTP answer will
+    do; its own retries would take minutes), or the folder a SQLite or file store would be written in."""
+    scheme = uri.split(":", 1)[0] if ":" in uri else "file"
+    if scheme in ("http", "https"):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=TRACKING_TIMEOUT_S).close()
+        except urllib.error.HTTPError:  # it answered
+            pass
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", None) or error
+            raise OrchestratorError(f"--tracking-uri {uri}: no MLflow server answers there ({reason})") from None
+    elif scheme in ("sqlite", "file"):
+        if scheme == "sqlite":  # sqlite:///relative.db or sqlite:////absolute.db
+            folder = os.path.dirname(uri.split(":///", 1)[1]) if ":///" in uri else ""
+        else:
+            folder = urllib.parse.urlparse(uri).path if "://" in uri else uri
+        if folder and not os.path.isdir(folder):
+            raise OrchestratorError(f"--tracking-uri {uri}: the folder {folder} does not exist")
+        try:
+            tempfile.TemporaryFile(dir=folder or ".").close()
+        except OSError as error:
+            raise OrchestratorError(f"--tracking-uri {uri}: cannot write in {folder}: {error.strerror}") from None

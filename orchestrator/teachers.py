@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from orchestrator.cache import finish_teacher_cache, read_manifest, write_cache_part
+from orchestrator.cache_files import DamagedCache, finish_teacher_cache, read_manifest, set_aside, write_cache_part
 from orchestrator.config import TeacherResources
 from orchestrator.data_sets import DataSet
 from orchestrator.matrix import TeacherSpec
@@ -71,10 +71,19 @@ def cache_keys(spec: TeacherSpec, intermediate_ks) -> dict[str, int | None]:
     return {cache_key(spec, k): k for k in (None, *intermediate_ks)}
 
 
-def complete_caches(job: TeacherJob) -> dict[str, str] | None:
-    """The teacher's caches (key -> URI) when every one of them is complete, else None."""
-    caches = job.caches()
-    return caches if all(read_manifest(c) is not None for c in caches.values()) else None
+def check_caches(job: TeacherJob) -> tuple[dict[str, str] | None, list[str]]:
+    """(the teacher's caches, key -> URI, when every one is complete, else None; what was found damaged).
+    A damaged cache is set aside (its manifest renamed), so that the next fit writes it again."""
+    caches, damaged = job.caches(), []
+    complete = True
+    for key, location in caches.items():
+        try:
+            complete = read_manifest(location) is not None and complete
+        except DamagedCache as error:
+            set_aside(location)
+            damaged.append(f"cache {key}: {error.problem}")
+            complete = False
+    return (caches if complete else None), damaged
 
 
 def fit_teacher(job: TeacherJob) -> CellResult:
@@ -175,7 +184,7 @@ def _export_caches(job: TeacherJob, model: VideoModel, batch: int, device: torch
             student = spec.model_spec.build(data.num_classes, k=k)
             positions = student_intermediate_positions(student, FrameSelection("uniform", k=k))
         mine = [write_cache_part(caches[key], index, export_teacher(
-                    model, VideoShards(shards[index], batch, fraction=spec.data_fraction), device, positions))
+                    model, VideoShards(shards[index], batch, fraction=spec.data_fraction), device, positions), spec.id)
                 for index in range(rank, len(shards), replicas)]
         written = [part for parts in gather_objects(mine) for part in parts]
         if rank == 0:

@@ -175,6 +175,21 @@ class Tracker:
             self.client.set_terminated(run.info.run_id, status=status)
         return run.info.run_id
 
+    def retire_runs(self, cell_id: str, keep: str) -> int:
+        """Delete (restorably) the FINISHED runs of this cell other than `keep`, so the experiment shows the
+        cell once: a run logged for a result that was lost since (its file damaged) and the cell trained
+        again. Returns how many were deleted."""
+        found = self.client.search_runs([self.experiment_id], filter_string=f"tags.cell_id = '{cell_id}' and "
+                                        "attributes.status = 'FINISHED'", max_results=100)
+        retired = [run.info.run_id for run in found if run.info.run_id != keep]
+        for run_id in retired:
+            self.client.delete_run(run_id)
+        return len(retired)
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, value)
+
     def logged_run(self, cell_id: str, gap: float) -> str | None:
         """The FINISHED run of this experiment that holds this cell's result (its test GAP, to the bit)."""
         found = self.client.search_runs([self.experiment_id], filter_string=f"tags.cell_id = '{cell_id}' and "

@@ -20,17 +20,17 @@ import os
 import sys
 import tempfile
 
-from orchestrator import driver
+from orchestrator import driver, storage
 from orchestrator.cells import resolve, run_recipe
 from orchestrator.config import Preset, load_preset
-from orchestrator.data_sets import DataSet
-from orchestrator.errors import OrchestratorError
+from orchestrator.data_sets import DataSet, locate
+from orchestrator.errors import OrchestratorError, note
 from orchestrator.matrix import Cell, expand
 from orchestrator.pareto import best_override, pareto_front, plot_front
 from orchestrator.results import Trial
-from orchestrator.search_space import SearchSpace, load_space, trial_settings
-from orchestrator.store import Store
-from orchestrator.teachers import TeacherJob, complete_caches
+from orchestrator.search_space import SearchSpace, check_against, load_space, trial_settings
+from orchestrator.store import DamagedFile, Store
+from orchestrator.teachers import TeacherJob, check_caches
 from workloads.data.fs import write_bytes
 
 
@@ -74,14 +74,18 @@ def run_trial(config: dict, *, space: SearchSpace, template: Cell, data: DataSet
 
 
 def ensure_teacher(ray, preset: Preset, skyline: Cell, data: DataSet, ledger: driver.Ledger) -> str:
-    """The base cache of the skyline's teacher. When it is missing the teacher is trained the grid's way
-    and recorded as the grid records it (result in the store, an MLflow run), so a later grid reuses it."""
+    """The base cache of the skyline's teacher. When it is missing (or damaged) the teacher is fitted the
+    grid's way and recorded as the grid records it, so a later grid reuses it: trained once, and a
+    finished teacher's cache only written again from its final checkpoint."""
     job = TeacherJob(skyline.teacher, data, ledger.store.root, (), preset.data.max_frames, preset.resources.teacher)
-    caches = complete_caches(job)
+    caches, damaged = check_caches(job)
+    for problem in damaged:
+        note(job.spec.name, f"{problem}; set aside, to be written again from the teacher's checkpoint")
     if caches is None:
-        print(f"training teacher {job.spec.name} (once: the grid and later studies reuse it)", flush=True)
+        ledger.load([skyline])
+        print(f"fitting teacher {job.spec.name} (once: the grid and later studies reuse it)", flush=True)
         result = ray.get(driver.teacher_task(ray).remote(job))
-        ledger.record(skyline, result, driver.skyline_tags(result))
+        ledger.fitted(skyline, result, driver.skyline_tags(result), "; ".join(damaged) or "its cache was missing")
         caches = result.caches
     return caches["base"]
 
@@ -91,7 +95,14 @@ def study_record(store: Store, space: SearchSpace, trials: int) -> dict:
     and trial count; a changed space under the same name is refused rather than mixed into it."""
     location = store.path("tune", f"{space.name}.json")
     record = json.loads(json.dumps({"trials": trials, "space": dataclasses.asdict(space)}, default=str))
-    found = store.read_json(location)
+    try:
+        found = store.read_json(location)
+        if found is not None and not {"trials", "space"} <= set(found):
+            raise DamagedFile(location, "not a study's record")
+    except DamagedFile as damaged:
+        note(f"study {space.name}", f"{damaged}; set aside as {store.set_aside(location)}, the study goes on "
+                                    "with the space and trials given now")
+        found = None
     if found is None:
         store.write_json(location, record)
         return record
@@ -144,11 +155,11 @@ def finished_trials(grid, space: SearchSpace, template: Cell) -> list[Trial]:
     return trials
 
 
-def run_study(args, space: SearchSpace, preset: Preset, ledger: driver.Ledger, ray) -> int:
+def run_study(args, space: SearchSpace, preset: Preset, data: DataSet | None, ledger: driver.Ledger, ray) -> int:
     from ray import tune
 
     store, tracker = ledger.store, ledger.tracker
-    data = driver.data_set(ray, preset, store, None)
+    data = data or driver.generated_data(ray, preset, store)
     template, skyline = study_cells(preset, space, data)
     cache = ensure_teacher(ray, preset, skyline, data, ledger)
     resources = preset.resources.cell
@@ -210,7 +221,11 @@ def run(args: argparse.Namespace) -> int:
         raise OrchestratorError(f"--concurrency must be >= 1, got {args.concurrency}")
     space = load_space(args.space)
     preset = load_preset(args.preset)
-    store, tracking_uri = driver.open_store(args.store, args.tracking_uri)
+    check_against(space, preset, args.space)
+    store = storage.store_of(args.store, args.tracking_uri)
+    with driver.store_failures(store):
+        data = locate(preset.data, store)  # None: synthetic shards still to be generated
+    tracking_uri = storage.open_store(store, args.tracking_uri)
     from orchestrator.tracking import Tracker
 
     ray = driver.start_ray()
@@ -221,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
     # Tune saves the study and stops its trials on SIGINT: SIGTERM (a scheduler, `ray job stop`) does the same.
     driver.stop_on_sigterm()
     with tracker.ending_parent() as parent, driver.store_failures(store):
-        code = run_study(args, space, preset, driver.Ledger(store, tracker), ray)
+        code = run_study(args, space, preset, data, driver.Ledger(store, tracker), ray)
         parent.status = "FINISHED" if code == 0 else "FAILED"
     return code
 

@@ -30,6 +30,9 @@ class Invalid(OrchestratorError):
         super().__init__(f"{key}: {problem}" if key else problem)
         self.key, self.problem = key, problem
 
+    def __reduce__(self):  # raised in a Ray task, it crosses to the driver whole
+        return type(self), (self.key, self.problem)
+
     def under(self, prefix: str) -> Invalid:
         return Invalid(_join(prefix, self.key), self.problem)
 

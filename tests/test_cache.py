@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.cache import MANIFEST, ROWS_PER_GROUP, ParquetTeacherCache, read_manifest, write_teacher_cache
+from orchestrator.cache import ParquetTeacherCache
+from orchestrator.cache_files import MANIFEST, ROWS_PER_GROUP, DamagedCache, read_manifest, set_aside, write_teacher_cache
 from orchestrator.errors import OrchestratorError
 from workloads.data.reader import SHUFFLE_BLOCK
 from workloads.teacher_outputs import TeacherRecord
@@ -61,11 +62,12 @@ def test_a_cache_without_its_manifest_is_absent(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["part-00000.parquet"]  # nothing half-written
     with pytest.raises(OrchestratorError, match="no complete teacher cache"):
         ParquetTeacherCache(str(tmp_path))
-    # Rebuilt, it is complete; a lost part makes it absent again.
+    # Rebuilt, it is complete; a lost part makes it damaged.
     write_teacher_cache(str(tmp_path), [list(records("a", 4))], {}, {})
     assert read_manifest(str(tmp_path))["videos"] == 4
     (tmp_path / "part-00000.parquet").unlink()
-    assert read_manifest(str(tmp_path)) is None
+    with pytest.raises(DamagedCache, match="part-00000.parquet is missing"):
+        read_manifest(str(tmp_path))
 
 
 def test_manifest_is_plain_json(tmp_path):
@@ -103,3 +105,76 @@ def test_a_failed_read_is_read_again_when_asked_again(tmp_path):
     (tmp_path / "away").rename(part)
     targets = cache.targets(["a00003"], torch.device("cpu"))
     assert np.array_equal(targets.representation[0].numpy(), list(records("a", 10))[3].representation)
+
+
+def cache_of(tmp_path, teacher="t-1", videos=300):
+    parts = [list(records("a", videos)), list(records("b", 5, seed=1))]
+    write_teacher_cache(str(tmp_path), parts, {"w": torch.ones(2)}, {"teacher_id": teacher})
+    return {r.id: r for part in parts for r in part}
+
+
+def test_a_part_cut_short_is_damage_the_manifest_names(tmp_path):
+    cache_of(tmp_path)
+    part = tmp_path / "part-00000.parquet"
+    size = part.stat().st_size
+    part.write_bytes(part.read_bytes()[: size // 2])
+    with pytest.raises(DamagedCache, match=f"part-00000.parquet holds {size // 2} bytes, the manifest says {size}"):
+        ParquetTeacherCache(str(tmp_path))
+    assert set_aside(str(tmp_path)).startswith(f"{MANIFEST}.damaged-")
+    assert read_manifest(str(tmp_path)) is None  # absent now: the next fit writes it again
+
+
+def test_a_part_altered_in_place_fails_its_page_checksum_when_read(tmp_path):
+    everything = cache_of(tmp_path)
+    part = tmp_path / "part-00000.parquet"
+    data = bytearray(part.read_bytes())
+    data[len(data) // 3] ^= 0xFF  # same size: only the page checksum can tell
+    part.write_bytes(bytes(data))
+    cache = ParquetTeacherCache(str(tmp_path))
+    assert np.array_equal(cache.targets(["b00001"], torch.device("cpu")).representation[0].numpy(),
+                          everything["b00001"].representation)  # the intact part still serves
+    with pytest.raises(DamagedCache, match="part-00000.parquet, row groups 0-2: .*checksum"):
+        cache.targets([f"a{i:05d}" for i in range(0, 300, 7)], torch.device("cpu"))
+
+
+def test_a_part_from_another_teacher_is_damage(tmp_path):
+    cache_of(tmp_path / "mine", teacher="t-mine1")
+    cache_of(tmp_path / "theirs", teacher="t-other")
+    theirs = (tmp_path / "theirs" / "part-00001.parquet").read_bytes()
+    (tmp_path / "mine" / "part-00001.parquet").write_bytes(theirs)  # the same size: same videos, same shapes
+    with pytest.raises(DamagedCache, match="part-00001.parquet holds the outputs of teacher 't-other', not of 't-mine1'"):
+        ParquetTeacherCache(str(tmp_path / "mine"))
+
+
+def test_an_unreadable_manifest_or_classifier_is_damage(tmp_path):
+    cache_of(tmp_path)
+    classifier = tmp_path / "_classifier.pt"
+    classifier.write_bytes(b"\0" * classifier.stat().st_size)
+    with pytest.raises(DamagedCache, match="_classifier.pt cannot be loaded"):
+        ParquetTeacherCache(str(tmp_path))
+    (tmp_path / MANIFEST).write_text('{"format": 3, "parts": ["part-0')
+    with pytest.raises(DamagedCache, match=f"{MANIFEST} cannot be read"):
+        read_manifest(str(tmp_path))
+
+
+def test_the_cache_folder_opens_as_a_parquet_data_set(tmp_path):
+    """What `cache_uri` on a teacher's MLflow run names opens with pyarrow.dataset (DuckDB, Polars, pandas)."""
+    import pyarrow.dataset as ds
+
+    everything = cache_of(tmp_path)
+    table = ds.dataset(str(tmp_path), format="parquet").to_table()
+    assert table.num_rows == len(everything) and set(table.column("id").to_pylist()) == set(everything)
+
+
+def test_a_cache_written_before_format_3_still_reads(tmp_path):
+    """Format 2: no part sizes, no teacher in the parts, the classifier as classifier.pt."""
+    everything = cache_of(tmp_path)
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    for key in ("part_bytes", "part_videos", "classifier"):
+        del manifest[key]
+    (tmp_path / MANIFEST).write_text(json.dumps({**manifest, "format": 2}))
+    (tmp_path / "_classifier.pt").rename(tmp_path / "classifier.pt")
+    cache = ParquetTeacherCache(str(tmp_path))
+    assert np.array_equal(cache.targets(["a00007"], torch.device("cpu")).probabilities[0].numpy(),
+                          everything["a00007"].probabilities)
+    assert torch.equal(cache.classifier_state()["w"], torch.ones(2))

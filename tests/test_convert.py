@@ -147,3 +147,15 @@ def test_labels_outside_vocabulary_are_rejected(tmp_path):
 def test_missing_source_is_a_usage_error(tmp_path):
     result = run_convert("--out", str(tmp_path / "out"), str(tmp_path / "nowhere"))
     assert result.returncode == 2 and "no such file or folder" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_empty_file_fails_and_a_file_named_twice_converts_once(tmp_path):
+    videos = random_videos(3, seed=5)
+    write_tfrecord(tmp_path / "train0000.tfrecord", videos)
+    (tmp_path / "train0001.tfrecord").write_bytes(b"")  # a download that failed
+    out = tmp_path / "out"
+    result = run_convert("--out", str(out), str(tmp_path), str(tmp_path / "train0000.tfrecord"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "train0001.tfrecord: empty file: no records" in result.stderr
+    assert "converted 1 of 2 files" in result.stdout  # the folder and the file overlap: converted once
+    assert os.listdir(out) == ["train0000.parquet"]

@@ -94,6 +94,8 @@ def test_the_plan_fits_a_teacher_only_when_a_cell_needs_it():
     assert lost.teachers == [teacher] and lost.blocked == {teacher.id: serial[1:]}
     everything = {c.id for c in cells}
     assert plan(teachers, cells, done=everything, cached=set()) == plan([], [], set(), set())
+    # A damaged cache is written again though no cell needs it: the store heals (a deleted one stays deleted).
+    assert plan(teachers, cells, done=everything, cached=set(), damaged={teacher.id}).teachers == [teacher]
 
 
 @pytest.mark.slow

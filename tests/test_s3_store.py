@@ -9,7 +9,8 @@ import pytest
 import torch
 import yaml
 
-from orchestrator.cache import MANIFEST, ParquetTeacherCache, read_manifest, write_teacher_cache
+from orchestrator.cache import ParquetTeacherCache
+from orchestrator.cache_files import MANIFEST, read_manifest, write_teacher_cache
 from workloads.data.reader import FrameSelection, VideoShards
 from workloads.data.synth import SynthConfig, generate
 from workloads.teacher_outputs import TeacherRecord

@@ -124,3 +124,8 @@ def test_a_study_resumes_with_its_own_space_and_refuses_a_changed_one(tmp_path, 
     changed = parse_space({**BASE, "search": {"w_rep": {"loguniform": [1e-3, 1.0]}}}, "s.yaml")
     with pytest.raises(OrchestratorError, match="was started with another search space"):
         study_record(store, changed, 8)
+    record = tmp_path / "tune" / "s.json"
+    record.write_text(record.read_text()[:20])  # cut short: set aside, the study goes on with what it is given
+    assert study_record(store, changed, 5)["trials"] == 5
+    assert "set aside as s.json.unreadable-" in capsys.readouterr().out
+    assert len(list(record.parent.glob("s.json.unreadable-*"))) == 1

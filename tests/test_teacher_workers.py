@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.cache import ParquetTeacherCache, read_manifest
+from orchestrator.cache import ParquetTeacherCache
+from orchestrator.cache_files import read_manifest
 from orchestrator.config import TeacherResources, TrainSettings
 from orchestrator.data_sets import DataSet
 from orchestrator.matrix import TeacherSpec

@@ -53,6 +53,8 @@ def convert_file(source: str, destination: str, num_classes: int) -> ConvertStat
     fs, path = resolve(source)
     info = ShardInfo(num_classes=num_classes, source="youtube8m-tfrecord", details={"converted_from": shard_name(source)})
     stats = ConvertStats(files=1, input_bytes=file_size(source))
+    if stats.input_bytes == 0:  # a download that failed, not a data set's shard
+        raise DataError(f"{source}: empty file: no records")
 
     def counted(videos: Iterator[Video]) -> Iterator[Video]:
         for video in videos:
@@ -78,7 +80,7 @@ def expand_sources(sources: list[str]) -> list[str]:
     for source in sources:
         found = list_files(source, suffix="")
         files.extend(f for f in found if f == source or f.endswith(TFRECORD_SUFFIXES))
-    return files
+    return list(dict.fromkeys(files))  # a file named twice (a folder and a glob that overlap) converts once
 
 
 def main(argv: list[str] | None = None) -> int:
