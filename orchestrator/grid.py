@@ -177,7 +177,7 @@ class Grid:
             return True
         aside = set_aside(damaged.location)
         note(cell.name, f"{damaged}; {aside or 'its manifest'} set aside, the cache is written again from "
-                               "the teacher's checkpoint, and the cell runs after")
+                        "the teacher's checkpoint, and the cell runs after")
         self.caches.pop(teacher.id, None)
         self.rebuilds[teacher.id] = damaged.problem
         # The teacher's serial cells not started yet wait for the new cache too.
