@@ -17,7 +17,8 @@ import torch
 
 from orchestrator.cache import ParquetTeacherCache
 from orchestrator.cache_files import write_teacher_cache
-from workloads.data.reader import FrameSelection, VideoShards, subsample
+from workloads.data.batch import FrameSelection, subsample
+from workloads.data.reader import VideoShards
 from workloads.data.synth import SynthConfig, generate
 from workloads.losses import Objective, TeacherTargets
 from workloads.models import build_model

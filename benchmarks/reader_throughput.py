@@ -17,7 +17,8 @@ import pyarrow as pa
 import torch
 
 from workloads.data.format import FEATURE_DIM
-from workloads.data.reader import FrameSelection, VideoShards
+from workloads.data.batch import FrameSelection
+from workloads.data.reader import VideoShards
 from workloads.data.synth import SynthConfig, generate
 
 

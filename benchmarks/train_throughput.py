@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from workloads.data.reader import FrameSelection, VideoShards
+from workloads.data.batch import FrameSelection
+from workloads.data.reader import VideoShards
 from workloads.data.synth import SynthConfig, generate
 from workloads.models import FAMILIES, build_model
 from workloads.teacher_outputs import InMemoryTeacherCache, export_teacher

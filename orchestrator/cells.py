@@ -16,11 +16,14 @@ from orchestrator.data_sets import DataSet
 from orchestrator.errors import OrchestratorError
 from orchestrator.matrix import Cell
 from orchestrator.results import CellResult
-from workloads.data.reader import FrameSelection, VideoShards
+from orchestrator.samples import write_sample
+from workloads.data.batch import FrameSelection
+from workloads.data.reader import VideoShards
 from workloads.evaluation import evaluate
 from workloads.flops import ModelCost, count_macs
 from workloads.models import VideoModel
 from workloads.progress import EpochCallback, TrainResult
+from workloads.representations import represent
 from workloads.train import TrainConfig, seed_everything, train_classifier, train_parallel, train_serial_student
 from workloads.variants import Stage, stages
 
@@ -82,9 +85,10 @@ def _serial(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: Epoc
 def _parallel(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: EpochCallback | None) -> Trained:
     cell, batch = recipe.cell, recipe.cell.train.batch_size
     # The pair reads every frame: the teacher sees them all, the student the selection's.
-    train = VideoShards(data.train, batch, shuffle=True, seed=cell.seed, fraction=cell.data_fraction)
-    result, _ = train_parallel(recipe.teacher, recipe.model, train, VideoShards(data.validate, batch),
-                               recipe.selection, recipe.stages, recipe.config, on_epoch)
+    train = data.training(batch, shuffle=True, seed=cell.seed, fraction=cell.data_fraction)
+    result, _ = train_parallel(recipe.teacher, recipe.model, train, data.validation(batch), recipe.selection,
+                               recipe.stages, recipe.config, on_epoch,
+                               shared_classifier=cell.parallel_classifier == "shared")
     return result, recipe.teacher
 
 
@@ -94,32 +98,36 @@ RUNNERS: dict[str, Runner] = {"baseline": _baseline, "serial": _serial, "paralle
 def _student_data(recipe: Recipe, data: DataSet) -> tuple[VideoShards, VideoShards]:
     """Training and validation data read with the student's frame selection."""
     cell, batch = recipe.cell, recipe.cell.train.batch_size
-    train = VideoShards(data.train, batch, recipe.selection, shuffle=True, seed=cell.seed, fraction=cell.data_fraction)
-    return train, VideoShards(data.validate, batch, recipe.selection)
+    train = data.training(batch, recipe.selection, shuffle=True, seed=cell.seed, fraction=cell.data_fraction)
+    return train, data.validation(batch, recipe.selection)
 
 
 def run_cell(cell: Cell, data: DataSet, cache_uri: str | None, device: str,
-             on_epoch: EpochCallback | None = None) -> CellResult:
+             on_epoch: EpochCallback | None = None, sample_uri: str | None = None) -> CellResult:
     """Train and test one cell. `device` is what its resources ask for ("cpu", or "auto": CUDA when there
     is one); `cache_uri` is a serial student's teacher cache; `on_epoch` sees each epoch's validation
-    scores as they come (a search's early stopping)."""
+    scores as they come (a search's early stopping); the model's representation sample goes to
+    `sample_uri` (`orchestrator.samples`)."""
     started = time.perf_counter()
-    return run_recipe(resolve(cell, data.num_classes, device), data, cache_uri, on_epoch, started)
+    return run_recipe(resolve(cell, data.num_classes, device), data, cache_uri, on_epoch, started, sample_uri)
 
 
 def run_recipe(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: EpochCallback | None = None,
-               started: float | None = None) -> CellResult:
+               started: float | None = None, sample_uri: str | None = None) -> CellResult:
     """Train a resolved cell with its mode's runner, then test it (and a parallel pair's teacher) on the
-    data set's test split."""
+    data set's test split, and write its representation sample."""
     started = time.perf_counter() if started is None else started
     result, teacher = RUNNERS[recipe.cell.mode](recipe, data, cache_uri, on_epoch)
     batch = recipe.cell.train.batch_size
-    test = evaluate(recipe.model, VideoShards(data.reported, batch, recipe.selection), recipe.device)
-    teacher_test = None if teacher is None else evaluate(teacher, VideoShards(data.reported, batch), recipe.device)
+    test = evaluate(recipe.model, data.testing(batch, recipe.selection), recipe.device)
+    teacher_test = None if teacher is None else evaluate(teacher, data.testing(batch), recipe.device)
+    if sample_uri is not None:
+        theirs = None if teacher is None else represent(teacher, data.sampled(batch), recipe.device)
+        write_sample(sample_uri, represent(recipe.model, data.sampled(batch, recipe.selection), recipe.device), theirs)
     return CellResult(
         gap=test.gap, map=test.map, val_gap=result.gap, val_map=result.map, best_epoch=result.best_epoch,
         train_seconds=result.train_seconds, inference_seconds=test.seconds, macs=recipe.cost.macs,
         frame_macs=recipe.cost.frame_macs, params=recipe.cost.params, history=tuple(result.history),
         wall_seconds=time.perf_counter() - started, device=recipe.device.type,
         teacher_gap=None if teacher_test is None else teacher_test.gap,
-        teacher_map=None if teacher_test is None else teacher_test.map)
+        teacher_map=None if teacher_test is None else teacher_test.map, **data.roles())

@@ -18,13 +18,15 @@ import yaml
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.validation import Invalid, checking, convert, fill
-from workloads.data.reader import FrameSelection
+from workloads.data.batch import FrameSelection
 from workloads.data.synth import SynthConfig
 from workloads.frames import SELECTORS
 from workloads.losses import Objective
 from workloads.models import FAMILIES, family_config, find_family
 from workloads.train import TrainConfig
-from workloads.variants import DEFAULT_WEIGHTS, PARALLEL_VARIANTS, SERIAL_VARIANTS, stages
+from workloads.variants import DEFAULT_WEIGHTS, PARALLEL_VARIANTS, SERIAL_VARIANTS, check_own_classifier, stages
+
+PARALLEL_CLASSIFIERS = ("shared", "own")
 
 PRESET_CLASSES = 50  # a preset's synthetic class count when it gives none
 _PRESET_NAMES = {"num_classes": "classes"}  # a `SynthConfig` field that a preset calls by another name
@@ -41,10 +43,11 @@ class SyntheticData:
     validate_videos: int = 500
     seed: int = 0
     generator: SynthConfig = SynthConfig(num_classes=PRESET_CLASSES)
+    test_videos: int | None = None  # None: as many as validate_videos
 
     def __post_init__(self) -> None:
-        for key in ("train_videos", "validate_videos"):
-            if getattr(self, key) < 1:
+        for key in ("train_videos", "validate_videos", "test_videos"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise Invalid(key, f"must be >= 1, got {getattr(self, key)}")
         with checking(""):
             self.generator.validate()
@@ -64,7 +67,7 @@ class SyntheticData:
         except Invalid as invalid:
             preset_key = _PRESET_NAMES.get(invalid.key.rsplit(".", 1)[-1])
             raise (Invalid(f"{key}.{preset_key}", invalid.problem) if preset_key else invalid) from None
-        sizes = {name: convert(raw[name], int, f"{key}.{name}") for name in own if name in raw}
+        sizes = {name: convert(raw[name], int | None, f"{key}.{name}") for name in own if name in raw}
         try:
             return cls(generator=built, **sizes)
         except Invalid as invalid:
@@ -82,16 +85,27 @@ class SyntheticData:
             name = _PRESET_NAMES.get(f.name, f.name)
             if name not in payload and getattr(g, f.name) != getattr(defaults, f.name):
                 payload[name] = getattr(g, f.name)
+        if self.test_videos not in (None, self.validate_videos):
+            payload["test_videos"] = self.test_videos
         return payload
+
+    @property
+    def split_videos(self) -> dict[str, int]:
+        return {"train": self.train_videos, "validate": self.validate_videos,
+                "test": self.test_videos or self.validate_videos}
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Either `synthetic` (generated into the store on first use) or `uri`: a folder with `train/` and
-    `validate/` shard folders (what `workloads.data.convert` and `synth` write)."""
+    """Either `synthetic` (generated into the store on first use, with splits of its own) or `uri`: a folder
+    of shard folders (what `workloads.data.convert` writes). Three roles, never mixed: training, validation
+    (the best epoch, the search's objective) and test (every reported score). With `holdout`, validation is
+    a share (below 1) or a number (1 and above) of `train/`'s videos held out by id hash, and `validate/`
+    is the test split, as in the paper; without it, `validate/` validates and `test/` tests."""
 
     synthetic: SyntheticData | None = None
     uri: str | None = None
+    holdout: float | None = None
     max_frames: int = 300  # the longest video; a uniform selection's nominal stride j = max_frames // k
 
     def __post_init__(self) -> None:
@@ -99,6 +113,10 @@ class DataConfig:
             raise Invalid("", "give exactly one of 'synthetic' or 'uri'")
         if self.max_frames < 1:
             raise Invalid("max_frames", f"must be >= 1, got {self.max_frames}")
+        if self.holdout is not None and self.synthetic is not None:
+            raise Invalid("holdout", "synthetic data has a validation split of its own; holdout is for 'uri' data")
+        if self.holdout is not None and (self.holdout <= 0 or (self.holdout >= 1 and not float(self.holdout).is_integer())):
+            raise Invalid("holdout", f"a share of the training videos in (0, 1) or a number of them, got {self.holdout}")
 
 
 @dataclass(frozen=True)
@@ -192,6 +210,11 @@ class Preset:
     serial: tuple[str, ...] = SERIAL_VARIANTS
     parallel: tuple[str, ...] = PARALLEL_VARIANTS
     intermediate: tuple[str, ...] = ()  # serial variants run again with rep_intermediate (families that have it)
+    parallel_intermediate: tuple[str, ...] = ()  # parallel variants run again with it (Table 4's parallel rows)
+    # A parallel student's output layer: the teacher's (`shared`, the paper's text: the student reaches it
+    # through detached parameters, so its losses never move it) or its own (`own`, the authors' code:
+    # trained by the student's LCE and Lpred).
+    parallel_classifier: str = "shared"
     loss_weights: dict[str, float] = field(default_factory=dict)
     pred_distance: str = "kl"
     teacher_train: TrainSettings = field(default_factory=TrainSettings)
@@ -247,12 +270,19 @@ class Preset:
         with checking("pred_distance"):
             Objective(pred_distance=self.pred_distance)
         for key, mode, variants in (("serial", "serial", self.serial), ("parallel", "parallel", self.parallel),
-                                    ("intermediate", "serial", self.intermediate)):
+                                    ("intermediate", "serial", self.intermediate),
+                                    ("parallel_intermediate", "parallel", self.parallel_intermediate)):
             for variant in variants:
                 with checking(key):
-                    stages(variant, self.weights, self.pred_distance, key == "intermediate", mode=mode)
-        if self.intermediate and not any(FAMILIES[f].build.supports_intermediates for f in self.families):
-            raise Invalid("intermediate", "intermediate matching needs a family with intermediate states (hrnn)")
+                    stages(variant, self.weights, self.pred_distance, "intermediate" in key, mode=mode)
+            if variants and "intermediate" in key and not any(FAMILIES[f].build.supports_intermediates
+                                                               for f in self.families):
+                raise Invalid(key, "intermediate matching needs a family with intermediate states (hrnn)")
+        if self.parallel_classifier not in PARALLEL_CLASSIFIERS:
+            raise Invalid("parallel_classifier", f"one of {', '.join(PARALLEL_CLASSIFIERS)}")
+        for variant in (*self.parallel, *self.parallel_intermediate) if self.parallel_classifier == "own" else ():
+            with checking("parallel_classifier"):
+                check_own_classifier(stages(variant, self.weights, self.pred_distance, mode="parallel"))
 
     def _check_training(self) -> None:
         for name, settings in self.train_overrides.items():

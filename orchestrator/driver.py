@@ -21,6 +21,7 @@ from orchestrator.data_sets import DataSet, check_shards, prepare_data
 from orchestrator.errors import OrchestratorError, note
 from orchestrator.matrix import Cell
 from orchestrator.results import CellResult
+from orchestrator.samples import has_sample
 from orchestrator.storage import is_storage_failure, store_lost
 from orchestrator.store import DamagedFile, Store
 from orchestrator.teachers import fit_teacher
@@ -109,7 +110,7 @@ def refuse_local_store_on_a_cluster(ray, store: Store, resources: Resources) -> 
 def generated_data(ray, preset: Preset, store: Store) -> DataSet:
     """The preset's synthetic data set generated into the store by a Ray task, then checked."""
     data = ray.get(ray.remote(prepare_data).options(num_cpus=1).remote(preset.data, store.root))
-    check_shards(data)
+    check_shards(data, store)
     return data
 
 
@@ -164,7 +165,10 @@ class Ledger:
         """Log a kept result's MLflow run, or adopt the run an earlier driver logged for exactly this result
         (the same test GAP, to the bit), and note it in the kept result, which is returned. Any other
         FINISHED run of the cell (logged for a result since lost) is retired: each cell shows once."""
-        run_id = self.tracker.logged_run(cell.id, result.gap) or self.tracker.log_cell(cell, result, tags=tags)
+        sample = self.store.representations(cell.teacher.id if cell.mode == "skyline" else cell.id)
+        artifacts = {"representations.parquet": sample} if has_sample(sample) else {}
+        run_id = (self.tracker.logged_run(cell.id, result.gap)
+                  or self.tracker.log_cell(cell, result, tags=tags, artifacts=artifacts))
         self.tracker.retire_runs(cell.id, keep=run_id)
         noted = result.noted(cell.name, run_id)
         self.store.write_result(cell.id, noted)
@@ -173,6 +177,15 @@ class Ledger:
         if noted.run_snapshot:
             note(cell.name, noted.run_snapshot)
         return noted
+
+    def measured(self, cell: Cell, metrics: dict[str, float]) -> None:
+        """Add metrics measured after a cell was recorded (how close its representations are to a teacher
+        that finished later) to its kept result and its run."""
+        kept = dataclasses.replace(self.results[cell.id], **metrics)
+        self.store.write_result(cell.id, kept)
+        self.results[cell.id] = kept
+        if kept.run_id is not None:
+            self.tracker.log_metrics(kept.run_id, metrics)
 
     def fitted(self, skyline: Cell, result: CellResult, tags: dict[str, str], why: str) -> CellResult:
         """Record a teacher's fit as its skyline's result; for a teacher done before, whose caches were only

@@ -9,6 +9,7 @@ cell finished, 1 when some failed (named at the end), 2 for a bad preset or argu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -24,6 +25,7 @@ from orchestrator.data_sets import DataSet, locate
 from orchestrator.errors import OrchestratorError, note
 from orchestrator.matrix import Cell, TeacherSpec, expand
 from orchestrator.results import CellResult
+from orchestrator.samples import rep_metrics
 from orchestrator.storage import is_storage_failure, store_lost
 from orchestrator.store import Store
 from orchestrator.summary import summarize
@@ -83,6 +85,11 @@ class Grid:
         self.preset, self.ledger, self.data, self.ray = preset, ledger, data, ray
         self.teachers, self.cells = expand(preset, data.id)
         self.skylines = {c.teacher.id: c for c in self.cells if c.mode == "skyline"}
+        # What a cell's representations are compared with: its teacher's (a baseline's: the teacher of its
+        # family, data fraction and seed; a parallel pair's own, in its sample).
+        teacher_of = {(t.family, t.size, t.model, t.data_fraction, t.seed): t for t in self.teachers}
+        self.references = {c.id: c.teacher or teacher_of[(c.family, c.size, c.model, c.data_fraction, c.seed)]
+                           for c in self.cells if c.mode in ("baseline", "serial")}
         self.caches: dict[str, dict[str, str]] = {}  # teacher id -> its complete caches (key -> URI)
         self.rebuilds: dict[str, str] = {}  # teacher id -> why its caches are written again
         self.in_flight: dict = {}  # Ray ObjectRef -> the TeacherJob or Cell it computes
@@ -105,6 +112,8 @@ class Grid:
         unlogged = self.ledger.load(self.cells)
         for cell in sorted(unlogged, key=lambda c: c.mode != "skyline"):  # a cell's run names its teacher's
             self.ledger.log(cell, self.ledger.results[cell.id], self.tags(cell, self.ledger.results[cell.id]))
+        for teacher in self.teachers:  # students recorded before their teacher (in an earlier run, say)
+            self.measure_against(teacher)
         damaged = {teacher.id for teacher in self.teachers if self.check_caches(teacher)}
         self.todo = plan(self.teachers, self.cells, set(self.ledger.results), set(self.caches), damaged)
         for teacher in self.todo.teachers:
@@ -152,7 +161,7 @@ class Grid:
             if isinstance(job, TeacherJob):
                 self.teacher_done(job.spec, value, error)
             elif error is None:
-                self.ledger.record(job, value, self.tags(job, value))
+                self.ledger.record(job, self.measured(job, value), self.tags(job, value))
             elif not self.heal(job, error):
                 self.ledger.fail(job, error)
         except Exception as failure:  # writing its result or its MLflow run failed
@@ -196,9 +205,28 @@ class Grid:
             return
         why = self.rebuilds.get(teacher.id, "its caches were missing")
         self.ledger.fitted(skyline, result, self.tags(skyline, result), why)
+        self.measure_against(teacher)
         self.caches[teacher.id] = result.caches
         # Serial cells first: they were waiting for this teacher while the others could run.
         self.todo.ready[:0] = self.todo.blocked.pop(teacher.id, [])
+
+    def measured(self, cell: Cell, result: CellResult) -> CellResult:
+        """`result` with how close the cell's representations are to its teacher's (when both samples are
+        there: a baseline may finish before its teacher, and is measured when the teacher does)."""
+        reference = self.references.get(cell.id)
+        metrics = rep_metrics(self.store.representations(cell.id),
+                              None if reference is None else self.store.representations(reference.id))
+        return result if metrics is None else dataclasses.replace(result, **metrics)
+
+    def measure_against(self, teacher: TeacherSpec) -> None:
+        """Measure the recorded cells compared with `teacher` that were recorded before it."""
+        for cell in self.cells:
+            found = self.ledger.results.get(cell.id)
+            if found is None or found.rep_cosine is not None or self.references.get(cell.id) != teacher:
+                continue
+            metrics = rep_metrics(self.store.representations(cell.id), self.store.representations(teacher.id))
+            if metrics is not None:
+                self.ledger.measured(cell, metrics)
 
     def tags(self, cell: Cell, result: CellResult) -> dict[str, str]:
         """A skyline's run points at its teacher's cache; a student's at its teacher's run."""
@@ -229,8 +257,8 @@ class Grid:
         cache = None
         if cell.mode == "serial":
             cache = self.caches[cell.teacher.id][cache_key(cell.teacher, cell.k if cell.intermediate else None)]
-        device = self.preset.resources.cell.device
-        self.in_flight[self.cell_task.remote(cell, self.data, cache, device)] = cell
+        device, sample = self.preset.resources.cell.device, self.store.representations(cell.id)
+        self.in_flight[self.cell_task.remote(cell, self.data, cache, device, None, sample)] = cell
 
     def stop_if_store_lost(self) -> None:
         """Raise when the store is gone: every job after would fail the same way, and none is at fault."""

@@ -68,12 +68,15 @@ class Cell:
     pred_distance: str
     max_frames: int
     teacher: TeacherSpec | None  # the teacher a serial student reads, or the skyline's own
+    parallel_classifier: str = "shared"  # a parallel student's output layer: the teacher's, or its own
 
     @property
     def id(self) -> str:
         payload = dataclasses.asdict(self)
         payload["teacher"] = self.teacher.id if self.teacher else None
         payload["loss"] = payload.pop("variant")  # the field's first name: ids (and stores) outlive the rename
+        if payload["parallel_classifier"] == "shared":  # what it always was: ids before the choice stay
+            del payload["parallel_classifier"]
         return "c-" + stable_id(payload)
 
     @property
@@ -114,6 +117,7 @@ class Cell:
             **{f"model.{k}": v for k, v in self.model},
             **({f"w_{k}": v for k, v in self.loss_weights} if student else {}),
             **({"pred_distance": self.pred_distance} if student else {}),
+            **({"parallel_classifier": self.parallel_classifier} if self.mode == "parallel" else {}),
         }
 
 
@@ -146,7 +150,9 @@ def expand(preset: Preset, data_id: str) -> tuple[list[TeacherSpec], list[Cell]]
                     for variant in preset.intermediate if has_intermediates else ():
                         cells.append(Cell(mode="serial", k=k, variant=variant, intermediate=True, teacher=teacher,
                                           **student))
-                    for variant in preset.parallel:
-                        cells.append(Cell(mode="parallel", k=k, variant=variant, intermediate=False, teacher=None,
-                                          **student))
+                    parallel = [(v, False) for v in preset.parallel]
+                    parallel += [(v, True) for v in preset.parallel_intermediate] if has_intermediates else []
+                    for variant, intermediate in parallel:
+                        cells.append(Cell(mode="parallel", k=k, variant=variant, intermediate=intermediate,
+                                          teacher=None, parallel_classifier=preset.parallel_classifier, **student))
     return teachers, cells

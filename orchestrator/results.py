@@ -18,7 +18,7 @@ from workloads.progress import EpochMetrics
 
 @dataclass(frozen=True)
 class CellResult:
-    gap: float  # on the test split (validation when the data set has none)
+    gap: float  # on the test split
     map: float
     val_gap: float  # the best epoch's, on validation
     val_map: float
@@ -38,6 +38,10 @@ class CellResult:
     caches: dict[str, str] | None = None  # a teacher's: cache key -> the cache's URI
     checkpoint: str | None = None  # a teacher's final Ray Train checkpoint
     run_snapshot: str | None = None  # a teacher's Ray Train run snapshot that was unreadable and set aside
+    rep_cosine: float | None = None  # its representations against its teacher's, on the test sample
+    rep_mse: float | None = None
+    validation_split: str = ""  # where `val_gap` came from (the split that picks the best epoch)
+    test_split: str = ""  # where `gap` and `map` came from
     cell: str = ""  # the cell's name, for whoever reads the store
     run_id: str | None = None  # its MLflow run, once logged
 

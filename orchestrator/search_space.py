@@ -27,7 +27,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.config import Preset
 from orchestrator.matrix import Cell
 from orchestrator.validation import Invalid, build, checking
-from workloads.data.reader import FrameSelection
+from workloads.data.batch import FrameSelection
 from workloads.losses import LOSSES, Objective
 from workloads.models import find_family
 from workloads.train import TrainConfig

@@ -4,6 +4,8 @@
     <root>/teachers/<teacher id>/cache/<key>/         teacher caches (Parquet parts, _manifest.json last)
     <root>/ray/<teacher id>/                          Ray Train checkpoints
     <root>/results/<cell id>.json                     a finished cell: its metrics and MLflow run id
+    <root>/representations/<cell or teacher id>.parquet   E of the test split's representation sample
+    <root>/checked/<data id>.json                     the shards of a data set that were checked
     <root>/mlflow.db, <root>/mlartifacts/             the default MLflow store for a local root
 
 A result file is written atomically and last, so it is the proof that a cell is complete. A file here
@@ -63,6 +65,10 @@ class Store:
     def teacher_run(self, teacher_id: str) -> str:
         """The teacher's Ray Train run folder: Ray names it after the run, and the run after the teacher."""
         return join(self.ray_storage(), teacher_id)
+
+    def representations(self, owner_id: str) -> str:
+        """The representation sample of a cell's or a teacher's model (`orchestrator.samples`)."""
+        return self.path("representations", f"{owner_id}.parquet")
 
     def result(self, cell_id: str) -> str:
         return self.path("results", f"{cell_id}.json")

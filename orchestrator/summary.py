@@ -1,11 +1,13 @@
-"""A Table-1-style summary of a finished grid: GAP / mAP by k, averaged over seeds, with the skyline and
-the multiply-adds of each column, as Markdown."""
+"""A Table-1-style summary of a finished grid: test GAP / mAP by k, averaged over seeds, with the skyline
+and the multiply-adds of each column, and under each family the paper's findings as measured
+(`orchestrator.findings`), as Markdown."""
 
 from __future__ import annotations
 
 import statistics
 from collections import defaultdict
 
+from orchestrator.findings import findings
 from orchestrator.matrix import Cell
 from orchestrator.results import CellResult
 
@@ -24,82 +26,54 @@ def _fmt(values: list[float]) -> str:
     return f"{mean:.3f}" if len(values) == 1 else f"{mean:.3f}±{statistics.pstdev(values):.3f}"
 
 
-def ordering_check(cells: list[Cell], results: dict[str, CellResult]) -> str | None:
-    """Whether the paper's ordering holds at the largest k, averaged over seeds:
-    skyline > best serial student > Uniform-k > each of First-k, Middle-k, Last-k."""
-    ks = [c.k for c in cells if c.k is not None]
-    if not ks:
-        return None
-    k = max(ks)
-
-    def mean_gap(match) -> float | None:
-        values = [results[c.id].gap for c in cells if match(c) and c.id in results]
-        return statistics.fmean(values) if values else None
-
-    skyline = mean_gap(lambda c: c.mode == "skyline")
-    serial = {c.variant: mean_gap(lambda x, c=c: x.mode == "serial" and not x.intermediate and x.variant == c.variant
-                                  and x.k == k)
-              for c in cells if c.mode == "serial" and not c.intermediate}
-    serial = {name: gap for name, gap in serial.items() if gap is not None}
-    uniform = mean_gap(lambda c: c.mode == "baseline" and c.selection == "uniform" and c.k == k)
-    contiguous = {name: mean_gap(lambda c, n=name: c.mode == "baseline" and c.selection == n and c.k == k)
-                  for name in ("first", "middle", "last")}
-    if skyline is None or not serial or uniform is None or any(v is None for v in contiguous.values()):
-        return None
-    best_name, best = max(serial.items(), key=lambda item: item[1])
-    holds = skyline > best > uniform > max(contiguous.values())
-    parts = ", ".join(f"{name.title()} {gap:.3f}" for name, gap in contiguous.items())
-    return (f"Paper's ordering at k={k}, mean GAP over seeds: skyline {skyline:.3f} > serial {best_name} {best:.3f} "
-            f"> Uniform {uniform:.3f} > {parts}: {'holds' if holds else 'DOES NOT HOLD'}")
-
-
 def summarize(cells: list[Cell], results: dict[str, CellResult]) -> str:
-    """Markdown tables, one per family and data fraction; `results` maps cell id to its metrics."""
+    """Markdown: where the scores come from, a table per family and data fraction, and under each family's
+    tables the paper's findings as measured; `results` maps cell id to its result."""
     groups: dict[tuple[str, float], list[Cell]] = defaultdict(list)
     for cell in cells:
         groups[(cell.family, cell.data_fraction)].append(cell)
-    out = []
+    out = [_roles(results)] if results else []
     for (family, fraction), members in groups.items():
-        ks = sorted({c.k for c in members if c.k is not None})
-        rows: dict[str, dict[int, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
-        order: list[str] = []
-        skyline: list[tuple[float, float]] = []
-        macs: dict[object, list[float]] = defaultdict(list)
-        for cell in members:
-            result = results.get(cell.id)
-            if result is None:
-                continue
-            if cell.mode == "skyline":
-                skyline.append((result.gap, result.map))
-                macs["all"].append(result.macs)
-                continue
-            label = _row_label(cell)
-            if label not in order:
-                order.append(label)
-            rows[label][cell.k].append((result.gap, result.map))
-            if cell.mode in ("baseline", "serial"):
-                macs[cell.k].append(result.macs)
-        title = f"### {family}" + (f", {fraction:.0%} of the training data" if fraction < 1 else "")
-        header = "| model | " + " | ".join(f"k={k} GAP | k={k} mAP" for k in ks) + " |"
-        rule = "|---|" + "---|---|" * len(ks)
-        lines = [title, "", header, rule]
-        for label in order:
-            cols = []
-            for k in ks:
-                pairs = rows[label].get(k, [])
-                cols += [_fmt([p[0] for p in pairs]), _fmt([p[1] for p in pairs])]
-            lines.append(f"| {label} | " + " | ".join(cols) + " |")
-        if skyline:
-            gap, mean_ap = _fmt([p[0] for p in skyline]), _fmt([p[1] for p in skyline])
-            lines.append("| Teacher-Skyline (all frames) | " + " | ".join([gap, mean_ap] * len(ks)) + " |")
-        flops = []
-        for k in ks:
-            flops += [f"{statistics.fmean(macs[k]) / 1e9:.3f} G" if macs.get(k) else "-", ""]
-        lines.append("| multiply-adds per video (k frames) | " + " | ".join(flops) + " |")
-        if macs.get("all"):
-            lines.append(f"\nTeacher-Skyline: {statistics.fmean(macs['all']) / 1e9:.3f} G multiply-adds per video.")
-        check = ordering_check(members, results)
-        if check:
-            lines.append("\n" + check)
-        out.append("\n".join(lines))
+        out.append(_table(family, fraction, members, results))
+        if fraction == min(f for fam, f in groups if fam == family):  # the family's last table
+            lines = findings([c for c in cells if c.family == family], results)
+            out += ["\n".join(f"- {line}" for line in lines)] if lines else []
     return "\n\n".join(out) + "\n"
+
+
+def _roles(results: dict[str, CellResult]) -> str:
+    any_result = next(iter(results.values()))
+    return (f"GAP and mAP on the test split ({any_result.test_split or 'unnamed'}); each model's best epoch "
+            f"picked on the validation split ({any_result.validation_split or 'unnamed'}).")
+
+
+def _table(family: str, fraction: float, members: list[Cell], results: dict[str, CellResult]) -> str:
+    ks = sorted({c.k for c in members if c.k is not None})
+    rows: dict[str, dict[int, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+    skyline: list[tuple[float, float]] = []
+    macs: dict[object, list[float]] = defaultdict(list)
+    for cell in members:
+        result = results.get(cell.id)
+        if result is None:
+            continue
+        if cell.mode == "skyline":
+            skyline.append((result.gap, result.map))
+            macs["all"].append(result.macs)
+            continue
+        rows[_row_label(cell)][cell.k].append((result.gap, result.map))
+        if cell.mode in ("baseline", "serial"):
+            macs[cell.k].append(result.macs)
+    title = f"### {family}" + (f", {fraction:.0%} of the training data" if fraction < 1 else "")
+    lines = [title, "", "| model | " + " | ".join(f"k={k} GAP | k={k} mAP" for k in ks) + " |",
+             "|---|" + "---|---|" * len(ks)]
+    for label, by_k in rows.items():
+        cols = [_fmt([pair[i] for pair in by_k.get(k, [])]) for k in ks for i in (0, 1)]
+        lines.append(f"| {label} | " + " | ".join(cols) + " |")
+    if skyline:
+        gap, mean_ap = _fmt([p[0] for p in skyline]), _fmt([p[1] for p in skyline])
+        lines.append("| Teacher-Skyline (all frames) | " + " | ".join([gap, mean_ap] * len(ks)) + " |")
+    flops = [text for k in ks for text in (f"{statistics.fmean(macs[k]) / 1e9:.3f} G" if macs.get(k) else "-", "")]
+    lines.append("| multiply-adds per video (k frames) | " + " | ".join(flops) + " |")
+    if macs.get("all"):
+        lines.append(f"\nTeacher-Skyline: {statistics.fmean(macs['all']) / 1e9:.3f} G multiply-adds per video.")
+    return "\n".join(lines)

@@ -27,16 +27,19 @@ from orchestrator.config import TeacherResources
 from orchestrator.data_sets import DataSet
 from orchestrator.matrix import TeacherSpec
 from orchestrator.results import CellResult
+from orchestrator.samples import write_sample
 from orchestrator.store import Store
 from orchestrator.teacher_runs import PROGRESS, prune, reopen, resume_point
 from workloads.data.format import SHARD_SUFFIX
 from workloads.data.fs import list_files
-from workloads.data.reader import FrameSelection, VideoShards
+from workloads.data.batch import FrameSelection
+from workloads.data.reader import VideoShards
 from workloads.distributed import gather_objects, replicate
 from workloads.evaluation import evaluate
 from workloads.flops import count_macs
 from workloads.models import VideoModel
 from workloads.progress import Progress
+from workloads.representations import represent
 from workloads.teacher_outputs import export_teacher, student_intermediate_positions
 from workloads.train import seed_everything, train_classifier
 
@@ -150,21 +153,22 @@ def teacher_train_loop(config: dict) -> None:
                              checkpoint=ray.train.Checkpoint.from_directory(folder) if rank == 0 else None)
 
     trained = train_classifier(
-        replicate(model, device), VideoShards(data.train, batch, shuffle=True, seed=spec.seed, fraction=spec.data_fraction, **share),
-        VideoShards(data.validate, batch, **share), spec.train.config(spec.seed, str(device)), resume=resume,
+        replicate(model, device), data.training(batch, shuffle=True, seed=spec.seed, fraction=spec.data_fraction, **share),
+        data.validation(batch, **share), spec.train.config(spec.seed, str(device)), resume=resume,
         on_progress=checkpoint)
-    test = evaluate(model, VideoShards(data.reported, batch, **share), device)
+    test = evaluate(model, data.testing(batch, **share), device)
     caches = _export_caches(job, model, batch, device, rank, replicas)
     if rank != 0:
         ray.train.report({})
         return
+    write_sample(Store(job.store).representations(spec.id), represent(model, data.sampled(batch), device))
     cost = count_macs(model, job.max_frames)
     result = CellResult(
         gap=test.gap, map=test.map, val_gap=trained.gap, val_map=trained.map, best_epoch=trained.best_epoch,
         train_seconds=trained.train_seconds, inference_seconds=test.seconds, macs=cost.macs,
         frame_macs=cost.frame_macs, params=cost.params, history=tuple(trained.history),
         wall_seconds=time.perf_counter() - start, device=device.type, workers=replicas,
-        resumed_at_epoch=resume.epoch if resume else 0, caches=caches)
+        resumed_at_epoch=resume.epoch if resume else 0, caches=caches, **data.roles())
     with tempfile.TemporaryDirectory() as folder:
         torch.save(model.state_dict(), os.path.join(folder, "model.pt"))
         torch.save(latest, os.path.join(folder, PROGRESS))  # a later fit of this teacher trains nothing
@@ -184,7 +188,8 @@ def _export_caches(job: TeacherJob, model: VideoModel, batch: int, device: torch
             student = spec.model_spec.build(data.num_classes, k=k)
             positions = student_intermediate_positions(student, FrameSelection("uniform", k=k))
         mine = [write_cache_part(caches[key], index, export_teacher(
-                    model, VideoShards(shards[index], batch, fraction=spec.data_fraction), device, positions), spec.id)
+                    model, VideoShards(shards[index], batch, fraction=spec.data_fraction, holdout=data.holdout), device,
+                    positions), spec.id)
                 for index in range(rank, len(shards), replicas)]
         written = [part for parts in gather_objects(mine) for part in parts]
         if rank == 0:

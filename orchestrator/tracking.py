@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import tempfile
 import threading
 import time
 import traceback
@@ -26,6 +28,7 @@ from orchestrator import liveness
 from orchestrator.errors import OrchestratorError
 from orchestrator.matrix import Cell
 from orchestrator.results import CellResult, Trial
+from workloads.data.fs import resolve
 
 GRID_TAG = "fewer_frames.grid"
 STUDY_TAG = "fewer_frames.study"
@@ -186,6 +189,18 @@ class Tracker:
             self.client.delete_run(run_id)
         return len(retired)
 
+    def log_file(self, run_id: str, location: str, name: str) -> None:
+        """A file of the store (local or on object storage) as the run's artifact `name`."""
+        fs, path = resolve(location)
+        with fs.open_input_stream(path) as stream, tempfile.TemporaryDirectory() as folder:
+            with open(os.path.join(folder, name), "wb") as out:
+                out.write(stream.read())
+            self.client.log_artifact(run_id, os.path.join(folder, name))
+
+    def log_metrics(self, run_id: str, values: dict[str, float]) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(name, float(value), now, 0) for name, value in values.items()])
+
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():
             self.client.set_tag(run_id, key, value)
@@ -197,14 +212,17 @@ class Tracker:
         return next((run.info.run_id for run in found if run.data.metrics.get("gap") == float(gap)), None)
 
     def log_cell(self, cell: Cell, result: CellResult | None, error: BaseException | str | None = None,
-                 tags: dict[str, str] | None = None) -> str:
-        """Create, fill and end one cell's run: FINISHED with its metrics, or FAILED with the error."""
+                 tags: dict[str, str] | None = None, artifacts: dict[str, str] | None = None) -> str:
+        """Create, fill and end one cell's run: FINISHED with its metrics and `artifacts` (name -> a file in
+        the store), or FAILED with the error."""
         all_tags = {"mlflow.parentRunId": self.parent_id or "", GRID_TAG: "cell", "cell_id": cell.id, **(tags or {})}
         run = self.client.create_run(self.experiment_id, run_name=cell.name, tags=all_tags)
         run_id = run.info.run_id
         status = RunStatus.to_string(RunStatus.FAILED)
         try:
-            self.client.log_batch(run_id, params=_params(cell.params()))
+            roles = {} if result is None else {k: v for k, v in (("validation_split", result.validation_split),
+                                                                   ("test_split", result.test_split)) if v}
+            self.client.log_batch(run_id, params=_params({**cell.params(), **roles}))
             if error is not None:
                 text = error if isinstance(error, str) else "".join(traceback.format_exception(error))
                 self.client.set_tag(run_id, "error", text.strip().splitlines()[-1][:5000] if text.strip() else "failed")
@@ -213,6 +231,8 @@ class Tracker:
                 self.client.log_batch(run_id, metrics=_metrics(result))
                 history = [dataclasses.asdict(epoch) for epoch in result.history]
                 self.client.log_text(run_id, json.dumps(history, indent=1), "history.json")
+                for name, location in (artifacts or {}).items():
+                    self.log_file(run_id, location, name)
                 status = RunStatus.to_string(RunStatus.FINISHED)
         finally:
             self.client.set_terminated(run_id, status=status)
@@ -233,7 +253,7 @@ def _driver_tags() -> dict[str, str]:
 
 # A cell's numbers logged as metrics: the scores, costs and times, and a teacher's workers and resumption.
 _METRICS = ("gap", "map", "macs", "frame_macs", "params", "train_seconds", "inference_seconds", "best_epoch",
-            "teacher_gap", "teacher_map", "workers", "resumed_at_epoch")
+            "teacher_gap", "teacher_map", "workers", "resumed_at_epoch", "rep_cosine", "rep_mse")
 
 
 def _metrics(result: CellResult) -> list[Metric]:

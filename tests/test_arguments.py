@@ -15,7 +15,6 @@ from orchestrator.config import DataConfig
 from orchestrator.data_sets import locate
 from orchestrator.store import Store
 from workloads.data.format import ShardInfo, write_shard
-from workloads.data.reader import VideoShards
 from workloads.data.synth import SynthConfig, generate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +84,7 @@ def shards(root: Path, split: str, videos: int = 8, classes: int = 5, seed: int 
 @pytest.fixture
 def data(tmp_path):
     root = tmp_path / "data"
-    for split in ("train", "validate"):
+    for split in ("train", "validate", "test"):
         shards(root, split)
     return root
 
@@ -115,7 +114,8 @@ def test_a_shard_cut_short_is_named_once_up_front(data, tmp_path):
 
 def test_shards_of_another_class_count_or_a_split_without_videos(data, tmp_path):
     other = shards(tmp_path / "more", "test", classes=7)
-    (data / "test").mkdir()
+    for shard in (data / "test").glob("*"):
+        shard.unlink()
     other.rename(data / "test" / other.name)
     refused(grid_on(data, tmp_path), f"{data / 'test' / other.name}: 7 classes, the data set's first training shard has 5")
     for shard in (data / "test").glob("*"):
@@ -165,5 +165,43 @@ def test_a_search_over_frames_the_presets_videos_do_not_have(tmp_path):
 def test_a_shard_without_videos_among_others_is_read_as_nothing(data, tmp_path):
     write_shard(str(data / "train" / "train-empty.parquet"), ShardInfo(num_classes=5, source="test", details={}), [])
     found = locate(DataConfig(uri=str(data)), Store(str(tmp_path / "store")))
-    assert found.num_classes == 5 and found.test is None
-    assert sum(len(batch.ids) for batch in VideoShards(found.train, 4)) == 8
+    assert found.num_classes == 5 and found.test == str(data / "test")
+    assert sum(len(batch.ids) for batch in found.training(4)) == 8
+
+
+def on_data(tmp_path: Path, data: Path, holdout=None) -> Path:
+    """A preset: the tiny one on converted data at `data`, with `holdout`."""
+    preset = yaml.safe_load((REPO / "orchestrator/presets/tiny.yaml").read_text())
+    preset["data"] = {"uri": str(data), "max_frames": 60, **({"holdout": holdout} if holdout is not None else {})}
+    path = tmp_path / f"preset-{holdout}.yaml"
+    path.write_text(yaml.safe_dump(preset))
+    return path
+
+
+def test_validation_and_test_are_never_the_same_videos(data, tmp_path):
+    store = str(tmp_path / "store")
+    for shard in (data / "test").glob("*"):
+        shard.unlink()
+    refused(driver("grid", "--preset", str(on_data(tmp_path, data)), "--store", store),
+            f"{data}: no test/ shards, so validate/ would pick the best epoch and be reported on too: give data.holdout")
+    held = locate(DataConfig(uri=str(data), holdout=0.5), Store(store))  # validate/ tests; train/ validates too
+    assert (held.validate, held.test, held.holdout) == (str(data / "train"), str(data / "validate"), 0.5)
+    training = {i for b in held.training(4) for i in b.ids}
+    validation = {i for b in held.validation(4) for i in b.ids}
+    assert training and validation and training.isdisjoint(validation) and len(training | validation) == 8
+    assert held.roles() == {"validation_split": f"{data / 'train'} (held out: 50.00% of its videos, by id hash)",
+                            "test_split": str(data / "validate")}
+    assert locate(DataConfig(uri=str(data), holdout=2), Store(store)).holdout == 0.25  # 2 of 8 videos
+    refused(driver("grid", "--preset", str(on_data(tmp_path, data, 8)), "--store", store),
+            "data.holdout 8: leaves no video to train or to validate on")
+    shards(data, "test")
+    refused(driver("grid", "--preset", str(on_data(tmp_path, data, 0.2)), "--store", store),
+            "with data.holdout validate/ is the test split; a test/ folder too would be a fourth role")
+
+
+def test_a_video_in_two_splits_is_refused(data, tmp_path):
+    copy = next((data / "train").glob("*.parquet"))
+    (data / "test" / "leaked.parquet").write_bytes(copy.read_bytes())
+    result = driver("grid", "--preset", "tiny", "--store", str(tmp_path / "store"), "--data", str(data))
+    refused(result, "the splits must not share videos")
+    assert f"{data / 'test' / 'leaked.parquet'}: video " in result.stderr and f"is also in {copy}" in result.stderr

@@ -77,3 +77,26 @@ def test_the_validator_names_the_file_and_the_key_path(raw, message):
     with pytest.raises(OrchestratorError, match=message):
         build(Outer, raw, "f.yaml")
     assert build(Outer, {"inner": {"rate": 1}, "items": [1]}, "f.yaml") == Outer(Inner(1.0), (1,))
+
+
+def test_parallel_rows_for_table_4_and_the_parallel_classifier():
+    from orchestrator.matrix import expand
+
+    tiny = load_preset("tiny", {"parallel_intermediate": ["rep", "rep+ce"]})
+    _, cells = expand(tiny, "d")
+    names = [c.name for c in cells if c.mode == "parallel"]
+    assert names == ["hrnn/parallel/rep+ce/k10/s0", "hrnn/parallel/rep+intermediate/k10/s0",
+                     "hrnn/parallel/rep+ce+intermediate/k10/s0"]
+    plain = next(c for c in cells if c.name == "hrnn/parallel/rep+ce/k10/s0")
+    _, again = expand(load_preset("tiny"), "d")
+    assert plain.id == next(c for c in again if c.name == plain.name).id  # shared: the ids it always had
+    own = load_preset("tiny", {"parallel_classifier": "own"})
+    _, cells = expand(own, "d")
+    mine = next(c for c in cells if c.mode == "parallel")
+    assert mine.parallel_classifier == "own" and mine.id != plain.id and mine.params()["parallel_classifier"] == "own"
+    with pytest.raises(OrchestratorError, match="parallel_classifier: one of shared, own"):
+        load_preset("tiny", {"parallel_classifier": "both"})
+    with pytest.raises(OrchestratorError, match="parallel_classifier: a parallel student's own output layer"):
+        load_preset("tiny", {"parallel_classifier": "own", "parallel": ["rep"]})
+    with pytest.raises(OrchestratorError, match="parallel_intermediate: unknown parallel variant 'pred'"):
+        load_preset("tiny", {"parallel_intermediate": ["pred"]})

@@ -9,7 +9,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from workloads.data.reader import FrameSelection, VideoShards
+from workloads.data.batch import FrameSelection
+from workloads.data.reader import VideoShards
 from workloads.data.synth import SynthConfig, generate
 from workloads.distributed import replicate, unwrap, world
 from workloads.errors import WorkloadError

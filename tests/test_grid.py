@@ -128,6 +128,13 @@ def test_tiny_grid_end_to_end_then_a_rerun_does_nothing(tmp_path):
     # The teacher cache is tagged as a URI PyArrow can open, and it is complete.
     cache_uri = skyline.data.tags["cache_uri"]
     assert json.loads((Path(cache_uri) / "_manifest.json").read_text())["videos"] == 96
+    # Scores say where they come from; every cell but the skyline is compared with its teacher's representations.
+    assert "GAP and mAP on the test split (" in first.stdout
+    for run in children:
+        assert run.data.params["test_split"].endswith("/test") and run.data.params["validation_split"].endswith("/validate")
+        assert "representations.parquet" in [a.path for a in client.list_artifacts(run.info.run_id)]
+        if run.info.run_name != "hrnn/skyline/all/s0":
+            assert 0 < run.data.metrics["rep_cosine"] <= 1 and run.data.metrics["rep_mse"] > 0, run.info.run_name
 
     started = time.perf_counter()
     again = grid("--preset", "tiny", "--store", str(store))
@@ -271,3 +278,28 @@ def test_a_teacher_stopped_mid_training_resumes_from_its_last_epoch(tmp_path):
     _, found = runs(store, "fewer-frames-tiny")
     run = next(r for r in found if r.info.run_name == "hrnn/skyline/all/s0")
     assert run.data.metrics["resumed_at_epoch"] == skyline["resumed_at_epoch"]
+
+
+@pytest.mark.slow
+def test_a_grid_on_converted_data_validates_on_held_out_training_videos_and_tests_on_validate(tmp_path):
+    """The paper's roles on real data: a share of train/ picks the best epoch, validate/ is the test split."""
+    from workloads.data.synth import SynthConfig, generate
+
+    data = tmp_path / "yt8m"
+    config = SynthConfig(num_classes=10, min_frames=20, max_frames=60)
+    generate(str(data / "train"), 128, seed=4, split="train", config=config)
+    generate(str(data / "validate"), 48, seed=4, split="validate", config=config)
+    path = write_preset(tmp_path, data={"uri": str(data), "holdout": 0.25, "max_frames": 60}, baselines=["uniform"],
+                        serial=["rep+ce"], parallel=[], intermediate=[])
+    store = tmp_path / "store"
+    result = grid("--preset", str(path), "--store", str(store))
+    assert result.returncode == 0, result.stdout + result.stderr
+    _, found = runs(store, "fewer-frames-tiny")
+    cells = {r.info.run_name: r for r in found if r.data.tags.get("fewer_frames.grid") == "cell"}
+    assert set(cells) == {"hrnn/skyline/all/s0", "hrnn/baseline/uniform/k10/s0", "hrnn/serial/rep+ce/k10/s0"}
+    for run in cells.values():
+        assert run.data.params["validation_split"] == f"{data / 'train'} (held out: 25.00% of its videos, by id hash)"
+        assert run.data.params["test_split"] == str(data / "validate")
+    # The teacher's cache holds the training videos only: the held-out ones never reach a student's training.
+    manifest = json.loads((Path(cells["hrnn/skyline/all/s0"].data.tags["cache_uri"]) / "_manifest.json").read_text())
+    assert 64 < manifest["videos"] < 128

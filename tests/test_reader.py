@@ -15,16 +15,8 @@ from workloads.data.format import (
     videos_to_table,
     write_shard,
 )
-from workloads.data.reader import (
-    SHUFFLE_BLOCK,
-    FrameSelection,
-    Unit,
-    VideoShards,
-    dequantize_,
-    epoch_order,
-    shuffle_blocks,
-    video_loader,
-)
+from workloads.data.batch import FrameSelection, dequantize_
+from workloads.data.reader import SHUFFLE_BLOCK, Unit, VideoShards, epoch_order, shuffle_blocks, video_loader
 from workloads.errors import DataError
 
 NUM_CLASSES = 17
@@ -235,6 +227,25 @@ def test_fraction_keeps_a_fixed_nested_subset(shards):
     assert shuffled == quarter
     with pytest.raises(DataError, match="fraction"):
         VideoShards(root, batch_size=4, fraction=0)
+
+
+def test_a_holdout_splits_the_shards_into_training_and_validation_videos(shards):
+    root, videos = shards
+    ids = lambda **subset: [i for b in VideoShards(root, batch_size=64, **subset) for i in b.ids]
+    held_out, kept = ids(holdout=0.2, held_out=True), ids(holdout=0.2)
+    assert set(held_out).isdisjoint(kept) and sorted(held_out + kept) == sorted(videos)
+    assert 40 <= len(held_out) <= 80  # a fifth of 300, by id hash
+    # The same videos whatever the order or the sharing out among replicas.
+    shared = ids(holdout=0.2, held_out=True, rank=0, world_size=2) + ids(holdout=0.2, held_out=True, rank=1, world_size=2)
+    assert sorted(shared) == sorted(held_out) and set(ids(holdout=0.2, held_out=True, shuffle=True, seed=3)) == set(held_out)
+    # A fraction is taken of what the holdout leaves; it never reaches into the held-out videos.
+    quarter = ids(holdout=0.2, fraction=0.25)
+    assert set(quarter) <= set(kept) and set(quarter) == set(kept) & set(ids(fraction=0.25))
+    assert set(ids(holdout=0.2, held_out=True, fraction=0.25)) == set(held_out)
+    with pytest.raises(DataError, match="holdout"):
+        VideoShards(root, batch_size=4, holdout=1.0)
+    with pytest.raises(DataError, match="holdout"):
+        VideoShards(root, batch_size=4, held_out=True)
 
 
 def test_shuffled_units_come_in_blocks_of_a_shard():

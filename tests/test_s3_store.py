@@ -11,7 +11,8 @@ import yaml
 
 from orchestrator.cache import ParquetTeacherCache
 from orchestrator.cache_files import MANIFEST, read_manifest, write_teacher_cache
-from workloads.data.reader import FrameSelection, VideoShards
+from workloads.data.batch import FrameSelection
+from workloads.data.reader import VideoShards
 from workloads.data.synth import SynthConfig, generate
 from workloads.teacher_outputs import TeacherRecord
 from youtube8m_records import random_videos, write_tfrecord

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from workloads.data.format import read_info
-from workloads.data.reader import FrameSelection, VideoShards
+from workloads.data.batch import FrameSelection
+from workloads.data.reader import VideoShards
 from workloads.data.synth import SynthConfig, generate, main as synth_main, make_video, make_world
 from workloads.errors import DataError
 from workloads.metrics import gap

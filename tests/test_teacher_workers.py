@@ -15,7 +15,8 @@ from orchestrator.data_sets import DataSet
 from orchestrator.matrix import TeacherSpec
 from orchestrator.teacher_runs import SNAPSHOT
 from orchestrator.teachers import TeacherJob, fit_teacher
-from workloads.data.reader import FrameSelection, VideoShards
+from workloads.data.batch import FrameSelection
+from workloads.data.reader import VideoShards
 from workloads.data.synth import SynthConfig, generate
 from workloads.models import build_model
 from workloads.evaluation import evaluate

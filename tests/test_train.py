@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from workloads.data.reader import FrameSelection, VideoShards
+from workloads.data.batch import FrameSelection
+from workloads.data.reader import VideoShards
 from workloads.data.synth import SynthConfig, generate
 from workloads.errors import WorkloadError
 from workloads.losses import Objective
@@ -345,3 +346,20 @@ def test_resuming_a_finished_loop_trains_nothing(data):
     assert len(progress) == 1 and resumed.best_epoch == result.best_epoch and resumed.gap == result.gap
     for name, value in model.state_dict().items():
         assert torch.equal(value, again.state_dict()[name]), name
+
+
+def test_a_parallel_student_with_its_own_output_layer(data):
+    seed_everything(0)
+    teacher, student = build_model("hrnn", "small", CLASSES), build_model("hrnn", "small", CLASSES, k=10)
+    own = {k: v.clone() for k, v in student.classifier.state_dict().items()}
+    teacher_head = {k: v.clone() for k, v in teacher.classifier.state_dict().items()}
+    batch = next(iter(VideoShards(data[0], 8)))
+    _, student_loss, _ = parallel_losses(teacher, student, batch, SELECTION, Objective.parse("rep+ce"), shared=False)
+    grads = torch.autograd.grad(student_loss, list(teacher.parameters()), allow_unused=True)
+    assert all(g is None or not g.any() for g in grads)  # the student's losses still stop at the student
+    train_parallel(teacher, student, *loaders(data), SELECTION, "rep+ce", FAST, shared_classifier=False)
+    assert student.classifier is not teacher.classifier
+    assert any(not torch.equal(v, student.classifier.state_dict()[k]) for k, v in own.items())  # trained by its LCE
+    assert any(not torch.equal(v, teacher.classifier.state_dict()[k]) for k, v in teacher_head.items())
+    with pytest.raises(WorkloadError, match="own output layer learns only from LCE or Lpred"):
+        train_parallel(teacher, student, *loaders(data), SELECTION, "rep", FAST, shared_classifier=False)

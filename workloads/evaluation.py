@@ -8,7 +8,7 @@ from typing import Iterable
 
 import torch
 
-from workloads.data.reader import FrameSelection, VideoBatch, subsample
+from workloads.data.batch import FrameSelection, VideoBatch, subsample
 from workloads.distributed import broadcast, check_share, gather_scores, unwrap
 from workloads.errors import WorkloadError
 from workloads.metrics import TopKAccumulator

@@ -3,6 +3,12 @@
 The teacher learns from the labels (LCE on all frames); the student sees the frames a selection keeps of
 the same batch and learns from the teacher's outputs of that batch. One module, so that one optimiser,
 one state dict (checkpoints) and one DistributedDataParallel wrapper (data parallelism) hold both.
+
+The student's output layer is either the teacher's (`shared`, the paper's text) or its own (the authors'
+code). Shared, the student reaches it through detached copies of its parameters: the student's losses
+train the student's encoder only, and the layer learns from the teacher's LCE alone, so the teacher
+trains exactly as the skyline does. Its own, the layer learns from the student's LCE and Lpred, so a
+variant needs one of them (Lrep alone would leave it untrained).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from workloads.data.reader import FrameSelection, VideoBatch, subsample
+from workloads.data.batch import FrameSelection, VideoBatch, subsample
 from workloads.losses import Objective, TeacherTargets
 from workloads.models import ModelOutput, VideoModel
 from workloads.variants import classifier_stages
@@ -20,16 +26,17 @@ _TEACHER_OBJECTIVE = classifier_stages()[0].objective
 
 
 class ParallelPair(nn.Module):
-    """`teacher` and `student`, the student's output layer being the teacher's (one module, as in the
-    paper's shared classifier); `forward(batch, objective)` gives (teacher loss, student loss, parts)."""
+    """`teacher` and `student`, the student's output layer the teacher's (`shared`) or its own;
+    `forward(batch, objective)` gives (teacher loss, student loss, parts)."""
 
-    def __init__(self, teacher: VideoModel, student: VideoModel, selection: FrameSelection):
+    def __init__(self, teacher: VideoModel, student: VideoModel, selection: FrameSelection, shared: bool = True):
         super().__init__()
-        self.teacher, self.student, self.selection = teacher, student, selection
-        student.classifier = teacher.classifier  # owned (and trained) by the teacher
+        self.teacher, self.student, self.selection, self.shared = teacher, student, selection, shared
+        if shared:
+            student.classifier = teacher.classifier  # owned (and trained) by the teacher
 
     def forward(self, batch: VideoBatch, objective: Objective):
-        return parallel_losses(self.teacher, self.student, batch, self.selection, objective)
+        return parallel_losses(self.teacher, self.student, batch, self.selection, objective, self.shared)
 
 
 def parallel_losses(
@@ -38,16 +45,20 @@ def parallel_losses(
     batch: VideoBatch,
     selection: FrameSelection,
     objective: Objective,
+    shared: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """(teacher LCE, student loss, parts) for one all-frames batch.
 
-    The student's targets are detached from the teacher, and the student reaches the shared classifier
-    through detached copies of its parameters: gradients of the student loss stop at the student.
+    The student's targets are detached from the teacher, and a student sharing the teacher's classifier
+    reaches it through detached copies of its parameters: gradients of the student loss stop at the student.
     """
     t_out = teacher(batch.frames, batch.mask, batch.positions)
     teacher_loss, teacher_parts = _TEACHER_OBJECTIVE(t_out, batch.labels)
     student_batch = subsample(batch, selection)
-    s_out = _student_forward(student, teacher, student_batch)
+    if shared:
+        s_out = _student_forward(student, teacher, student_batch)
+    else:
+        s_out = student(student_batch.frames, student_batch.mask, student_batch.positions)
     intermediates = None
     if objective.needs_intermediates:
         intermediates = teacher.states_at(batch.frames, batch.mask, batch.positions,

@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 import numpy as np
 import torch
 
-from workloads.data.reader import FrameSelection, VideoBatch
+from workloads.data.batch import FrameSelection, VideoBatch
 from workloads.errors import WorkloadError
 from workloads.losses import TeacherTargets
 from workloads.models import VideoModel

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from workloads import variants
-from workloads.data.reader import FrameSelection, VideoBatch
+from workloads.data.batch import FrameSelection, VideoBatch
 from workloads.distributed import check_share, gather_objects, joined, replicate, unwrap
 from workloads.errors import WorkloadError
 from workloads.evaluation import Evaluation, evaluate
@@ -39,7 +39,7 @@ from workloads.parallel_pair import ParallelPair
 from workloads.precision import Precision
 from workloads.progress import EpochCallback, EpochMetrics, Progress, ProgressCallback, TrainResult, on_cpu
 from workloads.teacher_outputs import TeacherSource
-from workloads.variants import Stage
+from workloads.variants import Stage, check_own_classifier
 
 PREFETCH_BATCHES = 8  # batches a serial student reads ahead, so its teacher targets load meanwhile
 
@@ -142,18 +142,22 @@ def train_parallel(
     *,
     resume: Progress | None = None,
     on_progress: ProgressCallback | None = None,
+    shared_classifier: bool = True,
 ) -> tuple[TrainResult, TrainResult]:
     """Teacher and student trained jointly on the same all-frames batches; returns (student, teacher)
     results. The best epoch is the student's best validation GAP, and both models are restored to it.
 
-    `stages` is a tuple of `Stage`s or the name of a parallel variant. When `train` is one replica's share,
-    the pair is replicated (DistributedDataParallel) over the process group."""
+    `stages` is a tuple of `Stage`s or the name of a parallel variant; `shared_classifier` False gives the
+    student its own output layer (`workloads.parallel_pair`). When `train` is one replica's share, the pair
+    is replicated (DistributedDataParallel) over the process group."""
     if isinstance(stages, str):
         stages = variants.stages(stages, mode="parallel")
+    if not shared_classifier:
+        check_own_classifier(stages)
     matches = any(stage.objective.needs_intermediates for stage in stages)
     if matches and not (student.supports_intermediates and teacher.supports_intermediates):
         raise WorkloadError(f"{type(student).__name__} has no intermediate states to match")
-    pair = ParallelPair(teacher, student, selection)
+    pair = ParallelPair(teacher, student, selection, shared_classifier)
     model = replicate(pair, config.torch_device()) if check_share(train) else pair
 
     def loss(stage: Stage, batch: VideoBatch, precision: Precision):

@@ -37,6 +37,7 @@ class Stage:
 CLASSIFIER = "ce"  # the skyline, the baselines and a parallel pair's teacher learn from the labels alone
 INTERMEDIATE = "rep_intermediate"
 REPRESENTATION = "rep"  # a variant that has it can match intermediate states too
+OUTPUT_LOSSES = ("ce", "pred")  # the losses on a model's predictions: the ones that train an output layer
 
 # Variant (a) trains on one loss per stage, at weight 1 (with Adam a lone loss's weight barely matters).
 _TWO_STAGES = {"rep_then_ce": (("rep", "rep"), ("finetune", "ce"))}
@@ -49,10 +50,15 @@ def _first_losses(variant: str) -> tuple[str, ...]:
     return tuple(variant.split("+"))
 
 
+def learns_representation(variant: str) -> bool:
+    """Whether `variant` matches the teacher's representation (Lrep) at all: (a), (b), (e), the parallel ones."""
+    return REPRESENTATION in _first_losses(variant)
+
+
 SERIAL_VARIANTS = ("rep_then_ce", "rep+ce", "pred", "pred+ce", "rep+pred+ce")
 PARALLEL_VARIANTS = ("rep", "rep+ce", "rep+pred+ce")
 VARIANTS = {"classifier": (CLASSIFIER,), "serial": SERIAL_VARIANTS, "parallel": PARALLEL_VARIANTS}  # by mode
-INTERMEDIATE_VARIANTS = tuple(v for v in SERIAL_VARIANTS if REPRESENTATION in _first_losses(v))
+INTERMEDIATE_VARIANTS = tuple(v for v in SERIAL_VARIANTS if learns_representation(v))
 DEFAULT_WEIGHTS = {name: 1.0 for name in LOSSES}  # what a loss not given a weight gets
 
 
@@ -72,13 +78,21 @@ def stages(variant: str, weights: dict[str, float] | None = None, pred_distance:
     else:
         result = (Stage(Objective.parse(variant, weights, pred_distance), name="parallel" if mode == "parallel" else "train"),)
     if intermediate:
-        if REPRESENTATION not in _first_losses(variant):
+        if not learns_representation(variant):
             raise WorkloadError(f"variant {variant!r} learns no representation (Lrep) to match intermediate states "
                                 f"with; those that do: {', '.join(INTERMEDIATE_VARIANTS)}")
         first = result[0]
         matched = {**first.objective.weights, INTERMEDIATE: weights.get(INTERMEDIATE, 1.0)}
         result = (dataclasses.replace(first, objective=Objective(matched, pred_distance)), *result[1:])
     return result
+
+
+def check_own_classifier(stages: tuple[Stage, ...]) -> None:
+    """A parallel student with an output layer of its own must learn from LCE or Lpred in every stage."""
+    for stage in stages:
+        if not {name for name, weight in stage.objective.weights.items() if weight} & set(OUTPUT_LOSSES):
+            raise WorkloadError(f"a parallel student's own output layer learns only from LCE or Lpred, and "
+                                f"{stage.objective.name} has neither: give it the teacher's (shared)")
 
 
 def classifier_stages() -> tuple[Stage, ...]:

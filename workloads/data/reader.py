@@ -1,4 +1,5 @@
-"""Shards to torch batches: dequantised frames of the selected positions, a frame mask, multi-hot labels.
+"""Shards to torch batches (`workloads.data.batch`): dequantised frames of the selected positions, a frame
+mask, multi-hot labels.
 
 Frame selection happens at read time: a video's frame bytes are read as one raw buffer, and only the rows
 of the selected frames are gathered and dequantised, so reading k of N frames costs about k/N of the decode.
@@ -6,17 +7,17 @@ of the selected frames are gathered and dequantised, so reading k of N frames co
 Work is split in units of one row group (`ROWS_PER_GROUP` videos). Each epoch the units are shuffled (when
 asked) with a seed derived from (seed, epoch), in blocks of `SHUFFLE_BLOCK` consecutive row groups of a
 shard, and dealt round-robin to ranks and, within a rank, to DataLoader workers; rows are shuffled within
-each unit. Every video is read once per epoch across all
-ranks and workers. `fraction` keeps a fixed, nested subset of the videos (the paper's Table 2: 10, 25,
-50% of the training data), chosen by a hash of each video's id. Random frame selection draws from (seed, epoch, video position), so it is reproducible
-and differs between epochs.
+each unit. Every video is read once per epoch across all ranks and workers. Which videos of the shards are
+read is chosen by id hash (`workloads.data.subsets`): `holdout` sets a share of them aside as the
+validation split (`held_out` reads those instead), `fraction` keeps a fixed, nested subset of the rest
+(the paper's Table 2), and `sample` reads the representation sample only. Random frame selection draws from (seed, epoch, video position), so it is
+reproducible and differs between epochs.
 """
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -26,60 +27,13 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from workloads import frames as frame_selection
-from workloads.data.format import (
-    AUDIO_DIM,
-    DEQUANTIZE_BIAS,
-    DEQUANTIZE_SCALE,
-    FEATURE_DIM,
-    RGB_DIM,
-    SHARD_SUFFIX,
-    read_info,
-)
+from workloads.data.batch import FrameSelection, VideoBatch, concat_batches, dequantize_, layout, ranges
+from workloads.data.format import AUDIO_DIM, FEATURE_DIM, RGB_DIM, SHARD_SUFFIX, read_info
 from workloads.data.fs import list_files, resolve
+from workloads.data.subsets import in_fraction, in_holdout, in_sample
 from workloads.errors import DataError
 
 COLUMNS = ["id", "labels", "num_frames", "rgb", "audio"]
-
-
-class VideoBatch(NamedTuple):
-    """One batch. `frames` (batch, F, 1152) float32 (or uint8 when not dequantised), zero where `mask` is
-    False; `positions` (batch, F) int64 frame indices in the original video (-1 on padding); `labels`
-    (batch, classes) float32 multi-hot; `num_frames` (batch,) int64 original lengths."""
-
-    ids: list[str]
-    frames: torch.Tensor
-    mask: torch.Tensor
-    positions: torch.Tensor
-    labels: torch.Tensor
-    num_frames: torch.Tensor
-
-    def to(self, device: torch.device) -> "VideoBatch":
-        """The batch on `device`, copied without blocking (`num_frames`, only read for lengths, stays)."""
-        fields = ("frames", "mask", "positions", "labels")
-        return self._replace(**{f: getattr(self, f).to(device, non_blocking=device.type == "cuda") for f in fields})
-
-
-@dataclass(frozen=True)
-class FrameSelection:
-    """Which frames to read: a selector name with k (frames) and/or j (stride, uniform only)."""
-
-    name: str = "uniform"
-    k: int | None = None
-    j: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.name not in frame_selection.SELECTORS:
-            raise DataError(f"unknown frame selector {self.name!r}; known: {', '.join(sorted(frame_selection.SELECTORS))}")
-        if self.k is None and self.j is None:
-            raise DataError("a frame selection needs k or j")
-        if self.k is not None and self.k < 1:
-            raise DataError(f"frame selection k must be >= 1, got {self.k}")
-        if self.j is not None and (self.j < 1 or self.name != "uniform"):
-            raise DataError(f"stride j must be >= 1 and only with 'uniform', got j={self.j} for {self.name!r}")
-
-    def indices(self, num_frames: int, seed: frame_selection.Seed = None) -> np.ndarray:
-        return frame_selection.select(self.name, num_frames, self.k, seed, j=self.j)
 
 
 # Row groups per shuffling block (see `epoch_order`); the teacher cache reads blocks of as many.
@@ -122,16 +76,6 @@ def shuffle_blocks(units: Sequence[Unit], size: int | None = None) -> list[list[
     return list(blocks.values())
 
 
-def dequantize_(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """uint8 (batch, F, 1152) frames to float32 on frames' device, padding left at zero."""
-    out = torch.empty(frames.shape, dtype=torch.float32, device=frames.device)
-    out.copy_(frames)
-    out.mul_(DEQUANTIZE_SCALE).add_(DEQUANTIZE_BIAS)
-    if not bool(mask.all()):
-        out[~mask] = 0.0
-    return out
-
-
 class VideoShards(IterableDataset):
     """An iterable of `VideoBatch` over the shards at a local path or PyArrow URI (file or folder).
 
@@ -154,6 +98,9 @@ class VideoShards(IterableDataset):
         pad_to: int | None = None,
         num_classes: int | None = None,
         fraction: float = 1.0,
+        holdout: float = 0.0,
+        held_out: bool = False,
+        sample: float = 1.0,
     ):
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
@@ -161,20 +108,15 @@ class VideoShards(IterableDataset):
             raise DataError(f"rank {rank} is outside world_size {world_size}")
         if not 0 < fraction <= 1:
             raise DataError(f"fraction must be in (0, 1], got {fraction}")
+        if not 0 <= holdout < 1 or (held_out and holdout == 0):
+            raise DataError(f"holdout must be in [0, 1) (above 0 to read the held-out videos), got {holdout}")
+        if not 0 < sample <= 1:
+            raise DataError(f"sample must be in (0, 1], got {sample}")
         sources = [source] if isinstance(source, str) else list(source)
         self.shards = [shard for s in sources for shard in list_files(s, SHARD_SUFFIX)]
         if not self.shards:
             raise DataError(f"no {SHARD_SUFFIX} shards in {', '.join(sources)}")
-        self.units: list[Unit] = []
-        classes = set()
-        for shard in self.shards:
-            fs, path = resolve(shard)
-            try:
-                metadata = pq.read_metadata(path, filesystem=fs)
-            except (OSError, pa.ArrowInvalid) as error:
-                raise DataError(f"{shard}: not a readable Parquet file: {error}") from None
-            classes.add(read_info(shard, metadata).num_classes)
-            self.units.extend(Unit(shard, g, metadata.row_group(g).num_rows) for g in range(metadata.num_row_groups))
+        self.units, classes = _units(self.shards)
         if num_classes is None:
             if len(classes) > 1:
                 raise DataError(f"shards disagree on num_classes ({sorted(classes)}); pass num_classes")
@@ -191,6 +133,7 @@ class VideoShards(IterableDataset):
         self.dequantize = dequantize
         self.pad_to = pad_to
         self.fraction = fraction
+        self.holdout, self.held_out, self.sample = holdout, held_out, sample
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -210,9 +153,7 @@ class VideoShards(IterableDataset):
         buffered = 0
         for position, unit in self.units_for(self.rank, worker, num_workers):
             table = read_unit(unit, self.num_classes)
-            rows = np.arange(table.num_rows)
-            if self.fraction < 1:
-                rows = rows[in_fraction(table.column("id").to_pylist(), self.fraction)]
+            rows = self.chosen(table.column("id").to_pylist())
             if self.shuffle:
                 rows = np.random.default_rng([self.seed, self.epoch, position]).permutation(rows)
             taken = 0
@@ -226,6 +167,17 @@ class VideoShards(IterableDataset):
                     pieces, buffered = [], 0
         if pieces and not self.drop_last:
             yield concat_batches(pieces)
+
+    def chosen(self, ids: list[str]) -> np.ndarray:
+        """The rows of a row group's videos this reader reads: held out or not, then within the fraction."""
+        keep = np.ones(len(ids), dtype=bool)
+        if self.holdout > 0:
+            keep &= in_holdout(ids, self.holdout) == self.held_out
+        if self.fraction < 1 and not self.held_out:
+            keep &= in_fraction(ids, self.fraction)
+        if self.sample < 1:
+            keep &= in_sample(ids, self.sample)
+        return np.flatnonzero(keep)
 
     def decode(self, table: pa.Table, rows: np.ndarray, unit_position: int) -> VideoBatch:
         """Decode `rows` of a row-group table into a batch, gathering only the selected frames."""
@@ -244,7 +196,7 @@ class VideoShards(IterableDataset):
             ]
         batch = rows.size
         width = self.pad_to or (self.selection.k if self.selection and self.selection.k else 0)
-        owner, slot, flat_picks, positions = _layout(picks, width)
+        owner, slot, flat_picks, positions = layout(picks, width)
         width = positions.shape[1]
         mask = positions >= 0
 
@@ -262,7 +214,7 @@ class VideoShards(IterableDataset):
         offsets = labels.offsets.to_numpy()
         lengths = offsets[rows + 1] - offsets[rows]
         multi_hot = np.zeros((batch, self.num_classes), dtype=np.float32)
-        values = labels.values.to_numpy()[_ranges(offsets[rows], lengths)]
+        values = labels.values.to_numpy()[ranges(offsets[rows], lengths)]
         multi_hot[np.repeat(np.arange(batch), lengths), values] = 1.0
         ids = table.column("id").to_pylist()
         return VideoBatch(
@@ -275,35 +227,6 @@ class VideoShards(IterableDataset):
         )
 
 
-def in_fraction(ids: list[str], fraction: float) -> np.ndarray:
-    """Which videos belong to the first `fraction` of the data set: a fixed subset by a hash of the id,
-    the same whatever the sharding, and nested (the 10% subset lies inside the 25% one)."""
-    hashes = np.array([zlib.crc32(i.encode()) for i in ids], dtype=np.uint64)
-    return hashes < np.uint64(int(fraction * 2**32))
-
-
-def _layout(picks: list[np.ndarray], width: int):
-    """Where each video's picked frames go in a padded batch: (row of each pick, its slot in the row, all
-    picks flattened, positions (batch, width) with -1 on padding). The width grows to the longest pick."""
-    counts = np.array([p.size for p in picks], dtype=np.int64)
-    width = max(width, int(counts.max(initial=0)), 1)
-    owner = np.repeat(np.arange(len(picks)), counts)
-    slot = _ranges(np.zeros(len(picks), np.int64), counts)
-    flat_picks = np.concatenate(picks) if picks else np.zeros(0, np.int64)
-    positions = np.full((len(picks), width), -1, dtype=np.int64)
-    positions[owner, slot] = flat_picks
-    return owner, slot, flat_picks, positions
-
-
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenated aranges: start_i, start_i + 1, ..., start_i + length_i - 1 for every i."""
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    run_starts = np.cumsum(lengths) - lengths
-    return np.arange(total, dtype=np.int64) - np.repeat(run_starts - starts, lengths)
-
-
 def _frame_rows(column: pa.ChunkedArray, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """A binary column of frame bytes, zero-copy, as (every frame (total, dim) uint8, each video's first
     frame row). `read_unit` has checked that every value holds num_frames x dim bytes."""
@@ -311,6 +234,20 @@ def _frame_rows(column: pa.ChunkedArray, dim: int) -> tuple[np.ndarray, np.ndarr
     offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset : array.offset + len(array) + 1]
     data = np.frombuffer(array.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
     return data.reshape(-1, dim), (offsets[:-1] - offsets[0]) // dim
+
+
+def _units(shards: list[str]) -> tuple[list[Unit], set[int]]:
+    """Every row group of `shards` as a unit, and the class counts their metadata declare."""
+    units, classes = [], set()
+    for shard in shards:
+        fs, path = resolve(shard)
+        try:
+            metadata = pq.read_metadata(path, filesystem=fs)
+        except (OSError, pa.ArrowInvalid) as error:
+            raise DataError(f"{shard}: not a readable Parquet file: {error}") from None
+        classes.add(read_info(shard, metadata).num_classes)
+        units.extend(Unit(shard, g, metadata.row_group(g).num_rows) for g in range(metadata.num_row_groups))
+    return units, classes
 
 
 def read_unit(unit: Unit, num_classes: int) -> pa.Table:
@@ -346,27 +283,6 @@ def read_unit(unit: Unit, num_classes: int) -> pa.Table:
     return table
 
 
-def concat_batches(batches: list[VideoBatch]) -> VideoBatch:
-    if len(batches) == 1:
-        return batches[0]
-    width = max(b.frames.shape[1] for b in batches)
-
-    def pad(t: torch.Tensor, value) -> torch.Tensor:
-        if t.shape[1] == width:
-            return t
-        shape = (t.shape[0], width - t.shape[1], *t.shape[2:])
-        return torch.cat([t, torch.full(shape, value, dtype=t.dtype)], dim=1)
-
-    return VideoBatch(
-        ids=[i for b in batches for i in b.ids],
-        frames=torch.cat([pad(b.frames, 0) for b in batches]),
-        mask=torch.cat([pad(b.mask, False) for b in batches]),
-        positions=torch.cat([pad(b.positions, -1) for b in batches]),
-        labels=torch.cat([b.labels for b in batches]),
-        num_frames=torch.cat([b.num_frames for b in batches]),
-    )
-
-
 def video_loader(dataset: VideoShards, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
     """A DataLoader over already-batched `VideoShards` (batch_size=None: the dataset batches)."""
     return DataLoader(
@@ -377,20 +293,3 @@ def video_loader(dataset: VideoShards, num_workers: int = 0, pin_memory: bool = 
         persistent_workers=False,
         prefetch_factor=2 if num_workers else None,
     )
-
-
-def subsample(batch: VideoBatch, selection: FrameSelection, seed: int = 0) -> VideoBatch:
-    """The frames of an all-frames batch that `selection` keeps, as if the reader had selected them
-    (how a parallel student sees the batch its teacher sees whole). Works on any device."""
-    every = torch.arange(batch.positions.shape[1], device=batch.positions.device).expand_as(batch.positions)
-    if not bool((batch.positions == torch.where(batch.mask, every, -1)).all()):
-        raise DataError("subsample needs a batch read with every frame (selection=None)")
-    lengths = batch.num_frames.tolist()
-    rng = np.random.default_rng(seed) if selection.name == "random" else None
-    picks = [selection.indices(int(n), rng) for n in lengths]
-    positions = torch.from_numpy(_layout(picks, selection.k or 0)[3]).to(batch.frames.device)
-    mask = positions >= 0
-    index = positions.clamp(min=0)
-    frames = batch.frames.gather(1, index.unsqueeze(-1).expand(-1, -1, batch.frames.shape[-1]))
-    frames = frames * mask.unsqueeze(-1).to(frames.dtype)
-    return batch._replace(frames=frames, mask=mask, positions=positions)
