@@ -16,8 +16,9 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Callable
 
-from orchestrator.config import Preset, Resources
-from orchestrator.data_sets import DataSet, check_shards, prepare_data
+from orchestrator import storage
+from orchestrator.config import DataConfig, Preset, Resources
+from orchestrator.data_sets import DataSet, check_shards, locate, prepare_data
 from orchestrator.errors import OrchestratorError, note
 from orchestrator.matrix import Cell
 from orchestrator.results import CellResult
@@ -105,6 +106,17 @@ def refuse_local_store_on_a_cluster(ray, store: Store, resources: Resources) -> 
     if len(nodes) > 1 or wanted - offered:
         raise OrchestratorError(f"{store.root}: a local store is only on this node; a cluster of several nodes "
                                 "needs --store s3://... (and an MLflow server as --tracking-uri)")
+
+
+def before_ray(root: str, tracking_uri: str | None, config: DataConfig,
+               data_override: str | None = None) -> tuple[Store, str, DataSet | None]:
+    """Everything checked before Ray starts, in this order so that bad input writes nothing: the store
+    (reachable, a folder, a tracking store that answers), the data (every shard; None for synthetic data
+    still to be generated), then the store made ready for writing. (store, tracking URI, data set)."""
+    store = storage.store_of(root, tracking_uri)
+    with store_failures(store):
+        data = locate(config, store, data_override)
+    return store, storage.open_store(store, tracking_uri), data
 
 
 def generated_data(ray, preset: Preset, store: Store) -> DataSet:

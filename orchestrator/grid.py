@@ -17,11 +17,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from orchestrator import driver, storage
+from orchestrator import driver
 from orchestrator.cache_files import DamagedCache, set_aside
 from orchestrator.cells import run_cell
 from orchestrator.config import Preset, load_override, load_preset
-from orchestrator.data_sets import DataSet, locate
+from orchestrator.data_sets import DataSet
 from orchestrator.errors import OrchestratorError, note
 from orchestrator.matrix import Cell, TeacherSpec, expand
 from orchestrator.results import CellResult
@@ -278,10 +278,7 @@ class Grid:
 
 def run(args: argparse.Namespace) -> int:
     preset = load_preset(args.preset, load_override(args.override), args.override)
-    store = storage.store_of(args.store, args.tracking_uri)
-    with driver.store_failures(store):
-        data = locate(preset.data, store, args.data)  # None: synthetic shards still to be generated
-    tracking_uri = storage.open_store(store, args.tracking_uri)
+    store, tracking_uri, data = driver.before_ray(args.store, args.tracking_uri, preset.data, args.data)
     experiment = args.experiment or f"fewer-frames-{preset.name}"
     from orchestrator.tracking import Tracker
 

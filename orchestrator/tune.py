@@ -20,10 +20,10 @@ import os
 import sys
 import tempfile
 
-from orchestrator import driver, storage
+from orchestrator import driver
 from orchestrator.cells import resolve, run_recipe
 from orchestrator.config import Preset, load_preset
-from orchestrator.data_sets import DataSet, locate
+from orchestrator.data_sets import DataSet
 from orchestrator.errors import OrchestratorError, note
 from orchestrator.matrix import Cell, expand
 from orchestrator.pareto import best_override, pareto_front, plot_front
@@ -222,10 +222,7 @@ def run(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     preset = load_preset(args.preset)
     check_against(space, preset, args.space)
-    store = storage.store_of(args.store, args.tracking_uri)
-    with driver.store_failures(store):
-        data = locate(preset.data, store)  # None: synthetic shards still to be generated
-    tracking_uri = storage.open_store(store, args.tracking_uri)
+    store, tracking_uri, data = driver.before_ray(args.store, args.tracking_uri, preset.data)
     from orchestrator.tracking import Tracker
 
     ray = driver.start_ray()
