@@ -167,14 +167,19 @@ def _batched(items: Iterable[Video], size: int) -> Iterator[list[Video]]:
         yield group
 
 
+def read_metadata(location: str) -> pq.FileMetaData:
+    """A shard's Parquet footer; a file that has none (cut short, or no Parquet) is a DataError naming it."""
+    fs, path = resolve(location)
+    try:
+        return pq.read_metadata(path, filesystem=fs)
+    except (OSError, pa.ArrowInvalid) as error:
+        raise DataError(f"{location}: not a readable Parquet file: {error}") from None
+
+
 def read_info(location: str, metadata: pq.FileMetaData | None = None) -> ShardInfo:
     """The shard's data-set information, checking that it is a shard of this format."""
     if metadata is None:
-        fs, path = resolve(location)
-        try:
-            metadata = pq.read_metadata(path, filesystem=fs)
-        except (OSError, pa.ArrowInvalid) as error:
-            raise DataError(f"{location}: not a readable Parquet file: {error}") from None
+        metadata = read_metadata(location)
     schema = metadata.schema.to_arrow_schema()
     for field in SCHEMA:
         if field.name not in schema.names or not schema.field(field.name).type.equals(field.type):

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from workloads.data.batch import FrameSelection, VideoBatch, concat_batches, dequantize_, layout, ranges
-from workloads.data.format import AUDIO_DIM, FEATURE_DIM, RGB_DIM, SHARD_SUFFIX, read_info
+from workloads.data.format import AUDIO_DIM, FEATURE_DIM, RGB_DIM, SHARD_SUFFIX, read_info, read_metadata
 from workloads.data.fs import list_files, resolve
 from workloads.data.subsets import in_fraction, in_holdout, in_sample
 from workloads.errors import DataError
@@ -240,11 +240,7 @@ def _units(shards: list[str]) -> tuple[list[Unit], set[int]]:
     """Every row group of `shards` as a unit, and the class counts their metadata declare."""
     units, classes = [], set()
     for shard in shards:
-        fs, path = resolve(shard)
-        try:
-            metadata = pq.read_metadata(path, filesystem=fs)
-        except (OSError, pa.ArrowInvalid) as error:
-            raise DataError(f"{shard}: not a readable Parquet file: {error}") from None
+        metadata = read_metadata(shard)
         classes.add(read_info(shard, metadata).num_classes)
         units.extend(Unit(shard, g, metadata.row_group(g).num_rows) for g in range(metadata.num_row_groups))
     return units, classes
