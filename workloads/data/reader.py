@@ -153,7 +153,7 @@ class VideoShards(IterableDataset):
         buffered = 0
         for position, unit in self.units_for(self.rank, worker, num_workers):
             table = read_unit(unit, self.num_classes)
-            rows = self.chosen(table.column("id").to_pylist())
+            rows = self.chosen(table)
             if self.shuffle:
                 rows = np.random.default_rng([self.seed, self.epoch, position]).permutation(rows)
             taken = 0
@@ -168,8 +168,12 @@ class VideoShards(IterableDataset):
         if pieces and not self.drop_last:
             yield concat_batches(pieces)
 
-    def chosen(self, ids: list[str]) -> np.ndarray:
-        """The rows of a row group's videos this reader reads: held out or not, then within the fraction."""
+    def chosen(self, table: pa.Table) -> np.ndarray:
+        """The rows of a row group's videos this reader reads: held out or not, within the fraction, in the
+        sample. The ids are only looked at when a subset is asked for (the hot path reads all rows)."""
+        if self.holdout == 0 and self.fraction == 1 and self.sample == 1:
+            return np.arange(table.num_rows)
+        ids = table.column("id").to_pylist()
         keep = np.ones(len(ids), dtype=bool)
         if self.holdout > 0:
             keep &= in_holdout(ids, self.holdout) == self.held_out
