@@ -19,7 +19,7 @@ from typing import Callable
 from orchestrator import storage
 from orchestrator.config import DataConfig, Preset, Resources
 from orchestrator.data_sets import DataSet, check_shards, locate, prepare_data
-from orchestrator.errors import OrchestratorError, note
+from orchestrator.errors import OrchestratorError, note, one_line
 from orchestrator.matrix import Cell
 from orchestrator.results import CellResult
 from orchestrator.samples import has_sample
@@ -240,8 +240,3 @@ def cause(error: BaseException, kind: type[BaseException]) -> BaseException | No
         return error
     inner = getattr(error, "cause", None)
     return inner if isinstance(inner, kind) else None
-
-
-def one_line(error: BaseException | str) -> str:
-    text = str(error).strip().splitlines()
-    return text[-1] if text else type(error).__name__

@@ -6,3 +6,9 @@ def note(name: str, text: str) -> None:
     """A problem found and dealt with (something damaged set aside, and done again), for the person
     watching: one line naming what it concerns."""
     print(f"  note  {name}: {text}", flush=True)
+
+
+def one_line(error: BaseException | str) -> str:
+    """An error's last line (where Python and Ray put what went wrong)."""
+    text = str(error).strip().splitlines()
+    return text[-1] if text else type(error).__name__

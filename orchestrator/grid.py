@@ -12,10 +12,13 @@ import argparse
 import dataclasses
 import math
 import sys
+import tempfile
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Iterator
 
 from orchestrator import driver
 from orchestrator.cache_files import DamagedCache, set_aside
@@ -24,6 +27,7 @@ from orchestrator.config import Preset, load_override, load_preset
 from orchestrator.data_sets import DataSet
 from orchestrator.errors import OrchestratorError, note
 from orchestrator.matrix import Cell, TeacherSpec, expand
+from orchestrator.report.build import report_on_parent
 from orchestrator.results import CellResult
 from orchestrator.samples import rep_metrics
 from orchestrator.storage import is_storage_failure, store_lost
@@ -298,17 +302,31 @@ def run(args: argparse.Namespace) -> int:
         grid.run()
         parent.summary = summarize(grid.cells, grid.ledger.results)
         parent.status = "FAILED" if grid.ledger.failed else "FINISHED"
+        with _report_folder(store, experiment) as folder:
+            report = report_on_parent(tracker, folder)
     print()
     print(parent.summary)
     print(f"grid {preset.name}: {len(grid.cells)} cells in {time.perf_counter() - started:.0f} s; MLflow experiment "
           f"{experiment!r} at {tracking_uri}")
-    if tracking_uri.startswith("sqlite:"):
-        print(f"open it: mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000  "
-              f"then http://127.0.0.1:5000")
+    if report is not None:
+        where = report.files[0] if store.is_local else "the parent run's report.html artifact"
+        print(f"report (the paper's tables and figures): {where}")
+    print(tracker.how_to_open())
     if grid.ledger.failed:
         print(f"error: {len(grid.ledger.failed)} cell(s) failed: {', '.join(grid.ledger.failed)}", file=sys.stderr)
         return driver.EXIT_FAILED
     return 0
+
+
+@contextmanager
+def _report_folder(store: Store, experiment: str) -> Iterator[str]:
+    """Where the closing report is written: in a local store; elsewhere a scratch folder, removed once the
+    report is logged as the parent run's artifacts."""
+    if store.is_local:
+        yield store.path(f"reports/{experiment}")
+    else:
+        with tempfile.TemporaryDirectory(prefix="fewer-frames-report-") as folder:
+            yield folder
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,6 +111,7 @@ class Cell:
             "j": self.j,
             "loss": self.variant,
             "intermediate": self.intermediate,
+            "data": self.data,
             "data_fraction": self.data_fraction,
             "seed": self.seed,
             **{f"train.{k}": v for k, v in dataclasses.asdict(self.train).items()},

@@ -3,7 +3,7 @@ grid override."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import yaml
 
@@ -11,8 +11,16 @@ from orchestrator.results import Trial
 from orchestrator.search_space import WEIGHTS, SearchSpace
 
 
-def pareto_front(trials: list[Trial]) -> list[Trial]:
-    """The trials no other trial beats on both objectives (GAP higher or equal and multiply-adds lower
+class _HasScore(Protocol):
+    gap: float
+    macs: float
+
+
+Scored = TypeVar("Scored", bound=_HasScore)
+
+
+def pareto_front(trials: list[Scored]) -> list[Scored]:
+    """The trials (or cells) no other beats on both objectives (GAP higher or equal and multiply-adds lower
     or equal, one of them strictly), by multiply-adds ascending."""
     front = [t for t in trials
              if not any(o.gap >= t.gap and o.macs <= t.macs and (o.gap > t.gap or o.macs < t.macs) for o in trials)]

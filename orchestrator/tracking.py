@@ -82,6 +82,15 @@ class Tracker:
                 f"a driver that is still running ({owner}{heard}); stop it or let it finish, or use another "
                 f"--experiment (a driver on another host counts as gone after {liveness.SILENT_SECONDS} s of silence)")
 
+    def how_to_open(self) -> str:
+        """How to see the experiment: the URL of its runs view in MLflow's model-training mode (the UI opens
+        on GenAI pages otherwise), and for a SQLite store the command that serves the UI first."""
+        view = f"#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return f"runs view: {self.tracking_uri.rstrip('/')}/{view}"
+        return (f"open it: mlflow ui --backend-store-uri {self.tracking_uri} --host 127.0.0.1 --port 5000  "
+                f"then http://127.0.0.1:5000/{view}")
+
     def start_parent(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
         run = self.client.create_run(self.experiment_id, run_name=name,
                                      tags={GRID_TAG: "parent", **tags, **_driver_tags()})

@@ -110,7 +110,11 @@ def test_tiny_grid_end_to_end_then_a_rerun_does_nothing(tmp_path):
     assert len(parents) == 1 and len(children) == 7
     assert all(r.info.status == "FINISHED" for r in found)
     parent = parents[0]
-    assert "summary.md" in [a.path for a in client.list_artifacts(parent.info.run_id)]
+    logged = [a.path for a in client.list_artifacts(parent.info.run_id)]
+    assert {"summary.md", "report.html", "report.md", "gap_vs_cost.png", "figure3_hrnn.png"} <= set(logged), logged
+    assert parent.data.tags["mlflow.note.content"].startswith("**Table 1: H-RNN")  # the run page's description
+    assert (store / "reports" / "fewer-frames-tiny" / "report.html").is_file()
+    assert "/#/experiments/1/runs?workflowType=machine_learning" in first.stdout
     names = {r.info.run_name: r for r in children}
     assert "hrnn/serial/rep+pred+ce/k10/s0" in names and "hrnn/skyline/all/s0" in names
     skyline = names["hrnn/skyline/all/s0"]

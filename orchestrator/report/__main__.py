@@ -1,0 +1,56 @@
+"""python -m orchestrator.report --experiment NAME [--tracking-uri URI] [--out DIR]
+
+Writes the report of a grid's MLflow experiment (report.html, self-contained; report.md; the PNGs) from
+MLflow alone, so it works against a remote tracking server and its artifact store as against the default
+SQLite file. Exit status 0, or 2 with one line when the experiment does not exist or has no finished cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.storage import check_tracking
+
+DEFAULT_TRACKING = "sqlite:///runs/mlflow.db"  # the grid's, run with its default store
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", required=True, help="the grid's MLflow experiment, e.g. fewer-frames-smoke")
+    parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING,
+                        help=f"MLflow tracking URI (default: {DEFAULT_TRACKING}, the default grid's)")
+    parser.add_argument("--out", help="folder to write into (default: reports/<experiment>)")
+    return parser.parse_args(argv)
+
+
+def _check_database(uri: str) -> None:
+    """A SQLite tracking URI must name an existing database: MLflow would create an empty one."""
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///"):]
+        if not os.path.isfile(path):
+            raise OrchestratorError(f"--tracking-uri {uri}: no MLflow database at {path}")
+    check_tracking(uri)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        _check_database(args.tracking_uri)
+        from mlflow.tracking import MlflowClient
+
+        from orchestrator.report.build import write_report
+
+        out = args.out or os.path.join("reports", args.experiment)
+        written = write_report(MlflowClient(args.tracking_uri), args.experiment, out)
+    except OrchestratorError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"report of {args.experiment!r}: {written.files[0]} (and {', '.join(written.files[1:])})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The paper's accuracy tables from a grid's finished cells, each with the published one beside it:
+
+    Table 1 / 5 / 6   test GAP and mAP by k of every row, for H-RNN / NetVLAD / NeXtVLAD (another family:
+                      a table of its own, with no published numbers)
+    Table 2           the same at the largest k, by share of the training data
+    Table 4           matching intermediate states against matching the final representation
+"""
+
+from __future__ import annotations
+
+from orchestrator.report import published
+from orchestrator.report.runs import CellRun
+from orchestrator.report.tables import (FAMILY_NAMES, MISSING, Scores, Table, missing, published_pair, row_label,
+                                        state)
+
+GAP_MAP = ("GAP", "mAP")
+
+
+def _full_data(cells: list[CellRun]) -> float:
+    return max(c.data_fraction for c in cells)
+
+
+def _name(family: str) -> str:
+    return FAMILY_NAMES.get(family, family)
+
+
+def by_k(family: str, cells: list[CellRun], unlike_paper: str | None) -> Table:
+    """Table 1 (5, 6): a family's rows at every k, on all (or the largest share of) the training data."""
+    fraction = _full_data(cells)
+    scores = Scores([c for c in cells if c.data_fraction == fraction])
+    ks = sorted({c.k for c in scores.cells if c.k is not None})
+    share = "" if fraction == 1 else f", {fraction:g} of the training data"
+    table = Table(f"{published.TABLE_OF_FAMILY.get(family, 'Table')}: {_name(family)}, test GAP and mAP by k{share}",
+                  ["model"] + [f"k={k} {m}" for k in ks for m in GAP_MAP], [])
+    keys = scores.keys(lambda key: key != "skyline" and not key.endswith("+intermediate"))
+    for key in keys:
+        row = [row_label(key)]
+        for k in ks:
+            row += scores.pair(key, k)
+            if row[-2] == MISSING:
+                missing(table, row_label(key), f"k={k}", scores.failed(key, k))
+        table.rows.append(row)
+    skyline = scores.pair("skyline", None)
+    table.rows.append([row_label("skyline")] + skyline * max(len(ks), 1))
+    if skyline[0] == MISSING:
+        missing(table, row_label("skyline"), "all frames", scores.failed("skyline", None))
+    paper = published.BY_K.get(family)
+    if paper is not None:
+        paper_ks = sorted({k for row in paper.values() for k in row})
+        rows = [[row_label(key)] + [text for k in paper_ks for text in published_pair(paper[key].get(k))]
+                for key in keys if key in paper]
+        rows.append([row_label("skyline")] + published_pair(published.SKYLINE[family]) * len(paper_ks))
+        table.published = Table(f"Published: {published.TABLE_OF_FAMILY[family]} (YouTube-8M)",
+                                ["model"] + [f"k={k} {m}" for k in paper_ks for m in GAP_MAP], rows)
+    state(table, unlike_paper, paper is not None)
+    return table
+
+
+def by_fraction(family: str, cells: list[CellRun], unlike_paper: str | None) -> Table:
+    """Table 2: Uniform-k, the serial students and the skyline at the largest k, by share of training data."""
+    fractions = sorted({c.data_fraction for c in cells})
+    k = max((c.k for c in cells if c.k is not None), default=None)
+    table = Table(f"Table 2: {_name(family)}, test GAP and mAP at k={k} by share of the training data",
+                  ["model"] + [f"{f:.0%} {m}" for f in fractions for m in GAP_MAP], [])
+    if len(fractions) < 2:
+        table.notes.append(f"The grid trained on one share of the data ({fractions[0]:.0%}); Table 2 needs several "
+                           "(the preset's `data_fractions`, e.g. [0.1, 0.25, 0.5, 1.0]).")
+    by_share = {f: Scores([c for c in cells if c.data_fraction == f]) for f in fractions}
+    keys = [key for key in Scores(cells).keys(lambda key: key == "baseline:uniform" or key.startswith("serial:"))
+            if not key.endswith("+intermediate")]
+    for key in keys + ["skyline"]:
+        row = [row_label(key)]
+        for f in fractions:
+            row += by_share[f].pair(key, k)
+            if row[-2] == MISSING:
+                missing(table, row_label(key), f"{f:.0%} of the data", by_share[f].failed(key, k))
+        table.rows.append(row)
+    if family == "hrnn":
+        shares = sorted({f for row in published.BY_FRACTION.values() for f in row})
+        rows = [[row_label(key)] + [t for f in shares for t in published_pair(score.get(f))]
+                for key, score in published.BY_FRACTION.items()]
+        table.published = Table(f"Published: Table 2 (YouTube-8M, k={published.FRACTION_K}; all of the data: "
+                                "Table 1)", ["model"] + [f"{f:.0%} {m}" for f in shares for m in GAP_MAP], rows)
+    state(table, unlike_paper, family == "hrnn")
+    return table
+
+
+def intermediate(family: str, cells: list[CellRun], unlike_paper: str | None) -> Table | None:
+    """Table 4: each student that matched intermediate states beside the same student matching only the
+    final representation, at the largest k; None when the family's grid has no intermediate cells."""
+    fraction = _full_data(cells)
+    scores = Scores([c for c in cells if c.data_fraction == fraction])
+    with_states = scores.keys(lambda key: key.endswith("+intermediate"))
+    if not with_states:
+        return None
+    k = max(c.k for c in scores.cells if c.intermediate)
+    table = Table(f"Table 4: {_name(family)}, final against intermediate representation matching, k={k}",
+                  ["model", "final GAP", "final mAP", "intermediate GAP", "intermediate mAP"], [])
+    paper_rows = []
+    for key in with_states:
+        final = key.replace("+intermediate", "")
+        label = row_label(final)
+        table.rows.append([label] + scores.pair(final, k) + scores.pair(key, k))
+        for what, which in ((final, "final"), (key, "intermediate")):
+            if scores.pair(what, k)[0] == MISSING:
+                missing(table, f"{label} ({which})", f"k={k}", scores.failed(what, k))
+        paper = published.INTERMEDIATE.get(final) if family == "hrnn" else None
+        if paper is not None:
+            paper_rows.append([label] + published_pair(paper["final"]) + published_pair(paper["intermediate"]))
+    if family == "hrnn":
+        table.published = Table(f"Published: Table 4 (YouTube-8M, k={published.INTERMEDIATE_K})", table.header,
+                                paper_rows)
+    state(table, unlike_paper, family == "hrnn")
+    return table

@@ -1,0 +1,67 @@
+"""Table 3: what a video costs each family's teacher and its students at each k. Multiply-adds come from
+the cells (counted on the model itself, `workloads.flops`): the per-frame work, which is the paper's
+convention (its 5.058 G for the H-RNN teacher is ~16.9 M a frame), and the whole pass. Time per video
+comes only from the timing job (`orchestrator.timing`), which runs a family's models side by side in one
+task on one device: times of cells that trained on different nodes do not compare.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from orchestrator.report import published
+from orchestrator.report.runs import CellRun, Timing
+from orchestrator.report.tables import FAMILY_NAMES, MISSING, Table, state
+
+HEADER = ["model", "per-frame work (G)", "whole pass (G)", "whole pass vs teacher", "time per video (ms)",
+          "time vs teacher"]
+
+
+def _mean(cells: list[CellRun], metric: str) -> float | None:
+    values = [c.metric(metric) for c in cells if c.metric(metric) is not None]
+    return statistics.fmean(values) if values else None
+
+
+def _giga(value: float | None) -> str:
+    return MISSING if value is None else f"{value / 1e9:.3f}"
+
+
+def _ratio(value: float | None, reference: float | None) -> str:
+    return MISSING if value is None or not reference else f"{value / reference:.3f}"
+
+
+def cost(family: str, cells: list[CellRun], timing: Timing | None, unlike_paper: str | None) -> Table:
+    """Table 3 for one family: the teacher (all frames), then each k of its students (the k-frame model
+    every student and baseline at that k shares)."""
+    teacher = [c for c in cells if c.mode == "skyline"]
+    ks = sorted({c.k for c in cells if c.k is not None})
+    rows = [("all", "Teacher-Skyline (all frames)", teacher)]
+    rows += [(f"k{k}", f"k={k}", [c for c in cells if c.k == k and c.mode != "parallel"]) for k in ks]
+    name = FAMILY_NAMES.get(family, family)
+    table = Table(f"Table 3: {name}, multiply-adds and inference time per video", list(HEADER), [])
+    whole = _mean(teacher, "macs")
+    ms = {} if timing is None else {what: value for (fam, what), value in timing.milliseconds.items() if fam == family}
+    for what, label, members in rows:
+        macs = _mean(members, "macs")
+        table.rows.append([label, _giga(_mean(members, "frame_macs")), _giga(macs), _ratio(macs, whole),
+                           f"{ms[what]:.2f}" if what in ms else MISSING, _ratio(ms.get(what), ms.get("all"))])
+    if timing is None:
+        table.notes.append("Time per video: not measured; the timing job has not logged this experiment "
+                           "(`python -m orchestrator.timing --experiment NAME`, or a grid that ends normally).")
+    elif not ms:
+        table.notes.append(f"Time per video: the timing job (run {timing.run_id}) did not time {name}.")
+    else:
+        table.notes.append(f"Time per video: measured side by side on one {timing.device} in one task "
+                           f"(timing job on parent run {timing.run_id}), batches of test videos, reading excluded.")
+    paper = published.COST.get(family)
+    if paper is not None:
+        teacher_flops, teacher_hours = paper["all"]
+        rows = [["Teacher-Skyline (all frames)" if what == "all" else f"k={what}", f"{flops:.3f}",
+                 f"{flops / teacher_flops:.3f}", MISSING if hours is None else f"{hours:.2f}",
+                 MISSING if hours is None or teacher_hours is None else f"{hours / teacher_hours:.3f}"]
+                for what, (flops, hours) in paper.items()]
+        table.published = Table("Published: Table 3 (H-RNN) / Table 6 (NeXtVLAD)",
+                                ["model", "FLOPs (G, per-frame work)", "vs teacher",
+                                 "hours over the validation split (Tesla K80)", "time vs teacher"], rows)
+    state(table, unlike_paper, paper is not None)
+    return table

@@ -1,0 +1,124 @@
+"""What every table of the report is made of: a `Table` (title, header, rows, notes, the published table
+beside it), the rows' keys and labels (the keys of `orchestrator.report.published`), means ± standard
+deviations over seeds, and whether a grid's setting is comparable with the paper's."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from orchestrator.report.runs import CellRun
+from workloads.frames import SELECTORS
+from workloads.variants import PARALLEL_VARIANTS, SERIAL_VARIANTS
+
+FAMILY_NAMES = {"hrnn": "H-RNN", "netvlad": "NetVLAD", "nextvlad": "NeXtVLAD"}
+_LOSSES = {"ce": "LCE", "rep": "Lrep", "pred": "Lpred"}
+MISSING = "–"
+
+
+@dataclass
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+    published: Table | None = None  # the paper's, rows and columns the grid also has
+
+
+def row_key(cell: CellRun) -> str:
+    """The key of the table row a cell belongs to (the keys of `published`)."""
+    if cell.mode in ("skyline", "baseline"):
+        return "skyline" if cell.mode == "skyline" else f"baseline:{cell.selection}"
+    key = f"{cell.mode}:{cell.variant}" + ("+intermediate" if cell.intermediate else "")
+    return key + ("@own" if cell.mode == "parallel" and cell.parallel_classifier == "own" else "")
+
+
+def row_label(key: str) -> str:
+    if key == "skyline":
+        return "Teacher-Skyline (all frames)"
+    mode, what = key.split(":", 1)
+    own = what.endswith("@own")
+    what = what.removesuffix("@own")
+    intermediate = what.endswith("+intermediate")
+    what = what.removesuffix("+intermediate")
+    if mode == "baseline":
+        return "-".join(part.capitalize() for part in what.split("_")) + "-k"
+    losses = "Lrep, then LCE" if what == "rep_then_ce" else " + ".join(_LOSSES.get(p, p) for p in what.split("+"))
+    return (f"{mode.capitalize()} {losses}" + (" (intermediate)" if intermediate else "")
+            + (" (own classifier)" if own else ""))
+
+
+def _order(key: str) -> tuple:
+    """Baselines in the paper's order, then parallel, then serial students, as Table 1 lists them."""
+    mode, _, what = key.partition(":")
+    what = what.removesuffix("@own").removesuffix("+intermediate")
+    known = {"baseline": list(SELECTORS), "parallel": list(PARALLEL_VARIANTS), "serial": list(SERIAL_VARIANTS)}
+    place = known.get(mode, [])
+    rank = place.index(what) if what in place else len(place)
+    return (["skyline", "baseline", "parallel", "serial"].index(mode) if mode != "skyline" else 0, rank, key)
+
+
+def mean_std(values: Iterable[float | None]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return MISSING
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def comparability(cells: list[CellRun]) -> str | None:
+    """None when the grid's setting is the paper's (YouTube-8M shards, paper-size models), else why not."""
+    reasons = []
+    if any(c.data.startswith("syn-") for c in cells):
+        reasons.append("it ran on synthetic data")
+    elif any(not c.data for c in cells):
+        reasons.append("its runs do not say which data they ran on")
+    sizes = sorted({c.size for c in cells if c.size != "paper"})
+    if sizes:
+        reasons.append(f"its models are of size {', '.join(sizes)}, not the paper's")
+    if not reasons:
+        return None
+    return ("Not comparable with the paper: " + " and ".join(reasons) + ". The published numbers (YouTube-8M, "
+            "paper-size models) are shown for their shape only.")
+
+
+class Scores:
+    """The finished cells of one family at one data fraction, looked up by row and k."""
+
+    def __init__(self, cells: list[CellRun]):
+        self.cells = cells
+
+    def of(self, key: str, k: int | None) -> list[CellRun]:
+        """The finished cells of a row at k."""
+        return [c for c in self.cells if c.finished and row_key(c) == key and (key == "skyline" or c.k == k)]
+
+    def failed(self, key: str, k: int | None) -> bool:
+        return any(not c.finished and row_key(c) == key and (key == "skyline" or c.k == k) for c in self.cells)
+
+    def pair(self, key: str, k: int | None) -> list[str]:
+        found = self.of(key, k)
+        return [mean_std(c.metric("gap") for c in found), mean_std(c.metric("map") for c in found)]
+
+    def keys(self, keep: Callable[[str], bool]) -> list[str]:
+        """The rows (finished or failed) `keep` keeps, in the paper's order."""
+        return sorted({row_key(c) for c in self.cells if keep(row_key(c))}, key=_order)
+
+
+def missing(table: Table, label: str, column: str, failed: bool = False) -> None:
+    """Name a combination the table has a row and a column for but no finished cell (shown as MISSING)."""
+    table.notes.append(f"missing ({'its run failed' if failed else 'no finished run'}): {label} at {column}")
+
+
+def published_pair(score: tuple[float, float] | None) -> list[str]:
+    """A published (GAP, mAP), formatted; MISSING where the paper has none."""
+    return [MISSING, MISSING] if score is None else [f"{score[0]:.3f}", f"{score[1]:.3f}"]
+
+
+def state(table: Table, unlike_paper: str | None, has_published: bool) -> None:
+    """Say beside the table why the published numbers do not compare, or that there are none."""
+    if not has_published:
+        table.notes.append("The paper publishes no numbers for this table.")
+    elif unlike_paper:
+        table.notes.append(unlike_paper)

@@ -1,0 +1,124 @@
+"""The report from MLflow alone: cells logged by the real Tracker into a real SQLite tracking store, then
+`python -m orchestrator.report` and its pieces."""
+
+import dataclasses
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from orchestrator.config import load_preset
+from orchestrator.matrix import expand
+from orchestrator.report.build import write_report
+from orchestrator.report.runs import TIMING_PREFIX
+from orchestrator.results import CellResult
+from orchestrator.tracking import Tracker
+from workloads.progress import EpochMetrics
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def result(gap: float, macs: int, epochs: int = 2) -> CellResult:
+    history = tuple(EpochMetrics(epoch=e, stage="train", loss=1.0 / e, losses={}, val_gap=gap - 0.01 * (epochs - e),
+                                 val_map=gap / 2, seconds=1.0,
+                                 teacher_val_gap=gap + 0.01) for e in range(1, epochs + 1))
+    return CellResult(gap=gap, map=gap / 2, val_gap=gap, val_map=gap / 2, best_epoch=epochs, train_seconds=1.0,
+                      inference_seconds=0.1, macs=macs, frame_macs=int(macs * 0.9), params=10, history=history,
+                      wall_seconds=1.0, device="cpu", validation_split="v", test_split="t")
+
+
+def score(cell) -> float:
+    """A made-up but distinct test GAP per cell, differing by seed so that means and deviations show."""
+    base = {"skyline": 0.80, "baseline": 0.60, "serial": 0.70, "parallel": 0.65}[cell.mode]
+    return round(base + 0.01 * cell.seed + (0.001 * (cell.k or 0)), 6)
+
+
+@pytest.fixture
+def logged(tmp_path):
+    """The tiny preset at two seeds and two data shares, every cell logged but one (`missing`)."""
+    preset = dataclasses.replace(load_preset("tiny"), seeds=[0, 1], data_fractions=[0.5, 1.0])
+    _, cells = expand(preset, "syn-test")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = Tracker(uri, "exp", str(tmp_path / "artifacts"))
+    tracker.start_parent("p", {}, {"preset": "tiny"})
+    missing = next(c for c in cells if c.mode == "serial" and c.seed == 1 and c.data_fraction == 1.0
+                   and c.variant == "rep+pred+ce")
+    for cell in cells:
+        if cell is not missing:
+            macs = 1_000_000_000 if cell.k is None else 100_000_000
+            tracker.log_cell(cell, result(score(cell), macs))
+    tracker.log_metrics(tracker.parent_id, {f"{TIMING_PREFIX}hrnn/all": 10.0, f"{TIMING_PREFIX}hrnn/k10": 2.5})
+    tracker.set_tags(tracker.parent_id, {"timing_device": "cpu"})
+    tracker.end_parent("FINISHED")
+    return MlflowClient(uri), uri, cells, missing
+
+
+def test_the_report_shows_means_over_seeds_names_missing_cells_and_sets_the_paper_beside(logged, tmp_path):
+    client, _, cells, missing = logged
+    written = write_report(client, "exp", str(tmp_path / "out"))
+    text = (tmp_path / "out" / "report.md").read_text()
+    # Table 1 at all of the data: seeds 0 and 1 averaged (0.80 and 0.81 for the skyline).
+    table1 = text[text.index("**Table 1"):text.index("*Published: Table 1")]
+    assert "| Teacher-Skyline (all frames) | 0.805 ± 0.007 |" in table1
+    assert "| Uniform-k | 0.615 ± 0.007 |" in table1
+    # The missing seed is not invented: the row is seed 0 alone, and Table 2 at 100% says so too.
+    assert "| Serial Lrep + Lpred + LCE | 0.710 |" in table1
+    assert "Not comparable with the paper: it ran on synthetic data" in text
+    assert "| Serial Lrep + Lpred + LCE | 0.731 | 0.297 |" in text  # the paper's k=6 column, beside
+    table2 = text[text.index("**Table 2"):text.index("*Published: Table 2")]
+    assert "| model | 50% GAP | 50% mAP | 100% GAP | 100% mAP |" in table2
+    # Table 3: multiply-adds from the cells, time only from the timing job.
+    table3 = text[text.index("**Table 3"):text.index("*Published: Table 3")]
+    assert "| Teacher-Skyline (all frames) | 0.900 | 1.000 | 1.000 | 10.00 | 1.000 |" in table3
+    assert "| k=10 | 0.090 | 0.100 | 0.100 | 2.50 | 0.250 |" in table3
+    assert "Table 4: H-RNN, final against intermediate representation matching, k=10" in text
+    for name in ("figure2_hrnn.png", "gap_vs_cost.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 10_000 and f"]({name})" in text
+    # One self-contained page: every image inline, nothing fetched from elsewhere.
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert page.count("<img") == 2 and not re.search(r'src="(?!data:image/png;base64,)', page)
+    assert "Table 1: H-RNN" in written.headline and "Table 2" not in written.headline
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no scratch left
+
+
+def test_a_missing_combination_is_named_under_its_table(tmp_path):
+    preset = load_preset("tiny")
+    _, cells = expand(preset, "syn-test")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = Tracker(uri, "exp", str(tmp_path / "artifacts"))
+    tracker.start_parent("p", {}, {"preset": "tiny"})
+    for cell in cells:
+        if not (cell.mode == "baseline" and cell.selection == "first"):
+            tracker.log_cell(cell, result(score(cell), 10**8))
+    first = next(c for c in cells if c.mode == "baseline" and c.selection == "first")
+    tracker.log_cell(first, None, error="it broke")  # a FAILED run is not a result
+    tracker.end_parent("FAILED")
+    text = Path(write_report(MlflowClient(uri), "exp", str(tmp_path / "out")).files[1]).read_text()
+    assert "| First-k | – | – |" in text and "missing (its run failed): First-k at k=10" in text
+    assert "Time per video: not measured" in text
+    assert "Figure 3 (hrnn): the grid has not the cells it needs." in text  # no representation samples logged
+
+
+def report(*args):
+    return subprocess.run([sys.executable, "-m", "orchestrator.report", *args], capture_output=True, text=True,
+                          timeout=300, cwd=REPO)
+
+
+def test_the_command_says_in_one_line_when_there_is_nothing_to_report(logged, tmp_path):
+    _, uri, _, _ = logged
+    for args, message in (
+            (["--experiment", "nope", "--tracking-uri", uri], "MLflow experiment 'nope' does not exist"),
+            (["--experiment", "exp", "--tracking-uri", f"sqlite:///{tmp_path}/absent.db"], "no MLflow database"),
+    ):
+        done = report(*args, "--out", str(tmp_path / "r"))
+        assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
+        assert message in done.stderr and not (tmp_path / "r").exists()
+    client = MlflowClient(uri)
+    client.create_experiment("empty")
+    done = report("--experiment", "empty", "--tracking-uri", uri, "--out", str(tmp_path / "r"))
+    assert done.returncode == 2 and "has no finished cells" in done.stderr, done.stderr
+    done = report("--experiment", "exp", "--tracking-uri", uri, "--out", str(tmp_path / "r"))
+    assert done.returncode == 0 and (tmp_path / "r" / "report.html").exists(), done.stderr
