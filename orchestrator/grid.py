@@ -34,6 +34,7 @@ from orchestrator.storage import is_storage_failure, store_lost
 from orchestrator.store import Store
 from orchestrator.summary import summarize
 from orchestrator.teachers import TeacherJob, cache_key, check_caches
+from orchestrator.timing import time_on_parent
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -302,6 +303,7 @@ def run(args: argparse.Namespace) -> int:
         grid.run()
         parent.summary = summarize(grid.cells, grid.ledger.results)
         parent.status = "FAILED" if grid.ledger.failed else "FINISHED"
+        time_on_parent(ray, preset, grid.data, tracker)
         with _report_folder(store, experiment) as folder:
             report = report_on_parent(tracker, folder)
     print()

@@ -115,6 +115,10 @@ def test_tiny_grid_end_to_end_then_a_rerun_does_nothing(tmp_path):
     assert parent.data.tags["mlflow.note.content"].startswith("**Table 1: H-RNN")  # the run page's description
     assert (store / "reports" / "fewer-frames-tiny" / "report.html").is_file()
     assert "/#/experiments/1/runs?workflowType=machine_learning" in first.stdout
+    # Table 3's time: the timing job, the teacher and the k=10 student side by side, on the parent run.
+    timed = {name: value for name, value in parent.data.metrics.items() if name.startswith("time_per_video_ms/")}
+    assert set(timed) == {"time_per_video_ms/hrnn/all", "time_per_video_ms/hrnn/k10"} and min(timed.values()) > 0
+    assert parent.data.tags["timing_device"].startswith("cpu")
     names = {r.info.run_name: r for r in children}
     assert "hrnn/serial/rep+pred+ce/k10/s0" in names and "hrnn/skyline/all/s0" in names
     skyline = names["hrnn/skyline/all/s0"]

@@ -46,8 +46,8 @@ def cost(family: str, cells: list[CellRun], timing: Timing | None, unlike_paper:
         table.rows.append([label, _giga(_mean(members, "frame_macs")), _giga(macs), _ratio(macs, whole),
                            f"{ms[what]:.2f}" if what in ms else MISSING, _ratio(ms.get(what), ms.get("all"))])
     if timing is None:
-        table.notes.append("Time per video: not measured; the timing job has not logged this experiment "
-                           "(`python -m orchestrator.timing --experiment NAME`, or a grid that ends normally).")
+        table.notes.append("Time per video: not measured; the timing job, which a grid runs once its cells "
+                           "are done, has not logged this experiment.")
     elif not ms:
         table.notes.append(f"Time per video: the timing job (run {timing.run_id}) did not time {name}.")
     else:
