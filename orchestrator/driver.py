@@ -140,14 +140,32 @@ def cell_slots(ray, resources: Resources, teachers_training: int = 0) -> int:
 
 
 class Ledger:
-    """The finished cells a driver knows of. A result is kept in the store first (no run id), then logged
-    in MLflow, then its run id noted: a driver stopped in between has lost no training, and the next one
-    logs the cell's run exactly once (adopting the run logged for exactly that result, if there is one)."""
+    """The cells a driver knows of: finished, failed, and running (their live MLflow runs). A result is
+    kept in the store first (no run id), then logged in MLflow, then its run id noted: a driver stopped in
+    between has lost no training, and the next one logs the cell's run exactly once (adopting the run
+    logged for exactly that result, if there is one)."""
 
     def __init__(self, store: Store, tracker):
         self.store, self.tracker = store, tracker
         self.results: dict[str, CellResult] = {}
         self.failed: list[str] = []
+        self.live: dict[str, str] = {}  # cell id -> the RUNNING run of a cell that is training
+
+    def start(self, cell: Cell, tags: dict[str, str] | None = None) -> None:
+        """The cell starts: its run is RUNNING from now, with its params."""
+        self.live[cell.id] = self.tracker.start_cell(cell, tags)
+
+    def epoch(self, cell_id: str, metrics, ended: float) -> None:
+        """An epoch of a running cell ended (at unix time `ended`): its metrics on the cell's run."""
+        if cell_id in self.live:
+            self.tracker.log_epoch(self.live[cell_id], metrics, ended)
+
+    def discard(self, cell: Cell) -> None:
+        """The cell stopped before its end and runs again (later, or in another invocation): its run goes,
+        so the cell shows once."""
+        run_id = self.live.pop(cell.id, None)
+        if run_id is not None:
+            self.tracker.discard(run_id)
 
     def load(self, cells: list[Cell]) -> list[Cell]:
         """Read the kept results of `cells`; returns those whose MLflow run was never noted. A result file
@@ -179,8 +197,11 @@ class Ledger:
         FINISHED run of the cell (logged for a result since lost) is retired: each cell shows once."""
         sample = self.store.representations(cell.teacher.id if cell.mode == "skyline" else cell.id)
         artifacts = {"representations.parquet": sample} if has_sample(sample) else {}
-        run_id = (self.tracker.logged_run(cell.id, result.gap)
-                  or self.tracker.log_cell(cell, result, tags=tags, artifacts=artifacts))
+        adopted = self.tracker.logged_run(cell.id, result.gap)
+        if adopted is not None:
+            self.discard(cell)
+        run_id = adopted or self.tracker.log_cell(cell, result, tags=tags, artifacts=artifacts,
+                                                  run_id=self.live.pop(cell.id, None))
         self.tracker.retire_runs(cell.id, keep=run_id)
         noted = result.noted(cell.name, run_id)
         self.store.write_result(cell.id, noted)
@@ -221,7 +242,7 @@ class Ledger:
         return kept
 
     def fail(self, cell: Cell, error: BaseException | str) -> None:
-        self.tracker.log_cell(cell, None, error=error)
+        self.tracker.log_cell(cell, None, error=error, run_id=self.live.pop(cell.id, None))
         self.failed.append(cell.name)
         print(f"  FAILED {cell.name}: {one_line(error)}", flush=True)
 

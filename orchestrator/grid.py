@@ -26,6 +26,7 @@ from orchestrator.cells import run_cell
 from orchestrator.config import Preset, load_override, load_preset
 from orchestrator.data_sets import DataSet
 from orchestrator.errors import OrchestratorError, note
+from orchestrator.live import EpochChannel
 from orchestrator.matrix import Cell, TeacherSpec, expand
 from orchestrator.report.build import report_on_parent
 from orchestrator.results import CellResult
@@ -35,6 +36,9 @@ from orchestrator.store import Store
 from orchestrator.summary import summarize
 from orchestrator.teachers import TeacherJob, cache_key, check_caches
 from orchestrator.timing import time_on_parent
+
+
+LIVE_SECONDS = 2.0  # how often the driver looks for epochs that ended, while no job finishes
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -99,6 +103,7 @@ class Grid:
         self.rebuilds: dict[str, str] = {}  # teacher id -> why its caches are written again
         self.in_flight: dict = {}  # Ray ObjectRef -> the TeacherJob or Cell it computes
         self.todo = Plan()
+        self.epochs = EpochChannel()  # per-epoch metrics from the jobs, for their live runs
         resources = preset.resources.cell
         self.cell_task = ray.remote(run_cell).options(num_cpus=resources.cpus, num_gpus=resources.gpus,
                                                       resources=resources.custom or None)
@@ -128,12 +133,21 @@ class Grid:
         print(f"{len(self.cells)} cells, {len(self.ledger.results)} already done, {waiting} jobs to run", flush=True)
         try:
             while self.in_flight:
-                ready, _ = self.ray.wait(list(self.in_flight), num_returns=1)
-                self.collect(ready[0])
-                self.drain()
+                ready, _ = self.ray.wait(list(self.in_flight), num_returns=1, timeout=LIVE_SECONDS)
+                self.stream()  # a finished job's last epochs before its result
+                if ready:
+                    self.collect(ready[0])
+                    self.drain()
         except BaseException:
             self.abandon()
             raise
+        finally:
+            self.epochs.close()
+
+    def stream(self) -> None:
+        """Log the epochs that ended since the last look on their cells' live runs."""
+        for cell_id, metrics, ended in self.epochs.receive():
+            self.ledger.epoch(cell_id, metrics, ended)
 
     def check_caches(self, teacher: TeacherSpec) -> bool:
         """Note a teacher's caches when they are complete and its skyline is done; a damaged one is set
@@ -150,7 +164,12 @@ class Grid:
         return bool(damaged)
 
     def start_teacher(self, teacher: TeacherSpec) -> None:
-        job = self.job(teacher)
+        """Start fitting a teacher; its skyline's run is live from now, unless the skyline is done already
+        (the teacher's caches are only written again)."""
+        job, skyline = self.job(teacher), self.skylines[teacher.id]
+        if skyline.id not in self.ledger.results:
+            self.ledger.start(skyline)
+            job = dataclasses.replace(job, on_epoch=self.epochs.sender(skyline.id))
         self.in_flight[self.teacher_task.remote(job)] = job
 
     def collect(self, ref) -> None:
@@ -183,6 +202,7 @@ class Grid:
         if damaged is None or cell.mode != "serial":
             return False
         teacher = cell.teacher
+        self.ledger.discard(cell)  # it runs again once the cache is written
         rebuilding = any(isinstance(job, TeacherJob) and job.spec == teacher for job in self.in_flight.values())
         if teacher.id in self.rebuilds and not rebuilding:
             return False
@@ -233,12 +253,13 @@ class Grid:
             if metrics is not None:
                 self.ledger.measured(cell, metrics)
 
-    def tags(self, cell: Cell, result: CellResult) -> dict[str, str]:
-        """A skyline's run points at its teacher's cache; a student's at its teacher's run."""
+    def tags(self, cell: Cell, result: CellResult | None = None) -> dict[str, str]:
+        """A skyline's run points at its teacher's cache; a student's at its teacher's run; a finished
+        cell's says where it trained."""
         if cell.mode == "skyline":
-            return driver.skyline_tags(result)
-        tags = {"device": result.device}
-        if cell.teacher:
+            return {} if result is None else driver.skyline_tags(result)
+        tags = {} if result is None else {"device": result.device}
+        if cell.teacher and self.ledger.run_id(self.skylines[cell.teacher.id]):
             tags["teacher_run_id"] = self.ledger.run_id(self.skylines[cell.teacher.id])
         return tags
 
@@ -263,7 +284,8 @@ class Grid:
         if cell.mode == "serial":
             cache = self.caches[cell.teacher.id][cache_key(cell.teacher, cell.k if cell.intermediate else None)]
         device, sample = self.preset.resources.cell.device, self.store.representations(cell.id)
-        self.in_flight[self.cell_task.remote(cell, self.data, cache, device, None, sample)] = cell
+        self.ledger.start(cell, self.tags(cell))
+        self.in_flight[self.cell_task.remote(cell, self.data, cache, device, self.epochs.sender(cell.id), sample)] = cell
 
     def stop_if_store_lost(self) -> None:
         """Raise when the store is gone: every job after would fail the same way, and none is at fault."""
@@ -272,13 +294,19 @@ class Grid:
             raise lost
 
     def abandon(self) -> None:
-        """Cancel the jobs in flight: the grid stops, and a rerun does them again."""
+        """Cancel the jobs in flight and delete their live runs: the grid stops, and a rerun does them
+        again (and logs them once)."""
         for ref in self.in_flight:
             try:
                 self.ray.cancel(ref, force=True)
             except Exception:  # already finished, or its worker already gone: nothing left to stop
                 pass
         self.in_flight.clear()
+        for cell in [c for c in self.cells if c.id in self.ledger.live]:
+            try:
+                self.ledger.discard(cell)
+            except Exception:  # MLflow itself gone: the next start ends what is left RUNNING
+                pass
 
 
 def run(args: argparse.Namespace) -> int:

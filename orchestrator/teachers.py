@@ -19,6 +19,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -38,7 +39,7 @@ from workloads.distributed import gather_objects, replicate
 from workloads.evaluation import evaluate
 from workloads.flops import count_macs
 from workloads.models import VideoModel
-from workloads.progress import Progress
+from workloads.progress import EpochMetrics, Progress
 from workloads.representations import represent
 from workloads.teacher_outputs import export_teacher, student_intermediate_positions
 from workloads.train import seed_everything, train_classifier
@@ -55,6 +56,7 @@ class TeacherJob:
     max_frames: int  # the longest video, for the multiply-adds per video
     resources: TeacherResources
     unrecorded: tuple[str, ...] = ()  # checkpoints Ray Train did not record (set by `fit_teacher`)
+    on_epoch: Callable[[EpochMetrics], None] | None = None  # each epoch's metrics, to the driver (rank 0's)
 
     def caches(self) -> dict[str, str]:
         store = Store(self.store)
@@ -154,8 +156,8 @@ def teacher_train_loop(config: dict) -> None:
 
     trained = train_classifier(
         replicate(model, device), data.training(batch, shuffle=True, seed=spec.seed, fraction=spec.data_fraction, **share),
-        data.validation(batch, **share), spec.train.config(spec.seed, str(device)), resume=resume,
-        on_progress=checkpoint)
+        data.validation(batch, **share), spec.train.config(spec.seed, str(device)),
+        job.on_epoch if rank == 0 else None, resume=resume, on_progress=checkpoint)
     test = evaluate(model, data.testing(batch, **share), device)
     caches = _export_caches(job, model, batch, device, rank, replicas)
     if rank != 0:

@@ -1,9 +1,11 @@
 """MLflow: one experiment per grid, a parent run per invocation, a child run per cell, nothing left RUNNING.
 
-Only the driver talks to MLflow (a `sqlite:` store exists only where it was opened), and a child run is
-created, filled and ended in one go when its cell has finished, so a killed driver cannot leave cell runs
-RUNNING. Its own parent run is ended KILLED on SIGINT/SIGTERM, and any RUNNING run a crashed driver left
-in the experiment is ended KILLED at the next start. A parent run carries its driver's identity and a
+Only the driver talks to MLflow (a `sqlite:` store exists only where it was opened). A cell's run is
+created RUNNING, with its params, when the cell starts; its per-epoch metrics arrive as the epochs end
+(`orchestrator.live`); its result and artifacts fill it when the cell finishes, and it ends FINISHED or
+FAILED. A cell stopped before its end (the grid interrupted, the cell to be run again) has its run deleted
+(MLflow's restorable delete), so each cell shows once. The parent run is ended KILLED on SIGINT/SIGTERM,
+and any RUNNING run a crashed driver left in the experiment is ended at the next start (cell runs deleted). A parent run carries its driver's identity and a
 heartbeat (`orchestrator.liveness`), so a second driver on the same experiment while the first still runs
 is refused instead of ending the first one's runs and training the same cells again.
 """
@@ -28,6 +30,7 @@ from orchestrator import liveness
 from orchestrator.errors import OrchestratorError
 from orchestrator.matrix import Cell
 from orchestrator.results import CellResult, Trial
+from workloads.progress import EpochMetrics
 from workloads.data.fs import resolve
 
 GRID_TAG = "fewer_frames.grid"
@@ -52,13 +55,13 @@ class Tracker:
             self.experiment_id = found.experiment_id
         self.experiment = experiment
         self.parent_id: str | None = None
+        self._streamed: dict[str, set[int]] = {}  # run id -> epochs whose metrics were logged as they ended
         self._heartbeat: tuple[threading.Event, threading.Thread] | None = None
 
     def end_stale_runs(self) -> int:
         """End the runs that drivers no longer running left RUNNING in this experiment: parent runs KILLED;
-        cell runs, which are created, filled and ended in one call, deleted (MLflow's restorable delete),
-        since a RUNNING one is that call cut short and its cell is logged again whole, from its kept result
-        or by running it again. Refuses (and ends nothing) while a parent run's driver still runs: two
+        cell runs deleted (MLflow's restorable delete), since a RUNNING one is a cell cut short, and its cell
+        is logged again whole, from its kept result or by running it again. Refuses (and ends nothing) while a parent run's driver still runs: two
         drivers would train the same cells."""
         stale = self.client.search_runs([self.experiment_id], filter_string="attributes.status = 'RUNNING'",
                                         max_results=10_000)
@@ -220,24 +223,42 @@ class Tracker:
                                         "attributes.status = 'FINISHED'", max_results=100)
         return next((run.info.run_id for run in found if run.data.metrics.get("gap") == float(gap)), None)
 
-    def log_cell(self, cell: Cell, result: CellResult | None, error: BaseException | str | None = None,
-                 tags: dict[str, str] | None = None, artifacts: dict[str, str] | None = None) -> str:
-        """Create, fill and end one cell's run: FINISHED with its metrics and `artifacts` (name -> a file in
-        the store), or FAILED with the error."""
+    def start_cell(self, cell: Cell, tags: dict[str, str] | None = None) -> str:
+        """A RUNNING run for a cell that starts now, with its params: `log_cell` fills and ends it."""
         all_tags = {"mlflow.parentRunId": self.parent_id or "", GRID_TAG: "cell", "cell_id": cell.id, **(tags or {})}
-        run = self.client.create_run(self.experiment_id, run_name=cell.name, tags=all_tags)
-        run_id = run.info.run_id
+        run_id = self.client.create_run(self.experiment_id, run_name=cell.name, tags=all_tags).info.run_id
+        self.client.log_batch(run_id, params=_params(cell.params()))
+        return run_id
+
+    def log_epoch(self, run_id: str, epoch: EpochMetrics, ended: float) -> None:
+        """One epoch's metrics on a live run, stamped with when the epoch ended (unix seconds)."""
+        self.client.log_batch(run_id, metrics=_epoch_metrics(epoch, int(ended * 1000)))
+        self._streamed.setdefault(run_id, set()).add(epoch.epoch)
+
+    def discard(self, run_id: str) -> None:
+        """Delete (restorably) a live run whose cell stopped before its end and runs again later."""
+        self.client.set_terminated(run_id, status="KILLED")
+        self.client.delete_run(run_id)
+        self._streamed.pop(run_id, None)
+
+    def log_cell(self, cell: Cell, result: CellResult | None, error: BaseException | str | None = None,
+                 tags: dict[str, str] | None = None, artifacts: dict[str, str] | None = None,
+                 run_id: str | None = None) -> str:
+        """Fill and end a cell's run (`run_id`, started by `start_cell`; else one created now): FINISHED with
+        its metrics and `artifacts` (name -> a file in the store), or FAILED with the error."""
+        run_id = run_id or self.start_cell(cell)
         status = RunStatus.to_string(RunStatus.FAILED)
         try:
+            self.set_tags(run_id, tags or {})
             roles = {} if result is None else {k: v for k, v in (("validation_split", result.validation_split),
                                                                    ("test_split", result.test_split)) if v}
-            self.client.log_batch(run_id, params=_params({**cell.params(), **roles}))
+            self.client.log_batch(run_id, params=_params(roles))
             if error is not None:
                 text = error if isinstance(error, str) else "".join(traceback.format_exception(error))
                 self.client.set_tag(run_id, "error", text.strip().splitlines()[-1][:5000] if text.strip() else "failed")
                 self.client.log_text(run_id, text, "error.txt")
             else:
-                self.client.log_batch(run_id, metrics=_metrics(result))
+                self.client.log_batch(run_id, metrics=_metrics(result, self._streamed.pop(run_id, set())))
                 history = [dataclasses.asdict(epoch) for epoch in result.history]
                 self.client.log_text(run_id, json.dumps(history, indent=1), "history.json")
                 for name, location in (artifacts or {}).items():
@@ -265,7 +286,17 @@ _METRICS = ("gap", "map", "macs", "frame_macs", "params", "train_seconds", "infe
             "teacher_gap", "teacher_map", "workers", "resumed_at_epoch", "rep_cosine", "rep_mse")
 
 
-def _metrics(result: CellResult) -> list[Metric]:
+def _epoch_metrics(epoch: EpochMetrics, now: int) -> list[Metric]:
+    metrics = [Metric("val_gap", float(epoch.val_gap), now, epoch.epoch),
+               Metric("val_map", float(epoch.val_map), now, epoch.epoch),
+               Metric("train_loss", float(epoch.loss), now, epoch.epoch)]
+    if epoch.teacher_val_gap is not None:
+        metrics.append(Metric("teacher_val_gap", float(epoch.teacher_val_gap), now, epoch.epoch))
+    return metrics
+
+
+def _metrics(result: CellResult, streamed: set[int] = frozenset()) -> list[Metric]:
+    """A result's metrics, with the per-epoch ones of the epochs not `streamed` while it trained."""
     now = int(time.time() * 1000)
     metrics = [Metric(name, float(getattr(result, name)), now, 0) for name in _METRICS
                if getattr(result, name) is not None]
@@ -273,9 +304,6 @@ def _metrics(result: CellResult) -> list[Metric]:
     metrics.append(Metric("best_val_gap", float(result.val_gap), now, 0))
     metrics.append(Metric("best_val_map", float(result.val_map), now, 0))
     for epoch in result.history:
-        metrics.append(Metric("val_gap", float(epoch.val_gap), now, epoch.epoch))
-        metrics.append(Metric("val_map", float(epoch.val_map), now, epoch.epoch))
-        metrics.append(Metric("train_loss", float(epoch.loss), now, epoch.epoch))
-        if epoch.teacher_val_gap is not None:
-            metrics.append(Metric("teacher_val_gap", float(epoch.teacher_val_gap), now, epoch.epoch))
+        if epoch.epoch not in streamed:
+            metrics += _epoch_metrics(epoch, now)
     return metrics
