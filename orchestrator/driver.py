@@ -18,6 +18,7 @@ from typing import Callable
 
 from orchestrator import storage
 from orchestrator.config import DataConfig, Preset, Resources
+from orchestrator.console import say
 from orchestrator.data_sets import DataSet, check_shards, locate, prepare_data
 from orchestrator.errors import OrchestratorError, note, one_line
 from orchestrator.matrix import Cell
@@ -206,7 +207,7 @@ class Ledger:
         noted = result.noted(cell.name, run_id)
         self.store.write_result(cell.id, noted)
         self.results[cell.id] = noted
-        print(f"  done  {cell.name}: GAP {noted.gap:.3f}  mAP {noted.map:.3f}  ({noted.train_seconds:.0f} s)", flush=True)
+        say(f"  done  {cell.name}: GAP {noted.gap:.3f}  mAP {noted.map:.3f}  ({noted.train_seconds:.0f} s)")
         if noted.run_snapshot:
             note(cell.name, noted.run_snapshot)
         return noted
@@ -244,7 +245,7 @@ class Ledger:
     def fail(self, cell: Cell, error: BaseException | str) -> None:
         self.tracker.log_cell(cell, None, error=error, run_id=self.live.pop(cell.id, None))
         self.failed.append(cell.name)
-        print(f"  FAILED {cell.name}: {one_line(error)}", flush=True)
+        say(f"  FAILED {cell.name}: {one_line(error)}")
 
 
 def skyline_tags(result: CellResult) -> dict[str, str]:

@@ -5,7 +5,9 @@ class OrchestratorError(Exception):
 def note(name: str, text: str) -> None:
     """A problem found and dealt with (something damaged set aside, and done again), for the person
     watching: one line naming what it concerns."""
-    print(f"  note  {name}: {text}", flush=True)
+    from orchestrator.console import say
+
+    say(f"  note  {name}: {text}")
 
 
 def one_line(error: BaseException | str) -> str:

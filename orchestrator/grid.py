@@ -24,6 +24,7 @@ from orchestrator import driver
 from orchestrator.cache_files import DamagedCache, set_aside
 from orchestrator.cells import run_cell
 from orchestrator.config import Preset, load_override, load_preset
+from orchestrator.console import Counts, GridProgress
 from orchestrator.data_sets import DataSet
 from orchestrator.errors import OrchestratorError, note
 from orchestrator.live import EpochChannel
@@ -131,6 +132,7 @@ class Grid:
         self.drain()
         waiting = len(self.in_flight) + len(self.todo.ready) + sum(map(len, self.todo.blocked.values()))
         print(f"{len(self.cells)} cells, {len(self.ledger.results)} already done, {waiting} jobs to run", flush=True)
+        progress = GridProgress(self.counts())
         try:
             while self.in_flight:
                 ready, _ = self.ray.wait(list(self.in_flight), num_returns=1, timeout=LIVE_SECONDS)
@@ -138,11 +140,19 @@ class Grid:
                 if ready:
                     self.collect(ready[0])
                     self.drain()
+                progress.update(self.counts())
         except BaseException:
             self.abandon()
             raise
         finally:
+            progress.close()
             self.epochs.close()
+
+    def counts(self) -> Counts:
+        jobs = list(self.in_flight.values())
+        return Counts(done=len(self.ledger.results), running=sum(isinstance(j, Cell) for j in jobs),
+                      failed=len(self.ledger.failed), total=len(self.cells),
+                      teachers=sum(isinstance(j, TeacherJob) for j in jobs))
 
     def stream(self) -> None:
         """Log the epochs that ended since the last look on their cells' live runs."""

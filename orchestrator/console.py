@@ -1,0 +1,73 @@
+"""What the person watching a grid sees: one live progress line on a terminal (tqdm), redrawn below the
+lines the grid prints (a finished cell, a note); on anything else (CI, `ray job logs`, a file) no line
+drawing, but a plain progress line whenever a cell finishes or fails or a teacher starts or ends.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+_bar: tqdm | None = None  # the live line while one is drawn
+
+
+def say(text: str) -> None:
+    """Print a line of the grid's output, above the live line when there is one."""
+    if _bar is not None:
+        _bar.write(text, file=sys.stdout)
+    else:
+        print(text, flush=True)
+
+
+@dataclass(frozen=True)
+class Counts:
+    done: int  # cells finished, in this invocation or before
+    running: int  # cells training now
+    failed: int
+    total: int
+    teachers: int  # teachers training now
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class GridProgress:
+    """Cells done / running / failed / total, teachers training, elapsed and estimated time left (from the
+    pace of the cells finished in this invocation)."""
+
+    def __init__(self, counts: Counts, live: bool | None = None):
+        global _bar
+        self.started, self.first_done, self.last = time.monotonic(), counts.done, None
+        self.live = sys.stderr.isatty() if live is None else live
+        if self.live:
+            _bar = tqdm(total=counts.total, initial=counts.done, unit="cell", dynamic_ncols=True, file=sys.stderr,
+                        bar_format="{l_bar}{bar:20}| {n_fmt}/{total_fmt} cells done{postfix}")
+        self.update(counts)
+
+    def line(self, counts: Counts) -> str:
+        elapsed = time.monotonic() - self.started
+        finished_here = counts.done - self.first_done
+        left = counts.total - counts.done - counts.failed
+        eta = f"about {_duration(elapsed / finished_here * left)} left" if finished_here and left else "time left: ?"
+        eta = "" if not left else f", {eta}"
+        return (f"{counts.done}/{counts.total} cells done, {counts.running} running, {counts.failed} failed, "
+                f"{counts.teachers} teacher{'s' * (counts.teachers != 1)} training; {_duration(elapsed)} elapsed{eta}")
+
+    def update(self, counts: Counts) -> None:
+        if _bar is not None:
+            _bar.n = counts.done
+            _bar.set_postfix_str(self.line(counts).split(" done, ", 1)[1], refresh=True)
+        elif self.last is None or (counts.done, counts.failed, counts.teachers) != self.last:
+            print(f"progress: {self.line(counts)}", flush=True)  # a line a cell, not one a start
+        self.last = (counts.done, counts.failed, counts.teachers)
+
+    def close(self) -> None:
+        global _bar
+        if _bar is not None:
+            _bar.close()
+            _bar = None
