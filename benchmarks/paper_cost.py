@@ -1,7 +1,7 @@
 """What the `paper` preset costs in device-hours, from training and inference throughput measured here.
 
     python benchmarks/paper_cost.py [--device cuda] [--batch-size N] [--steps 3]
-        [--train-videos 3888919] [--validate-videos 1112356]
+        [--train-videos 3888919] [--validate-videos 1112356] [--save rates.json]
 
 Measures, on this device and at the paper's model sizes, the seconds per video of a training step
 (forward, backward, Adam) and of inference, for each family's teacher (all 300 frames) and its students
@@ -9,19 +9,20 @@ at each k of the preset, on random inputs (the data pipeline is measured by read
 adds up the preset's matrix (`orchestrator.matrix.expand`): each teacher's epochs over its fraction of
 the training set, its validation passes and its cache export; each cell's epochs and validation passes
 (a parallel cell trains its teacher too). Run it on one GPU of the cluster's type: the total is the
-GPU-hours of the grid (two cells sharing a GPU each take about twice as long, so sharing does not change
-the sum). Video counts default to YouTube-8M's frame-level train and validate splits.
+GPU-hours of the grid (`orchestrator.cost_model`). Video counts default to YouTube-8M's frame-level train
+and validate splits. `--save` keeps the measured seconds per video for `python -m orchestrator.grid --plan
+--rates rates.json`, which prints the same estimate for any preset.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from collections import defaultdict
 
 import torch
 
 from orchestrator.config import load_preset
+from orchestrator.cost_model import YOUTUBE8M_TRAIN, YOUTUBE8M_VALIDATE, Rates, device_hours
 from orchestrator.matrix import expand
 from workloads.data.format import FEATURE_DIM
 from workloads.losses import Objective
@@ -70,40 +71,25 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, help="default: each family's batch size in the preset (256, 80)")
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--train-videos", type=int, default=3_888_919)
-    parser.add_argument("--validate-videos", type=int, default=1_112_356)
+    parser.add_argument("--train-videos", type=int, default=YOUTUBE8M_TRAIN)
+    parser.add_argument("--validate-videos", type=int, default=YOUTUBE8M_VALIDATE)
+    parser.add_argument("--save", help="write the measured seconds per video here, for `orchestrator.grid --plan --rates`")
     args = parser.parse_args()
     preset = load_preset("paper")
     frames = preset.data.max_frames
     teachers, cells = expand(preset, "yt8m")
-    rates: dict[tuple[str, int | None], tuple[float, float]] = {}
+    seconds: dict[tuple[str, int | None], tuple[float, float]] = {}
     for family in preset.families:
         batch = args.batch_size or preset.train_settings(family, "student").batch_size
         for k in (None, *preset.ks):
-            rates[(family, k)] = seconds_per_video(family, k, k or frames, batch, args.steps, args.device)
-            train, infer = rates[(family, k)]
+            seconds[(family, k)] = seconds_per_video(family, k, k or frames, batch, args.steps, args.device)
+            train, infer = seconds[(family, k)]
             print(f"  {family:<9} {'teacher' if k is None else f'k={k}':<8} train {1 / train:8.1f} videos/s   "
                   f"inference {1 / infer:8.1f} videos/s", flush=True)
-
-    hours: dict[str, float] = defaultdict(float)
-    validate = args.validate_videos
-    for teacher in teachers:
-        train, infer = rates[(teacher.family, None)]
-        videos = args.train_videos * teacher.data_fraction
-        epochs = teacher.train.epochs
-        exports = 1 + len({c.k for c in cells if c.teacher == teacher and c.intermediate})  # base + I_T per k
-        hours["teachers"] += (epochs * (videos * train + validate * infer) + exports * videos * infer + validate * infer) / 3600
-    for cell in cells:
-        if cell.mode == "skyline":
-            continue  # its teacher, counted above
-        train, infer = rates[(cell.family, cell.k)]
-        videos = args.train_videos * cell.data_fraction
-        epochs = preset.train_settings(cell.family, "student").epochs
-        seconds = epochs * (videos * train + validate * infer) + validate * infer
-        if cell.mode == "parallel":  # the teacher trains alongside, on all frames
-            teacher_train, teacher_infer = rates[(cell.family, None)]
-            seconds += epochs * (videos * teacher_train + validate * teacher_infer)
-        hours[cell.mode] += seconds / 3600
+    rates = Rates(args.device, "paper", seconds)
+    if args.save:
+        rates.save(args.save)
+    hours = device_hours(preset, teachers, cells, rates, args.train_videos, args.validate_videos)
     print(f"paper preset: {len(teachers)} teachers, {len(cells)} cells; YouTube-8M {args.train_videos:,} training and "
           f"{args.validate_videos:,} validation videos; measured on {args.device}, batch {args.batch_size or 'as the preset'}")
     for kind, value in sorted(hours.items()):

@@ -69,10 +69,12 @@ class DataSet:
         return {"validation_split": held if self.holdout else self.validate, "test_split": self.test}
 
 
-def data_id(config: DataConfig) -> str:
-    if config.synthetic is not None:
+def data_id(config: DataConfig, uri_override: str | None = None) -> str:
+    """The data set's id (part of every cell's), known without reading it."""
+    if config.synthetic is not None and uri_override is None:
         return "syn-" + stable_id(config.synthetic.identity())
-    return "uri-" + stable_id(config.uri if config.holdout is None else [config.uri, config.holdout])
+    root = uri_override or config.uri
+    return "uri-" + stable_id(root if config.holdout is None else [root, config.holdout])
 
 
 def locate(config: DataConfig, store: Store, uri_override: str | None = None) -> DataSet | None:
@@ -124,7 +126,7 @@ def _converted(config: DataConfig, root: str, store: Store) -> DataSet:
                                 "too would be a fourth role: remove it, or give no holdout")
     held = config.holdout is not None
     num_classes = read_info(found["train"][0]).num_classes
-    data = DataSet("uri-" + stable_id([root, config.holdout] if held else root), folders["train"],
+    data = DataSet(data_id(config, root), folders["train"],
                    folders["train" if held else "validate"], folders["validate" if held else "test"], num_classes)
     videos = check_shards(data, store)
     data = dataclasses.replace(data, test_videos=videos["test"])

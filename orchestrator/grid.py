@@ -24,11 +24,14 @@ from orchestrator import driver
 from orchestrator.cache_files import DamagedCache, set_aside
 from orchestrator.cells import run_cell
 from orchestrator.config import Preset, load_override, load_preset
+from orchestrator import storage
 from orchestrator.console import Counts, GridProgress
-from orchestrator.data_sets import DataSet
+from orchestrator.cost_model import Rates
+from orchestrator.data_sets import DataSet, data_id
 from orchestrator.errors import OrchestratorError, note
 from orchestrator.live import EpochChannel
 from orchestrator.matrix import Cell, TeacherSpec, expand
+from orchestrator.plan import describe, finished
 from orchestrator.report.build import report_on_parent
 from orchestrator.results import CellResult
 from orchestrator.samples import rep_metrics
@@ -50,6 +53,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<store>/mlflow.db)")
     parser.add_argument("--experiment", help="MLflow experiment (default: fewer-frames-<preset>)")
     parser.add_argument("--data", help="a folder or URI with train/ and validate/ shards (default: the preset's)")
+    parser.add_argument("--plan", action="store_true",
+                        help="print what the preset would run and what the store holds already; run nothing")
+    parser.add_argument("--rates", help="with --plan: seconds per video from `benchmarks/paper_cost.py --save`, "
+                                        "for the device-hours of the grid")
     return parser.parse_args(argv)
 
 
@@ -369,9 +376,23 @@ def _report_folder(store: Store, experiment: str) -> Iterator[str]:
             yield folder
 
 
+def show_plan(args: argparse.Namespace) -> int:
+    """--plan: the preset's teachers and cells, those done in the store, the device-hours; nothing runs."""
+    preset = load_preset(args.preset, load_override(args.override), args.override)
+    rates = Rates.load(args.rates) if args.rates else None
+    store = storage.store_of(args.store, None if args.tracking_uri is None else args.tracking_uri)
+    teachers, cells = expand(preset, data_id(preset.data, args.data))
+    print(describe(preset, teachers, cells, finished(store, cells), store, rates))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return driver.exit_status(lambda: run(args), "finished cells are kept; run the same command again to do the rest")
+    if args.rates and not args.plan:
+        print("error: --rates goes with --plan", file=sys.stderr)
+        return driver.EXIT_BAD_INPUT
+    work = (lambda: show_plan(args)) if args.plan else (lambda: run(args))
+    return driver.exit_status(work, "finished cells are kept; run the same command again to do the rest")
 
 
 if __name__ == "__main__":

@@ -173,6 +173,9 @@ def test_tiny_grid_end_to_end_then_a_rerun_does_nothing(tmp_path):
         if run.info.run_name != "hrnn/skyline/all/s0":
             assert 0 < run.data.metrics["rep_cosine"] <= 1 and run.data.metrics["rep_mse"] > 0, run.info.run_name
 
+    planned = grid("--plan", "--preset", "tiny", "--store", str(store))
+    assert "7 done in the store, 0 to run" in planned.stdout and "| baseline | hrnn | 2/2 |" in planned.stdout
+
     started = time.perf_counter()
     again = grid("--preset", "tiny", "--store", str(store))
     assert again.returncode == 0, again.stderr
@@ -340,3 +343,28 @@ def test_a_grid_on_converted_data_validates_on_held_out_training_videos_and_test
     # The teacher's cache holds the training videos only: the held-out ones never reach a student's training.
     manifest = json.loads((Path(cells["hrnn/skyline/all/s0"].data.tags["cache_uri"]) / "_manifest.json").read_text())
     assert 64 < manifest["videos"] < 128
+
+
+def test_the_plan_says_what_would_run_and_what_it_costs_and_writes_nothing(tmp_path):
+    rates = tmp_path / "rates.json"
+    per_video = {"all": [0.01, 0.002], "10": [0.002, 0.0005]}
+    rates.write_text(json.dumps({"device": "cuda", "size": "small", "seconds_per_video": {"hrnn": per_video}}))
+    store = tmp_path / "store"
+    shown = grid("--plan", "--preset", "tiny", "--store", str(store), "--rates", str(rates))
+    assert shown.returncode == 0, shown.stderr
+    assert "teachers: 1 (hrnn/teacher/s0), 0 trained" in shown.stdout
+    assert "cells: 7 (1 skyline, 2 baseline, 3 serial, 1 parallel), 0 done in the store, 7 to run" in shown.stdout
+    assert "| serial | hrnn | 0/3 |  |" in shown.stdout and "| skyline | hrnn |  | 0/1 |" in shown.stdout
+    # The tiny preset: 96 training, 48 validation videos, one epoch each.
+    teacher = (96 * 0.01 + 48 * 0.002) + 2 * 96 * 0.002 + 48 * 0.002  # epochs, two exports (k=10 states), test
+    cell = 96 * 0.002 + 48 * 0.0005 + 48 * 0.0005
+    parallel = cell + 96 * 0.01 + 48 * 0.002
+    total = (teacher + 5 * cell + parallel) / 3600
+    assert f"total {total:,.1f}, of which left to run {total:,.1f}" in shown.stdout, shown.stdout
+    assert not store.exists()  # nothing written, nothing started
+    rates.write_text(json.dumps({"device": "cuda", "size": "paper", "seconds_per_video": {"hrnn": per_video}}))
+    other = grid("--plan", "--preset", "tiny", "--store", str(store), "--rates", str(rates))
+    assert "the rates are of paper-size models, this preset's are small; no estimate" in other.stdout
+    rates.write_text("{}")
+    bad = grid("--plan", "--preset", "tiny", "--store", str(store), "--rates", str(rates))
+    assert bad.returncode == 2 and f"--rates {rates}: not a file" in bad.stderr

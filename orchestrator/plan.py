@@ -1,0 +1,78 @@
+"""python -m orchestrator.grid --plan : what a preset would run, and what of it the store holds already,
+without training, starting Ray or writing anything: teachers, cells by mode, family and k (done / all),
+and, given seconds per video measured on the cluster's device (`--rates`, from `benchmarks/paper_cost.py
+--save`), the device-hours of the whole grid and of what is left.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from orchestrator.config import Preset
+from orchestrator.cost_model import YOUTUBE8M_TRAIN, YOUTUBE8M_VALIDATE, Rates, device_hours
+from orchestrator.matrix import Cell, TeacherSpec
+from orchestrator.store import DamagedFile, Store
+
+
+def finished(store: Store, cells: list[Cell]) -> set[str]:
+    """The ids of the cells whose result the store holds (an unreadable one counts as not done)."""
+    done = set()
+    for cell in cells:
+        try:
+            if store.read_result(cell.id) is not None:
+                done.add(cell.id)
+        except DamagedFile:
+            pass
+    return done
+
+
+def _matrix(cells: list[Cell], done: set[str]) -> list[str]:
+    ks = sorted({c.k for c in cells if c.k is not None})
+    columns = [f"k={k}" for k in ks] + ["all frames"]
+    total = Counter((c.mode, c.family, c.k) for c in cells)
+    finished_here = Counter((c.mode, c.family, c.k) for c in cells if c.id in done)
+    lines = ["| mode | family | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+    for mode in ("skyline", "baseline", "serial", "parallel"):
+        for family in sorted({c.family for c in cells if c.mode == mode}):
+            row = [f"{finished_here[(mode, family, k)]}/{total[(mode, family, k)]}" if total[(mode, family, k)]
+                   else "" for k in (*ks, None)]
+            lines.append(f"| {mode} | {family} | " + " | ".join(row) + " |")
+    return lines
+
+
+def _videos(preset: Preset) -> tuple[int, int, str]:
+    synthetic = preset.data.synthetic
+    if synthetic is not None:
+        return synthetic.split_videos["train"], synthetic.split_videos["validate"], "the synthetic data set"
+    return YOUTUBE8M_TRAIN, YOUTUBE8M_VALIDATE, "YouTube-8M frame level"
+
+
+def _hours(preset: Preset, teachers: list[TeacherSpec], cells: list[Cell], done: set[str], rates: Rates) -> list[str]:
+    train, validate, what = _videos(preset)
+    whole = device_hours(preset, teachers, cells, rates, train, validate)
+    skylines = {c.teacher.id: c.id for c in cells if c.mode == "skyline"}
+    left = device_hours(preset, [t for t in teachers if skylines[t.id] not in done],
+                        [c for c in cells if c.id not in done], rates, train, validate)
+    kinds = ", ".join(f"{kind} {hours:,.1f}" for kind, hours in sorted(whole.items()))
+    return [f"device-hours on {rates.device} ({what}: {train:,} training and {validate:,} validation videos): "
+            f"{kinds}; total {sum(whole.values()):,.1f}, of which left to run {sum(left.values()):,.1f}"]
+
+
+def describe(preset: Preset, teachers: list[TeacherSpec], cells: list[Cell], done: set[str], store: Store,
+             rates: Rates | None) -> str:
+    modes = Counter(c.mode for c in cells)
+    skylines_done = sum(1 for c in cells if c.mode == "skyline" and c.id in done)
+    lines = [f"plan for preset {preset.name!r}, store {store.root}:",
+             f"teachers: {len(teachers)} ({', '.join(t.name for t in teachers[:6])}"
+             f"{', ...' if len(teachers) > 6 else ''}), {skylines_done} trained",
+             f"cells: {len(cells)} ({', '.join(f'{n} {mode}' for mode, n in modes.items())}), {len(done)} done in "
+             f"the store, {len(cells) - len(done)} to run", ""] + _matrix(cells, done) + [""]
+    if rates is None:
+        lines.append("device-hours: give --rates FILE, seconds per video measured on the cluster's device by "
+                     "`python benchmarks/paper_cost.py --device cuda --save FILE`")
+    elif rates.size != preset.size:
+        lines.append(f"device-hours: the rates are of {rates.size}-size models, this preset's are {preset.size}; "
+                     "no estimate")
+    else:
+        lines += _hours(preset, teachers, cells, done, rates)
+    return "\n".join(lines)
