@@ -335,6 +335,7 @@ def run(args: argparse.Namespace) -> int:
     ray = driver.start_ray()
     driver.refuse_local_store_on_a_cluster(ray, store, preset.resources)
     tracker = Tracker(tracking_uri, experiment, store.path("mlartifacts"))
+    tracker.share_cells_view()
     stale = tracker.end_stale_runs()
     if stale:
         print(f"ended {stale} run(s) that an interrupted grid had left RUNNING")

@@ -37,6 +37,10 @@ GRID_TAG = "fewer_frames.grid"
 STUDY_TAG = "fewer_frames.study"
 DRIVER_TAG = "fewer_frames.driver"  # liveness.identity() of the process that opened a parent run
 HEARTBEAT_TAG = "fewer_frames.heartbeat"  # unix seconds, refreshed while that process runs
+SHARED_VIEW_TAG = "mlflow.sharedViewState."  # + a key: a saved runs view, opened with ?viewStateShareKey=<key>
+CELLS_VIEW = "cells"
+_VIEW_PARAMS = ("family", "mode", "selection", "loss", "k", "intermediate", "data_fraction", "seed")
+_VIEW_METRICS = ("gap", "map", "best_val_gap", "macs", "rep_cosine", "train_seconds")
 
 
 def _params(values: dict[str, Any]) -> list[Param]:
@@ -85,10 +89,20 @@ class Tracker:
                 f"a driver that is still running ({owner}{heard}); stop it or let it finish, or use another "
                 f"--experiment (a driver on another host counts as gone after {liveness.SILENT_SECONDS} s of silence)")
 
+    def share_cells_view(self) -> None:
+        """Save the experiment's "cells" view in MLflow (a shared view, an experiment tag the UI reads): every
+        cell run in one flat list, best test GAP first, with the columns that compare them. Without it the
+        runs view opens on the parent runs, collapsed, their metric columns hidden."""
+        self.client.set_experiment_tag(self.experiment_id, SHARED_VIEW_TAG + CELLS_VIEW, json.dumps({
+            "searchFilter": f"tags.`{GRID_TAG}` = 'cell'", "orderByKey": "metrics.`gap`", "orderByAsc": False,
+            "selectedColumns": [f"params.`{name}`" for name in _VIEW_PARAMS] + [f"metrics.`{name}`" for name in
+                                                                              _VIEW_METRICS]}))
+
     def how_to_open(self) -> str:
-        """How to see the experiment: the URL of its runs view in MLflow's model-training mode (the UI opens
+        """How to see the experiment: the URL of its cells view in MLflow's model-training mode (the UI opens
         on GenAI pages otherwise), and for a SQLite store the command that serves the UI first."""
-        view = f"#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
+        view = (f"#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
+                f"&viewStateShareKey={CELLS_VIEW}")
         if self.tracking_uri.startswith(("http://", "https://")):
             return f"runs view: {self.tracking_uri.rstrip('/')}/{view}"
         return (f"open it: mlflow ui --backend-store-uri {self.tracking_uri} --host 127.0.0.1 --port 5000  "

@@ -137,7 +137,7 @@ def test_tiny_grid_end_to_end_then_a_rerun_does_nothing(tmp_path):
     assert {"summary.md", "report.html", "report.md", "gap_vs_cost.png", "figure3_hrnn.png"} <= set(logged), logged
     assert parent.data.tags["mlflow.note.content"].startswith("**Table 1: H-RNN")  # the run page's description
     assert (store / "reports" / "fewer-frames-tiny" / "report.html").is_file()
-    assert "/#/experiments/1/runs?workflowType=machine_learning" in first.stdout
+    assert "/#/experiments/1/runs?workflowType=machine_learning&viewStateShareKey=cells" in first.stdout
     # Table 3's time: the timing job, the teacher and the k=10 student side by side, on the parent run.
     timed = {name: value for name, value in parent.data.metrics.items() if name.startswith("time_per_video_ms/")}
     assert set(timed) == {"time_per_video_ms/hrnn/all", "time_per_video_ms/hrnn/k10"} and min(timed.values()) > 0
