@@ -110,6 +110,7 @@ class Grid:
         self.caches: dict[str, dict[str, str]] = {}  # teacher id -> its complete caches (key -> URI)
         self.rebuilds: dict[str, str] = {}  # teacher id -> why its caches are written again
         self.in_flight: dict = {}  # Ray ObjectRef -> the TeacherJob or Cell it computes
+        self.started = 0  # jobs started by this invocation
         self.todo = Plan()
         self.epochs = EpochChannel()  # per-epoch metrics from the jobs, for their live runs
         resources = preset.resources.cell
@@ -188,6 +189,7 @@ class Grid:
             self.ledger.start(skyline)
             job = dataclasses.replace(job, on_epoch=self.epochs.sender(skyline.id))
         self.in_flight[self.teacher_task.remote(job)] = job
+        self.started += 1
 
     def collect(self, ref) -> None:
         """Record what a finished job computed, or its error; stop when the store is gone."""
@@ -303,6 +305,7 @@ class Grid:
         device, sample = self.preset.resources.cell.device, self.store.representations(cell.id)
         self.ledger.start(cell, self.tags(cell))
         self.in_flight[self.cell_task.remote(cell, self.data, cache, device, self.epochs.sender(cell.id), sample)] = cell
+        self.started += 1
 
     def stop_if_store_lost(self) -> None:
         """Raise when the store is gone: every job after would fail the same way, and none is at fault."""
@@ -349,7 +352,7 @@ def run(args: argparse.Namespace) -> int:
         grid.run()
         parent.summary = summarize(grid.cells, grid.ledger.results)
         parent.status = "FAILED" if grid.ledger.failed else "FINISHED"
-        time_on_parent(ray, preset, grid.data, tracker)
+        time_on_parent(ray, preset, grid.data, tracker, trained=grid.started > 0)
         with _report_folder(store, experiment) as folder:
             report = report_on_parent(tracker, folder)
     print()

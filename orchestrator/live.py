@@ -27,20 +27,26 @@ class EpochSender:
 
 
 class EpochChannel:
-    def __init__(self):
-        from ray.util.queue import Queue
+    """The queue, started with the first job that sends on it (a grid with nothing to run starts no actor)."""
 
-        self.queue = Queue(actor_options={"num_cpus": 0})
+    def __init__(self):
+        self.queue = None
 
     def sender(self, cell_id: str) -> EpochSender:
+        if self.queue is None:
+            from ray.util.queue import Queue
+
+            self.queue = Queue(actor_options={"num_cpus": 0})
         return EpochSender(self.queue, cell_id)
 
     def receive(self) -> list[tuple[str, EpochMetrics, float]]:
         """Every (cell id, epoch metrics, unix time it ended) sent since the last call, in the order sent."""
-        waiting = self.queue.qsize()
+        waiting = 0 if self.queue is None else self.queue.qsize()
         return self.queue.get_nowait_batch(waiting) if waiting else []
 
     def close(self) -> None:
+        if self.queue is None:
+            return
         try:
             self.queue.shutdown(force=True)
         except Exception:  # noqa: BLE001 - Ray is going down anyway

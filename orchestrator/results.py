@@ -60,16 +60,27 @@ class CellResult:
 
 @dataclass(frozen=True)
 class Trial:
-    """A search trial that ran to its end: its sampled values (`config`), every setting of the cell it
-    trained (`settings`: weights, k, j, learning rate, Lpred distance), validation scores (what the
-    search optimises), test scores, and the validation GAP after each epoch."""
+    """A search trial: its sampled values (`config`), every setting of the cell it trained (`settings`:
+    weights, k, j, learning rate, Lpred distance), the validation GAP after each epoch, and how it ended:
+
+    - "finished": ran to its end; `gap`/`map` are the best epoch's on validation (what the search
+      optimises), `test_gap`/`test_map` on the test split;
+    - "stopped": ASHA stopped it for falling behind; `gap`/`map` are its last epoch's on validation;
+    - "failed": it raised `error`; scores as far as it reported any.
+    """
 
     trial_id: str
     config: dict[str, Any]
     settings: dict[str, Any]
-    gap: float
-    map: float
-    macs: int
-    test_gap: float
-    test_map: float
+    gap: float | None
+    map: float | None
+    macs: int | None
+    test_gap: float | None
+    test_map: float | None
     val_gaps: tuple[tuple[int, float], ...]  # (epoch, validation GAP)
+    outcome: str = "finished"
+    error: str = ""
+
+    @property
+    def last_epoch(self) -> int | None:
+        return max((epoch for epoch, _ in self.val_gaps), default=None)

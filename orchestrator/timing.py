@@ -67,9 +67,19 @@ def time_models(job: TimingJob) -> tuple[str, dict[str, float]]:
     return where, found
 
 
-def time_on_parent(ray: Any, preset: Preset, data: DataSet, tracker) -> bool:
-    """Run the timing job on a cell's resources and log it on the tracker's open parent run. Whether it was
-    logged: a failure is a note, not a failed grid (the report then says the time was not measured)."""
+def timing_keys(preset: Preset) -> list[str]:
+    """The parent-run metrics a timing of `preset`'s models logs."""
+    return [f"{TIMING_PREFIX}{family}/{what}" for family in preset.families
+            for what in ("all", *(f"k{k}" for k in preset.ks))]
+
+
+def time_on_parent(ray: Any, preset: Preset, data: DataSet, tracker, trained: bool) -> bool:
+    """Run the timing job on a cell's resources and log it on the tracker's open parent run; skipped when
+    this invocation `trained` nothing and an earlier one timed these models (its figures stand: the report
+    reads the newest). Whether it was logged: a failure is a note, not a failed grid (the report then says
+    the time was not measured)."""
+    if not trained and tracker.parent_with_metrics(timing_keys(preset)):
+        return False
     cell = preset.resources.cell
     task = ray.remote(time_models).options(num_cpus=cell.cpus, num_gpus=cell.gpus, resources=cell.custom or None)
     try:

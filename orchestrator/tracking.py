@@ -39,6 +39,7 @@ DRIVER_TAG = "fewer_frames.driver"  # liveness.identity() of the process that op
 HEARTBEAT_TAG = "fewer_frames.heartbeat"  # unix seconds, refreshed while that process runs
 SHARED_VIEW_TAG = "mlflow.sharedViewState."  # + a key: a saved runs view, opened with ?viewStateShareKey=<key>
 CELLS_VIEW = "cells"
+TRIAL_OUTCOME_TAG = "trial_outcome"  # finished | stopped by ASHA after epoch N (validation GAP g) | failed
 _VIEW_PARAMS = ("family", "mode", "selection", "loss", "k", "intermediate", "data_fraction", "seed")
 _VIEW_METRICS = ("gap", "map", "best_val_gap", "macs", "rep_cosine", "train_seconds")
 
@@ -107,6 +108,14 @@ class Tracker:
             return f"runs view: {self.tracking_uri.rstrip('/')}/{view}"
         return (f"open it: mlflow ui --backend-store-uri {self.tracking_uri} --host 127.0.0.1 --port 5000  "
                 f"then http://127.0.0.1:5000/{view}")
+
+    def parent_with_metrics(self, names: list[str]) -> str | None:
+        """The newest parent run of this experiment that holds all of these metrics, if any."""
+        for run in self.client.search_runs([self.experiment_id], filter_string=f"tags.`{GRID_TAG}` = 'parent'",
+                                           order_by=["attributes.start_time DESC"], max_results=100):
+            if all(name in run.data.metrics for name in names):
+                return run.info.run_id
+        return None
 
     def start_parent(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
         run = self.client.create_run(self.experiment_id, run_name=name,
@@ -182,27 +191,35 @@ class Tracker:
         return self.parent_id
 
     def log_trial(self, template: Cell, trial: Trial) -> str | None:
-        """One finished trial as a child run of the study (once: a resumed study skips those logged)."""
+        """One trial as a child run of the study, once (a resumed study skips those logged whole): FINISHED,
+        KILLED for a trial ASHA stopped (tagged with the epoch and validation GAP it stopped at), FAILED with
+        its error. Its `trial_outcome` tag, set last, marks a run logged whole."""
         logged = self.client.search_runs([self.experiment_id], filter_string=f"tags.mlflow.parentRunId = "
                                          f"'{self.parent_id}' and tags.trial_id = '{trial.trial_id}'", max_results=100)
-        if any(run.info.status == "FINISHED" for run in logged):
+        # Whole: its outcome tag is set (runs of studies logged before there were outcomes: FINISHED).
+        if any(run.info.status != "RUNNING" and TRIAL_OUTCOME_TAG in run.data.tags or run.info.status == "FINISHED"
+               for run in logged):
             return None
         for run in logged:  # its logging cut short (an interrupted driver, or MLflow failing): logged again whole
             self.client.delete_run(run.info.run_id)
         tags = {"mlflow.parentRunId": self.parent_id or "", GRID_TAG: "trial", "trial_id": trial.trial_id}
-        run = self.client.create_run(self.experiment_id, run_name=f"trial {trial.trial_id}", tags=tags)
+        run_id = self.client.create_run(self.experiment_id, run_name=f"trial {trial.trial_id}", tags=tags).info.run_id
         status = RunStatus.to_string(RunStatus.FAILED)
         try:
             params = {"family": template.family, "variant": template.variant, **trial.settings, **trial.config}
             now = int(time.time() * 1000)
             metrics = [Metric(name, float(getattr(trial, name)), now, 0)
-                       for name in ("gap", "map", "macs", "test_gap", "test_map")]
+                       for name in ("gap", "map", "macs", "test_gap", "test_map") if getattr(trial, name) is not None]
             metrics += [Metric("val_gap", float(gap), now, int(epoch)) for epoch, gap in trial.val_gaps]
-            self.client.log_batch(run.info.run_id, metrics=metrics, params=_params(params))
-            status = RunStatus.to_string(RunStatus.FINISHED)
+            self.client.log_batch(run_id, metrics=metrics, params=_params(params))
+            outcome = _trial_outcome(trial)
+            if trial.error:
+                self.client.set_tag(run_id, "error", trial.error[:5000])
+            self.client.set_tag(run_id, TRIAL_OUTCOME_TAG, outcome)
+            status = {"finished": "FINISHED", "stopped": "KILLED"}.get(trial.outcome, "FAILED")
         finally:
-            self.client.set_terminated(run.info.run_id, status=status)
-        return run.info.run_id
+            self.client.set_terminated(run_id, status=status)
+        return run_id
 
     def retire_runs(self, cell_id: str, keep: str) -> int:
         """Delete (restorably) the FINISHED runs of this cell other than `keep`, so the experiment shows the
@@ -289,6 +306,13 @@ class ParentOutcome:
 
     status: str = "FINISHED"
     summary: str | None = None
+
+
+def _trial_outcome(trial: Trial) -> str:
+    if trial.outcome == "stopped" and trial.val_gaps:
+        epoch, gap = max(trial.val_gaps)
+        return f"stopped by ASHA after epoch {epoch} (validation GAP {gap:.4f})"
+    return trial.outcome
 
 
 def _driver_tags() -> dict[str, str]:

@@ -7,7 +7,8 @@ Optuna samples each trial (multi-objective: validation GAP up, multiply-adds dow
 whose per-epoch validation GAP falls behind. Trials read the teacher cache the grid uses (the teacher is
 trained once, the grid's way, when it is missing). The study lives in `<store>/tune/<name>`: the same
 command resumes an interrupted study and keeps its finished trials. MLflow gets a parent run per study,
-a child run per finished trial, and on the parent `pareto.json`, `pareto.png` and `best.yaml` (an
+a child run per trial (FINISHED; KILLED when ASHA stopped it, with the epoch and validation GAP it stopped
+at; FAILED with its error), and on the parent `pareto.json`, `pareto.png` and `best.yaml` (an
 override for `orchestrator.grid`). Exit 0 when the study finished, 1 when no trial did, 2 for bad input.
 """
 
@@ -141,17 +142,33 @@ def make_tuner(space: SearchSpace, study: dict, trainable, template: Cell, store
     )
 
 
-def finished_trials(grid, space: SearchSpace, template: Cell) -> list[Trial]:
-    """The trials that ran to their end (not stopped by ASHA, not failed), from their final report."""
+def _reported_epochs(result) -> tuple[tuple[int, float], ...]:
+    """(epoch, validation GAP) of each per-epoch report of a trial, from Tune's record of its reports."""
+    frame = result.metrics_dataframe
+    if frame is None or "epoch" not in frame or "final" not in frame:
+        return ()
+    epochs = frame[frame["final"] == False].dropna(subset=["epoch", "gap"])  # noqa: E712 - a pandas mask
+    return tuple((int(e), float(g)) for e, g in zip(epochs["epoch"], epochs["gap"]))
+
+
+def study_trials(grid, space: SearchSpace, template: Cell, complete: bool) -> list[Trial]:
+    """The study's trials from Tune's results: those that ran to their end (their final report); and once
+    the study is complete (an interrupted one resumes its unfinished trials), those ASHA stopped, from
+    their last per-epoch report, and those that failed."""
     trials = []
     for result in grid:
         metrics = result.metrics or {}
-        if metrics.get("final"):
-            trials.append(Trial(
-                trial_id=metrics.get("trial_id", os.path.basename(result.path)), config=result.config,
-                settings=trial_settings(space.trial_cell(template, result.config)),
-                gap=metrics["gap"], map=metrics["map"], macs=metrics["macs"], test_gap=metrics["test_gap"],
-                test_map=metrics["test_map"], val_gaps=tuple((int(e), float(g)) for e, g in metrics["val_gaps"])))
+        outcome = "finished" if metrics.get("final") else "failed" if result.error is not None else "stopped"
+        if outcome != "finished" and not complete:
+            continue
+        val_gaps = (tuple((int(e), float(g)) for e, g in metrics["val_gaps"]) if outcome == "finished"
+                    else _reported_epochs(result))
+        trials.append(Trial(
+            trial_id=metrics.get("trial_id", os.path.basename(result.path)), config=result.config,
+            settings=trial_settings(space.trial_cell(template, result.config)),
+            gap=metrics.get("gap"), map=metrics.get("map"), macs=metrics.get("macs"),
+            test_gap=metrics.get("test_gap"), test_map=metrics.get("test_map"), val_gaps=val_gaps, outcome=outcome,
+            error="" if result.error is None else driver.one_line(result.error)))
     return trials
 
 
@@ -170,18 +187,20 @@ def run_study(args, space: SearchSpace, preset: Preset, data: DataSet | None, le
     study = study_record(store, space, args.trials)
     slots = args.concurrency or driver.cell_slots(ray, preset.resources)
     grid = make_tuner(space, study, trainable, template, store, slots).fit()
-    trials = finished_trials(grid, space, template)
-    for trial in trials:
+    complete = grid.num_terminated + grid.num_errors >= study["trials"]
+    everything = study_trials(grid, space, template, complete)
+    for trial in everything:
         tracker.log_trial(template, trial)
-    if grid.num_terminated + grid.num_errors < study["trials"]:
+    trials = [t for t in everything if t.outcome == "finished"]
+    if not complete:
         # Tune stops on SIGINT (SIGTERM is turned into one) and saves the study where `restore` finds it.
         raise KeyboardInterrupt(f"the study stopped with {len(trials)} of {study['trials']} trials finished")
-    stopped = sum(1 for result in grid if result.metrics and not result.metrics.get("final") and result.error is None)
-    failed = [result for result in grid if result.error is not None]
-    print(f"study {space.name}: {len(trials)} trials finished, {stopped} stopped early by ASHA, {len(failed)} failed",
-          flush=True)
-    for result in failed:
-        print(f"  FAILED trial {os.path.basename(result.path)}: {driver.one_line(result.error)}", flush=True)
+    stopped = [t for t in everything if t.outcome == "stopped"]
+    failed = [t for t in everything if t.outcome == "failed"]
+    print(f"study {space.name}: {len(trials)} trials finished, {len(stopped)} stopped early by ASHA, "
+          f"{len(failed)} failed", flush=True)
+    for trial in failed:
+        print(f"  FAILED trial {trial.trial_id}: {trial.error}", flush=True)
     if not trials:
         print("error: no trial finished: no Pareto front", file=sys.stderr)
         return driver.EXIT_FAILED

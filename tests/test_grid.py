@@ -183,6 +183,11 @@ def test_tiny_grid_end_to_end_then_a_rerun_does_nothing(tmp_path):
     assert "7 already done, 0 jobs to run" in again.stdout
     _, found = runs(store, "fewer-frames-tiny")
     assert len([r for r in found if r.data.tags.get("fewer_frames.grid") == "cell"]) == 7
+    # Nothing trained: no second timing (the first stands, and the rerun's report reads it).
+    rerun = max((r for r in found if r.data.tags.get("fewer_frames.grid") == "parent"), key=lambda r: r.info.start_time)
+    assert rerun.info.run_id != parent.info.run_id and not any(m.startswith("time_per_video_ms/") for m in rerun.data.metrics)
+    assert "| k=10 | 0.005 | 0.005 |" in (store / "reports" / "fewer-frames-tiny" / "report.md").read_text()
+    assert "Time per video: measured side by side" in (store / "reports" / "fewer-frames-tiny" / "report.md").read_text()
 
     # A driver stopped after keeping a result but before noting its MLflow run in it: the next driver
     # adopts the run logged for exactly that result, or logs the one missing. Nothing trains again.

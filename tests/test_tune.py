@@ -66,13 +66,23 @@ def test_a_study_records_its_trials_and_front_and_resumes_after_an_interruption(
     client, after = runs(store)
     parents = [r for r in after if r.data.tags.get("fewer_frames.grid") == "study"]
     assert [p.info.run_id for p in parents] == [parent[0].info.run_id] and parents[0].info.status == "FINISHED"
-    trials = [r for r in after if r.data.tags.get("fewer_frames.grid") == "trial"]
-    ids = [r.data.tags["trial_id"] for r in trials]
-    assert len(ids) == len(set(ids)) and finished_before <= set(ids)  # none lost, none logged twice
-    for trial in trials:
-        assert trial.info.status == "FINISHED" and trial.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+    every = [r for r in after if r.data.tags.get("fewer_frames.grid") == "trial"]
+    ids = [r.data.tags["trial_id"] for r in every]
+    assert len(ids) == len(set(ids)) == 8 and finished_before <= set(ids)  # every trial once, none lost
+    for trial in every:
+        assert trial.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert {"w_rep", "w_pred", "w_ce", "j", "k", "learning_rate", "pred_distance"} <= set(trial.data.params)
         assert {"gap", "map", "macs"} <= set(trial.data.metrics)
+        assert client.get_metric_history(trial.info.run_id, "val_gap")
+    trials = [r for r in every if r.info.status == "FINISHED"]
+    stopped = [r for r in every if r.info.status == "KILLED"]
+    assert trials and stopped and len(trials) + len(stopped) == 8, [(r.info.status, r.data.tags) for r in every]
+    assert all(r.data.tags["trial_outcome"] == "finished" and "test_gap" in r.data.metrics for r in trials)
+    for trial in stopped:  # ASHA's: where it stopped, and what it had reached
+        epoch = client.get_metric_history(trial.info.run_id, "val_gap")[-1]
+        assert trial.data.tags["trial_outcome"] == f"stopped by ASHA after epoch {epoch.step} " \
+                                                   f"(validation GAP {epoch.value:.4f})"
+        assert "test_gap" not in trial.data.metrics
     tune_state = sorted(glob.glob(f"{store}/tune/small-study/run_trial_*"))
     assert len(tune_state) == 8  # every trial of the study ran once, across both invocations
 
