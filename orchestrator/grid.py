@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterator
 
-from orchestrator import driver
+from orchestrator import driver, storage
 from orchestrator.cache_files import DamagedCache, set_aside
 from orchestrator.cells import run_cell
 from orchestrator.config import Preset, load_override, load_preset
-from orchestrator import storage
 from orchestrator.console import Counts, GridProgress
 from orchestrator.cost_model import Rates
 from orchestrator.data_sets import DataSet, data_id
@@ -40,7 +39,6 @@ from orchestrator.store import Store
 from orchestrator.summary import summarize
 from orchestrator.teachers import TeacherJob, cache_key, check_caches
 from orchestrator.timing import time_on_parent
-
 
 LIVE_SECONDS = 2.0  # how often the driver looks for epochs that ended, while no job finishes
 
@@ -278,8 +276,9 @@ class Grid:
         if cell.mode == "skyline":
             return {} if result is None else driver.skyline_tags(result)
         tags = {} if result is None else {"device": result.device}
-        if cell.teacher and self.ledger.run_id(self.skylines[cell.teacher.id]):
-            tags["teacher_run_id"] = self.ledger.run_id(self.skylines[cell.teacher.id])
+        teacher_run = self.ledger.run_id(self.skylines[cell.teacher.id]) if cell.teacher else None
+        if teacher_run:
+            tags["teacher_run_id"] = teacher_run
         return tags
 
     def drain(self) -> None:
@@ -384,7 +383,7 @@ def show_plan(args: argparse.Namespace) -> int:
     """--plan: the preset's teachers and cells, those done in the store, the device-hours; nothing runs."""
     preset = load_preset(args.preset, load_override(args.override), args.override)
     rates = Rates.load(args.rates) if args.rates else None
-    store = storage.store_of(args.store, None if args.tracking_uri is None else args.tracking_uri)
+    store = storage.store_of(args.store, args.tracking_uri)
     teachers, cells = expand(preset, data_id(preset.data, args.data))
     print(describe(preset, teachers, cells, finished(store, cells), store, rates))
     return 0

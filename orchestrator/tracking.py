@@ -5,9 +5,10 @@ created RUNNING, with its params, when the cell starts; its per-epoch metrics ar
 (`orchestrator.live`); its result and artifacts fill it when the cell finishes, and it ends FINISHED or
 FAILED. A cell stopped before its end (the grid interrupted, the cell to be run again) has its run deleted
 (MLflow's restorable delete), so each cell shows once. The parent run is ended KILLED on SIGINT/SIGTERM,
-and any RUNNING run a crashed driver left in the experiment is ended at the next start (cell runs deleted). A parent run carries its driver's identity and a
-heartbeat (`orchestrator.liveness`), so a second driver on the same experiment while the first still runs
-is refused instead of ending the first one's runs and training the same cells again.
+and any RUNNING run a crashed driver left in the experiment is ended at the next start (cell runs
+deleted). A parent run carries its driver's identity and a heartbeat (`orchestrator.liveness`), so a
+second driver on the same experiment while the first still runs is refused instead of ending the first
+one's runs and training the same cells again.
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ class Tracker:
     def end_stale_runs(self) -> int:
         """End the runs that drivers no longer running left RUNNING in this experiment: parent runs KILLED;
         cell runs deleted (MLflow's restorable delete), since a RUNNING one is a cell cut short, and its cell
-        is logged again whole, from its kept result or by running it again. Refuses (and ends nothing) while a parent run's driver still runs: two
-        drivers would train the same cells."""
+        is logged again whole, from its kept result or by running it again. Refuses (and ends nothing)
+        while a parent run's driver still runs: two drivers would train the same cells."""
         stale = self.client.search_runs([self.experiment_id], filter_string="attributes.status = 'RUNNING'",
                                         max_results=10_000)
         for run in stale:
@@ -212,10 +213,9 @@ class Tracker:
                        for name in ("gap", "map", "macs", "test_gap", "test_map") if getattr(trial, name) is not None]
             metrics += [Metric("val_gap", float(gap), now, int(epoch)) for epoch, gap in trial.val_gaps]
             self.client.log_batch(run_id, metrics=metrics, params=_params(params))
-            outcome = _trial_outcome(trial)
             if trial.error:
                 self.client.set_tag(run_id, "error", trial.error[:5000])
-            self.client.set_tag(run_id, TRIAL_OUTCOME_TAG, outcome)
+            self.client.set_tag(run_id, TRIAL_OUTCOME_TAG, _trial_outcome(trial))
             status = {"finished": "FINISHED", "stopped": "KILLED"}.get(trial.outcome, "FAILED")
         finally:
             self.client.set_terminated(run_id, status=status)
