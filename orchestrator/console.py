@@ -25,10 +25,11 @@ def say(text: str) -> None:
 @dataclass(frozen=True)
 class Counts:
     done: int  # cells finished, in this invocation or before
-    running: int  # cells training now
+    running: int  # cells training now (as many as the cluster holds of those submitted)
     failed: int
     total: int
     teachers: int  # teachers training now
+    queued: int = 0  # cells submitted to Ray, waiting for resources
 
 
 def _duration(seconds: float) -> str:
@@ -55,7 +56,8 @@ class GridProgress:
         left = counts.total - counts.done - counts.failed
         eta = f"about {_duration(elapsed / finished_here * left)} left" if finished_here and left else "time left: ?"
         eta = "" if not left else f", {eta}"
-        return (f"{counts.done}/{counts.total} cells done, {counts.running} running, {counts.failed} failed, "
+        queued = f", {counts.queued} queued" if counts.queued else ""
+        return (f"{counts.done}/{counts.total} cells done, {counts.running} running{queued}, {counts.failed} failed, "
                 f"{counts.teachers} teacher{'s' * (counts.teachers != 1)} training; {_duration(elapsed)} elapsed{eta}")
 
     def update(self, counts: Counts) -> None:

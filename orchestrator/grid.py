@@ -155,10 +155,13 @@ class Grid:
             self.epochs.close()
 
     def counts(self) -> Counts:
+        """Where the grid stands. Ray does not say which submitted task runs: as many cells as the cluster
+        holds now (beside the teachers training) are counted running, the rest queued."""
         jobs = list(self.in_flight.values())
-        return Counts(done=len(self.ledger.results), running=sum(isinstance(j, Cell) for j in jobs),
-                      failed=len(self.ledger.failed), total=len(self.cells),
-                      teachers=sum(isinstance(j, TeacherJob) for j in jobs))
+        teachers, submitted = sum(isinstance(j, TeacherJob) for j in jobs), sum(isinstance(j, Cell) for j in jobs)
+        running = min(submitted, driver.cell_slots(self.ray, self.preset.resources, teachers)) if submitted else 0
+        return Counts(done=len(self.ledger.results), running=running, failed=len(self.ledger.failed),
+                      total=len(self.cells), teachers=teachers, queued=submitted - running)
 
     def stream(self) -> None:
         """Log the epochs that ended since the last look on their cells' live runs."""

@@ -9,6 +9,7 @@ from collections import defaultdict
 
 from orchestrator.findings import findings
 from orchestrator.matrix import Cell
+from orchestrator.report.tables import mean_std
 from orchestrator.results import CellResult
 
 
@@ -17,13 +18,6 @@ def _row_label(cell: Cell) -> str:
         return f"{cell.selection.replace('_', '-').title()}-k"
     suffix = " (intermediate)" if cell.intermediate else ""
     return f"{cell.mode.title()} {cell.variant}{suffix}"
-
-
-def _fmt(values: list[float]) -> str:
-    if not values:
-        return "-"
-    mean = statistics.fmean(values)
-    return f"{mean:.3f}" if len(values) == 1 else f"{mean:.3f}±{statistics.pstdev(values):.3f}"
 
 
 def summarize(cells: list[Cell], results: dict[str, CellResult]) -> str:
@@ -67,10 +61,10 @@ def _table(family: str, fraction: float, members: list[Cell], results: dict[str,
     lines = [title, "", "| model | " + " | ".join(f"k={k} GAP | k={k} mAP" for k in ks) + " |",
              "|---|" + "---|---|" * len(ks)]
     for label, by_k in rows.items():
-        cols = [_fmt([pair[i] for pair in by_k.get(k, [])]) for k in ks for i in (0, 1)]
+        cols = [mean_std([pair[i] for pair in by_k.get(k, [])]) for k in ks for i in (0, 1)]
         lines.append(f"| {label} | " + " | ".join(cols) + " |")
     if skyline:
-        gap, mean_ap = _fmt([p[0] for p in skyline]), _fmt([p[1] for p in skyline])
+        gap, mean_ap = mean_std([p[0] for p in skyline]), mean_std([p[1] for p in skyline])
         lines.append("| Teacher-Skyline (all frames) | " + " | ".join([gap, mean_ap] * len(ks)) + " |")
     flops = [text for k in ks for text in (f"{statistics.fmean(macs[k]) / 1e9:.3f} G" if macs.get(k) else "-", "")]
     lines.append("| multiply-adds per video (k frames) | " + " | ".join(flops) + " |")

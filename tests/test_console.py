@@ -10,7 +10,7 @@ def test_off_a_terminal_a_plain_line_comes_when_a_cell_ends_not_when_one_starts(
     progress.update(Counts(done=2, running=2, failed=0, total=8, teachers=1))  # a start: no line
     progress.update(Counts(done=3, running=1, failed=0, total=8, teachers=1))
     say("  done  a cell")
-    progress.update(Counts(done=4, running=0, failed=1, total=8, teachers=0))
+    progress.update(Counts(done=4, running=2, failed=1, total=8, teachers=0, queued=1))
     progress.close()
     lines = capsys.readouterr().out.splitlines()
     assert lines == [
@@ -18,7 +18,8 @@ def test_off_a_terminal_a_plain_line_comes_when_a_cell_ends_not_when_one_starts(
         # One cell in 30 s, five to go: the pace of this invocation's cells, not of those done before it.
         "progress: 3/8 cells done, 1 running, 0 failed, 1 teacher training; 0m30s elapsed, about 2m30s left",
         "  done  a cell",
-        "progress: 4/8 cells done, 0 running, 1 failed, 0 teachers training; 1m00s elapsed, about 1m30s left",
+        "progress: 4/8 cells done, 2 running, 1 queued, 1 failed, 0 teachers training; 1m00s elapsed, "
+        "about 1m30s left",
     ]
 
 
