@@ -80,7 +80,3 @@ class Trial:
     val_gaps: tuple[tuple[int, float], ...]  # (epoch, validation GAP)
     outcome: str = "finished"
     error: str = ""
-
-    @property
-    def last_epoch(self) -> int | None:
-        return max((epoch for epoch, _ in self.val_gaps), default=None)
