@@ -115,7 +115,7 @@ def _embedding_inputs(teacher, student) -> tuple[np.ndarray, np.ndarray, list[in
 
 def embedding(client, family: str, cells: list[CellRun], path: str) -> str | None:
     """Figure 3 for one family: its teacher and its best serial student that learns the representation
-    (highest test GAP at the largest k)."""
+    (highest test GAP at the largest k), of the same seed and data share."""
     from sklearn.manifold import TSNE
 
     skyline = _first([c for c in cells if c.mode == "skyline"])
@@ -123,7 +123,8 @@ def embedding(client, family: str, cells: list[CellRun], path: str) -> str | Non
     if skyline is None or not students:
         return None
     k = max(c.k for c in students)
-    student = max((c for c in students if c.k == k and c.seed == skyline.seed), key=lambda c: c.gap, default=None)
+    student = max((c for c in students if c.k == k and c.seed == skyline.seed
+                   and c.data_fraction == skyline.data_fraction), key=lambda c: c.gap, default=None)
     samples = None if student is None else (_sample(client, skyline.run_id), _sample(client, student.run_id))
     if samples is None or None in samples or samples[0].values.shape[1:] != samples[1].values.shape[1:]:
         return None
