@@ -82,6 +82,14 @@ def test_a_grid_on_s3_runs_and_resumes(s3_server, s3_bucket, tmp_path):
     assert any(k.startswith("runs/teachers/") and k.endswith("_manifest.json") for k in keys)
     assert any(k.startswith("runs/ray/") and k.endswith("model.pt") for k in keys)  # the Ray Train checkpoint
     assert any(k.startswith("runs/mlartifacts/") and k.endswith("summary.md") for k in keys)  # MLflow artifacts
+    # The report, made from MLflow with its artifacts on S3 (Figure 3 reads the representation samples there).
+    assert "report (the paper's tables and figures): the parent run's report.html artifact" in first.stdout
+    assert "note  report" not in first.stdout
+    assert any(k.startswith("runs/mlartifacts/") and k.endswith("figure3_hrnn.png") for k in keys)
+    report = subprocess.run([sys.executable, "-m", "orchestrator.report", "--experiment", "fewer-frames-tiny",
+                             "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--out", str(tmp_path / "report")],
+                            capture_output=True, text=True, env=env, cwd=repo, timeout=300)
+    assert report.returncode == 0 and (tmp_path / "report" / "figure3_hrnn.png").is_file(), report.stderr
     again = subprocess.run(command, capture_output=True, text=True, env=env, cwd=repo, timeout=600)
     assert again.returncode == 0 and "7 already done, 0 jobs to run" in again.stdout
 
