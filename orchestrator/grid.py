@@ -12,26 +12,22 @@ import argparse
 import dataclasses
 import math
 import sys
-import tempfile
 import time
 from collections import defaultdict
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterator
 
-from orchestrator import driver, storage
+from orchestrator import driver
 from orchestrator.cache_files import DamagedCache, set_aside
 from orchestrator.cells import run_cell
 from orchestrator.config import Preset, load_override, load_preset
 from orchestrator.console import Counts, GridProgress
-from orchestrator.cost_model import Rates
-from orchestrator.data_sets import DataSet, data_id
+from orchestrator.data_sets import DataSet
 from orchestrator.errors import OrchestratorError, note
 from orchestrator.live import EpochChannel
 from orchestrator.matrix import Cell, TeacherSpec, expand
-from orchestrator.plan import describe, finished
-from orchestrator.report.build import report_on_parent
+from orchestrator.plan import show_plan
+from orchestrator.report.build import report_folder, report_on_parent
 from orchestrator.results import CellResult
 from orchestrator.samples import rep_metrics
 from orchestrator.storage import is_storage_failure, store_lost
@@ -355,7 +351,7 @@ def run(args: argparse.Namespace) -> int:
         parent.summary = summarize(grid.cells, grid.ledger.results)
         parent.status = "FAILED" if grid.ledger.failed else "FINISHED"
         time_on_parent(ray, preset, grid.data, tracker, trained=grid.started > 0)
-        with _report_folder(store, experiment) as folder:
+        with report_folder(store, experiment) as folder:
             report = report_on_parent(tracker, folder)
     print()
     print(parent.summary)
@@ -371,34 +367,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-@contextmanager
-def _report_folder(store: Store, experiment: str) -> Iterator[str]:
-    """Where the closing report is written: in a local store; elsewhere a scratch folder, removed once the
-    report is logged as the parent run's artifacts."""
-    if store.is_local:
-        yield store.path(f"reports/{experiment}")
-    else:
-        with tempfile.TemporaryDirectory(prefix="fewer-frames-report-") as folder:
-            yield folder
-
-
-def show_plan(args: argparse.Namespace) -> int:
-    """--plan: the preset's teachers and cells, those done in the store, the device-hours; nothing runs."""
-    preset = load_preset(args.preset, load_override(args.override), args.override)
-    rates = Rates.load(args.rates) if args.rates else None
-    store = storage.store_of(args.store, args.tracking_uri)
-    teachers, cells = expand(preset, data_id(preset.data, args.data))
-    print(describe(preset, teachers, cells, finished(store, cells), store, rates))
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.rates and not args.plan:
         print("error: --rates goes with --plan", file=sys.stderr)
         return driver.EXIT_BAD_INPUT
-    work = (lambda: show_plan(args)) if args.plan else (lambda: run(args))
-    return driver.exit_status(work, "finished cells are kept; run the same command again to do the rest")
+    if args.plan:
+        return driver.exit_status(lambda: show_plan(args.preset, args.override, args.store, args.tracking_uri,
+                                                    args.data, args.rates), "nothing was started")
+    return driver.exit_status(lambda: run(args), "finished cells are kept; run the same command again to do the rest")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-from orchestrator.config import Preset
+from orchestrator import storage
+from orchestrator.config import Preset, load_override, load_preset
 from orchestrator.cost_model import YOUTUBE8M_TRAIN, YOUTUBE8M_VALIDATE, Rates, device_hours
-from orchestrator.matrix import Cell, TeacherSpec
+from orchestrator.data_sets import data_id
+from orchestrator.matrix import Cell, TeacherSpec, expand
 from orchestrator.store import DamagedFile, Store
 
 
@@ -76,3 +78,14 @@ def describe(preset: Preset, teachers: list[TeacherSpec], cells: list[Cell], don
     else:
         lines += _hours(preset, teachers, cells, done, rates)
     return "\n".join(lines)
+
+
+def show_plan(preset_name: str, override: str | None, store_root: str, tracking_uri: str | None,
+              data_uri: str | None, rates_path: str | None) -> int:
+    """--plan: the preset's teachers and cells, those done in the store, the device-hours; nothing runs."""
+    preset = load_preset(preset_name, load_override(override), override)
+    rates = Rates.load(rates_path) if rates_path else None
+    store = storage.store_of(store_root, tracking_uri)
+    teachers, cells = expand(preset, data_id(preset.data, data_uri))
+    print(describe(preset, teachers, cells, finished(store, cells), store, rates))
+    return 0

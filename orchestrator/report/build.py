@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Iterator
 
 from mlflow.tracking import MlflowClient
 
@@ -110,3 +112,14 @@ def report_on_parent(tracker, folder: str) -> Written | None:
                        f"`python -m orchestrator.report --experiment {tracker.experiment}` makes it from MLflow")
         return None
     return written
+
+
+@contextmanager
+def report_folder(store, experiment: str) -> Iterator[str]:
+    """Where a grid's closing report is written: in a local store (`reports/<experiment>`); elsewhere a
+    scratch folder, removed once the report is logged as the parent run's artifacts."""
+    if store.is_local:
+        yield store.path(f"reports/{experiment}")
+    else:
+        with tempfile.TemporaryDirectory(prefix="fewer-frames-report-") as folder:
+            yield folder
