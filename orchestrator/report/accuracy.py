@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from orchestrator.report import published
 from orchestrator.report.runs import CellRun
-from orchestrator.report.tables import (FAMILY_NAMES, MISSING, Scores, Table, missing, published_pair, row_label,
-                                        state)
+from orchestrator.report.tables import FAMILY_NAMES, Scores, Table, published_pair, row_label, state
 
 GAP_MAP = ("GAP", "mAP")
 
@@ -36,14 +35,10 @@ def by_k(family: str, cells: list[CellRun], unlike_paper: str | None) -> Table:
     for key in keys:
         row = [row_label(key)]
         for k in ks:
-            row += scores.pair(key, k)
-            if row[-2] == MISSING:
-                missing(table, row_label(key), f"k={k}", scores.failed(key, k))
+            row += scores.entry(table, key, k, row_label(key), f"k={k}")
         table.rows.append(row)
-    skyline = scores.pair("skyline", None)
+    skyline = scores.entry(table, "skyline", None, row_label("skyline"), "all frames")
     table.rows.append([row_label("skyline")] + skyline * max(len(ks), 1))
-    if skyline[0] == MISSING:
-        missing(table, row_label("skyline"), "all frames", scores.failed("skyline", None))
     paper = published.BY_K.get(family)
     if paper is not None:
         paper_ks = sorted({k for row in paper.values() for k in row})
@@ -71,9 +66,7 @@ def by_fraction(family: str, cells: list[CellRun], unlike_paper: str | None) -> 
     for key in keys + ["skyline"]:
         row = [row_label(key)]
         for f in fractions:
-            row += by_share[f].pair(key, k)
-            if row[-2] == MISSING:
-                missing(table, row_label(key), f"{f:.0%} of the data", by_share[f].failed(key, k))
+            row += by_share[f].entry(table, key, k, row_label(key), f"{f:.0%} of the data")
         table.rows.append(row)
     if family == "hrnn":
         shares = sorted({f for row in published.BY_FRACTION.values() for f in row})
@@ -100,10 +93,8 @@ def intermediate(family: str, cells: list[CellRun], unlike_paper: str | None) ->
     for key in with_states:
         final = key.replace("+intermediate", "")
         label = row_label(final)
-        table.rows.append([label] + scores.pair(final, k) + scores.pair(key, k))
-        for what, which in ((final, "final"), (key, "intermediate")):
-            if scores.pair(what, k)[0] == MISSING:
-                missing(table, f"{label} ({which})", f"k={k}", scores.failed(what, k))
+        table.rows.append([label] + scores.entry(table, final, k, f"{label} (final)", f"k={k}")
+                          + scores.entry(table, key, k, f"{label} (intermediate)", f"k={k}"))
         paper = published.INTERMEDIATE.get(final) if family == "hrnn" else None
         if paper is not None:
             paper_rows.append([label] + published_pair(paper["final"]) + published_pair(paper["intermediate"]))

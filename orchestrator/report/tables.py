@@ -101,14 +101,18 @@ class Scores:
         found = self.of(key, k)
         return [mean_std(c.metric("gap") for c in found), mean_std(c.metric("map") for c in found)]
 
+    def entry(self, table: Table, key: str, k: int | None, label: str, column: str) -> list[str]:
+        """The row's (GAP, mAP) at k for `table`; a combination with no finished cell is shown as MISSING
+        and named in the table's notes (its run failed, or it has not run)."""
+        found = self.pair(key, k)
+        if found[0] == MISSING:
+            why = "its run failed" if self.failed(key, k) else "no finished run"
+            table.notes.append(f"missing ({why}): {label} at {column}")
+        return found
+
     def keys(self, keep: Callable[[str], bool]) -> list[str]:
         """The rows (finished or failed) `keep` keeps, in the paper's order."""
         return sorted({row_key(c) for c in self.cells if keep(row_key(c))}, key=_order)
-
-
-def missing(table: Table, label: str, column: str, failed: bool = False) -> None:
-    """Name a combination the table has a row and a column for but no finished cell (shown as MISSING)."""
-    table.notes.append(f"missing ({'its run failed' if failed else 'no finished run'}): {label} at {column}")
 
 
 def published_pair(score: tuple[float, float] | None) -> list[str]:
