@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 
+from orchestrator import weights
 from orchestrator.cache import ParquetTeacherCache
 from orchestrator.data_sets import DataSet
 from orchestrator.errors import OrchestratorError
@@ -103,19 +104,22 @@ def _student_data(recipe: Recipe, data: DataSet) -> tuple[VideoShards, VideoShar
 
 
 def run_cell(cell: Cell, data: DataSet, cache_uri: str | None, device: str,
-             on_epoch: EpochCallback | None = None, sample_uri: str | None = None) -> CellResult:
+             on_epoch: EpochCallback | None = None, sample_uri: str | None = None,
+             weights_uri: str | None = None) -> CellResult:
     """Train and test one cell. `device` is what its resources ask for ("cpu", or "auto": CUDA when there
     is one); `cache_uri` is a serial student's teacher cache; `on_epoch` sees each epoch's validation
     scores as they come (a search's early stopping); the model's representation sample goes to
-    `sample_uri` (`orchestrator.samples`)."""
+    `sample_uri` (`orchestrator.samples`), its card and weights to `weights_uri` (`orchestrator.weights`)."""
     started = time.perf_counter()
-    return run_recipe(resolve(cell, data.num_classes, device), data, cache_uri, on_epoch, started, sample_uri)
+    return run_recipe(resolve(cell, data.num_classes, device), data, cache_uri, on_epoch, started, sample_uri,
+                      weights_uri)
 
 
 def run_recipe(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: EpochCallback | None = None,
-               started: float | None = None, sample_uri: str | None = None) -> CellResult:
+               started: float | None = None, sample_uri: str | None = None,
+               weights_uri: str | None = None) -> CellResult:
     """Train a resolved cell with its mode's runner, then test it (and a parallel pair's teacher) on the
-    data set's test split, and write its representation sample."""
+    data set's test split, and write its representation sample and its weights."""
     started = time.perf_counter() if started is None else started
     result, teacher = RUNNERS[recipe.cell.mode](recipe, data, cache_uri, on_epoch)
     batch = recipe.cell.train.batch_size
@@ -124,10 +128,12 @@ def run_recipe(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: E
     if sample_uri is not None:
         theirs = None if teacher is None else represent(teacher, data.sampled(batch), recipe.device)
         write_sample(sample_uri, represent(recipe.model, data.sampled(batch, recipe.selection), recipe.device), theirs)
+    if weights_uri is not None:
+        weights.save(weights_uri, weights.student_card(recipe.cell, data.num_classes), recipe.model)
     return CellResult(
         gap=test.gap, map=test.map, val_gap=result.gap, val_map=result.map, best_epoch=result.best_epoch,
         train_seconds=result.train_seconds, inference_seconds=test.seconds, macs=recipe.cost.macs,
         frame_macs=recipe.cost.frame_macs, params=recipe.cost.params, history=tuple(result.history),
         wall_seconds=time.perf_counter() - started, device=recipe.device.type,
         teacher_gap=None if teacher_test is None else teacher_test.gap,
-        teacher_map=None if teacher_test is None else teacher_test.map, **data.roles())
+        teacher_map=None if teacher_test is None else teacher_test.map, weights=weights_uri, **data.roles())

@@ -196,6 +196,9 @@ class Resources:
         return bool(self.teacher.custom and self.cell.custom and not set(self.teacher.custom) & set(self.cell.custom))
 
 
+KEEP_WEIGHTS = ("best", "all")
+
+
 @dataclass(frozen=True)
 class Preset:
     name: str
@@ -221,10 +224,16 @@ class Preset:
     student_train: TrainSettings = field(default_factory=TrainSettings)
     train_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per family, teacher and student
     resources: Resources = field(default_factory=Resources)
+    # Which students' weights the store keeps: the best by validation GAP of each family and k (what the
+    # registry gets), or every one (a paper-size model is 0.36-1.2 GB).
+    keep_weights: str = "best"
+    publish: bool = True  # register each family's teacher and best student per k as MLflow Models at the end
 
     def __post_init__(self) -> None:
         if not self.seeds or not self.ks or not self.families:
             raise Invalid("seeds/ks/families", "must not be empty")
+        if self.keep_weights not in KEEP_WEIGHTS:
+            raise Invalid("keep_weights", f"one of {', '.join(KEEP_WEIGHTS)}, got {self.keep_weights!r}")
         self._check_models()
         self._check_frames()
         self._check_losses()

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Callable
 
-from orchestrator import storage
+from orchestrator import storage, weights
 from orchestrator.config import DataConfig, Preset, Resources
 from orchestrator.console import say
 from orchestrator.data_sets import DataSet, check_shards, locate, prepare_data
@@ -221,6 +221,16 @@ class Ledger:
         if kept.run_id is not None:
             self.tracker.log_metrics(kept.run_id, metrics)
 
+    def drop_weights(self, cell: Cell, why: str) -> None:
+        """Delete a student's kept weights (`orchestrator.weights`), and say so on its result and run."""
+        kept = self.results[cell.id]
+        weights.delete(kept.weights)
+        kept = dataclasses.replace(kept, weights=None)
+        self.store.write_result(cell.id, kept)
+        self.results[cell.id] = kept
+        if kept.run_id is not None:
+            self.tracker.drop_tag(kept.run_id, "weights", f"deleted: {why}")
+
     def fitted(self, skyline: Cell, result: CellResult, tags: dict[str, str], why: str) -> CellResult:
         """Record a teacher's fit as its skyline's result; for a teacher done before, whose caches were only
         written again (`why`) from its final checkpoint, point its kept result and its run at them instead
@@ -251,6 +261,8 @@ class Ledger:
 def skyline_tags(result: CellResult) -> dict[str, str]:
     """A teacher's (skyline) run points at its cache and its checkpoint, and says where it trained."""
     tags = {"cache_uri": result.caches["base"], "checkpoint": str(result.checkpoint), "device": result.device}
+    if result.weights:
+        tags["weights"] = result.weights
     if result.run_snapshot:  # Ray Train's record of the teacher's run was unreadable and set aside
         tags["run_snapshot"] = result.run_snapshot
     return tags

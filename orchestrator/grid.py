@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from orchestrator import driver
+from orchestrator import driver, weights
 from orchestrator.cache_files import DamagedCache, set_aside
 from orchestrator.cells import run_cell
 from orchestrator.config import Preset, load_override, load_preset
@@ -202,6 +202,9 @@ class Grid:
                 self.teacher_done(job.spec, value, error)
             elif error is None:
                 self.ledger.record(job, self.measured(job, value), self.tags(job, value))
+                if self.preset.keep_weights == "best":
+                    for loser in weights.losers(job, self.cells, self.ledger.results):
+                        self.ledger.drop_weights(loser, f"not the best {job.family} k{job.k} student by validation GAP")
             elif not self.heal(job, error):
                 self.ledger.fail(job, error)
         except Exception as failure:  # writing its result or its MLflow run failed
@@ -275,6 +278,8 @@ class Grid:
         if cell.mode == "skyline":
             return {} if result is None else driver.skyline_tags(result)
         tags = {} if result is None else {"device": result.device}
+        if result is not None and result.weights:
+            tags["weights"] = result.weights
         teacher_run = self.ledger.run_id(self.skylines[cell.teacher.id]) if cell.teacher else None
         if teacher_run:
             tags["teacher_run_id"] = teacher_run
@@ -301,8 +306,10 @@ class Grid:
         if cell.mode == "serial":
             cache = self.caches[cell.teacher.id][cache_key(cell.teacher, cell.k if cell.intermediate else None)]
         device, sample = self.preset.resources.cell.device, self.store.representations(cell.id)
+        kept = self.store.weights(cell.id) if weights.slot(cell) else None
         self.ledger.start(cell, self.tags(cell))
-        self.in_flight[self.cell_task.remote(cell, self.data, cache, device, self.epochs.sender(cell.id), sample)] = cell
+        self.in_flight[self.cell_task.remote(cell, self.data, cache, device, self.epochs.sender(cell.id), sample,
+                                             kept)] = cell
         self.started += 1
 
     def stop_if_store_lost(self) -> None:
@@ -331,6 +338,7 @@ def run(args: argparse.Namespace) -> int:
     preset = load_preset(args.preset, load_override(args.override), args.override)
     store, tracking_uri, data = driver.before_ray(args.store, args.tracking_uri, preset.data, args.data)
     experiment = args.experiment or f"fewer-frames-{preset.name}"
+    from orchestrator.publish import publish_after_grid
     from orchestrator.tracking import Tracker
 
     ray = driver.start_ray()
@@ -353,6 +361,7 @@ def run(args: argparse.Namespace) -> int:
         time_on_parent(ray, preset, grid.data, tracker, trained=grid.started > 0)
         with report_folder(store, experiment) as folder:
             report = report_on_parent(tracker, folder)
+        published = publish_after_grid(tracker.client, experiment) if preset.publish else []
     print()
     print(parent.summary)
     print(f"grid {preset.name}: {len(grid.cells)} cells in {time.perf_counter() - started:.0f} s; MLflow experiment "
@@ -361,6 +370,8 @@ def run(args: argparse.Namespace) -> int:
         where = report.files[0] if store.is_local else "the parent run's report.html artifact"
         print(f"report (the paper's tables and figures): {where}")
     print(tracker.how_to_open())
+    for entry in published:
+        print(entry.line())
     if grid.ledger.failed:
         print(f"error: {len(grid.ledger.failed)} cell(s) failed: {', '.join(grid.ledger.failed)}", file=sys.stderr)
         return driver.EXIT_FAILED

@@ -42,6 +42,7 @@ class CellResult:
     rep_mse: float | None = None
     validation_split: str = ""  # where `val_gap` came from (the split that picks the best epoch)
     test_split: str = ""  # where `gap` and `map` came from
+    weights: str | None = None  # where its model's card and weights are kept (students and teachers)
     cell: str = ""  # the cell's name, for whoever reads the store
     run_id: str | None = None  # its MLflow run, once logged
 

@@ -133,6 +133,16 @@ def open_store(store: Store, tracking_uri: str | None) -> str:
     return tracking_uri
 
 
+def check_existing_tracking(uri: str) -> None:
+    """`check_tracking` for a command that reads what a grid wrote: a SQLite URI must name an existing
+    database, as MLflow would create an empty one."""
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///"):]
+        if not os.path.isfile(path):
+            raise OrchestratorError(f"--tracking-uri {uri}: no MLflow database at {path}")
+    check_tracking(uri)
+
+
 def check_tracking(uri: str) -> None:
     """Whether the MLflow tracking store answers, within seconds: an MLflow server (any HTTP answer will
     do; its own retries would take minutes), or the folder a SQLite or file store would be written in."""

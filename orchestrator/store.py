@@ -70,6 +70,11 @@ class Store:
         """The representation sample of a cell's or a teacher's model (`orchestrator.samples`)."""
         return self.path("representations", f"{owner_id}.parquet")
 
+    def weights(self, owner_id: str) -> str:
+        """A trained model's card and weights (`orchestrator.weights`): a teacher's by its id, a student's
+        by its cell's."""
+        return self.path("models", f"{owner_id}.pt")
+
     def result(self, cell_id: str) -> str:
         return self.path("results", f"{cell_id}.json")
 

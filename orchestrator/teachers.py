@@ -23,6 +23,7 @@ from typing import Callable
 
 import torch
 
+from orchestrator import weights
 from orchestrator.cache_files import DamagedCache, finish_teacher_cache, read_manifest, set_aside, write_cache_part
 from orchestrator.config import TeacherResources
 from orchestrator.data_sets import DataSet
@@ -164,13 +165,15 @@ def teacher_train_loop(config: dict) -> None:
         ray.train.report({})
         return
     write_sample(Store(job.store).representations(spec.id), represent(model, data.sampled(batch), device))
+    kept = weights.save(Store(job.store).weights(spec.id), weights.teacher_card(spec, data.num_classes, job.max_frames),
+                        model)
     cost = count_macs(model, job.max_frames)
     result = CellResult(
         gap=test.gap, map=test.map, val_gap=trained.gap, val_map=trained.map, best_epoch=trained.best_epoch,
         train_seconds=trained.train_seconds, inference_seconds=test.seconds, macs=cost.macs,
         frame_macs=cost.frame_macs, params=cost.params, history=tuple(trained.history),
         wall_seconds=time.perf_counter() - start, device=device.type, workers=replicas,
-        resumed_at_epoch=resume.epoch if resume else 0, caches=caches, **data.roles())
+        resumed_at_epoch=resume.epoch if resume else 0, caches=caches, weights=kept, **data.roles())
     with tempfile.TemporaryDirectory() as folder:
         torch.save(model.state_dict(), os.path.join(folder, "model.pt"))
         torch.save(latest, os.path.join(folder, PROGRESS))  # a later fit of this teacher trains nothing

@@ -248,6 +248,11 @@ class Tracker:
         for key, value in tags.items():
             self.client.set_tag(run_id, key, value)
 
+    def drop_tag(self, run_id: str, key: str, why: str) -> None:
+        """Remove a tag that no longer holds, leaving `<key>_dropped` with why."""
+        self.client.delete_tag(run_id, key)
+        self.client.set_tag(run_id, f"{key}_dropped", why[:5000])
+
     def logged_run(self, cell_id: str, gap: float) -> str | None:
         """The FINISHED run of this experiment that holds this cell's result (its test GAP, to the bit)."""
         found = self.client.search_runs([self.experiment_id], filter_string=f"tags.cell_id = '{cell_id}' and "

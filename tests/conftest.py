@@ -27,3 +27,17 @@ def s3_bucket(s3_server, monkeypatch):
     name = f"test-{os.getpid()}-{next(_buckets)}"
     s3_server.client().create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def tiny_grid(tmp_path_factory):
+    """A finished tiny grid, run once for the tests that only look at what it left: (store, its output)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    store = tmp_path_factory.mktemp("tiny_grid") / "store"
+    done = subprocess.run([sys.executable, "-m", "orchestrator.grid", "--preset", "tiny", "--store", str(store)],
+                          capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stdout + done.stderr
+    return store, done.stdout

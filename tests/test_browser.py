@@ -34,15 +34,6 @@ def chromium():
     return found
 
 
-@pytest.fixture(scope="module")
-def tiny_grid(tmp_path_factory):
-    store = tmp_path_factory.mktemp("browser") / "store"
-    done = subprocess.run([sys.executable, "-m", "orchestrator.grid", "--preset", "tiny", "--store", str(store)],
-                          capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return store, done.stdout
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

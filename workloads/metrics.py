@@ -57,19 +57,32 @@ class TopKAccumulator:
             )
         if labels.shape != predictions.shape:
             raise WorkloadError(f"labels shape {labels.shape} differs from predictions {predictions.shape}")
-        n = predictions.shape[0]
-        if n == 0:
+        if predictions.shape[0] == 0:
             return
         # The starter code's exact call, so ties at the k-th place keep the same classes.
         top = np.argpartition(predictions, -self.top_k, axis=1)[:, -self.top_k :]
-        rows = np.arange(n)[:, None]
+        rows = np.arange(predictions.shape[0])[:, None]
         positive = labels > 0
+        self.add_top(top, predictions[rows, top], positive[rows, top], positive.sum(axis=0))
+
+    def add_top(self, classes: np.ndarray, scores: np.ndarray, hits: np.ndarray, positives: np.ndarray) -> None:
+        """Videos given by their top-k triplets alone: (videos, k) classes, scores and whether each class
+        is one of the video's labels, and the videos' positive count per class. What `add` keeps of
+        dense scores, so the top-k of videos scored elsewhere (a batch prediction's workers) pool here."""
+        classes, scores, hits = np.asarray(classes), np.asarray(scores), np.asarray(hits, dtype=bool)
+        if classes.ndim != 2 or classes.shape[1] != self.top_k or scores.shape != classes.shape \
+                or hits.shape != classes.shape:
+            raise WorkloadError(f"top-{self.top_k} triplets must be three (videos, {self.top_k}) arrays, "
+                                f"got {classes.shape}, {scores.shape}, {hits.shape}")
+        n = classes.shape[0]
+        if n == 0:
+            return
         self._batches.append(np.full(n * self.top_k, len(self._batches)))
         self._videos.append(np.repeat(np.arange(self.num_videos, self.num_videos + n), self.top_k))
-        self._classes.append(top.ravel())
-        self._scores.append(predictions[rows, top].ravel())
-        self._labels.append(positive[rows, top].ravel())
-        self.positives += positive.sum(axis=0)
+        self._classes.append(classes.ravel())
+        self._scores.append(scores.ravel())
+        self._labels.append(hits.ravel())
+        self.positives += np.asarray(positives, dtype=np.int64)
         self.num_videos += n
 
     @classmethod

@@ -12,7 +12,7 @@ import os
 import sys
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.storage import check_tracking
+from orchestrator.storage import check_existing_tracking
 
 DEFAULT_TRACKING = "sqlite:///runs/mlflow.db"  # the grid's, run with its default store
 
@@ -26,19 +26,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _check_database(uri: str) -> None:
-    """A SQLite tracking URI must name an existing database: MLflow would create an empty one."""
-    if uri.startswith("sqlite:///"):
-        path = uri[len("sqlite:///"):]
-        if not os.path.isfile(path):
-            raise OrchestratorError(f"--tracking-uri {uri}: no MLflow database at {path}")
-    check_tracking(uri)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        _check_database(args.tracking_uri)
+        check_existing_tracking(args.tracking_uri)
         from mlflow.tracking import MlflowClient
 
         from orchestrator.report.build import write_report

@@ -36,6 +36,8 @@ class CellRun:
     parallel_classifier: str
     metrics: dict[str, float] = field(default_factory=dict)
     finished: bool = True  # False: its last run FAILED (or was KILLED), and no run of it finished
+    cell_id: str = ""
+    weights: str = ""  # where its model is kept (`orchestrator.weights`); "" when not kept
 
     @property
     def gap(self) -> float:
@@ -82,7 +84,8 @@ def _cell(run, finished: bool = True) -> CellRun:
             k=None if k == "all" else int(k), variant=params["loss"], intermediate=_bool(params["intermediate"]),
             data_fraction=float(params["data_fraction"]), seed=int(params["seed"]), size=params.get("size", ""),
             data=params.get("data", ""), parallel_classifier=params.get("parallel_classifier", "shared"),
-            metrics=dict(run.data.metrics), finished=finished)
+            metrics=dict(run.data.metrics), finished=finished, cell_id=tags.get("cell_id", ""),
+            weights=tags.get("weights", ""))
     except (KeyError, ValueError) as error:
         raise OrchestratorError(f"MLflow run {run.info.run_id} ({run.info.run_name}): its params are not a "
                                 f"cell's ({type(error).__name__}: {error})") from None
@@ -108,6 +111,13 @@ def _timing(parents: list) -> Timing | None:
             ms = {tuple(key.split("/", 1)): value for key, value in found.items() if "/" in key}
             return Timing(run.info.run_id, run.data.tags.get("timing_device", "?"), ms)
     return None
+
+
+def read_cell(run) -> CellRun:
+    """One cell's run, typed; `OrchestratorError` when the run is not a cell's."""
+    if run.data.tags.get(GRID_TAG) != "cell":
+        raise OrchestratorError(f"MLflow run {run.info.run_id} ({run.info.run_name}) is not a grid cell's run")
+    return _cell(run, finished=run.info.status == "FINISHED")
 
 
 def read_experiment(client: MlflowClient, name: str) -> Experiment:

@@ -185,50 +185,58 @@ class VideoShards(IterableDataset):
 
     def decode(self, table: pa.Table, rows: np.ndarray, unit_position: int) -> VideoBatch:
         """Decode `rows` of a row-group table into a batch, gathering only the selected frames."""
-        num_frames = table.column("num_frames").to_numpy()[rows].astype(np.int64)
-        if self.selection is None:
-            picks = [np.arange(n, dtype=np.int64) for n in num_frames]
-        else:
-            picks = [
-                self.selection.indices(
-                    int(n),
-                    np.random.default_rng([self.seed, self.epoch, unit_position, int(r)])
-                    if self.selection.name == "random"
-                    else None,  # deterministic selectors need no generator: skip the cost of one
-                )
-                for n, r in zip(num_frames, rows)
-            ]
-        batch = rows.size
-        width = self.pad_to or (self.selection.k if self.selection and self.selection.k else 0)
-        owner, slot, flat_picks, positions = layout(picks, width)
-        width = positions.shape[1]
-        mask = positions >= 0
+        return decode_rows(table, rows, self.selection, self.num_classes, draw=(self.seed, self.epoch, unit_position),
+                           pad_to=self.pad_to, dequantize=self.dequantize)
 
-        frames = np.zeros((batch * width, FEATURE_DIM), dtype=np.uint8)
-        destination = owner * width + slot
-        for name, offset, dim in (("rgb", 0, RGB_DIM), ("audio", RGB_DIM, AUDIO_DIM)):
-            data, first_row = _frame_rows(table.column(name), dim)
-            frames[destination, offset : offset + dim] = data[first_row[rows][owner] + flat_picks]
-        frames_t = torch.from_numpy(frames).view(batch, width, FEATURE_DIM)
-        mask_t = torch.from_numpy(mask)
-        if self.dequantize:
-            frames_t = dequantize_(frames_t, mask_t)
 
-        labels = table.column("labels").combine_chunks()
-        offsets = labels.offsets.to_numpy()
-        lengths = offsets[rows + 1] - offsets[rows]
-        multi_hot = np.zeros((batch, self.num_classes), dtype=np.float32)
-        values = labels.values.to_numpy()[ranges(offsets[rows], lengths)]
-        multi_hot[np.repeat(np.arange(batch), lengths), values] = 1.0
-        ids = table.column("id").to_pylist()
-        return VideoBatch(
-            ids=[ids[r] for r in rows],
-            frames=frames_t,
-            mask=mask_t,
-            positions=torch.from_numpy(positions),
-            labels=torch.from_numpy(multi_hot),
-            num_frames=torch.from_numpy(num_frames),
-        )
+def decode_rows(table: pa.Table, rows: np.ndarray, selection: FrameSelection | None, num_classes: int, *,
+                draw: tuple[int, ...] = (0, 0, 0), pad_to: int | None = None, dequantize: bool = True) -> VideoBatch:
+    """`rows` of a checked table of shard columns (`check_table`) as a batch: only the selected frames are
+    gathered and dequantised (all of them with `selection` None). A random selection draws from
+    (`draw`, row), so a reader's (seed, epoch, unit) gives each video its own reproducible frames."""
+    num_frames = table.column("num_frames").to_numpy()[rows].astype(np.int64)
+    if selection is None:
+        picks = [np.arange(n, dtype=np.int64) for n in num_frames]
+    else:
+        picks = [
+            selection.indices(
+                int(n),
+                np.random.default_rng([*draw, int(r)]) if selection.name == "random"
+                else None,  # deterministic selectors need no generator: skip the cost of one
+            )
+            for n, r in zip(num_frames, rows)
+        ]
+    batch = rows.size
+    width = pad_to or (selection.k if selection and selection.k else 0)
+    owner, slot, flat_picks, positions = layout(picks, width)
+    width = positions.shape[1]
+    mask = positions >= 0
+
+    frames = np.zeros((batch * width, FEATURE_DIM), dtype=np.uint8)
+    destination = owner * width + slot
+    for name, offset, dim in (("rgb", 0, RGB_DIM), ("audio", RGB_DIM, AUDIO_DIM)):
+        data, first_row = _frame_rows(table.column(name), dim)
+        frames[destination, offset : offset + dim] = data[first_row[rows][owner] + flat_picks]
+    frames_t = torch.from_numpy(frames).view(batch, width, FEATURE_DIM)
+    mask_t = torch.from_numpy(mask)
+    if dequantize:
+        frames_t = dequantize_(frames_t, mask_t)
+
+    labels = table.column("labels").combine_chunks()
+    offsets = labels.offsets.to_numpy()
+    lengths = offsets[rows + 1] - offsets[rows]
+    multi_hot = np.zeros((batch, num_classes), dtype=np.float32)
+    values = labels.values.to_numpy()[ranges(offsets[rows], lengths)]
+    multi_hot[np.repeat(np.arange(batch), lengths), values] = 1.0
+    ids = table.column("id").to_pylist()
+    return VideoBatch(
+        ids=[ids[r] for r in rows],
+        frames=frames_t,
+        mask=mask_t,
+        positions=torch.from_numpy(positions),
+        labels=torch.from_numpy(multi_hot),
+        num_frames=torch.from_numpy(num_frames),
+    )
 
 
 def _frame_rows(column: pa.ChunkedArray, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -263,9 +271,16 @@ def read_unit(unit: Unit, num_classes: int) -> pa.Table:
     except (OSError, pa.ArrowInvalid) as error:
         raise DataError(f"{unit.shard}: row group {unit.row_group}: {error}") from None
 
+    check_table(table, num_classes, f"{unit.shard}: row group {unit.row_group}")
+    return table
+
+
+def check_table(table: pa.Table, num_classes: int, where: str) -> None:
+    """Check every video of a table of shard columns: frame bytes that match `num_frames`, labels within
+    the class count. Errors name `where` and the video."""
     def fail(row: int, problem: str) -> DataError:
         video = table.column("id")[row].as_py()
-        return DataError(f"{unit.shard}: row group {unit.row_group}, video {video!r}: {problem}")
+        return DataError(f"{where}, video {video!r}: {problem}")
 
     frames = table.column("num_frames").to_numpy().astype(np.int64)
     for name, dim in (("rgb", RGB_DIM), ("audio", AUDIO_DIM)):
@@ -280,7 +295,6 @@ def read_unit(unit: Unit, num_classes: int) -> pa.Table:
     if bad.size:
         row = int(np.searchsorted(labels.offsets.to_numpy(), bad[0], side="right") - 1)
         raise fail(row, f"field 'labels' holds {values[bad[0]]}, outside [0, {num_classes})")
-    return table
 
 
 def video_loader(dataset: VideoShards, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:

@@ -1,0 +1,71 @@
+"""Trained models kept in the store, so the best can leave as MLflow Models (`orchestrator.publish`).
+
+Every teacher and every student (serial or parallel) writes its card and weights (`workloads.inference`)
+to `<store>/models/<id>.pt` where it trains: a teacher by its id, a student by its cell's. A paper-size
+model is 0.36 GB (NeXtVLAD) to 1.2 GB (NetVLAD), and the paper's matrix has hundreds of students, so by
+default (`keep_weights: best`) the driver keeps only each family's best student at each k by validation
+GAP (the one the registry gets): when a student is recorded, the others of its family and k lose their
+files. Baselines and skylines are models of the grid's scores only; teachers are kept (one per family,
+data fraction and seed).
+"""
+
+from __future__ import annotations
+
+from workloads.data.fs import resolve, write_bytes
+from workloads.inference import ModelCard, load_weights, weights_bytes
+from workloads.models import VideoModel
+
+from orchestrator.matrix import Cell, TeacherSpec
+from orchestrator.results import CellResult
+
+STUDENT_MODES = ("serial", "parallel")
+
+
+def student_card(cell: Cell, num_classes: int) -> ModelCard:
+    return ModelCard(cell.family, cell.size, num_classes, cell.selection, cell.k, cell.max_frames,
+                     dict(cell.model), {"cell": cell.name, "cell_id": cell.id})
+
+
+def teacher_card(spec: TeacherSpec, num_classes: int, max_frames: int) -> ModelCard:
+    return ModelCard(spec.family, spec.size, num_classes, "all", None, max_frames, dict(spec.model),
+                     {"cell": spec.name, "teacher_id": spec.id})
+
+
+def save(location: str, card: ModelCard, model: VideoModel) -> str:
+    """Write the model's card and weights to `location` atomically; returns it."""
+    write_bytes(location, weights_bytes(card, model))
+    return location
+
+
+def read(location: str) -> tuple[ModelCard, VideoModel]:
+    """A kept model, in eval mode on CPU; `WorkloadError` naming the file when it is not one."""
+    fs, path = resolve(location)
+    with fs.open_input_stream(path) as stream:
+        data = stream.read()
+    return load_weights(data, location)
+
+
+def exists(location: str) -> bool:
+    fs, path = resolve(location)
+    return fs.get_file_info(path).is_file
+
+
+def slot(cell: Cell) -> tuple[str, int] | None:
+    """Which registered model a student competes for: its family's at its k (None for other cells)."""
+    return (cell.family, cell.k) if cell.mode in STUDENT_MODES else None
+
+
+def losers(cell: Cell, cells: list[Cell], results: dict[str, CellResult]) -> list[Cell]:
+    """The recorded students of `cell`'s family and k whose weights are kept but are not the best there
+    by validation GAP (on a tie, the first in the matrix's order stays)."""
+    rivals = [c for c in cells if slot(c) == slot(cell) and c.id in results and results[c.id].weights]
+    if slot(cell) is None or len(rivals) < 2:
+        return []
+    best = max(rivals, key=lambda c: results[c.id].val_gap)
+    return [c for c in rivals if c is not best]
+
+
+def delete(location: str) -> None:
+    fs, path = resolve(location)
+    if fs.get_file_info(path).is_file:
+        fs.delete_file(path)

@@ -1,0 +1,208 @@
+"""The student as a product, end to end on a tiny grid: the registry, batch prediction (here and on a local
+Ray with Ray Data), serving with `mlflow models serve`, and bad input. Real MLflow on SQLite, real Ray."""
+
+import base64
+import contextlib
+import importlib
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+
+from workloads.inference import read_submission
+
+REPO = Path(__file__).resolve().parents[1]
+STUDENT, TEACHER = "fewer-frames-hrnn-k10", "fewer-frames-hrnn-all"
+pytestmark = pytest.mark.slow
+
+
+def command(module: str, *args):
+    """`python -m module args` run in this process (a new one would spend seconds importing torch and
+    MLflow again): its exit status and what it printed."""
+    main = importlib.import_module(module).main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(list(args))
+    return subprocess.CompletedProcess([module, *args], status, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="module")
+def grid(tiny_grid):
+    store, printed = tiny_grid
+    tracking = f"sqlite:///{store}/mlflow.db"
+    test_split = next(store.glob("data/syn-*/test"))
+    return store, printed, tracking, MlflowClient(tracking), test_split
+
+
+def cell_runs(client):
+    return {run.info.run_name: run for run in client.search_runs(["1"], "tags.`fewer_frames.grid` = 'cell'")}
+
+
+def predict(grid, tmp_path, model, name, *args):
+    _, _, tracking, _, test_split = grid
+    out = tmp_path / name
+    done = command("orchestrator.predict", "--model", model, "--data", str(test_split), "--out", str(out),
+                   "--tracking-uri", tracking, *args)
+    return done, out
+
+
+def test_the_grid_registers_its_teacher_and_best_student_and_keeps_only_their_weights(grid):
+    store, printed, _, client, _ = grid
+    runs = cell_runs(client)
+    students = [run for run in runs.values() if run.data.params["mode"] in ("serial", "parallel")]
+    best = max(students, key=lambda run: run.data.metrics["best_val_gap"])
+    for name, cell in ((STUDENT, best), (TEACHER, runs["hrnn/skyline/all/s0"])):
+        version = client.get_model_version_by_alias(name, "best")
+        assert version.run_id == cell.info.run_id and version.tags["cell_id"] == cell.data.tags["cell_id"]
+        assert float(version.tags["test_gap"]) == pytest.approx(cell.data.metrics["gap"], abs=1e-5)
+        assert float(version.tags["macs"]) == pytest.approx(cell.data.metrics["macs"], rel=1e-5)
+        assert f"registered {name} version {version.version} (models:/{name}@best)" in printed
+    assert client.get_model_version_by_alias(STUDENT, "best").tags["k"] == "10"
+    # keep_weights: best. The store holds the teacher's and the winner's models; the others' runs say why not.
+    kept = sorted(path.stem for path in (store / "models").glob("*.pt"))
+    assert kept == sorted([best.data.tags["cell_id"], Path(runs["hrnn/skyline/all/s0"].data.tags["weights"]).stem])
+    for run in students:
+        if run is not best:
+            assert "weights" not in run.data.tags and "not the best hrnn k10 student" in run.data.tags["weights_dropped"]
+    # The logged model is complete for inference: the card and weights, its code, pinned requirements, a
+    # signature and an example.
+    import mlflow
+
+    mlflow.set_tracking_uri(grid[2])
+    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{STUDENT}@best", dst_path=str(store / "download")))
+    card = json.loads(next(folder.rglob("card.json")).read_text())
+    assert (card["family"], card["k"], card["selection"], card["num_classes"]) == ("hrnn", 10, "uniform", 10)
+    assert "torch==2.13.0" in (folder / "requirements.txt").read_text().split()
+    described = (folder / "MLmodel").read_text()
+    assert "signature:" in described and "binary" in described and "top_k" in described
+    assert (folder / "code" / "workloads" / "inference.py").is_file() and (folder / "serving_input_example.json").is_file()
+
+
+def test_predict_on_the_test_split_gives_the_cells_logged_gap_and_a_valid_submission(grid, tmp_path):
+    client = grid[3]
+    for name in (STUDENT, TEACHER):
+        version = client.get_model_version_by_alias(name, "best")
+        logged = client.get_run(version.run_id).data.metrics
+        done, out = predict(grid, tmp_path, f"models:/{name}@best", f"{name}.csv", "--labels", "--top-k", "5")
+        assert done.returncode == 0, done.stderr
+        gap = float(done.stdout.split("GAP ")[1].split()[0])
+        mean_ap = float(done.stdout.split("mAP ")[1].split()[0])
+        assert gap == pytest.approx(logged["gap"], abs=1e-4) and mean_ap == pytest.approx(logged["map"], abs=1e-4)
+        with open(out) as handle:
+            rows = read_submission(handle, str(out))
+        assert len(rows) == 48 and all(len(pairs) == 5 for pairs in rows.values())
+        assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_predict_spreads_shards_over_a_ray_cluster_with_the_same_rows(grid, tmp_path):
+    here, here_out = predict(grid, tmp_path, f"models:/{STUDENT}@best", "here.csv")
+    spread_out = tmp_path / "ray.csv"
+    # A process of its own: it starts (and stops) a local Ray cluster.
+    spread = subprocess.run([sys.executable, "-m", "orchestrator.predict", "--model", f"models:/{STUDENT}@best",
+                             "--data", str(grid[4]), "--out", str(spread_out), "--tracking-uri", grid[2],
+                             "--address", "local"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert here.returncode == 0 and spread.returncode == 0, here.stderr + spread.stderr
+    assert sorted(here_out.read_text().splitlines()) == sorted(spread_out.read_text().splitlines())
+
+
+def test_publish_on_demand_registers_once_and_a_chosen_cell_leaves_best_alone(grid):
+    _, _, tracking, client, _ = grid
+    before = client.get_model_version_by_alias(STUDENT, "best")
+    again = command("orchestrator.publish", "--experiment", "fewer-frames-tiny", "--tracking-uri", tracking)
+    assert again.returncode == 0 and f"already registered {STUDENT} version {before.version}" in again.stdout, again.stderr
+    chosen = command("orchestrator.publish", "--run-id", before.run_id, "--tracking-uri", tracking)
+    assert chosen.returncode == 0, chosen.stderr
+    newest = max(client.search_model_versions(f"name = '{STUDENT}'"), key=lambda v: int(v.version))
+    assert int(newest.version) == int(before.version) + 1 and f"models:/{STUDENT}/{newest.version}" in chosen.stdout
+    assert client.get_model_version_by_alias(STUDENT, "best").version == before.version
+    loser = next(run for run in cell_runs(client).values() if "weights_dropped" in run.data.tags)
+    refused = command("orchestrator.publish", "--run-id", loser.info.run_id, "--tracking-uri", tracking)
+    assert refused.returncode == 2 and "its weights are not kept" in refused.stderr
+    unknown = command("orchestrator.publish", "--run-id", "0" * 32, "--tracking-uri", tracking)
+    assert unknown.returncode == 2 and "no such MLflow run" in unknown.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, body: dict):
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def test_the_served_student_answers_a_request_of_shard_columns(grid, tmp_path):
+    _, _, tracking, _, test_split = grid
+    _, out = predict(grid, tmp_path, f"models:/{STUDENT}@best", "expected.csv", "--top-k", "3")
+    with open(out) as handle:
+        expected = read_submission(handle, str(out))
+    videos = pq.read_table(next(test_split.glob("*.parquet"))).slice(0, 2).to_pylist()
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{STUDENT}@best",
+                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                              env={**os.environ, "MLFLOW_TRACKING_URI": tracking}, cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                urllib.request.urlopen(url + "/ping", timeout=2).close()
+                break
+            except OSError:
+                assert time.time() < deadline and server.poll() is None, "mlflow models serve did not come up"
+                time.sleep(0.5)
+        columns = ["id", "num_frames", "rgb", "audio"]
+        data = [[v["id"], v["num_frames"], base64.b64encode(v["rgb"]).decode(), base64.b64encode(v["audio"]).decode()]
+                for v in videos]
+        answer = _post(url + "/invocations", {"dataframe_split": {"columns": columns, "data": data},
+                                              "params": {"top_k": 3}})["predictions"]
+        assert [row["id"] for row in answer] == [v["id"] for v in videos]
+        for row in answer:
+            assert [(c, pytest.approx(s, rel=1e-5)) for c, s in zip(row["labels"], row["scores"])] == \
+                expected[row["id"]]
+        data[0][1] += 1  # num_frames that the bytes do not hold
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _post(url + "/invocations", {"dataframe_split": {"columns": columns, "data": data}})
+        assert refused.value.code == 400 and "field 'rgb' holds" in refused.value.read().decode()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_bad_input_is_one_line_and_leaves_no_file(grid, tmp_path):
+    _, _, tracking, _, _ = grid
+    from workloads.data.synth import SynthConfig, generate
+
+    other = tmp_path / "other"
+    generate(str(other), 4, seed=0, config=SynthConfig(num_classes=12, min_frames=4, max_frames=8))
+    schema = tmp_path / "schema"
+    schema.mkdir()
+    pq.write_table(pq.read_table(next(other.glob("*.parquet"))).drop_columns(["audio"]), schema / "a.parquet")
+    cases = [
+        (["--model", "models:/fewer-frames-nope@best"], "no registered model 'fewer-frames-nope'"),
+        (["--model", f"models:/{STUDENT}@champion"], f"'{STUDENT}' has no alias 'champion' (its aliases: best)"),
+        (["--data", str(other)], "a shard of 12 classes; the model predicts 10"),
+        (["--data", str(schema)], "column 'audio' must be binary, found missing"),
+        (["--out", str(tmp_path / "missing" / "out.csv")], "cannot be written"),
+    ]
+    for change, message in cases:
+        args = dict(zip(["--model", "--data", "--out"], [f"models:/{STUDENT}@best", str(grid[4]), str(tmp_path / "o.csv")]))
+        args.update(dict(zip(change[::2], change[1::2])))
+        done = command("orchestrator.predict", *[x for pair in args.items() for x in pair], "--tracking-uri", tracking)
+        assert done.returncode == 2 and message in done.stderr, (change, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr, done.stderr
+        assert not (tmp_path / "o.csv").exists() and not list(tmp_path.glob(".o.csv*"))
