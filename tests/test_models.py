@@ -36,6 +36,18 @@ def test_shapes(family):
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("lengths", [[20, 20, 20], [20, 7, 1]])
+def test_inference_without_intermediates_gives_forwards_logits_to_the_bit(family, lengths):
+    """`predict_logits` skips what only training reads (H-RNN: its upper LSTM runs in one call when every
+    video fills every block, step by step otherwise), and the numbers stay `forward`'s."""
+    torch.manual_seed(0)
+    model = build_model(family, "paper" if family == "hrnn" else "small", CLASSES, k=20).eval()
+    frames, mask = frames_and_mask(lengths, 20)
+    with torch.no_grad():
+        assert torch.equal(model.predict_logits(frames, mask), model(frames, mask).logits)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
 @pytest.mark.parametrize("training", [False, True])
 def test_padding_never_changes_outputs(family, training):
     torch.manual_seed(0)

@@ -117,8 +117,8 @@ class Classifier:
     @torch.no_grad()
     def predict(self, batch: VideoBatch, top_k: int) -> Predictions:
         batch = batch.to(self.device)
-        out = self.model(batch.frames, batch.mask, batch.positions)
-        scores = torch.sigmoid(out.logits.float()).cpu().numpy()  # as `workloads.evaluation` scores
+        logits = self.model.predict_logits(batch.frames, batch.mask, batch.positions)
+        scores = torch.sigmoid(logits.float()).cpu().numpy()  # as `workloads.evaluation` scores
         top = min(max(top_k, TOP_K), self.card.num_classes)  # what the CSV shows and what GAP needs
         # The starter code's call (`argpartition`), so ties at the last place keep the same classes.
         classes = np.argpartition(scores, -top, axis=1)[:, -top:]

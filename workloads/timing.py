@@ -26,8 +26,8 @@ def _round(model: VideoModel, batches: Sequence[VideoBatch], device: torch.devic
     _sync(device)
     started = time.perf_counter()
     for batch in batches:
-        out = model(batch.frames.to(device), batch.mask.to(device), batch.positions.to(device))
-        torch.sigmoid(out.logits).cpu()
+        logits = model.predict_logits(batch.frames.to(device), batch.mask.to(device), batch.positions.to(device))
+        torch.sigmoid(logits).cpu()
     _sync(device)
     return time.perf_counter() - started
 

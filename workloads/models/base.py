@@ -59,6 +59,16 @@ class VideoModel(nn.Module):
         logits = self.classifier(self.dropout(representation))
         return ModelOutput(representation, intermediates, intermediate_positions, logits)
 
+    def final_representation(self, frames: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """E alone, which is all inference needs; a family whose intermediates cost time overrides it."""
+        return self.encode(frames, mask, positions)[0]
+
+    def predict_logits(self, frames: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """The logits of `forward`, without computing what only training reads (the intermediates)."""
+        if positions is None:
+            positions = torch.arange(frames.shape[1], device=frames.device).expand(frames.shape[0], -1)
+        return self.classifier(self.dropout(self.final_representation(frames, mask, positions)))
+
     def intermediate_positions(self, input_positions: np.ndarray) -> np.ndarray:
         """Positions (in the video) of this model's intermediates for a video whose input frames sit at
         `input_positions`: the `intermediate_positions` that `forward` would return, without running it."""
