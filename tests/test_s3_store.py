@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from mlflow.tracking import MlflowClient
 
 from orchestrator.cache import ParquetTeacherCache
 from orchestrator.cache_files import MANIFEST, read_manifest, write_teacher_cache
 from workloads.data.batch import FrameSelection
 from workloads.data.reader import VideoShards
 from workloads.data.synth import SynthConfig, generate
+from workloads.inference import read_submission
 from workloads.teacher_outputs import TeacherRecord
 from youtube8m_records import random_videos, write_tfrecord
 
@@ -90,6 +92,23 @@ def test_a_grid_on_s3_runs_and_resumes(s3_server, s3_bucket, tmp_path):
                              "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--out", str(tmp_path / "report")],
                             capture_output=True, text=True, env=env, cwd=repo, timeout=300)
     assert report.returncode == 0 and (tmp_path / "report" / "figure3_hrnn.png").is_file(), report.stderr
+    # The teacher and the best student are kept on S3, registered with their MLflow Models on S3, and predict
+    # reads the test split from S3 and writes its CSV there, with the student's logged GAP.
+    assert sum(k.startswith("runs/models/") and k.endswith(".pt") for k in keys) == 2
+    assert sum(k.startswith("runs/mlartifacts/") and k.endswith("/MLmodel") for k in keys) == 2
+    assert "registered fewer-frames-hrnn-k10 version 1" in first.stdout, first.stdout[-2000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    student = client.get_run(client.get_model_version_by_alias("fewer-frames-hrnn-k10", "best").run_id)
+    test_split = student.data.params["test_split"]
+    assert test_split.startswith(f"s3://{s3_bucket}/runs/data/")
+    predicted = subprocess.run([sys.executable, "-m", "orchestrator.predict", "--model", "models:/fewer-frames-hrnn-k10@best",
+                                "--data", test_split, "--out", f"s3://{s3_bucket}/out/submission.csv", "--labels",
+                                "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"],
+                               capture_output=True, text=True, env=env, cwd=repo, timeout=300)
+    assert predicted.returncode == 0, predicted.stderr
+    assert abs(float(predicted.stdout.split("GAP ")[1].split()[0]) - student.data.metrics["gap"]) < 1e-4
+    body = s3_server.client().get_object(Bucket=s3_bucket, Key="out/submission.csv")["Body"].read().decode()
+    assert len(read_submission(body.splitlines(keepends=True), "submission.csv")) == 48
     again = subprocess.run(command, capture_output=True, text=True, env=env, cwd=repo, timeout=600)
     assert again.returncode == 0 and "7 already done, 0 jobs to run" in again.stdout
 
