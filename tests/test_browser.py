@@ -7,17 +7,16 @@ without it, these tests are skipped, unless FEWER_FRAMES_REQUIRE_BROWSER is set 
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from browser import Browser, find_chromium
+from ports import free_port, wait_until_answering
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -34,32 +33,17 @@ def chromium():
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_ui(tiny_grid):
     """`mlflow server` over the grid's store, as the grid's closing line says to start it."""
     store, _ = tiny_grid
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
                                f"sqlite:///{store}/mlflow.db", "--host", "127.0.0.1", "--port", str(port),
                                "--workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url + "/health", timeout=2).close()
-            break
-        except OSError:
-            if time.time() > deadline or server.poll() is not None:
-                server.kill()
-                pytest.fail("mlflow server did not come up")
-            time.sleep(0.5)
+    wait_until_answering(url + "/health", server, "mlflow server", timeout=120)
     yield url
     server.terminate()
     server.wait(timeout=30)

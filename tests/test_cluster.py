@@ -4,7 +4,6 @@ under `ray job submit -- python -m orchestrator.grid --preset smoke`; down.sh st
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,6 +13,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from ports import free_port
 from orchestrator.config import load_preset, preset_names
 from orchestrator.matrix import expand
 
@@ -94,12 +94,6 @@ def test_scripts_explain_themselves():
         assert wrong.returncode == 2 and "usage:" in wrong.stderr
         missing = subprocess.run([str(CLUSTER / script), "/no/such.yaml"], capture_output=True, text=True)
         assert missing.returncode == 2 and "no such cluster config" in missing.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -7,10 +7,8 @@ import importlib
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
+from ports import free_port, wait_until_answering
 from workloads.inference import read_submission
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,12 +131,6 @@ def test_publish_on_demand_registers_once_and_a_chosen_cell_leaves_best_alone(gr
     assert unknown.returncode == 2 and "no such MLflow run" in unknown.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _post(url: str, body: dict):
     request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as response:
@@ -150,21 +143,14 @@ def test_the_served_student_answers_a_request_of_shard_columns(grid, tmp_path):
     with open(out) as handle:
         expected = read_submission(handle, str(out))
     videos = pq.read_table(next(test_split.glob("*.parquet"))).slice(0, 2).to_pylist()
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{STUDENT}@best",
                                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
                               env={**os.environ, "MLFLOW_TRACKING_URI": tracking}, cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(url + "/ping", timeout=2).close()
-                break
-            except OSError:
-                assert time.time() < deadline and server.poll() is None, "mlflow models serve did not come up"
-                time.sleep(0.5)
+        wait_until_answering(url + "/ping", server, "mlflow models serve")
         columns = ["id", "num_frames", "rgb", "audio"]
         data = [[v["id"], v["num_frames"], base64.b64encode(v["rgb"]).decode(), base64.b64encode(v["audio"]).decode()]
                 for v in videos]
