@@ -1,8 +1,8 @@
 """A kept model (`orchestrator.weights`) as an MLflow Model: complete for inference anywhere.
 
 The package holds the card and weights file (family, size and settings, frame selection k and stride,
-class count), the code that reads it (`workloads` and this module, as MLflow code paths, so it loads in
-any environment with the pinned requirements), an input/output signature and an example. Its input is a
+class count), the code that reads it (`workloads` and `orchestrator` as MLflow code paths, entered through
+`labeller_model.py`, so it loads in any environment with the pinned requirements), an input/output signature and an example. Its input is a
 video shard's columns, `id`, `num_frames`, `rgb` and `audio` (the quantised bytes; a server takes them
 base64-encoded, which MLflow's scoring server decodes for `binary` columns); its output, each video's
 best classes and scores, best first (`top_k`, a parameter, 20 by default). Dequantisation is the data
@@ -91,9 +91,9 @@ def log_package(run_id: str, weights_file: str, card: ModelCard, tracking_uri: s
         mlflow.set_tracking_uri(tracking_uri)
         with _quiet("mlflow"), mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=str(Path(__file__).with_name("labeller_model.py")), artifacts={"weights": weights_file, "card": card_file},
-                code_paths=code, signature=SIGNATURE, input_example=example(card), pip_requirements=requirements(),
-                metadata={"card": card.to_json()})
+                name="model", python_model=str(Path(__file__).with_name("labeller_model.py")),
+                artifacts={"weights": weights_file, "card": card_file}, code_paths=code, signature=SIGNATURE,
+                input_example=example(card), pip_requirements=requirements(), metadata={"card": card.to_json()})
     return info.model_uri
 
 

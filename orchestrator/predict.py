@@ -23,15 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
-
 from orchestrator.errors import OrchestratorError, one_line
-from orchestrator.storage import check_existing_tracking
+from orchestrator.storage import DEFAULT_TRACKING, check_existing_tracking
 from workloads.data.format import SHARD_SUFFIX, read_info, read_metadata
 from workloads.data.fs import list_files
 from workloads.errors import WorkloadError
 from workloads.inference import SUBMISSION_HEADER, Classifier, Predictions, Scores, submission_lines
 
-DEFAULT_TRACKING = "sqlite:///runs/mlflow.db"
 FOOTERS = 16  # shard footers read at once
 
 
@@ -196,7 +194,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--labels", action="store_true", help="also print GAP and mAP over labelled videos")
     parser.add_argument("--batch-size", type=int, default=128,
                         help="videos per forward pass (default 128: the k=30 student's matrices are small below it)")
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING))
+    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING),
+                        help=f"default: MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING}")
     parser.add_argument("--address", help="a Ray cluster to spread shards over (default: RAY_ADDRESS, else here)")
     parser.add_argument("--cpus", type=float, default=1.0, help="CPUs per Ray Data worker (default 1)")
     parser.add_argument("--gpus", type=float, default=0.0, help="GPUs per Ray Data worker (default 0)")

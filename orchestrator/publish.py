@@ -23,12 +23,11 @@ from mlflow.tracking import MlflowClient
 from orchestrator import weights
 from orchestrator.errors import OrchestratorError, note, one_line
 from orchestrator.report.runs import GRID_TAG, CellRun, read_cell, read_experiment
-from orchestrator.storage import check_existing_tracking
+from orchestrator.storage import DEFAULT_TRACKING, check_existing_tracking
 from workloads.data.fs import resolve
 from workloads.errors import WorkloadError
 
 ALIAS = "best"
-DEFAULT_TRACKING = "sqlite:///runs/mlflow.db"
 
 
 def registered_name(family: str, k: int | None) -> str:
@@ -166,7 +165,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--experiment", help="register the winners of this grid experiment")
     which.add_argument("--run-id", help="a grid's run (its experiment's winners) or a cell's run (that cell)")
-    parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING, help=f"default: {DEFAULT_TRACKING}")
+    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING),
+                        help=f"default: MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING}")
     return parser.parse_args(argv)
 
 

@@ -133,6 +133,10 @@ def open_store(store: Store, tracking_uri: str | None) -> str:
     return tracking_uri
 
 
+# The tracking store a grid run with its defaults writes: where the commands that read a grid look first.
+DEFAULT_TRACKING = "sqlite:///runs/mlflow.db"
+
+
 def check_existing_tracking(uri: str) -> None:
     """`check_tracking` for a command that reads what a grid wrote: a SQLite URI must name an existing
     database, as MLflow would create an empty one."""

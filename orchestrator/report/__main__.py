@@ -12,9 +12,8 @@ import os
 import sys
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.storage import check_existing_tracking
+from orchestrator.storage import DEFAULT_TRACKING, check_existing_tracking
 
-DEFAULT_TRACKING = "sqlite:///runs/mlflow.db"  # the grid's, run with its default store
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
