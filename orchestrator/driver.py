@@ -201,6 +201,7 @@ class Ledger:
         adopted = self.tracker.logged_run(cell.id, result.gap)
         if adopted is not None:
             self.discard(cell)
+            self.tracker.retag(adopted, tags)  # what holds now: where its weights are kept, say
         run_id = adopted or self.tracker.log_cell(cell, result, tags=tags, artifacts=artifacts,
                                                   run_id=self.live.pop(cell.id, None))
         self.tracker.retire_runs(cell.id, keep=run_id)

@@ -249,9 +249,19 @@ class Tracker:
             self.client.set_tag(run_id, key, value)
 
     def drop_tag(self, run_id: str, key: str, why: str) -> None:
-        """Remove a tag that no longer holds, leaving `<key>_dropped` with why."""
-        self.client.delete_tag(run_id, key)
+        """Remove a tag that no longer holds (if the run has it), leaving `<key>_dropped` with why."""
+        if key in self.client.get_run(run_id).data.tags:
+            self.client.delete_tag(run_id, key)
         self.client.set_tag(run_id, f"{key}_dropped", why[:5000])
+
+    def retag(self, run_id: str, tags: dict[str, str]) -> None:
+        """Set `tags` on a run logged earlier (adopted for the same result), taking back any `<key>_dropped`
+        of a key set again."""
+        current = self.client.get_run(run_id).data.tags
+        for key in tags:
+            if f"{key}_dropped" in current:
+                self.client.delete_tag(run_id, f"{key}_dropped")
+        self.set_tags(run_id, tags)
 
     def logged_run(self, cell_id: str, gap: float) -> str | None:
         """The FINISHED run of this experiment that holds this cell's result (its test GAP, to the bit)."""
