@@ -157,6 +157,8 @@ def study_trials(grid, space: SearchSpace, template: Cell, complete: bool) -> li
     their last per-epoch report, and those that failed."""
     trials = []
     for result in grid:
+        if not result.config:  # it never started: nothing of it to log (the study reruns it)
+            continue
         metrics = result.metrics or {}
         outcome = "finished" if metrics.get("final") else "failed" if result.error is not None else "stopped"
         if outcome != "finished" and not complete:
@@ -187,7 +189,10 @@ def run_study(args, space: SearchSpace, preset: Preset, data: DataSet | None, le
     study = study_record(store, space, args.trials)
     slots = args.concurrency or driver.cell_slots(ray, preset.resources)
     grid = make_tuner(space, study, trainable, template, store, slots).fit()
-    complete = grid.num_terminated + grid.num_errors >= study["trials"]
+    # A trial cut off before it recorded even its sampled values (an interruption as it started) is not
+    # done, whatever Tune counted it as: the study resumes it.
+    started = all(result.config for result in grid)
+    complete = started and grid.num_terminated + grid.num_errors >= study["trials"]
     everything = study_trials(grid, space, template, complete)
     for trial in everything:
         tracker.log_trial(template, trial)
