@@ -1,8 +1,10 @@
 """The orchestrator end to end: real local Ray, a real MLflow store on SQLite, synthetic data."""
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -34,8 +36,8 @@ def watched_grid(store: Path, *args):
     seen, database = {}, store / "mlflow.db"
     while process.poll() is None:
         time.sleep(0.5)
-        if not database.exists():
-            continue
+        if not _migrated(database):
+            continue  # an MLflow client opening the file now would migrate its schema alongside the grid's
         try:
             client = MlflowClient(f"sqlite:///{database}")
             for run in client.search_runs(["1"], "attributes.status = 'RUNNING'"):
@@ -45,6 +47,18 @@ def watched_grid(store: Path, *args):
             pass
     out, err = process.communicate(timeout=60)
     return subprocess.CompletedProcess(process.args, process.returncode, out, err), seen
+
+
+def _migrated(database: Path) -> bool:
+    """Whether the grid has finished creating its MLflow database (it has created an experiment), read
+    without MLflow, which would run the schema's migrations itself."""
+    if not database.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1)) as db:
+            return db.execute("SELECT count(*) FROM experiments WHERE name != 'Default'").fetchone()[0] > 0
+    except sqlite3.Error:  # no table yet, or the file locked this moment
+        return False
 
 
 def runs(store: Path, experiment: str):
