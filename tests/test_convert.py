@@ -3,9 +3,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from workloads.data.convert import convert_file
 from workloads.data.convert import main as convert_main
 from workloads.data.format import read_info
 from workloads.data.tfrecord import iter_records, masked_crc32c
@@ -33,6 +35,30 @@ def test_masked_crc_matches_tensorflow_known_value():
     assert google_crc32c.value(bytes(32)) == 0x8A9136AA
     crc = 0x8A9136AA
     assert masked_crc32c(bytes(32)) == (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def test_the_strided_frame_path_writes_the_same_shard_as_the_per_frame_path(tmp_path, monkeypatch):
+    """Frames are read as one checked strided view of each record; the per-frame protobuf walk, which names
+    any bad frame, stays as the fallback. Both give the same shard, byte for byte, as the values'
+    Arrow arrays built from Python bytes would."""
+    from workloads.data import format as shard_format
+    from workloads.data import tfrecord
+
+    videos = random_videos(140, seed=5)  # more than one row group
+    src = tmp_path / "train0002.tfrecord"
+    write_tfrecord(src, videos)
+    strided = tfrecord._fixed_width_frames
+    read_strided = []
+    monkeypatch.setattr(tfrecord, "_fixed_width_frames",
+                        lambda *args: read_strided.append(strided(*args)) or read_strided[-1])
+    convert_file(str(src), str(tmp_path / "fast" / "train0002.parquet"), 3862)  # in this process: patched
+    assert len(read_strided) == 280 and all(frames is not None for frames in read_strided)  # rgb and audio of each
+    monkeypatch.setattr(tfrecord, "_fixed_width_frames", lambda *args: None)
+    convert_file(str(src), str(tmp_path / "slow" / "train0002.parquet"), 3862)
+    fast, slow = (tmp_path / name / "train0002.parquet" for name in ("fast", "slow"))
+    assert fast.read_bytes() == slow.read_bytes()
+    frames = [v[2] for v in videos[:5]]
+    assert shard_format._binary(frames).equals(pa.array([f.tobytes() for f in frames], pa.binary()))
 
 
 @pytest.mark.parametrize("id_key", ["id", "video_id"])

@@ -97,12 +97,24 @@ def videos_to_table(videos: Sequence[Video], info: ShardInfo) -> pa.Table:
             "id": pa.array([v.id for v in videos], pa.string()),
             "labels": pa.array([np.asarray(v.labels, np.int32) for v in videos], SCHEMA.field("labels").type),
             "num_frames": pa.array(frames, pa.int32()),
-            "rgb": pa.array([np.ascontiguousarray(v.rgb, np.uint8).tobytes() for v in videos], pa.binary()),
-            "audio": pa.array([np.ascontiguousarray(v.audio, np.uint8).tobytes() for v in videos], pa.binary()),
+            "rgb": _binary([v.rgb for v in videos]),
+            "audio": _binary([v.audio for v in videos]),
         },
         schema=SCHEMA,
     )
     return table.replace_schema_metadata({METADATA_KEY: encode_info(info)})
+
+
+def _binary(frames: Sequence[np.ndarray]) -> pa.Array:
+    """One binary value per video from its (frames, dim) uint8 array, copied once into one Arrow buffer
+    (the arrays may be strided views of the records they were parsed from)."""
+    sizes = np.fromiter((f.size for f in frames), dtype=np.int64, count=len(frames))
+    offsets = np.zeros(len(frames) + 1, dtype=np.int32)
+    np.cumsum(sizes, out=offsets[1:])
+    data = np.empty(int(offsets[-1]), dtype=np.uint8)
+    for start, f in zip(offsets[:-1].tolist(), frames):
+        data[start : start + f.size].reshape(f.shape)[...] = f
+    return pa.Array.from_buffers(pa.binary(), len(frames), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
 def check_video(video: Video, num_classes: int, where: str) -> None:

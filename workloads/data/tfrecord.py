@@ -169,10 +169,15 @@ def parse_video(payload: bytes, name: str, index: int, offset: int, num_classes:
     if outside.size:
         raise fail(f"video {video_id!r}: field 'labels' holds {outside[0]}, outside [0, {num_classes})")
     lists = example.feature_lists.feature_list
+    raw = _raw_feature_lists(payload)
     frames = {}
     for key, width in (("rgb", RGB_DIM), ("audio", AUDIO_DIM)):
         if key not in lists:
             raise fail(f"video {video_id!r}: no {key!r} feature list")
+        fast = None if raw is None or key not in raw else _fixed_width_frames(payload, *raw[key], width)
+        if fast is not None:
+            frames[key] = fast
+            continue
         values = []
         for second, feature in enumerate(lists[key].feature):
             data = feature.bytes_list.value
@@ -186,6 +191,93 @@ def parse_video(payload: bytes, name: str, index: int, offset: int, num_classes:
             f"video {video_id!r}: {frames['rgb'].shape[0]} 'rgb' frames but {frames['audio'].shape[0]} 'audio' frames"
         )
     return Video(id=video_id, labels=labels.astype(np.int32), rgb=frames["rgb"], audio=frames["audio"])
+
+
+def _varint(data: bytes, position: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, position
+        shift += 7
+
+
+def _length_delimited(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(field number, start, end) of each length-delimited field of the message in data[start:end]; other
+    wire types are skipped. Raises IndexError or ValueError on bytes that are not a message."""
+    position = start
+    while position < end:
+        key, position = _varint(data, position)
+        wire = key & 7
+        if wire == 2:
+            length, position = _varint(data, position)
+            if position + length > end:
+                raise ValueError("field runs past its message")
+            yield key >> 3, position, position + length
+            position += length
+        elif wire == 0:
+            _, position = _varint(data, position)
+        elif wire in (1, 5):
+            position += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"wire type {wire}")
+
+
+def _raw_feature_lists(payload: bytes) -> dict[str, tuple[int, int]] | None:
+    """Where each feature list's FeatureList message lies in the payload (name -> (start, end)), read from
+    the wire format; None when the bytes do not walk as a SequenceExample (the protobuf parse decides)."""
+    try:
+        found = {}
+        for number, start, end in _length_delimited(payload, 0, len(payload)):
+            if number != 2:  # SequenceExample.feature_lists
+                continue
+            for entry_number, entry_start, entry_end in _length_delimited(payload, start, end):
+                if entry_number != 1:  # FeatureLists.feature_list, a map entry
+                    continue
+                key = value = None
+                for field, field_start, field_end in _length_delimited(payload, entry_start, entry_end):
+                    if field == 1:
+                        key = payload[field_start:field_end].decode("utf-8")
+                    elif field == 2:
+                        value = (field_start, field_end)
+                if key is not None and value is not None:
+                    found[key] = value  # a later entry of the same key wins, as in protobuf's map parsing
+        return found
+    except (IndexError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _frame_prefix(width: int) -> bytes:
+    """The bytes before each frame's values in a FeatureList of one `width`-byte string per frame, as
+    every protobuf writer lays it out: FeatureList.feature (1) -> Feature.bytes_list (1) -> BytesList.value (1)."""
+    values = b"\x0a" + _encode_varint(width)
+    bytes_list = b"\x0a" + _encode_varint(len(values) + width)
+    return b"\x0a" + _encode_varint(len(bytes_list) + len(values) + width) + bytes_list + values
+
+
+def _fixed_width_frames(payload: bytes, start: int, end: int, width: int) -> np.ndarray | None:
+    """The (frames, width) uint8 values of a FeatureList whose every step is one `width`-byte string, read
+    as one strided view of the payload with every step's prefix checked at once; None when the list is laid
+    out any other way (the per-frame path then reads it and names what is wrong)."""
+    prefix = _frame_prefix(width)
+    stride = len(prefix) + width
+    if (end - start) % stride:
+        return None
+    steps = np.frombuffer(payload, dtype=np.uint8, count=end - start, offset=start).reshape(-1, stride)
+    if not (steps[:, : len(prefix)] == np.frombuffer(prefix, dtype=np.uint8)).all():
+        return None
+    return steps[:, len(prefix):]
 
 
 def read_videos(stream: BinaryIO, name: str, num_classes: int) -> Iterator[Video]:

@@ -1,0 +1,90 @@
+"""YouTube-8M conversion on one core: TFRecord bytes to a video shard, against reading and CRC-checking the
+same bytes.
+
+    python benchmarks/convert_speed.py [--videos 300] [--rounds 3]
+
+Writes one TFRecord file of full-length (300-frame) videos in YouTube-8M's frame-level layout (as
+TensorFlow writes it), then times, in this one process, rounds interleaved, median of the rounds:
+- reading every record and checking its two CRC-32C (`workloads.data.tfrecord.iter_records`): the floor;
+- converting the file into a shard (`workloads.data.convert.convert_file`: parse, check, the Arrow table,
+  the Parquet write under a temporary name).
+Prints GB/s of TFRecord input for both (target: conversion at least 0.6 GB/s per core) and where the
+conversion's time goes, with the machine's own limits first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from workloads.data.convert import convert_file
+from workloads.data.tfrecord import iter_records
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+from machine import describe_machine  # noqa: E402
+from youtube8m_records import tfrecord, video_record  # noqa: E402
+
+FRAMES = 300
+
+
+def write_records(path: str, videos: int) -> int:
+    rng = np.random.default_rng(0)
+    payloads = [video_record(f"v{i:05d}", rng.choice(3862, 3, replace=False),
+                             rng.integers(0, 256, (FRAMES, 1024), dtype=np.uint8),
+                             rng.integers(0, 256, (FRAMES, 128), dtype=np.uint8)) for i in range(videos)]
+    data = tfrecord(payloads)
+    with open(path, "wb") as out:
+        out.write(data)
+    return len(data)
+
+
+def read_and_check(path: str) -> None:
+    with open(path, "rb") as stream:
+        for _ in iter_records(stream, path):
+            pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="also print where a conversion spends its time")
+    args = parser.parse_args()
+    print(describe_machine())
+    with tempfile.TemporaryDirectory() as scratch:
+        source = os.path.join(scratch, "train0000.tfrecord")
+        size = write_records(source, args.videos)
+        out = os.path.join(scratch, "train0000.parquet")
+        timings: dict[str, list[float]] = {"read + CRC": [], "convert": []}
+        work = {"read + CRC": lambda: read_and_check(source), "convert": lambda: convert_file(source, out, 3862)}
+        for job in work.values():  # warm-up: the page cache, the allocator
+            job()
+        for _ in range(args.rounds):
+            for name, job in work.items():
+                start = time.perf_counter()
+                job()
+                timings[name].append(time.perf_counter() - start)
+        print(f"one core, {args.videos} videos of {FRAMES} frames, {size / 1e6:.0f} MB of TFRecords, "
+              f"median of {args.rounds} rounds")
+        for name, values in timings.items():
+            seconds = statistics.median(values)
+            print(f"{name:<12}{seconds:>8.3f} s{size / seconds / 1e9:>8.2f} GB/s")
+        rate = size / statistics.median(timings["convert"]) / 1e9
+        print(f"conversion {rate:.2f} GB/s per core (target >= 0.6): {'PASS' if rate >= 0.6 else 'FAIL'}")
+        if args.profile:
+            profile = cProfile.Profile()
+            profile.runcall(convert_file, source, out, 3862)
+            pstats.Stats(profile).sort_stats("tottime").print_stats(12)
+
+
+if __name__ == "__main__":
+    main()
