@@ -28,9 +28,8 @@ import numpy as np
 from workloads.data.convert import convert_file
 from workloads.data.tfrecord import iter_records
 
-sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from machine import describe_machine  # noqa: E402
+from machine import describe_machine  # noqa: E402 - benchmarks/machine.py, beside this script
 from youtube8m_records import tfrecord, video_record  # noqa: E402
 
 FRAMES = 300

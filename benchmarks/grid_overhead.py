@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from machine import describe_machine  # benchmarks/machine.py, beside this script
 
 
 def run(preset: str, store: str) -> tuple[float, str]:
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--store", help="a fresh folder (default: a temporary one)")
     parser.add_argument("--slots", type=float, default=os.cpu_count(), help="cells that run at once (CPUs)")
     args = parser.parse_args()
+    print(describe_machine())  # the machine's own limits: figures below read as shares of them
     scratch = None if args.store else tempfile.mkdtemp()
     store = args.store or scratch
     try:

@@ -20,6 +20,7 @@ from workloads.data.reader import VideoShards
 from workloads.data.synth import SynthConfig, generate
 from workloads.flops import count_macs
 from workloads.models import FAMILIES, build_model
+from machine import describe_machine  # benchmarks/machine.py, beside this script
 
 CLASSES = 3862
 
@@ -43,6 +44,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--families", default=",".join(sorted(FAMILIES)))
     args = parser.parse_args()
+    print(describe_machine())  # the machine's own limits: figures below read as shares of them
     device = torch.device(args.device)
     selection = FrameSelection("uniform", k=30)
     print(f"inference on {args.videos} videos of 300 frames, {args.size} size, {device}, "

@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from workloads.metrics import TopKAccumulator
+from machine import describe_machine  # benchmarks/machine.py, beside this script
 
 
 def main() -> None:
@@ -21,6 +22,7 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=100_000)
     parser.add_argument("--classes", type=int, default=3862)
     args = parser.parse_args()
+    print(describe_machine())  # the machine's own limits: figures below read as shares of them
     rng = np.random.default_rng(0)
     labels = np.zeros((args.videos, args.classes), dtype=np.uint8)
     for i in range(3):

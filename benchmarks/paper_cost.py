@@ -27,6 +27,7 @@ from orchestrator.matrix import expand
 from workloads.data.format import FEATURE_DIM
 from workloads.losses import Objective
 from workloads.models import build_model
+from machine import describe_machine  # benchmarks/machine.py, beside this script
 
 CLASSES = 3862
 
@@ -75,6 +76,7 @@ def main() -> None:
     parser.add_argument("--validate-videos", type=int, default=YOUTUBE8M_VALIDATE)
     parser.add_argument("--save", help="write the measured seconds per video here, for `orchestrator.grid --plan --rates`")
     args = parser.parse_args()
+    print(describe_machine())  # the machine's own limits: figures below read as shares of them
     preset = load_preset("paper")
     frames = preset.data.max_frames
     teachers, cells = expand(preset, "yt8m")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 
@@ -28,14 +27,12 @@ import numpy as np
 import torch
 
 from orchestrator.predict import Job, predict_here, write_predictions
-from workloads.data.batch import FrameSelection
 from workloads.data.reader import VideoShards, decode_rows, read_unit
 from workloads.data.synth import SynthConfig, generate
 from workloads.flops import count_macs
 from workloads.inference import Classifier, ModelCard
 
-sys.path.insert(0, os.path.dirname(__file__))
-from machine import describe_machine  # noqa: E402
+from machine import describe_machine  # benchmarks/machine.py, beside this script
 
 CLASSES = 3862
 K = 30

@@ -20,6 +20,7 @@ from workloads.data.format import FEATURE_DIM
 from workloads.data.batch import FrameSelection
 from workloads.data.reader import VideoShards
 from workloads.data.synth import SynthConfig, generate
+from machine import describe_machine  # benchmarks/machine.py, beside this script
 
 
 def measure(source: str, selection: FrameSelection | None, batch_size: int, repeats: int) -> dict:
@@ -47,6 +48,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data", help="existing shards of 300-frame videos (default: generate them)")
     args = parser.parse_args()
+    print(describe_machine())  # the machine's own limits: figures below read as shares of them
     torch.set_num_threads(1)
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)

@@ -33,6 +33,7 @@ from workloads.data.fs import join, resolve  # noqa: E402
 from workloads.data.reader import Unit, epoch_order  # noqa: E402
 from workloads.teacher_outputs import TeacherRecord  # noqa: E402
 from workloads.train import _prefetched  # noqa: E402
+from machine import describe_machine  # noqa: E402 - benchmarks/machine.py, beside this script
 
 
 def records(start: int, count: int, dim: int, classes: int):
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=3862)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    print(describe_machine())  # the machine's own limits: figures below read as shares of them
     server = start_s3_server()
     try:
         os.environ.update(server.env)

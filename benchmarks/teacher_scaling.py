@@ -27,6 +27,7 @@ from workloads.data.synth import SynthConfig, generate
 from workloads.distributed import replicate
 from workloads.models import build_model
 from workloads.train import TrainConfig, seed_everything, train_classifier
+from machine import describe_machine  # benchmarks/machine.py, beside this script
 
 CLASSES = 200
 
@@ -77,6 +78,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    print(describe_machine())  # the machine's own limits: figures below read as shares of them
     if args.batch_size % args.workers:
         parser.error(f"--batch-size {args.batch_size} does not divide among {args.workers} workers")
     if args.device == "cuda" and torch.cuda.device_count() < args.workers:

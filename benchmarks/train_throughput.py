@@ -20,6 +20,7 @@ from workloads.data.synth import SynthConfig, generate
 from workloads.models import FAMILIES, build_model
 from workloads.teacher_outputs import InMemoryTeacherCache, export_teacher
 from workloads.train import TrainConfig, train_classifier, train_serial_student
+from machine import describe_machine  # benchmarks/machine.py, beside this script
 
 CLASSES = 200
 
@@ -32,6 +33,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--families", default=",".join(sorted(FAMILIES)))
     args = parser.parse_args()
+    print(describe_machine())  # the machine's own limits: figures below read as shares of them
     config = TrainConfig(epochs=1, device=args.device)
     selection = FrameSelection("uniform", k=30)
     print(f"training throughput, {args.size} size, {args.videos} videos of 120-300 frames, {args.device}, "

@@ -42,6 +42,49 @@ def test_converter_writes_to_s3(s3_server, s3_bucket, tmp_path):
     assert sum(len(b.ids) for b in VideoShards(f"s3://{s3_bucket}/yt8m", 4)) == 6
 
 
+@pytest.mark.slow
+def test_a_split_converts_bucket_to_bucket_on_ray_and_a_rerun_does_only_what_is_missing(s3_server, s3_bucket, tmp_path):
+    client = s3_server.client()
+    out_bucket = f"{s3_bucket}-shards"
+    client.create_bucket(Bucket=out_bucket)
+    videos = {}
+    for i in range(4):
+        videos[i] = random_videos(5, seed=10 + i, prefix=f"f{i}-")
+        data = write_tfrecord(tmp_path / f"train{i:04d}.tfrecord", videos[i])
+        client.put_object(Bucket=s3_bucket, Key=f"frame/train/train{i:04d}.tfrecord", Body=data)
+    client.put_object(Bucket=s3_bucket, Key="frame/train/train0009.tfrecord", Body=b"\x00" * 20)  # corrupt
+    env = {**os.environ, **s3_server.env}
+    env.pop("RAY_ADDRESS", None)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = [sys.executable, "-m", "orchestrator.convert", f"s3://{s3_bucket}/frame/train/",
+               f"s3://{s3_bucket}/frame/train/train0001.tfrecord",  # named twice: converted once
+               "--out", f"s3://{out_bucket}/yt8m/train"]
+
+    def shards():
+        listed = client.list_objects_v2(Bucket=out_bucket, Prefix="yt8m/train/").get("Contents", [])
+        return sorted(o["Key"].rsplit("/", 1)[1] for o in listed if not o["Key"].endswith("/"))
+
+    first = subprocess.run(command, capture_output=True, text=True, env=env, cwd=repo, timeout=300)
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert "converted 4 of 5 files" in first.stdout and "20 videos" in first.stdout
+    assert "train0009.tfrecord: record 0 at byte 0: length checksum mismatch" in first.stderr
+    assert shards() == [f"train{i:04d}.parquet" for i in range(4)]
+    read = VideoShards(f"s3://{out_bucket}/yt8m/train", 8, dequantize=False)
+    assert sorted(i for b in read for i in b.ids) == sorted(v[0] for vs in videos.values() for v in vs)
+    # A stop leaves complete shards and at most hidden temporary files: a rerun converts only what is
+    # missing (here: a shard removed, one cut short under its name, the corrupt file again).
+    client.delete_object(Bucket=out_bucket, Key="yt8m/train/train0002.parquet")
+    cut = client.get_object(Bucket=out_bucket, Key="yt8m/train/train0003.parquet")["Body"].read()[:500]
+    client.put_object(Bucket=out_bucket, Key="yt8m/train/train0003.parquet", Body=cut)
+    client.delete_object(Bucket=s3_bucket, Key="frame/train/train0009.tfrecord")
+    again = subprocess.run(command, capture_output=True, text=True, env=env, cwd=repo, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "converted 2 of 2 files" in again.stdout and "10 videos" in again.stdout
+    assert "2 already converted, skipped" in again.stdout
+    assert shards() == [f"train{i:04d}.parquet" for i in range(4)]
+    assert sum(len(b.ids) for b in VideoShards(f"s3://{out_bucket}/yt8m/train", 8)) == 20
+
+
 def _records(count, seed=0):
     rng = np.random.default_rng(seed)
     for i in range(count):

@@ -40,6 +40,12 @@ class ConvertStats:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
+    def summary(self, files: int, out: str, seconds: float) -> str:
+        return (f"converted {self.files} of {files} files into {out}: {self.videos} videos, {self.frames} frames, "
+                f"{self.frame_bytes / 1e6:.1f} MB of frames from {self.input_bytes / 1e6:.1f} MB of TFRecords in "
+                f"{seconds:.1f} s ({self.input_bytes / 1e6 / max(seconds, 1e-9):.1f} MB/s)")
+
+
 def shard_name(source: str) -> str:
     base = source.rstrip("/").rsplit("/", 1)[-1]
     for suffix in TFRECORD_SUFFIXES:
@@ -83,6 +89,21 @@ def expand_sources(sources: list[str]) -> list[str]:
     return list(dict.fromkeys(files))  # a file named twice (a folder and a glob that overlap) converts once
 
 
+def plan_files(sources: list[str]) -> dict[str, str]:
+    """Shard name -> the TFRecord file it comes from, for every file the sources name (each once); a
+    DataError when there are none, or two files would make one shard."""
+    files = expand_sources(sources)
+    if not files:
+        raise DataError(f"no TFRecord files (*.tfrecord) in {' '.join(sources)}")
+    names: dict[str, str] = {}
+    for source in files:
+        name = shard_name(source)
+        if name in names:
+            raise DataError(f"{source} and {names[name]} would both become {name}; convert them into different --out folders")
+        names[name] = source
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m workloads.data.convert",
@@ -95,24 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes")
     args = parser.parse_args(argv)
     try:
-        files = expand_sources(args.sources)
-        if not files:
-            raise DataError(f"no TFRecord files (*.tfrecord) in {' '.join(args.sources)}")
-        names: dict[str, str] = {}
-        for source in files:
-            name = shard_name(source)
-            if name in names:
-                raise DataError(f"{source} and {names[name]} would both become {name}; convert them into different --out folders")
-            names[name] = source
+        files = plan_files(args.sources)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    jobs = [(source, join(args.out, shard_name(source)), args.num_classes) for source in files]
+    jobs = [(source, join(args.out, name), args.num_classes) for name, source in files.items()]
     total = ConvertStats()
     failures: list[str] = []
     start = time.perf_counter()
-    input_sizes = {source: file_size(source) for source in files}
+    input_sizes = {source: file_size(source) for source in files.values()}
     with ProcessPoolExecutor(max_workers=max(1, min(args.workers, len(jobs)))) as pool, tqdm(
         total=sum(input_sizes.values()), unit="B", unit_scale=True, desc="converting", file=sys.stderr,
         disable=None,
@@ -126,12 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 failures.append(str(error))
                 progress.write(f"error: {error}", file=sys.stderr)
             progress.update(input_sizes[source])
-    seconds = time.perf_counter() - start
-    print(
-        f"converted {total.files} of {len(jobs)} files into {args.out}: {total.videos} videos, "
-        f"{total.frames} frames, {total.frame_bytes / 1e6:.1f} MB of frames from {total.input_bytes / 1e6:.1f} MB "
-        f"of TFRecords in {seconds:.1f} s ({total.input_bytes / 1e6 / max(seconds, 1e-9):.1f} MB/s)"
-    )
+    print(total.summary(len(jobs), args.out, time.perf_counter() - start))
     if failures:
         print(f"error: {len(failures)} file(s) failed; no shard was written for them", file=sys.stderr)
         return 1

@@ -138,6 +138,7 @@ def _example_protos() -> tuple[type, type]:
 
 
 SequenceExample, Example = _example_protos()
+Features = message_factory.GetMessageClass(SequenceExample.DESCRIPTOR.fields_by_name["context"].message_type)
 
 
 def parse_video(payload: bytes, name: str, index: int, offset: int, num_classes: int) -> Video:
@@ -146,12 +147,17 @@ def parse_video(payload: bytes, name: str, index: int, offset: int, num_classes:
     def fail(problem: str) -> RecordError:
         return RecordError(name, index, offset, problem)
 
-    example = SequenceExample()
-    try:
-        example.ParseFromString(payload)
-    except Exception as error:  # protobuf's DecodeError, whichever backend raises it
-        raise fail(f"not a tf.train.SequenceExample ({error})") from None
-    context = example.context.feature
+    strided = _strided(payload)
+    if strided is not None:  # the frames read as views of the payload; protobuf parses the context only
+        context, frames = strided
+    else:
+        example = SequenceExample()
+        try:
+            example.ParseFromString(payload)
+        except Exception as error:  # protobuf's DecodeError, whichever backend raises it
+            raise fail(f"not a tf.train.SequenceExample ({error})") from None
+        context, frames = example.context, None
+    context = context.feature
     id_key = next((key for key in ID_KEYS if key in context), None)
     if id_key is None:
         raise fail("context has no 'id' (or 'video_id') feature")
@@ -168,16 +174,21 @@ def parse_video(payload: bytes, name: str, index: int, offset: int, num_classes:
     outside = labels[(labels < 0) | (labels >= num_classes)]
     if outside.size:
         raise fail(f"video {video_id!r}: field 'labels' holds {outside[0]}, outside [0, {num_classes})")
-    lists = example.feature_lists.feature_list
-    raw = _raw_feature_lists(payload)
+    if frames is None:
+        frames = _walked_frames(example.feature_lists.feature_list, video_id, fail)
+    if frames["rgb"].shape[0] != frames["audio"].shape[0]:
+        raise fail(
+            f"video {video_id!r}: {frames['rgb'].shape[0]} 'rgb' frames but {frames['audio'].shape[0]} 'audio' frames"
+        )
+    return Video(id=video_id, labels=labels.astype(np.int32), rgb=frames["rgb"], audio=frames["audio"])
+
+
+def _walked_frames(lists, video_id: str, fail) -> dict[str, np.ndarray]:
+    """Each modality's frames from the parsed feature lists, step by step: the path that names a bad frame."""
     frames = {}
     for key, width in (("rgb", RGB_DIM), ("audio", AUDIO_DIM)):
         if key not in lists:
             raise fail(f"video {video_id!r}: no {key!r} feature list")
-        fast = None if raw is None or key not in raw else _fixed_width_frames(payload, *raw[key], width)
-        if fast is not None:
-            frames[key] = fast
-            continue
         values = []
         for second, feature in enumerate(lists[key].feature):
             data = feature.bytes_list.value
@@ -186,11 +197,26 @@ def parse_video(payload: bytes, name: str, index: int, offset: int, num_classes:
                 raise fail(f"video {video_id!r}: {key!r} frame {second} must be {width} bytes, got {got}")
             values.append(data[0])
         frames[key] = np.frombuffer(b"".join(values), dtype=np.uint8).reshape(len(values), width)
-    if frames["rgb"].shape[0] != frames["audio"].shape[0]:
-        raise fail(
-            f"video {video_id!r}: {frames['rgb'].shape[0]} 'rgb' frames but {frames['audio'].shape[0]} 'audio' frames"
-        )
-    return Video(id=video_id, labels=labels.astype(np.int32), rgb=frames["rgb"], audio=frames["audio"])
+    return frames
+
+
+def _strided(payload: bytes):
+    """(the context's Features, {"rgb", "audio": (frames, width) views of the payload}) when the record is
+    laid out as protobuf writers lay out a YouTube-8M video, else None (then it is parsed whole)."""
+    spans = _spans(payload)
+    if spans is None or not {"rgb", "audio"} <= spans[1].keys():
+        return None
+    frames = {key: _fixed_width_frames(payload, *spans[1][key], width)
+              for key, width in (("rgb", RGB_DIM), ("audio", AUDIO_DIM))}
+    if any(f is None for f in frames.values()):
+        return None
+    context = Features()
+    if spans[0] is not None:
+        try:
+            context.ParseFromString(payload[spans[0][0]:spans[0][1]])
+        except Exception:  # protobuf's DecodeError: the whole parse names it
+            return None
+    return context, frames
 
 
 def _varint(data: bytes, position: int) -> tuple[int, int]:
@@ -225,26 +251,29 @@ def _length_delimited(data: bytes, start: int, end: int) -> Iterator[tuple[int, 
             raise ValueError(f"wire type {wire}")
 
 
-def _raw_feature_lists(payload: bytes) -> dict[str, tuple[int, int]] | None:
-    """Where each feature list's FeatureList message lies in the payload (name -> (start, end)), read from
-    the wire format; None when the bytes do not walk as a SequenceExample (the protobuf parse decides)."""
+def _spans(payload: bytes) -> tuple[tuple[int, int] | None, dict[str, tuple[int, int]]] | None:
+    """Where the context (once at most) and each feature list's FeatureList message lie in the payload,
+    read from the wire format; None when the bytes do not walk as such a SequenceExample."""
     try:
-        found = {}
+        context, lists = None, {}
         for number, start, end in _length_delimited(payload, 0, len(payload)):
-            if number != 2:  # SequenceExample.feature_lists
-                continue
-            for entry_number, entry_start, entry_end in _length_delimited(payload, start, end):
-                if entry_number != 1:  # FeatureLists.feature_list, a map entry
-                    continue
-                key = value = None
-                for field, field_start, field_end in _length_delimited(payload, entry_start, entry_end):
-                    if field == 1:
-                        key = payload[field_start:field_end].decode("utf-8")
-                    elif field == 2:
-                        value = (field_start, field_end)
-                if key is not None and value is not None:
-                    found[key] = value  # a later entry of the same key wins, as in protobuf's map parsing
-        return found
+            if number == 1:  # SequenceExample.context: a second one would be merged into the first
+                if context is not None:
+                    return None
+                context = (start, end)
+            elif number == 2:  # SequenceExample.feature_lists
+                for entry_number, entry_start, entry_end in _length_delimited(payload, start, end):
+                    if entry_number != 1:  # FeatureLists.feature_list, a map entry
+                        continue
+                    key = value = None
+                    for field, field_start, field_end in _length_delimited(payload, entry_start, entry_end):
+                        if field == 1:
+                            key = payload[field_start:field_end].decode("utf-8")
+                        elif field == 2:
+                            value = (field_start, field_end)
+                    if key is not None and value is not None:
+                        lists[key] = value  # a later entry of the same key wins, as in protobuf's map parsing
+        return context, lists
     except (IndexError, ValueError, UnicodeDecodeError):
         return None
 
