@@ -5,8 +5,8 @@ to `<store>/models/<id>.pt` where it trains: a teacher by its id, a student by i
 model is 0.36 GB (NeXtVLAD) to 1.2 GB (NetVLAD), and the paper's matrix has hundreds of students, so by
 default (`keep_weights: best`) the driver keeps only each family's best student at each k by validation
 GAP (the one the registry gets): when a student is recorded, the others of its family and k lose their
-files. Baselines and skylines are models of the grid's scores only; teachers are kept (one per family,
-data fraction and seed).
+files. Baselines keep none (they are the grid's points of comparison, not products); every teacher is
+kept (one per family, data fraction and seed: the skyline's model).
 """
 
 from __future__ import annotations
