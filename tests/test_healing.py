@@ -16,18 +16,11 @@ from test_grid import grid, runs
 SERIAL = "hrnn/serial/rep+pred+ce/k10/s0"
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    store = tmp_path_factory.mktemp("healing") / "store"
-    result = grid("--preset", "tiny", "--store", str(store))
-    assert result.returncode == 0, result.stdout + result.stderr
-    return store
-
-
 @pytest.fixture
-def store(finished, tmp_path):
+def store(tiny_grid, tmp_path):
+    """A copy of the session's finished tiny grid (conftest), damaged by each test as it likes."""
     copy = tmp_path / "store"
-    shutil.copytree(finished, copy)
+    shutil.copytree(tiny_grid[0], copy)
     return copy
 
 

@@ -55,7 +55,7 @@ def predict(grid, tmp_path, model, name, *args):
     return done, out
 
 
-def test_the_grid_registers_its_teacher_and_best_student_and_keeps_only_their_weights(grid):
+def test_the_grid_registers_its_teacher_and_best_student_and_keeps_only_their_weights(grid, tmp_path):
     store, printed, _, client, _ = grid
     runs = cell_runs(client)
     students = [run for run in runs.values() if run.data.params["mode"] in ("serial", "parallel")]
@@ -78,7 +78,7 @@ def test_the_grid_registers_its_teacher_and_best_student_and_keeps_only_their_we
     import mlflow
 
     mlflow.set_tracking_uri(grid[2])
-    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{STUDENT}@best", dst_path=str(store / "download")))
+    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{STUDENT}@best", dst_path=str(tmp_path)))
     card = json.loads(next(folder.rglob("card.json")).read_text())
     assert (card["family"], card["k"], card["selection"], card["num_classes"]) == ("hrnn", 10, "uniform", 10)
     assert "torch==2.13.0" in (folder / "requirements.txt").read_text().split()
