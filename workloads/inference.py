@@ -20,7 +20,7 @@ import pyarrow as pa
 import torch
 
 from workloads.data.batch import FrameSelection, VideoBatch
-from workloads.data.format import SCHEMA, read_info
+from workloads.data.format import SCHEMA
 from workloads.data.reader import VideoShards, check_table, decode_rows
 from workloads.errors import DataError, WorkloadError
 from workloads.metrics import TOP_K, TopKAccumulator
@@ -130,11 +130,11 @@ class Classifier:
 
     def shard(self, location: str, batch_size: int) -> VideoShards:
         """A shard read with the model's frame selection, after checking it is for the model's classes."""
-        info = read_info(location)
-        if info.num_classes != self.card.num_classes:
-            raise DataError(f"{location}: a shard of {info.num_classes} classes; the model predicts "
+        reader = VideoShards(location, batch_size, self.card.frame_selection)  # its class count from the footer
+        if reader.num_classes != self.card.num_classes:
+            raise DataError(f"{location}: a shard of {reader.num_classes} classes; the model predicts "
                             f"{self.card.num_classes}")
-        return VideoShards(location, batch_size, self.card.frame_selection, num_classes=self.card.num_classes)
+        return reader
 
     def predict_shard(self, location: str, batch_size: int, top_k: int) -> Iterator[Predictions]:
         for batch in self.shard(location, batch_size):
