@@ -24,7 +24,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 
-from orchestrator.cache_files import METADATA_KEY, ROWS_PER_GROUP, DamagedCache, read_manifest
+from orchestrator.cache_files import METADATA_KEY, ROWS_PER_GROUP, DamagedCache, MissingCache, read_manifest
 from orchestrator.errors import OrchestratorError
 from workloads.data.fs import join, resolve
 from workloads.data.reader import SHUFFLE_BLOCK
@@ -65,7 +65,7 @@ class ParquetTeacherCache:
     def __init__(self, location: str, cache_bytes: int = CACHE_BYTES):
         manifest = read_manifest(location)
         if manifest is None:
-            raise OrchestratorError(f"{location}: no complete teacher cache here (no manifest)")
+            raise MissingCache(location)
         self.location, self.manifest = location, manifest
         self.dim, self.classes = manifest["representation_dim"], manifest["num_classes"]
         self.parts = [join(location, part) for part in manifest["parts"]]

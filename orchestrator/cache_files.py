@@ -57,6 +57,14 @@ class DamagedCache(DamagedFile):
     what = "teacher cache damaged: "
 
 
+class MissingCache(OrchestratorError):
+    """No complete cache at `location` (no manifest): never written, or set aside as damaged."""
+
+    def __init__(self, location: str):
+        super().__init__(f"{location}: no complete teacher cache here (no manifest)")
+        self.location = location
+
+
 def _table(records: list[TeacherRecord]) -> pa.Table:
     return pa.table(
         {

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from orchestrator import driver, weights
-from orchestrator.cache_files import DamagedCache, set_aside
+from orchestrator.cache_files import DamagedCache, MissingCache, set_aside
 from orchestrator.cells import run_cell
 from orchestrator.config import Preset, load_override, load_preset
 from orchestrator.console import Counts, GridProgress
@@ -103,6 +103,7 @@ class Grid:
                            for c in self.cells if c.mode in ("baseline", "serial")}
         self.caches: dict[str, dict[str, str]] = {}  # teacher id -> its complete caches (key -> URI)
         self.rebuilds: dict[str, str] = {}  # teacher id -> why its caches are written again
+        self.retried: set[str] = set()  # cells run again after finding their cache gone mid-rewrite
         self.in_flight: dict = {}  # Ray ObjectRef -> the TeacherJob or Cell it computes
         self.started = 0  # jobs started by this invocation
         self.todo = Plan()
@@ -215,24 +216,32 @@ class Grid:
             raise OrchestratorError(f"{name}: recording it failed: {driver.one_line(failure)}") from None
 
     def heal(self, cell: Cell, error: BaseException) -> bool:
-        """Whether a serial cell that failed on a damaged teacher cache waits for the cache to be written
-        again: once per invocation (a cache damaged again fails the cells that read it)."""
-        damaged = driver.cause(error, DamagedCache)
-        if damaged is None or cell.mode != "serial":
+        """Whether a serial cell that failed on its teacher's cache runs again. A damaged cache (or one gone)
+        is set aside and written again from the teacher's checkpoint once per invocation (a cache damaged
+        again fails the cells that read it), and the teacher's serial cells wait for it. A cell that found
+        the cache gone because another cell had just set it aside waits for the same rewrite, or runs
+        again once if the rewrite ended before its failure was collected."""
+        damaged, missing = driver.cause(error, DamagedCache), driver.cause(error, MissingCache)
+        if (damaged is None and missing is None) or cell.mode != "serial":
             return False
         teacher = cell.teacher
         self.ledger.discard(cell)  # it runs again once the cache is written
-        rebuilding = any(isinstance(job, TeacherJob) and job.spec == teacher for job in self.in_flight.values())
-        if teacher.id in self.rebuilds and not rebuilding:
-            return False
-        self.todo.blocked[teacher.id].append(cell)
-        if rebuilding:
+        if any(isinstance(job, TeacherJob) and job.spec == teacher for job in self.in_flight.values()):
+            self.todo.blocked[teacher.id].append(cell)
             return True
-        aside = set_aside(damaged.location)
-        note(cell.name, f"{damaged}; {aside or 'its manifest'} set aside, the cache is written again from "
+        if teacher.id in self.rebuilds:
+            if missing is None or teacher.id not in self.caches or cell.id in self.retried:
+                return False
+            self.retried.add(cell.id)
+            self.todo.ready.insert(0, cell)
+            return True
+        problem = damaged or missing
+        aside = set_aside(problem.location)
+        note(cell.name, f"{problem}; {f'{aside} set aside, ' if aside else ''}the cache is written again from "
                         "the teacher's checkpoint, and the cell runs after")
         self.caches.pop(teacher.id, None)
-        self.rebuilds[teacher.id] = damaged.problem
+        self.rebuilds[teacher.id] = problem.problem if damaged else str(missing)
+        self.todo.blocked[teacher.id].append(cell)
         # The teacher's serial cells not started yet wait for the new cache too.
         self.todo.blocked[teacher.id] += [c for c in self.todo.ready if c.teacher == teacher]
         self.todo.ready = [c for c in self.todo.ready if c.teacher != teacher]
