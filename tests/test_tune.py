@@ -21,9 +21,9 @@ SPACE = {"name": "small-study", "family": "hrnn", "variant": "rep+pred+ce", "epo
          "search": {"w_rep": {"loguniform": [1.0e-3, 1.0]}, "j": {"int": [3, 12]}}}
 
 
-def tune(store, space, trials, **popen):
+def tune(store, space, trials, *extra, **popen):
     command = [sys.executable, "-m", "orchestrator.tune", "--space", str(space), "--preset", "tiny",
-               "--trials", str(trials), "--store", str(store)]
+               "--trials", str(trials), "--store", str(store), *extra]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     return subprocess.Popen(command, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
 
@@ -40,8 +40,10 @@ def test_a_study_records_its_trials_and_front_and_resumes_after_an_interruption(
     space.write_text(yaml.safe_dump(SPACE))
     store = tmp_path / "store"
 
-    # Interrupted (SIGTERM, as `ray job stop` or a batch scheduler sends) once a trial has finished.
-    first = tune(store, space, 8)
+    # Interrupted (SIGTERM, as `ray job stop` or a batch scheduler sends) once a trial has finished. One
+    # trial at a time, the first runs to its end (ASHA has nothing to compare it with) and seven are left
+    # when the signal lands; two at a time, the first to finish could be the last of all.
+    first = tune(store, space, 8, "--concurrency", "1")
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and first.poll() is None:
         if any('"final": true' in open(f).read() for f in glob.glob(f"{store}/tune/small-study/*/result.json")):
@@ -59,7 +61,7 @@ def test_a_study_records_its_trials_and_front_and_resumes_after_an_interruption(
     assert finished_before  # logged as they were, before the interruption
 
     # The same command resumes: the finished trials are kept, the rest run, the study ends.
-    second = tune(store, space, 8)
+    second = tune(store, space, 8, "--concurrency", "1")
     out, err = second.communicate(timeout=600)
     assert second.returncode == 0, out[-2000:] + err[-2000:]
     assert "resuming study small-study" in out
