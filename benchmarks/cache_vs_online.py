@@ -21,6 +21,7 @@ from workloads.data.batch import FrameSelection, subsample
 from workloads.data.reader import VideoShards
 from workloads.data.synth import SynthConfig, generate
 from workloads.losses import Objective, TeacherTargets
+from workloads.memory import keep_freed_memory
 from workloads.models import build_model
 from workloads.teacher_outputs import export_teacher
 from machine import describe_machine  # benchmarks/machine.py, beside this script
@@ -64,6 +65,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
+    keep_freed_memory()  # as the project's own processes run (workloads.memory)
     print(describe_machine())  # the machine's own limits: figures below read as shares of them
     selection = FrameSelection("uniform", k=args.k)
     objective = Objective.parse("rep+pred+ce")

@@ -27,6 +27,7 @@ import numpy as np
 
 from workloads.data.convert import convert_file
 from workloads.data.tfrecord import iter_records
+from workloads.memory import keep_freed_memory
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from machine import describe_machine  # noqa: E402 - benchmarks/machine.py, beside this script
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="also print where a conversion spends its time")
     args = parser.parse_args()
+    keep_freed_memory()  # as the project's own processes run (workloads.memory)
     print(describe_machine())
     with tempfile.TemporaryDirectory() as scratch:
         source = os.path.join(scratch, "train0000.tfrecord")

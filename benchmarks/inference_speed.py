@@ -19,6 +19,7 @@ from workloads.data.batch import FrameSelection
 from workloads.data.reader import VideoShards
 from workloads.data.synth import SynthConfig, generate
 from workloads.flops import count_macs
+from workloads.memory import keep_freed_memory
 from workloads.models import FAMILIES, build_model
 from machine import describe_machine  # benchmarks/machine.py, beside this script
 
@@ -44,6 +45,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--families", default=",".join(sorted(FAMILIES)))
     args = parser.parse_args()
+    keep_freed_memory()  # as the project's own processes run (workloads.memory)
     print(describe_machine())  # the machine's own limits: figures below read as shares of them
     device = torch.device(args.device)
     selection = FrameSelection("uniform", k=30)

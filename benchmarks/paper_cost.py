@@ -26,6 +26,7 @@ from orchestrator.cost_model import YOUTUBE8M_TRAIN, YOUTUBE8M_VALIDATE, Rates, 
 from orchestrator.matrix import expand
 from workloads.data.format import FEATURE_DIM
 from workloads.losses import Objective
+from workloads.memory import keep_freed_memory
 from workloads.models import build_model
 from machine import describe_machine  # benchmarks/machine.py, beside this script
 
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("--validate-videos", type=int, default=YOUTUBE8M_VALIDATE)
     parser.add_argument("--save", help="write the measured seconds per video here, for `orchestrator.grid --plan --rates`")
     args = parser.parse_args()
+    keep_freed_memory()  # as the project's own processes run (workloads.memory)
     print(describe_machine())  # the machine's own limits: figures below read as shares of them
     preset = load_preset("paper")
     frames = preset.data.max_frames

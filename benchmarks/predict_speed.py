@@ -31,6 +31,7 @@ from workloads.data.reader import VideoShards, decode_rows, read_unit
 from workloads.data.synth import SynthConfig, generate
 from workloads.flops import count_macs
 from workloads.inference import Classifier, ModelCard
+from workloads.memory import keep_freed_memory
 
 from machine import describe_machine  # benchmarks/machine.py, beside this script
 
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--families", default="hrnn,nextvlad,netvlad")
     args = parser.parse_args()
     device = torch.device(args.device)
+    keep_freed_memory()  # as the project's own processes run (workloads.memory)
     print(describe_machine())
     print(f"predict to CSV: {args.videos} videos of 300 frames, {args.size} size, {device}, "
           f"{torch.get_num_threads()} torch threads, batch {args.batch_size}, median of {args.rounds} rounds")

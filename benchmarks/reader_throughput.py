@@ -16,10 +16,11 @@ import time
 import pyarrow as pa
 import torch
 
-from workloads.data.format import FEATURE_DIM
 from workloads.data.batch import FrameSelection
+from workloads.data.format import FEATURE_DIM
 from workloads.data.reader import VideoShards
 from workloads.data.synth import SynthConfig, generate
+from workloads.memory import keep_freed_memory
 from machine import describe_machine  # benchmarks/machine.py, beside this script
 
 
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data", help="existing shards of 300-frame videos (default: generate them)")
     args = parser.parse_args()
+    keep_freed_memory()  # as the project's own processes run (workloads.memory)
     print(describe_machine())  # the machine's own limits: figures below read as shares of them
     torch.set_num_threads(1)
     pa.set_cpu_count(1)

@@ -31,6 +31,7 @@ from orchestrator.cache import ParquetTeacherCache  # noqa: E402
 from orchestrator.cache_files import write_teacher_cache  # noqa: E402
 from workloads.data.fs import join, resolve  # noqa: E402
 from workloads.data.reader import Unit, epoch_order  # noqa: E402
+from workloads.memory import keep_freed_memory
 from workloads.teacher_outputs import TeacherRecord  # noqa: E402
 from workloads.train import _prefetched  # noqa: E402
 from machine import describe_machine  # noqa: E402 - benchmarks/machine.py, beside this script
@@ -50,6 +51,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=3862)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    keep_freed_memory()  # as the project's own processes run (workloads.memory)
     print(describe_machine())  # the machine's own limits: figures below read as shares of them
     server = start_s3_server()
     try:

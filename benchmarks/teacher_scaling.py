@@ -25,6 +25,7 @@ import torch.multiprocessing as mp
 from workloads.data.reader import VideoShards
 from workloads.data.synth import SynthConfig, generate
 from workloads.distributed import replicate
+from workloads.memory import keep_freed_memory
 from workloads.models import build_model
 from workloads.train import TrainConfig, seed_everything, train_classifier
 from machine import describe_machine  # benchmarks/machine.py, beside this script
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    keep_freed_memory()  # as the project's own processes run (workloads.memory)
     print(describe_machine())  # the machine's own limits: figures below read as shares of them
     if args.batch_size % args.workers:
         parser.error(f"--batch-size {args.batch_size} does not divide among {args.workers} workers")

@@ -17,6 +17,7 @@ import torch
 from workloads.data.batch import FrameSelection
 from workloads.data.reader import VideoShards
 from workloads.data.synth import SynthConfig, generate
+from workloads.memory import keep_freed_memory
 from workloads.models import FAMILIES, build_model
 from workloads.teacher_outputs import InMemoryTeacherCache, export_teacher
 from workloads.train import TrainConfig, train_classifier, train_serial_student
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--families", default=",".join(sorted(FAMILIES)))
     args = parser.parse_args()
+    keep_freed_memory()  # as the project's own processes run (workloads.memory)
     print(describe_machine())  # the machine's own limits: figures below read as shares of them
     config = TrainConfig(epochs=1, device=args.device)
     selection = FrameSelection("uniform", k=30)

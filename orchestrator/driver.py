@@ -28,6 +28,7 @@ from orchestrator.storage import is_storage_failure, store_lost
 from orchestrator.store import DamagedFile, Store
 from orchestrator.teachers import fit_teacher
 from workloads.errors import WorkloadError
+from workloads.memory import allocator_env
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -82,17 +83,20 @@ def store_failures(store: Store):
         raise store_lost(store.root) or OrchestratorError(f"{store.root}: {one_line(error)}") from None
 
 
-def start_ray():
-    """Ray: the cluster `RAY_ADDRESS` names (as under `ray job submit`), else a local one."""
+def start_ray(address: str | None = None):
+    """Ray: the cluster `address` (or `RAY_ADDRESS`, as under `ray job submit`) names, else a local one.
+    Its workers start with the allocator settings that keep batches off page faults (`workloads.memory`)."""
     import ray
 
-    address = os.environ.get("RAY_ADDRESS") or "local"
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
     if ray.is_initialized():
         return ray
+    runtime_env = {"env_vars": allocator_env()}
     if address == "local":
-        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 runtime_env=runtime_env)
     else:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
     return ray
 
 

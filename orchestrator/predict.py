@@ -29,6 +29,7 @@ from workloads.data.format import SHARD_SUFFIX, read_info, read_metadata
 from workloads.data.fs import list_files
 from workloads.errors import WorkloadError
 from workloads.inference import SUBMISSION_HEADER, Classifier, Predictions, Scores, submission_lines
+from workloads.memory import allocator_env, keep_freed_memory
 
 FOOTERS = 16  # shard footers read at once
 
@@ -118,7 +119,7 @@ def predict_on_cluster(classifier: Classifier, shards: list[str], job: Job) -> I
 
     from orchestrator.ray_predict import shard_predictions
 
-    ray.init(address=job.address, log_to_driver=False)
+    ray.init(address=job.address, log_to_driver=False, runtime_env={"env_vars": allocator_env()})
     try:
         yield from shard_predictions(ray, classifier, shards, job)
     finally:
@@ -204,6 +205,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    keep_freed_memory()  # batches decoded here reuse the memory of the batches before them
     job = Job(args.model, args.data, args.out, args.top_k, args.batch_size, args.labels, args.address,
               args.cpus, args.gpus)
     try:

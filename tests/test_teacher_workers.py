@@ -12,6 +12,7 @@ from orchestrator.cache import ParquetTeacherCache
 from orchestrator.cache_files import read_manifest
 from orchestrator.config import TeacherResources, TrainSettings
 from orchestrator.data_sets import DataSet
+from orchestrator.driver import start_ray
 from orchestrator.matrix import TeacherSpec
 from orchestrator.teacher_runs import SNAPSHOT
 from orchestrator.teachers import TeacherJob, fit_teacher
@@ -20,6 +21,7 @@ from workloads.data.reader import VideoShards
 from workloads.data.synth import SynthConfig, generate
 from workloads.models import build_model
 from workloads.evaluation import evaluate
+from workloads import memory
 from workloads.teacher_outputs import export_teacher, student_intermediate_positions
 
 CLASSES = 8
@@ -28,11 +30,20 @@ K = 10
 
 @pytest.fixture(scope="module")
 def local_ray():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray = start_ray("local")  # as the grid starts it
     yield ray
     ray.shutdown()
+
+
+def test_ray_workers_start_with_the_allocator_settings_that_keep_batches_off_page_faults(local_ray):
+    @local_ray.remote(num_cpus=0)
+    class Worker:  # Ray Train's workers are actors of the job, as this one
+        def settings(self):
+            return {name: os.environ.get(name) for name in memory.DEFAULTS}
+
+    # ours, or the value this process has (a user's, or ours set by a command run in this process)
+    expected = {name: os.environ.get(name, str(value)) for name, value in memory.DEFAULTS.items()}
+    assert local_ray.get(Worker.remote().settings.remote()) == expected
 
 
 @pytest.fixture(scope="module")

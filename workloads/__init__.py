@@ -3,10 +3,8 @@
 Plain PyTorch, PyArrow and NumPy; nothing here imports Ray or MLflow.
 """
 
-import os
+from workloads.memory import prefer_huge_pages
 
-# Batches of dequantised frames are large, fresh CPU tensors (a 64 x 300-frame batch is 88 MB); with
-# 4 KB pages most of their cost is page faults. PyTorch backs allocations of 2 MB and more with
-# transparent huge pages when this is set, which doubles the reader's decode rate. A user's own setting
-# wins; it is read at PyTorch's first large allocation.
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+# Batches of dequantised frames are large, fresh CPU tensors; PyTorch reads its huge-page setting at its
+# first large allocation, so it is set as soon as the package is imported (see `workloads.memory`).
+prefer_huge_pages()

@@ -22,6 +22,7 @@ from workloads.data.format import SHARD_SUFFIX, ShardInfo, Video, write_shard
 from workloads.data.fs import file_size, join, list_files, resolve
 from workloads.data.tfrecord import read_videos
 from workloads.errors import DataError
+from workloads.memory import keep_freed_memory
 
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords")
 YOUTUBE8M_CLASSES = 3862
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     start = time.perf_counter()
     input_sizes = {source: file_size(source) for source in files.values()}
+    keep_freed_memory()  # set before the workers start, so that they inherit it
     with ProcessPoolExecutor(max_workers=max(1, min(args.workers, len(jobs)))) as pool, tqdm(
         total=sum(input_sizes.values()), unit="B", unit_scale=True, desc="converting", file=sys.stderr,
         disable=None,
