@@ -4,10 +4,11 @@ Converts a whole YouTube-8M split (3,844 TFRecord files per split) on a Ray clus
 (`workloads.data.convert.convert_file`, the per-file converter's own code), sources and output local or
 S3. Each file is streamed from its source and its shard written under a temporary name and renamed when
 complete. Files whose shard is already complete and valid (its footer reads, it is a video shard of this
-class count converted from that file) are skipped, so a stopped conversion resumes where it stopped. One
-progress line counts files, videos and bytes; a closing summary follows. Failed files are listed by
-name with the reason while the others convert, and the exit status is 1. On a cluster, run it under
-`ray job submit` (RAY_ADDRESS); without one, a local Ray starts.
+class count converted from that file) are skipped, so a stopped conversion resumes where it stopped, and
+the hidden temporary files its killed tasks left beside the shards still to convert are removed (so run
+one conversion per output folder at a time). One progress line counts files, videos and bytes; a closing
+summary follows. Failed files are listed by name with the reason while the others convert, and the exit
+status is 1. On a cluster, run it under `ray job submit` (RAY_ADDRESS); without one, a local Ray starts.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from orchestrator import driver
 from orchestrator.errors import OrchestratorError, one_line
 from workloads.data.convert import YOUTUBE8M_CLASSES, ConvertStats, convert_file, plan_files
 from workloads.data.format import read_info
-from workloads.data.fs import file_size, join
+from workloads.data.fs import delete, file_size, join, leftover_temporaries
 from workloads.errors import DataError
 
 LOOKUPS = 16  # sizes and existing shards' footers asked at once (on S3, a request each)
@@ -59,7 +60,12 @@ def run(args: argparse.Namespace) -> int:
         done = [name for name, is_done in zip(files, pool.map(
             lambda name: converted(join(args.out, name), name, args.num_classes), files)) if is_done]
     todo = {name: source for name, source in files.items() if name not in done}
+    # A task killed mid-write leaves a hidden temporary file: this run is the folder's one writer
+    leftovers = leftover_temporaries(args.out, set(todo))
+    for leftover in leftovers:
+        delete(leftover)
     ray = driver.start_ray()
+    driver.stop_on_sigterm()  # `ray job stop` ends it as Ctrl-C does (after Ray's own handler is in place)
     task = ray.remote(convert_file).options(num_cpus=args.cpus)
     pending = {task.remote(source, join(args.out, name), args.num_classes): source for name, source in todo.items()}
     total, failures, started = ConvertStats(), [], time.perf_counter()
@@ -77,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
             progress.update(sizes[source])
             progress.set_postfix_str(f"{total.files}/{len(todo)} files, {total.videos} videos")
     print(total.summary(len(todo), args.out, time.perf_counter() - started)
-          + (f"; {len(done)} already converted, skipped" if done else ""))
+          + (f"; {len(done)} already converted, skipped" if done else "")
+          + (f"; {len(leftovers)} temporary file(s) of a stopped run removed" if leftovers else ""))
     if failures:
         print(f"error: {len(failures)} file(s) failed; no shard was written for them:", file=sys.stderr)
         for failure in failures:

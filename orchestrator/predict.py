@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
+from orchestrator import driver
 from orchestrator.errors import OrchestratorError, one_line
 from orchestrator.storage import DEFAULT_TRACKING, check_existing_tracking
 from workloads.data.format import SHARD_SUFFIX, read_info, read_metadata
@@ -120,6 +121,7 @@ def predict_on_cluster(classifier: Classifier, shards: list[str], job: Job) -> I
     from orchestrator.ray_predict import shard_predictions
 
     ray.init(address=job.address, log_to_driver=False, runtime_env={"env_vars": allocator_env()})
+    driver.stop_on_sigterm()  # again, over the handler Ray's start put in place
     try:
         yield from shard_predictions(ray, classifier, shards, job)
     finally:
@@ -206,14 +208,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     keep_freed_memory()  # batches decoded here reuse the memory of the batches before them
+    driver.stop_on_sigterm()  # SIGTERM ends it as Ctrl-C does: the temporary file removed, exit 130
     job = Job(args.model, args.data, args.out, args.top_k, args.batch_size, args.labels, args.address,
               args.cpus, args.gpus)
-    try:
+
+    def work() -> int:
         print(run(job, args.tracking_uri))
-    except OrchestratorError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+    return driver.exit_status(work, f"{job.out} was not written")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import posixpath
+import re
 import uuid
 from typing import Callable
 
@@ -72,6 +73,29 @@ def list_files(location: str, suffix: str) -> list[str]:
 def file_size(location: str) -> int:
     fs, path = resolve(location)
     return fs.get_file_info(path).size or 0
+
+
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.tmp-[0-9a-f]{12}")  # write_atomically's temporary names
+
+
+def leftover_temporaries(folder: str, names: set[str]) -> list[str]:
+    """The hidden temporary files (`write_atomically`'s `.name.tmp-*`) directly in `folder` that a writer
+    of one of `names` left when it was killed: only a writer of that name made them, and none runs now if
+    the caller is the folder's one writer."""
+    fs, path = resolve(folder)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return []
+    found = []
+    for entry in fs.get_file_info(pafs.FileSelector(path)):
+        match = _TEMPORARY.fullmatch(entry.base_name)
+        if entry.type == pafs.FileType.File and match and match["name"] in names:
+            found.append(join(folder, entry.base_name))
+    return sorted(found)
+
+
+def delete(location: str) -> None:
+    fs, path = resolve(location)
+    fs.delete_file(path)
 
 
 def write_atomically(location: str, write: Callable[[pafs.FileSystem, str], None]) -> None:
