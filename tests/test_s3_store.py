@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from mlflow.tracking import MlflowClient
+from s3_server import start_s3_server
 
 from orchestrator.cache import ParquetTeacherCache
 from orchestrator.cache_files import MANIFEST, read_manifest, write_teacher_cache
@@ -130,46 +131,83 @@ def test_teacher_cache_on_s3_and_its_manifest_is_written_last(s3_server, s3_buck
 
 
 @pytest.mark.slow
-def test_a_grid_on_s3_runs_and_resumes(s3_server, s3_bucket, tmp_path):
-    env = {**os.environ, **s3_server.env}
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    command = [sys.executable, "-m", "orchestrator.grid", "--preset", "tiny", "--store", f"s3://{s3_bucket}/runs",
-               "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
-    first = subprocess.run(command, capture_output=True, text=True, env=env, cwd=repo, timeout=600)
-    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
-    keys = [o["Key"] for page in s3_server.client().get_paginator("list_objects_v2").paginate(Bucket=s3_bucket)
-            for o in page.get("Contents", [])]
-    assert sum(k.startswith("runs/results/") and k.endswith(".json") for k in keys) == 7
-    assert any(k.startswith("runs/teachers/") and k.endswith("_manifest.json") for k in keys)
-    assert any(k.startswith("runs/ray/") and k.endswith("model.pt") for k in keys)  # the Ray Train checkpoint
-    assert any(k.startswith("runs/mlartifacts/") and k.endswith("summary.md") for k in keys)  # MLflow artifacts
-    # The report, made from MLflow with its artifacts on S3 (Figure 3 reads the representation samples there).
-    assert "report (the paper's tables and figures): the parent run's report.html artifact" in first.stdout
-    assert "note  report" not in first.stdout
-    assert any(k.startswith("runs/mlartifacts/") and k.endswith("figure3_hrnn.png") for k in keys)
-    report = subprocess.run([sys.executable, "-m", "orchestrator.report", "--experiment", "fewer-frames-tiny",
-                             "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--out", str(tmp_path / "report")],
-                            capture_output=True, text=True, env=env, cwd=repo, timeout=300)
-    assert report.returncode == 0 and (tmp_path / "report" / "figure3_hrnn.png").is_file(), report.stderr
-    # The teacher and the best student are kept on S3, registered with their MLflow Models on S3, and predict
-    # reads the test split from S3 and writes its CSV there, with the student's logged GAP.
-    assert sum(k.startswith("runs/models/") and k.endswith(".pt") for k in keys) == 2
-    assert sum(k.startswith("runs/mlartifacts/") and k.endswith("/MLmodel") for k in keys) == 2
-    assert "registered fewer-frames-hrnn-k10 version 1" in first.stdout, first.stdout[-2000:]
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    student = client.get_run(client.get_model_version_by_alias("fewer-frames-hrnn-k10", "best").run_id)
-    test_split = student.data.params["test_split"]
-    assert test_split.startswith(f"s3://{s3_bucket}/runs/data/")
-    predicted = subprocess.run([sys.executable, "-m", "orchestrator.predict", "--model", "models:/fewer-frames-hrnn-k10@best",
-                                "--data", test_split, "--out", f"s3://{s3_bucket}/out/submission.csv", "--labels",
-                                "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"],
-                               capture_output=True, text=True, env=env, cwd=repo, timeout=300)
-    assert predicted.returncode == 0, predicted.stderr
-    assert abs(float(predicted.stdout.split("GAP ")[1].split()[0]) - student.data.metrics["gap"]) < 1e-4
-    body = s3_server.client().get_object(Bucket=s3_bucket, Key="out/submission.csv")["Body"].read().decode()
-    assert len(read_submission(body.splitlines(keepends=True), "submission.csv")) == 48
-    again = subprocess.run(command, capture_output=True, text=True, env=env, cwd=repo, timeout=600)
-    assert again.returncode == 0 and "7 already done, 0 jobs to run" in again.stdout
+def test_a_grid_on_s3_loses_its_store_stops_cleanly_resumes_and_keeps_everything_there(tmp_path):
+    """The S3 endpoint goes away mid-grid: one line, exit 2, no MLflow run RUNNING, finished cells kept;
+    back, the same command finishes the rest, and everything the grid keeps is on S3."""
+    server = start_s3_server()  # its own: it is stopped under the grid
+    try:
+        bucket = "grid"
+        server.client().create_bucket(Bucket=bucket)
+        env = {**os.environ, **server.env}
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        tracking = f"sqlite:///{tmp_path}/mlflow.db"
+        command = [sys.executable, "-m", "orchestrator.grid", "--preset", "tiny", "--store", f"s3://{bucket}/runs",
+                   "--tracking-uri", tracking]
+
+        def keys():
+            pages = server.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+            return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+        def results():
+            return [k for k in keys() if k.startswith("runs/results/") and k.endswith(".json")]
+
+        grid = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=repo)
+        deadline = time.monotonic() + 400
+        while grid.poll() is None and time.monotonic() < deadline and not results():
+            time.sleep(0.5)
+        assert grid.poll() is None, "the grid ended before any cell finished"
+        server.halt()
+        lost_at = time.monotonic()
+        out, err = grid.communicate(timeout=300)
+        assert time.monotonic() - lost_at < 120
+        assert grid.returncode == 2, out[-2000:] + err[-2000:]
+        assert "Traceback" not in err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert lines[-1].startswith(f"error: s3://{bucket}/runs: cannot reach the S3 endpoint"), err[-2000:]
+        assert "lost it mid-grid" in lines[-1]
+        client = MlflowClient(tracking)
+        experiment = client.get_experiment_by_name("fewer-frames-tiny")
+        assert not [r for r in client.search_runs([experiment.experiment_id]) if r.info.status == "RUNNING"]
+
+        server.resume()
+        kept = len(results())
+        assert kept >= 1
+        first = subprocess.run(command, capture_output=True, text=True, env=env, cwd=repo, timeout=600)
+        assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+        assert f"{kept} already done" in first.stdout
+        found = keys()
+        assert len(results()) == 7
+        assert any(k.startswith("runs/teachers/") and k.endswith("_manifest.json") for k in found)
+        assert any(k.startswith("runs/ray/") and k.endswith("model.pt") for k in found)  # the Ray Train checkpoint
+        assert any(k.startswith("runs/mlartifacts/") and k.endswith("summary.md") for k in found)  # MLflow artifacts
+        # The report, made from MLflow with its artifacts on S3 (Figure 3 reads the representation samples there).
+        assert "report (the paper's tables and figures): the parent run's report.html artifact" in first.stdout
+        assert "note  report" not in first.stdout
+        assert any(k.startswith("runs/mlartifacts/") and k.endswith("figure3_hrnn.png") for k in found)
+        report = subprocess.run([sys.executable, "-m", "orchestrator.report", "--experiment", "fewer-frames-tiny",
+                                 "--tracking-uri", tracking, "--out", str(tmp_path / "report")],
+                                capture_output=True, text=True, env=env, cwd=repo, timeout=300)
+        assert report.returncode == 0 and (tmp_path / "report" / "figure3_hrnn.png").is_file(), report.stderr
+        # The teacher and the best student are kept on S3, registered with their MLflow Models on S3, and
+        # predict reads the test split from S3 and writes its CSV there, with the student's logged GAP.
+        assert sum(k.startswith("runs/models/") and k.endswith(".pt") for k in found) == 2
+        assert sum(k.startswith("runs/mlartifacts/") and k.endswith("/MLmodel") for k in found) == 2
+        assert "registered fewer-frames-hrnn-k10 version 1" in first.stdout, first.stdout[-2000:]
+        student = client.get_run(client.get_model_version_by_alias("fewer-frames-hrnn-k10", "best").run_id)
+        test_split = student.data.params["test_split"]
+        assert test_split.startswith(f"s3://{bucket}/runs/data/")
+        predicted = subprocess.run([sys.executable, "-m", "orchestrator.predict", "--model",
+                                    "models:/fewer-frames-hrnn-k10@best", "--data", test_split,
+                                    "--out", f"s3://{bucket}/out/submission.csv", "--labels", "--tracking-uri", tracking],
+                                   capture_output=True, text=True, env=env, cwd=repo, timeout=300)
+        assert predicted.returncode == 0, predicted.stderr
+        assert abs(float(predicted.stdout.split("GAP ")[1].split()[0]) - student.data.metrics["gap"]) < 1e-4
+        body = server.client().get_object(Bucket=bucket, Key="out/submission.csv")["Body"].read().decode()
+        assert len(read_submission(body.splitlines(keepends=True), "submission.csv")) == 48
+        again = subprocess.run(command, capture_output=True, text=True, env=env, cwd=repo, timeout=600)
+        assert again.returncode == 0 and "7 already done, 0 jobs to run" in again.stdout
+    finally:
+        server.stop()
 
 
 @pytest.mark.slow
