@@ -10,6 +10,10 @@ TensorFlow writes it), then times, in this one process, rounds interleaved, medi
   the Parquet write under a temporary name).
 Prints GB/s of TFRecord input for both (target: conversion at least 0.6 GB/s per core) and where the
 conversion's time goes, with the machine's own limits first.
+
+With `--job-files N` it then runs `python -m orchestrator.convert`'s job on a local Ray over N files (the
+same file under N names) and sets its GB/s per core beside the one-process figure: what one Ray task per
+file costs on top of the conversion itself.
 """
 
 from __future__ import annotations
@@ -53,11 +57,39 @@ def read_and_check(path: str) -> None:
             pass
 
 
+def job_rate(source: str, files: int, scratch: str, one_process: float) -> None:
+    """Time orchestrator.convert's Ray job over `files` names of `source` (Ray started before the clock);
+    `one_process` is the one-process conversion's bytes/s."""
+    from orchestrator import driver
+    from orchestrator.convert import parse_args, run
+
+    split = os.path.join(scratch, "split")
+    os.makedirs(split)
+    for i in range(files):
+        os.link(source, os.path.join(split, f"train{i:04d}.tfrecord"))
+    ray = driver.start_ray()
+    cores = int(ray.cluster_resources()["CPU"])
+    try:
+        start = time.perf_counter()
+        code = run(parse_args([split, "--out", os.path.join(scratch, "shards")]))
+        seconds = time.perf_counter() - start
+    finally:
+        ray.shutdown()
+    assert code == 0, code
+    total = files * os.path.getsize(source)
+    per_core = total / seconds / cores  # bytes/s, as `one_process`
+    overhead = (seconds * cores - total / one_process) / files
+    print(f"Ray job, {files} files of {os.path.getsize(source) / 1e6:.0f} MB on {cores} cores: {seconds:.1f} s, "
+          f"{total / seconds / 1e9:.2f} GB/s, {per_core / 1e9:.2f} GB/s per core ({per_core / one_process:.0%} of "
+          f"one process's); about {overhead:.2f} core-seconds per file beyond the conversion itself")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="also print where a conversion spends its time")
+    parser.add_argument("--job-files", type=int, default=0, help="also time the Ray job over this many files")
     args = parser.parse_args()
     keep_freed_memory()  # as the project's own processes run (workloads.memory)
     print(describe_machine())
@@ -81,6 +113,8 @@ def main() -> None:
             print(f"{name:<12}{seconds:>8.3f} s{size / seconds / 1e9:>8.2f} GB/s")
         rate = size / statistics.median(timings["convert"]) / 1e9
         print(f"conversion {rate:.2f} GB/s per core (target >= 0.6): {'PASS' if rate >= 0.6 else 'FAIL'}")
+        if args.job_files:
+            job_rate(source, args.job_files, scratch, size / statistics.median(timings["convert"]))
         if args.profile:
             profile = cProfile.Profile()
             profile.runcall(convert_file, source, out, 3862)
