@@ -30,7 +30,7 @@ from workloads.data.format import SHARD_SUFFIX, read_info, read_metadata
 from workloads.data.fs import list_files
 from workloads.errors import WorkloadError
 from workloads.inference import SUBMISSION_HEADER, Classifier, Predictions, Scores, submission_lines
-from workloads.memory import allocator_env, keep_freed_memory
+from workloads.memory import keep_freed_memory
 
 FOOTERS = 16  # shard footers read at once
 
@@ -116,11 +116,9 @@ def predict_here(classifier: Classifier, shards: list[str], job: Job) -> Iterato
 
 def predict_on_cluster(classifier: Classifier, shards: list[str], job: Job) -> Iterator[Predictions]:
     """The shards spread over a Ray cluster with Ray Data: one shard per task, rows streamed back."""
-    import ray
-
     from orchestrator.ray_predict import shard_predictions
 
-    ray.init(address=job.address, log_to_driver=False, runtime_env={"env_vars": allocator_env()})
+    ray = driver.start_ray(job.address)
     driver.stop_on_sigterm()  # again, over the handler Ray's start put in place
     try:
         yield from shard_predictions(ray, classifier, shards, job)
