@@ -4,7 +4,7 @@ every batch.
 A batch of dequantised frames is a large, short-lived tensor (64 videos of 300 frames: 88 MB), and so are
 a training step's activations. glibc serves a block above its mmap threshold (32 MB at most, and anything
 above 64 MB in a thread's own arena) with a fresh mapping and unmaps it when freed, so each batch faults
-all of its pages in again: 4 bytes of fresh memory per byte the reader decodes, 430 MB per small H-RNN
+all of its pages in again: 4 bytes of fresh memory per byte the reader decodes, 420 MB per small H-RNN
 training step. Where the kernel's first touch of a page is slow (0.63 GB/s on one of our 2-core machines),
 that, not the work, sets the speed. Two well-known remedies, both on by default:
 
