@@ -16,7 +16,7 @@ linux_glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or memory.
                                  reason="glibc's allocator on Linux")
 
 # Reads every video of the shards three times in a thread, with transparent huge pages off for the
-# process (as on a kernel that offers none, so each fault is one 4 KB page), and prints the fresh bytes
+# process (as on a kernel that offers none, so each fault is one base page), and prints the fresh bytes
 # faulted in per byte of frames decoded after a warm-up pass.
 DECODE = textwrap.dedent("""
     import ctypes, json, resource, sys, threading
@@ -30,7 +30,7 @@ DECODE = textwrap.dedent("""
         before, decoded = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, 0
         for _ in range(3):
             decoded += sum(int(batch.mask.sum()) * 1152 for batch in dataset)
-        out["fresh_per_byte"] = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) * 4096 / decoded
+        out["fresh_per_byte"] = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) * resource.getpagesize() / decoded
     thread = threading.Thread(target=work)
     thread.start()
     thread.join()
