@@ -216,11 +216,9 @@ class Grid:
             raise OrchestratorError(f"{name}: recording it failed: {driver.one_line(failure)}") from None
 
     def heal(self, cell: Cell, error: BaseException) -> bool:
-        """Whether a serial cell that failed on its teacher's cache runs again. A damaged cache (or one gone)
-        is set aside and written again from the teacher's checkpoint once per invocation (a cache damaged
-        again fails the cells that read it), and the teacher's serial cells wait for it. A cell that found
-        the cache gone because another cell had just set it aside waits for the same rewrite, or runs
-        again once if the rewrite ended before its failure was collected."""
+        """Whether a serial cell that failed on its teacher's cache runs again: a damaged (or gone) cache is
+        written again from the teacher's checkpoint once per invocation, the teacher's serial cells waiting;
+        a cell that found it gone as another set it aside waits too, or reruns once if the rewrite ended."""
         damaged, missing = driver.cause(error, DamagedCache), driver.cause(error, MissingCache)
         if (damaged is None and missing is None) or cell.mode != "serial":
             return False
