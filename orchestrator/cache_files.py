@@ -60,9 +60,14 @@ class DamagedCache(DamagedFile):
 class MissingCache(OrchestratorError):
     """No complete cache at `location` (no manifest): never written, or set aside as damaged."""
 
+    problem = "no complete teacher cache here (no manifest)"
+
     def __init__(self, location: str):
-        super().__init__(f"{location}: no complete teacher cache here (no manifest)")
+        super().__init__(f"{location}: {self.problem}")
         self.location = location
+
+    def __reduce__(self):  # raised in a Ray task, it crosses to the driver whole (as DamagedFile does)
+        return type(self), (self.location,)
 
 
 def _table(records: list[TeacherRecord]) -> pa.Table:

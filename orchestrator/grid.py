@@ -238,10 +238,9 @@ class Grid:
         note(cell.name, f"{problem}; {f'{aside} set aside, ' if aside else ''}the cache is written again from "
                         "the teacher's checkpoint, and the cell runs after")
         self.caches.pop(teacher.id, None)
-        self.rebuilds[teacher.id] = problem.problem if damaged else str(missing)
-        self.todo.blocked[teacher.id].append(cell)
-        # The teacher's serial cells not started yet wait for the new cache too.
-        self.todo.blocked[teacher.id] += [c for c in self.todo.ready if c.teacher == teacher]
+        self.rebuilds[teacher.id] = problem.problem
+        # It waits for the new cache, and so do the teacher's serial cells not started yet.
+        self.todo.blocked[teacher.id] += [cell] + [c for c in self.todo.ready if c.teacher == teacher]
         self.todo.ready = [c for c in self.todo.ready if c.teacher != teacher]
         self.start_teacher(teacher)
         return True

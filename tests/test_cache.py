@@ -1,11 +1,13 @@
 import json
+import pickle
 
 import numpy as np
 import pytest
 import torch
 
 from orchestrator.cache import ParquetTeacherCache
-from orchestrator.cache_files import MANIFEST, ROWS_PER_GROUP, DamagedCache, read_manifest, set_aside, write_teacher_cache
+from orchestrator.cache_files import (MANIFEST, ROWS_PER_GROUP, DamagedCache, MissingCache, read_manifest, set_aside,
+                                      write_teacher_cache)
 from orchestrator.errors import OrchestratorError
 from workloads.data.reader import SHUFFLE_BLOCK
 from workloads.teacher_outputs import TeacherRecord
@@ -60,8 +62,10 @@ def test_a_cache_without_its_manifest_is_absent(tmp_path):
     assert read_manifest(str(tmp_path)) is None
     assert not (tmp_path / MANIFEST).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["part-00000.parquet"]  # nothing half-written
-    with pytest.raises(OrchestratorError, match="no complete teacher cache"):
+    with pytest.raises(MissingCache, match="no complete teacher cache") as absent:
         ParquetTeacherCache(str(tmp_path))
+    crossed = pickle.loads(pickle.dumps(absent.value))  # as it reaches the driver from a Ray task
+    assert crossed.location == str(tmp_path) and str(crossed) == str(absent.value)
     # Rebuilt, it is complete; a lost part makes it damaged.
     write_teacher_cache(str(tmp_path), [list(records("a", 4))], {}, {})
     assert read_manifest(str(tmp_path))["videos"] == 4
