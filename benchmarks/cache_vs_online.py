@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from orchestrator.cache import ParquetTeacherCache
-from orchestrator.cache_files import write_teacher_cache
+from orchestrator.cache.reader import ParquetTeacherCache
+from orchestrator.cache.files import write_teacher_cache
 from workloads.data.batch import FrameSelection, subsample
 from workloads.data.reader import VideoShards
 from workloads.data.synth import SynthConfig, generate

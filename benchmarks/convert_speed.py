@@ -62,7 +62,7 @@ def job_rate(source: str, files: int, scratch: str) -> None:
     """orchestrator.convert's Ray job over `files` names of `source` (Ray started before the clock) against
     one process converting the same files one after another. Both write `files` new shards: new files cost
     page-cache writeback that rewriting one file in place (the rounds above) does not."""
-    from orchestrator import driver
+    from orchestrator.driver import session as driver
     from orchestrator.convert import parse_args, run
 
     split = os.path.join(scratch, "split")

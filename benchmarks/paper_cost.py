@@ -6,10 +6,10 @@
 Measures, on this device and at the paper's model sizes, the seconds per video of a training step
 (forward, backward, Adam) and of inference, for each family's teacher (all 300 frames) and its students
 at each k of the preset, on random inputs (the data pipeline is measured by reader_throughput.py). Then
-adds up the preset's matrix (`orchestrator.matrix.expand`): each teacher's epochs over its fraction of
+adds up the preset's matrix (`orchestrator.experiment.matrix.expand`): each teacher's epochs over its fraction of
 the training set, its validation passes and its cache export; each cell's epochs and validation passes
 (a parallel cell trains its teacher too). Run it on one GPU of the cluster's type: the total is the
-GPU-hours of the grid (`orchestrator.cost_model`). Video counts default to YouTube-8M's frame-level train
+GPU-hours of the grid (`orchestrator.driver.cost`). Video counts default to YouTube-8M's frame-level train
 and validate splits. `--save` keeps the measured seconds per video for `python -m orchestrator.grid --plan
 --rates rates.json`, which prints the same estimate for any preset.
 """
@@ -21,9 +21,9 @@ import time
 
 import torch
 
-from orchestrator.config import load_preset
-from orchestrator.cost_model import YOUTUBE8M_TRAIN, YOUTUBE8M_VALIDATE, Rates, device_hours
-from orchestrator.matrix import expand
+from orchestrator.experiment.presets import load_preset
+from orchestrator.driver.cost import YOUTUBE8M_TRAIN, YOUTUBE8M_VALIDATE, Rates, device_hours
+from orchestrator.experiment.matrix import expand
 from workloads.data.format import FEATURE_DIM
 from workloads.losses import Objective
 from workloads.memory import keep_freed_memory

@@ -27,8 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from s3_server import start_s3_server  # noqa: E402
 
-from orchestrator.cache import ParquetTeacherCache  # noqa: E402
-from orchestrator.cache_files import write_teacher_cache  # noqa: E402
+from orchestrator.cache.reader import ParquetTeacherCache  # noqa: E402
+from orchestrator.cache.files import write_teacher_cache  # noqa: E402
 from workloads.data.fs import join, resolve  # noqa: E402
 from workloads.data.reader import Unit, epoch_order  # noqa: E402
 from workloads.memory import keep_freed_memory

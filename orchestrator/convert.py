@@ -18,7 +18,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from orchestrator import driver
+from orchestrator.driver import session as driver
 from orchestrator.errors import OrchestratorError, one_line
 from workloads.data.convert import YOUTUBE8M_CLASSES, ConvertStats, convert_file, plan_files
 from workloads.data.format import read_info

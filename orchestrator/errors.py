@@ -1,12 +1,35 @@
+"""What goes wrong, and what the person watching is told: the orchestrator's one exception type, an error's
+telling line, and the lines a driver prints (above the live progress line, while one is drawn)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+
 class OrchestratorError(Exception):
     """A preset, store or run that cannot go ahead; the message names the file, key or cell."""
+
+
+_writer: Callable[[str], None] | None = None  # prints above the live progress line, while one is drawn
+
+
+def print_lines_with(writer: Callable[[str], None] | None) -> None:
+    """Route `say` through `writer` (the console's live line sets it, and clears it with None)."""
+    global _writer
+    _writer = writer
+
+
+def say(text: str) -> None:
+    """Print a line of a driver's output, above the live line when there is one."""
+    if _writer is not None:
+        _writer(text)
+    else:
+        print(text, flush=True)
 
 
 def note(name: str, text: str) -> None:
     """A problem found and dealt with (something damaged set aside, and done again), for the person
     watching: one line naming what it concerns."""
-    from orchestrator.console import say
-
     say(f"  note  {name}: {text}")
 
 

@@ -17,24 +17,25 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from orchestrator import driver, weights
-from orchestrator.cache_files import DamagedCache, MissingCache, set_aside
-from orchestrator.cells import run_cell
-from orchestrator.config import Preset, load_override, load_preset
-from orchestrator.console import Counts, GridProgress
-from orchestrator.data_sets import DataSet
+from orchestrator.driver import session as driver
+from orchestrator.store import weights
+from orchestrator.cache.files import DamagedCache, MissingCache, set_aside
+from orchestrator.jobs.cells import run_cell
+from orchestrator.experiment.presets import Preset, load_override, load_preset
+from orchestrator.driver.console import Counts, GridProgress
+from orchestrator.jobs.data_sets import DataSet
 from orchestrator.errors import OrchestratorError, note
-from orchestrator.live import EpochChannel
-from orchestrator.matrix import Cell, TeacherSpec, expand
-from orchestrator.plan import show_plan
+from orchestrator.driver.live import EpochChannel
+from orchestrator.experiment.matrix import Cell, TeacherSpec, expand
+from orchestrator.driver.plan import show_plan
 from orchestrator.report.build import report_folder, report_on_parent
-from orchestrator.results import CellResult
-from orchestrator.samples import rep_metrics
-from orchestrator.storage import is_storage_failure, store_lost
-from orchestrator.store import Store
-from orchestrator.summary import summarize
-from orchestrator.teachers import TeacherJob, cache_key, check_caches
-from orchestrator.timing import time_on_parent
+from orchestrator.experiment.results import CellResult
+from orchestrator.store.samples import rep_metrics
+from orchestrator.store.access import is_storage_failure, store_lost
+from orchestrator.store.layout import Store
+from orchestrator.report.summary import summarize
+from orchestrator.jobs.teachers import TeacherJob, cache_key, check_caches
+from orchestrator.jobs.timing import time_on_parent
 
 LIVE_SECONDS = 2.0  # how often the driver looks for epochs that ended, while no job finishes
 
@@ -345,7 +346,7 @@ def run(args: argparse.Namespace) -> int:
     store, tracking_uri, data = driver.before_ray(args.store, args.tracking_uri, preset.data, args.data)
     experiment = args.experiment or f"fewer-frames-{preset.name}"
     from orchestrator.publish import publish_after_grid
-    from orchestrator.tracking import Tracker
+    from orchestrator.tracking.tracker import Tracker
 
     ray = driver.start_ray()
     driver.refuse_local_store_on_a_cluster(ray, store, preset.resources)

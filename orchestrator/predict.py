@@ -23,9 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
-from orchestrator import driver
+from orchestrator.driver import session as driver
 from orchestrator.errors import OrchestratorError, one_line
-from orchestrator.storage import DEFAULT_TRACKING, check_existing_tracking
+from orchestrator.store.access import DEFAULT_TRACKING, check_existing_tracking
 from workloads.data.format import SHARD_SUFFIX, read_info, read_metadata
 from workloads.data.fs import list_files
 from workloads.errors import WorkloadError
@@ -116,7 +116,7 @@ def predict_here(classifier: Classifier, shards: list[str], job: Job) -> Iterato
 
 def predict_on_cluster(classifier: Classifier, shards: list[str], job: Job) -> Iterator[Predictions]:
     """The shards spread over a Ray cluster with Ray Data: one shard per task, rows streamed back."""
-    from orchestrator.ray_predict import shard_predictions
+    from orchestrator.serve.ray_predict import shard_predictions
 
     ray = driver.start_ray(job.address)
     driver.stop_on_sigterm()  # again, over the handler Ray's start put in place

@@ -3,7 +3,7 @@
 Registers a grid's models in MLflow's Model Registry: each family's teacher as `fewer-frames-<family>-all`
 and its best student at each k (by validation GAP, among serial and parallel students whose weights are
 kept) as `fewer-frames-<family>-k<k>`, each an MLflow Model logged on its cell's run
-(`orchestrator.model_package`), the alias `best` moved to the new version, and tags naming the cell, its
+(`orchestrator.serve.package`), the alias `best` moved to the new version, and tags naming the cell, its
 test GAP/mAP and multiply-adds. A winner already registered under `best` is not registered again. The
 grid does this when it ends; `--run-id` of a grid's run does it for that run's experiment, and of a
 cell's run registers that cell (a new version; `best` stays where it is).
@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from orchestrator import weights
+from orchestrator.store import weights
 from orchestrator.errors import OrchestratorError, note, one_line
-from orchestrator.report.runs import GRID_TAG, CellRun, read_cell, read_experiment
-from orchestrator.storage import DEFAULT_TRACKING, check_existing_tracking
+from orchestrator.tracking.runs import GRID_TAG, CellRun, read_cell, read_experiment
+from orchestrator.store.access import DEFAULT_TRACKING, check_existing_tracking
 from workloads.data.fs import resolve
 from workloads.errors import WorkloadError
 
@@ -79,7 +79,7 @@ def publish_cell(client: MlflowClient, name: str, cell: CellRun, move_alias: boo
             card, _ = weights.read(local)
         except WorkloadError as error:
             raise OrchestratorError(f"{cell.name}: {cell.weights}: {error}") from None
-        from orchestrator.model_package import log_package
+        from orchestrator.serve.package import log_package
 
         model_uri = log_package(cell.run_id, local, card, client.tracking_uri)
     version = client.create_model_version(name, model_uri, run_id=cell.run_id, tags=_tags(cell, card),

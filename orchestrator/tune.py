@@ -21,17 +21,17 @@ import os
 import sys
 import tempfile
 
-from orchestrator import driver
-from orchestrator.cells import resolve, run_recipe
-from orchestrator.config import Preset, load_preset
-from orchestrator.data_sets import DataSet
+from orchestrator.driver import session as driver
+from orchestrator.jobs.cells import resolve, run_recipe
+from orchestrator.experiment.presets import Preset, load_preset
+from orchestrator.jobs.data_sets import DataSet
 from orchestrator.errors import OrchestratorError, note
-from orchestrator.matrix import Cell, expand
-from orchestrator.pareto import best_override, pareto_front, plot_front
-from orchestrator.results import Trial
-from orchestrator.search_space import SearchSpace, check_against, load_space, trial_settings
-from orchestrator.store import DamagedFile, Store
-from orchestrator.teachers import TeacherJob, check_caches
+from orchestrator.experiment.matrix import Cell, expand
+from orchestrator.report.pareto import best_override, pareto_front, plot_front
+from orchestrator.experiment.results import Trial
+from orchestrator.experiment.search_space import SearchSpace, check_against, load_space, trial_settings
+from orchestrator.store.layout import DamagedFile, Store
+from orchestrator.jobs.teachers import TeacherJob, check_caches
 from workloads.data.fs import write_bytes
 
 
@@ -247,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
     preset = load_preset(args.preset)
     check_against(space, preset, args.space)
     store, tracking_uri, data = driver.before_ray(args.store, args.tracking_uri, preset.data)
-    from orchestrator.tracking import Tracker
+    from orchestrator.tracking.tracker import Tracker
 
     ray = driver.start_ray()
     driver.refuse_local_store_on_a_cluster(ray, store, preset.resources)

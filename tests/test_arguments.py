@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from orchestrator.config import DataConfig
-from orchestrator.data_sets import locate
-from orchestrator.store import Store
+from orchestrator.experiment.presets import DataConfig
+from orchestrator.jobs.data_sets import locate
+from orchestrator.store.layout import Store
 from workloads.data.format import ShardInfo, write_shard
 from workloads.data.synth import SynthConfig, generate
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.cache import ParquetTeacherCache
-from orchestrator.cache_files import (MANIFEST, ROWS_PER_GROUP, DamagedCache, MissingCache, read_manifest, set_aside,
+from orchestrator.cache.reader import ParquetTeacherCache
+from orchestrator.cache.files import (MANIFEST, ROWS_PER_GROUP, DamagedCache, MissingCache, read_manifest, set_aside,
                                       write_teacher_cache)
 from orchestrator.errors import OrchestratorError
 from workloads.data.reader import SHUFFLE_BLOCK

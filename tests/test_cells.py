@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
-from orchestrator.cells import RUNNERS, cell_stages, resolve, run_cell
-from orchestrator.config import load_preset
-from orchestrator.data_sets import DataSet, data_id
+from orchestrator.jobs.cells import RUNNERS, cell_stages, resolve, run_cell
+from orchestrator.experiment.presets import load_preset
+from orchestrator.jobs.data_sets import DataSet, data_id
 from orchestrator.errors import OrchestratorError
-from orchestrator.matrix import expand
-from orchestrator.results import CellResult
-from orchestrator.store import Store
+from orchestrator.experiment.matrix import expand
+from orchestrator.experiment.results import CellResult
+from orchestrator.store.layout import Store
 from workloads.data.synth import SynthConfig, generate
 from workloads.progress import EpochMetrics
 

@@ -14,8 +14,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from ports import free_port
-from orchestrator.config import load_preset, preset_names
-from orchestrator.matrix import expand
+from orchestrator.experiment.presets import load_preset, preset_names
+from orchestrator.experiment.matrix import expand
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster"

@@ -4,10 +4,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from orchestrator.config import load_preset, load_override
-from orchestrator.data_sets import data_id
+from orchestrator.experiment.presets import load_preset, load_override
+from orchestrator.jobs.data_sets import data_id
 from orchestrator.errors import OrchestratorError
-from orchestrator.validation import Invalid, build, checking
+from orchestrator.experiment.validation import Invalid, build, checking
 from workloads.data.synth import SynthConfig
 from workloads.train import TrainConfig
 
@@ -80,7 +80,7 @@ def test_the_validator_names_the_file_and_the_key_path(raw, message):
 
 
 def test_parallel_rows_for_table_4_and_the_parallel_classifier():
-    from orchestrator.matrix import expand
+    from orchestrator.experiment.matrix import expand
 
     tiny = load_preset("tiny", {"parallel_intermediate": ["rep", "rep+ce"]})
     _, cells = expand(tiny, "d")

@@ -1,11 +1,12 @@
 """The grid's progress line: live on a terminal, plain lines elsewhere (what CI and `ray job logs` see)."""
 
-from orchestrator.console import Counts, GridProgress, say
+from orchestrator.driver.console import Counts, GridProgress
+from orchestrator.errors import say
 
 
 def test_off_a_terminal_a_plain_line_comes_when_a_cell_ends_not_when_one_starts(capsys, monkeypatch):
     clock = iter([100.0, 100.0, 130.0, 160.0])
-    monkeypatch.setattr("orchestrator.console.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("orchestrator.driver.console.time.monotonic", lambda: next(clock))
     progress = GridProgress(Counts(done=2, running=1, failed=0, total=8, teachers=1), live=False)
     progress.update(Counts(done=2, running=2, failed=0, total=8, teachers=1))  # a start: no line
     progress.update(Counts(done=3, running=1, failed=0, total=8, teachers=1))

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from orchestrator.driver import exit_status, stop_on_sigterm, store_failures
+from orchestrator.driver.session import exit_status, stop_on_sigterm, store_failures
 from orchestrator.errors import OrchestratorError
-from orchestrator.store import Store
+from orchestrator.store.layout import Store
 from workloads.errors import DataError
 
 

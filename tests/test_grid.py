@@ -14,10 +14,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from orchestrator.config import load_preset
+from orchestrator.experiment.presets import load_preset
 from orchestrator.errors import OrchestratorError
 from orchestrator.grid import plan
-from orchestrator.matrix import expand
+from orchestrator.experiment.matrix import expand
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = yaml.safe_load((REPO / "orchestrator" / "presets" / "tiny.yaml").read_text())
@@ -280,8 +280,8 @@ def test_killed_driver_then_rerun_does_only_what_is_missing(tmp_path):
 
 
 def test_a_second_grid_on_a_running_experiment_is_refused(tmp_path):
-    from orchestrator.liveness import identity
-    from orchestrator.tracking import DRIVER_TAG, HEARTBEAT_TAG
+    from orchestrator.tracking.liveness import identity
+    from orchestrator.tracking.tracker import DRIVER_TAG, HEARTBEAT_TAG
 
     store = tmp_path / "store"
     store.mkdir()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from orchestrator.cache import ParquetTeacherCache
+from orchestrator.cache.reader import ParquetTeacherCache
 from test_grid import grid, runs
 
 SERIAL = "hrnn/serial/rep+pred+ce/k10/s0"

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator import liveness
+from orchestrator.tracking import liveness
 from orchestrator.errors import OrchestratorError
-from orchestrator.results import Trial
-from orchestrator.tracking import DRIVER_TAG, GRID_TAG, HEARTBEAT_TAG, Tracker
+from orchestrator.experiment.results import Trial
+from orchestrator.tracking.tracker import DRIVER_TAG, GRID_TAG, HEARTBEAT_TAG, Tracker
 
 
 def exited_process(reap: bool) -> subprocess.Popen:

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator.config import load_preset
-from orchestrator.matrix import expand
+from orchestrator.experiment.presets import load_preset
+from orchestrator.experiment.matrix import expand
 from orchestrator.report.build import write_report
-from orchestrator.report.runs import TIMING_PREFIX
-from orchestrator.results import CellResult
-from orchestrator.tracking import Tracker
+from orchestrator.tracking.runs import TIMING_PREFIX
+from orchestrator.experiment.results import CellResult
+from orchestrator.tracking.tracker import Tracker
 from workloads.progress import EpochMetrics
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,11 +6,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from orchestrator.config import load_preset
-from orchestrator.findings import findings
-from orchestrator.matrix import expand
-from orchestrator.results import CellResult
-from orchestrator.samples import read_sample, rep_metrics, sample_share, write_sample
+from orchestrator.experiment.presets import load_preset
+from orchestrator.report.findings import findings
+from orchestrator.experiment.matrix import expand
+from orchestrator.experiment.results import CellResult
+from orchestrator.store.samples import read_sample, rep_metrics, sample_share, write_sample
 from workloads.errors import WorkloadError
 from workloads.representations import Representations, similarity
 

@@ -13,8 +13,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 from s3_server import start_s3_server
 
-from orchestrator.cache import ParquetTeacherCache
-from orchestrator.cache_files import MANIFEST, read_manifest, write_teacher_cache
+from orchestrator.cache.reader import ParquetTeacherCache
+from orchestrator.cache.files import MANIFEST, read_manifest, write_teacher_cache
 from workloads.data.batch import FrameSelection
 from workloads.data.reader import VideoShards
 from workloads.data.synth import SynthConfig, generate

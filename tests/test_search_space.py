@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.cells import cell_stages
-from orchestrator.config import load_preset
+from orchestrator.jobs.cells import cell_stages
+from orchestrator.experiment.presets import load_preset
 from orchestrator.errors import OrchestratorError
-from orchestrator.matrix import expand
-from orchestrator.pareto import best_override, pareto_front
-from orchestrator.results import Trial
-from orchestrator.search_space import load_space, parse_space
+from orchestrator.experiment.matrix import expand
+from orchestrator.report.pareto import best_override, pareto_front
+from orchestrator.experiment.results import Trial
+from orchestrator.experiment.search_space import load_space, parse_space
 
 SPACES = sorted((Path(__file__).resolve().parents[1] / "search_spaces").glob("*.yaml"))
 BASE = {"name": "s", "family": "hrnn", "variant": "rep+pred+ce", "search": {"w_rep": {"loguniform": [1e-4, 1.0]}}}
@@ -113,7 +113,7 @@ def test_the_best_configuration_is_a_grid_override(tmp_path):
 
 
 def test_a_study_resumes_with_its_own_space_and_refuses_a_changed_one(tmp_path, capsys):
-    from orchestrator.store import Store
+    from orchestrator.store.layout import Store
     from orchestrator.tune import study_record
 
     store = Store(str(tmp_path))

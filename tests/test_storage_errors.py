@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.storage import check_store
+from orchestrator.store.access import check_store
 
 REPO = Path(__file__).resolve().parents[1]
 

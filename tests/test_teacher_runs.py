@@ -10,7 +10,7 @@ import ray
 import ray.train
 import torch
 
-from orchestrator.teacher_runs import PROGRESS, SNAPSHOT, prune, reopen, resume_point
+from orchestrator.jobs.teacher_runs import PROGRESS, SNAPSHOT, prune, reopen, resume_point
 from workloads.data.fs import join, resolve, write_bytes
 from workloads.progress import Progress
 

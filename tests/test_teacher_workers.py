@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.cache import ParquetTeacherCache
-from orchestrator.cache_files import read_manifest
-from orchestrator.config import TeacherResources, TrainSettings
-from orchestrator.data_sets import DataSet
-from orchestrator.driver import start_ray
-from orchestrator.matrix import TeacherSpec
-from orchestrator.teacher_runs import SNAPSHOT
-from orchestrator.teachers import TeacherJob, fit_teacher
+from orchestrator.cache.reader import ParquetTeacherCache
+from orchestrator.cache.files import read_manifest
+from orchestrator.experiment.presets import TeacherResources, TrainSettings
+from orchestrator.jobs.data_sets import DataSet
+from orchestrator.driver.session import start_ray
+from orchestrator.experiment.matrix import TeacherSpec
+from orchestrator.jobs.teacher_runs import SNAPSHOT
+from orchestrator.jobs.teachers import TeacherJob, fit_teacher
 from workloads.data.batch import FrameSelection
 from workloads.data.reader import VideoShards
 from workloads.data.synth import SynthConfig, generate

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from orchestrator.config import load_preset
+from orchestrator.experiment.presets import load_preset
 
 REPO = Path(__file__).resolve().parents[1]
 SPACE = {"name": "small-study", "family": "hrnn", "variant": "rep+pred+ce", "epochs": 2,

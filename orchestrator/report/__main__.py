@@ -12,7 +12,7 @@ import os
 import sys
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.storage import DEFAULT_TRACKING, check_existing_tracking
+from orchestrator.store.access import DEFAULT_TRACKING, check_existing_tracking
 
 
 

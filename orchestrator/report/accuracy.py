@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from orchestrator.report import published
-from orchestrator.report.runs import CellRun
+from orchestrator.tracking.runs import CellRun
 from orchestrator.report.tables import FAMILY_NAMES, Scores, Table, published_pair, row_label, state
 
 GAP_MAP = ("GAP", "mAP")

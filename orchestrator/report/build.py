@@ -20,7 +20,7 @@ from orchestrator.report import figures
 from orchestrator.report.accuracy import by_fraction, by_k, intermediate
 from orchestrator.report.cost import cost
 from orchestrator.report.render import Report, Section, markdown, page, table_markdown
-from orchestrator.report.runs import Experiment, read_experiment
+from orchestrator.tracking.runs import Experiment, read_experiment
 from orchestrator.report.tables import comparability
 
 NOTE_TAG = "mlflow.note.content"  # what MLflow's UI shows as a run's description

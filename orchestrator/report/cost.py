@@ -1,7 +1,7 @@
 """Table 3: what a video costs each family's teacher and its students at each k. Multiply-adds come from
 the cells (counted on the model itself, `workloads.flops`): the per-frame work, which is the paper's
 convention (its 5.058 G for the H-RNN teacher is ~16.9 M a frame), and the whole pass. Time per video
-comes only from the timing job (`orchestrator.timing`), which runs a family's models side by side in one
+comes only from the timing job (`orchestrator.jobs.timing`), which runs a family's models side by side in one
 task on one device: times of cells that trained on different nodes do not compare.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 
 from orchestrator.report import published
-from orchestrator.report.runs import CellRun, Timing
+from orchestrator.tracking.runs import CellRun, Timing
 from orchestrator.report.tables import FAMILY_NAMES, MISSING, Table, state
 
 HEADER = ["model", "per-frame work (G)", "whole pass (G)", "whole pass vs teacher", "time per video (ms)",

@@ -17,10 +17,10 @@ from collections import Counter
 
 import numpy as np
 
-from orchestrator.pareto import pareto_front
-from orchestrator.report.runs import CellRun
+from orchestrator.report.pareto import pareto_front
+from orchestrator.tracking.runs import CellRun
 from orchestrator.report.tables import FAMILY_NAMES, row_label
-from orchestrator.samples import read_sample
+from orchestrator.store.samples import read_sample
 from workloads.variants import learns_representation
 
 # Figure 2's panels: the paper's (a) Lrep, (b) Lrep + LCE, (c) Lrep + Lpred + LCE, serial and parallel.

@@ -8,7 +8,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from orchestrator.report.runs import CellRun
+from orchestrator.tracking.runs import CellRun
 from workloads.frames import SELECTORS
 from workloads.variants import PARALLEL_VARIANTS, SERIAL_VARIANTS
 

@@ -23,15 +23,15 @@ from typing import Callable
 
 import torch
 
-from orchestrator import weights
-from orchestrator.cache_files import DamagedCache, finish_teacher_cache, read_manifest, set_aside, write_cache_part
-from orchestrator.config import TeacherResources
-from orchestrator.data_sets import DataSet
-from orchestrator.matrix import TeacherSpec
-from orchestrator.results import CellResult
-from orchestrator.samples import write_sample
-from orchestrator.store import Store
-from orchestrator.teacher_runs import PROGRESS, prune, reopen, resume_point
+from orchestrator.store import weights
+from orchestrator.cache.files import DamagedCache, finish_teacher_cache, read_manifest, set_aside, write_cache_part
+from orchestrator.experiment.presets import TeacherResources
+from orchestrator.jobs.data_sets import DataSet
+from orchestrator.experiment.matrix import TeacherSpec
+from orchestrator.experiment.results import CellResult
+from orchestrator.store.samples import write_sample
+from orchestrator.store.layout import Store
+from orchestrator.jobs.teacher_runs import PROGRESS, prune, reopen, resume_point
 from workloads.data.format import SHARD_SUFFIX
 from workloads.data.fs import list_files
 from workloads.data.batch import FrameSelection

@@ -2,11 +2,11 @@
 
 Only the driver talks to MLflow (a `sqlite:` store exists only where it was opened). A cell's run is
 created RUNNING, with its params, when the cell starts; its per-epoch metrics arrive as the epochs end
-(`orchestrator.live`); its result and artifacts fill it when the cell finishes, and it ends FINISHED or
+(`orchestrator.driver.live`); its result and artifacts fill it when the cell finishes, and it ends FINISHED or
 FAILED. A cell stopped before its end (the grid interrupted, the cell to be run again) has its run deleted
 (MLflow's restorable delete), so each cell shows once. The parent run is ended KILLED on SIGINT/SIGTERM,
 and any RUNNING run a crashed driver left in the experiment is ended at the next start (cell runs
-deleted). A parent run carries its driver's identity and a heartbeat (`orchestrator.liveness`), so a
+deleted). A parent run carries its driver's identity and a heartbeat (`orchestrator.tracking.liveness`), so a
 second driver on the same experiment while the first still runs is refused instead of ending the first
 one's runs and training the same cells again.
 """
@@ -27,10 +27,10 @@ import mlflow
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
-from orchestrator import liveness
+from orchestrator.tracking import liveness
 from orchestrator.errors import OrchestratorError
-from orchestrator.matrix import Cell
-from orchestrator.results import CellResult, Trial
+from orchestrator.experiment.matrix import Cell
+from orchestrator.experiment.results import CellResult, Trial
 from workloads.progress import EpochMetrics
 from workloads.data.fs import resolve
 

@@ -1,4 +1,4 @@
-"""A kept model (`orchestrator.weights`) as an MLflow Model: complete for inference anywhere.
+"""A kept model (`orchestrator.store.weights`) as an MLflow Model: complete for inference anywhere.
 
 The package holds the card and weights file (family, size and settings, frame selection k and stride,
 class count), the code that reads it (`workloads` and `orchestrator` as MLflow code paths, entered through

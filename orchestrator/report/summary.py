@@ -1,16 +1,16 @@
 """A Table-1-style summary of a finished grid: test GAP / mAP by k, averaged over seeds, with the skyline
 and the multiply-adds of each column, and under each family the paper's findings as measured
-(`orchestrator.findings`), as Markdown."""
+(`orchestrator.report.findings`), as Markdown."""
 
 from __future__ import annotations
 
 import statistics
 from collections import defaultdict
 
-from orchestrator.findings import findings
-from orchestrator.matrix import Cell
+from orchestrator.report.findings import findings
+from orchestrator.experiment.matrix import Cell
 from orchestrator.report.tables import mean_std
-from orchestrator.results import CellResult
+from orchestrator.experiment.results import CellResult
 
 
 def _row_label(cell: Cell) -> str:

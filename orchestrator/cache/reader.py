@@ -1,5 +1,5 @@
 """The teacher cache read back: `ParquetTeacherCache`, a `workloads.teacher_outputs.TeacherSource` over
-a cache in the store (its files: `orchestrator.cache_files`), without loading it whole.
+a cache in the store (its files: `orchestrator.cache.files`), without loading it whole.
 
 An index of 64-bit id hashes says where each video is; row groups are read on demand, or ahead when the
 training loop names the videos of its next batches, and kept in an LRU bounded in bytes. A student reads
@@ -24,7 +24,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 
-from orchestrator.cache_files import METADATA_KEY, ROWS_PER_GROUP, DamagedCache, MissingCache, read_manifest
+from orchestrator.cache.files import METADATA_KEY, ROWS_PER_GROUP, DamagedCache, MissingCache, read_manifest
 from orchestrator.errors import OrchestratorError
 from workloads.data.fs import join, resolve
 from workloads.data.reader import SHUFFLE_BLOCK

@@ -1,5 +1,5 @@
 """What every driver (`python -m orchestrator.grid`, `python -m orchestrator.tune`) does around its own
-work (the store and the tracking store are checked by `orchestrator.storage` first): start Ray, refuse a
+work (the store and the tracking store are checked by `orchestrator.store.access` first): start Ray, refuse a
 local store on a cluster of several nodes, prepare the data, start teachers, count the slots for cells, record finished cells, and turn how
 it all ended into one line and an exit status:
 
@@ -16,17 +16,17 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Callable
 
-from orchestrator import storage, weights
-from orchestrator.config import DataConfig, Preset, Resources
-from orchestrator.console import say
-from orchestrator.data_sets import DataSet, check_shards, locate, prepare_data
-from orchestrator.errors import OrchestratorError, note, one_line
-from orchestrator.matrix import Cell
-from orchestrator.results import CellResult
-from orchestrator.samples import has_sample
-from orchestrator.storage import is_storage_failure, store_lost
-from orchestrator.store import DamagedFile, Store
-from orchestrator.teachers import fit_teacher
+from orchestrator.store import access as storage, weights
+from orchestrator.experiment.presets import DataConfig, Preset, Resources
+
+from orchestrator.jobs.data_sets import DataSet, check_shards, locate, prepare_data
+from orchestrator.errors import OrchestratorError, note, one_line, say
+from orchestrator.experiment.matrix import Cell
+from orchestrator.experiment.results import CellResult
+from orchestrator.store.samples import has_sample
+from orchestrator.store.access import is_storage_failure, store_lost
+from orchestrator.store.layout import DamagedFile, Store
+from orchestrator.jobs.teachers import fit_teacher
 from workloads.errors import WorkloadError
 from workloads.memory import allocator_env
 
@@ -227,7 +227,7 @@ class Ledger:
             self.tracker.log_metrics(kept.run_id, metrics)
 
     def drop_weights(self, cell: Cell, why: str) -> None:
-        """Delete a student's kept weights (`orchestrator.weights`), and say so on its result and run."""
+        """Delete a student's kept weights (`orchestrator.store.weights`), and say so on its result and run."""
         kept = self.results[cell.id]
         weights.delete(kept.weights)
         kept = dataclasses.replace(kept, weights=None)

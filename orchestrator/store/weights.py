@@ -15,8 +15,8 @@ from workloads.data.fs import resolve, write_bytes
 from workloads.inference import ModelCard, load_weights, weights_bytes
 from workloads.models import VideoModel
 
-from orchestrator.matrix import Cell, TeacherSpec
-from orchestrator.results import CellResult
+from orchestrator.experiment.matrix import Cell, TeacherSpec
+from orchestrator.experiment.results import CellResult
 
 STUDENT_MODES = ("serial", "parallel")
 

@@ -3,6 +3,6 @@ with the package's own copy of `workloads` and `orchestrator` on the path, inste
 
 import mlflow
 
-from orchestrator.model_package import VideoLabeller
+from orchestrator.serve.package import VideoLabeller
 
 mlflow.models.set_model(VideoLabeller())

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.validation import fill
+from orchestrator.experiment.validation import fill
 from workloads.progress import EpochMetrics
 
 

@@ -1,6 +1,6 @@
 """Presets: plain YAML files validated into frozen dataclasses at the edge.
 
-`orchestrator.validation` checks every key and type against the dataclass it fills; each dataclass checks
+`orchestrator.experiment.validation` checks every key and type against the dataclass it fills; each dataclass checks
 what its values mean by building the real `workloads` objects from them (a model's config, frame
 selections, the variants' stages, a `TrainConfig`, the synthetic generator's `SynthConfig`). Every error
 names the file and the key path. Code below `load_preset` only sees typed objects.
@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.validation import Invalid, checking, convert, fill
+from orchestrator.experiment.validation import Invalid, checking, convert, fill
 from workloads.data.batch import FrameSelection
 from workloads.data.synth import SynthConfig
 from workloads.frames import SELECTORS

@@ -25,11 +25,11 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from orchestrator.config import DataConfig
+from orchestrator.experiment.presets import DataConfig
 from orchestrator.errors import OrchestratorError, note
-from orchestrator.matrix import stable_id
-from orchestrator.samples import sample_share
-from orchestrator.store import DamagedFile, Store
+from orchestrator.experiment.matrix import stable_id
+from orchestrator.store.samples import sample_share
+from orchestrator.store.layout import DamagedFile, Store
 from workloads.data.batch import FrameSelection
 from workloads.data.format import SHARD_SUFFIX, read_info
 from workloads.data.fs import join, list_files, resolve
@@ -60,7 +60,7 @@ class DataSet:
         return VideoShards(self.test, batch, selection, **options)
 
     def sampled(self, batch: int, selection: FrameSelection | None = None) -> VideoShards:
-        """The test split's representation sample (`orchestrator.samples`), read with `selection`."""
+        """The test split's representation sample (`orchestrator.store.samples`), read with `selection`."""
         return self.testing(batch, selection, sample=sample_share(self.test_videos) if self.test_videos else 1.0)
 
     def roles(self) -> dict[str, str]:

@@ -20,7 +20,7 @@ import urllib.request
 import uuid
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.store import Store
+from orchestrator.store.layout import Store
 from workloads.data.fs import resolve, write_bytes
 
 # boto3's own retry loop: at most 4 tries, exponential backoff; short timeouts keep the worst case under

@@ -10,7 +10,7 @@ search keep a fixed value (`fixed`, else the preset's):
 
 Each searched parameter is one distribution: `{loguniform: [low, high]}`, `{uniform: [low, high]}`,
 `{int: [low, high]}` (both ends included) or `{choice: [a, b, ...]}`. The file goes through the presets'
-validator (`orchestrator.validation`); every value a parameter can take is checked by building what it
+validator (`orchestrator.experiment.validation`); every value a parameter can take is checked by building what it
 sets (an `Objective`, a `FrameSelection`, a `TrainConfig`).
 """
 
@@ -24,9 +24,9 @@ from typing import Any
 import yaml
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.config import Preset
-from orchestrator.matrix import Cell
-from orchestrator.validation import Invalid, build, checking
+from orchestrator.experiment.presets import Preset
+from orchestrator.experiment.matrix import Cell
+from orchestrator.experiment.validation import Invalid, build, checking
 from workloads.data.batch import FrameSelection
 from workloads.losses import LOSSES, Objective
 from workloads.models import find_family

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.config import Preset, TrainSettings
+from orchestrator.experiment.presets import Preset, TrainSettings
 from workloads.models import FAMILIES, ModelSpec
 from workloads.variants import CLASSIFIER
 

@@ -7,8 +7,8 @@ from typing import Any, Protocol, TypeVar
 
 import yaml
 
-from orchestrator.results import Trial
-from orchestrator.search_space import WEIGHTS, SearchSpace
+from orchestrator.experiment.results import Trial
+from orchestrator.experiment.search_space import WEIGHTS, SearchSpace
 
 
 class _HasScore(Protocol):

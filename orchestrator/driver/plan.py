@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections import Counter
 
-from orchestrator import storage
-from orchestrator.config import Preset, load_override, load_preset
-from orchestrator.cost_model import YOUTUBE8M_TRAIN, YOUTUBE8M_VALIDATE, Rates, device_hours
-from orchestrator.data_sets import data_id
-from orchestrator.matrix import Cell, TeacherSpec, expand
-from orchestrator.store import DamagedFile, Store
+from orchestrator.store import access as storage
+from orchestrator.experiment.presets import Preset, load_override, load_preset
+from orchestrator.driver.cost import YOUTUBE8M_TRAIN, YOUTUBE8M_VALIDATE, Rates, device_hours
+from orchestrator.jobs.data_sets import data_id
+from orchestrator.experiment.matrix import Cell, TeacherSpec, expand
+from orchestrator.store.layout import DamagedFile, Store
 
 
 def finished(store: Store, cells: list[Cell]) -> set[str]:

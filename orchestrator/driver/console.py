@@ -11,15 +11,14 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
+from orchestrator.errors import print_lines_with
+
 _bar: tqdm | None = None  # the live line while one is drawn
 
 
-def say(text: str) -> None:
-    """Print a line of the grid's output, above the live line when there is one."""
+def _above_the_bar(text: str) -> None:
     if _bar is not None:
         _bar.write(text, file=sys.stdout)
-    else:
-        print(text, flush=True)
 
 
 @dataclass(frozen=True)
@@ -48,6 +47,7 @@ class GridProgress:
         if self.live:
             _bar = tqdm(total=counts.total, initial=counts.done, unit="cell", dynamic_ncols=True, file=sys.stderr,
                         bar_format="{l_bar}{bar:20}| {n_fmt}/{total_fmt} cells done{postfix}")
+            print_lines_with(_above_the_bar)
         self.update(counts)
 
     def line(self, counts: Counts) -> str:
@@ -71,5 +71,6 @@ class GridProgress:
     def close(self) -> None:
         global _bar
         if _bar is not None:
+            print_lines_with(None)
             _bar.close()
             _bar = None

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 import torch
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.store import DamagedFile
+from orchestrator.store.layout import DamagedFile
 from workloads.data.fs import file_size, join, resolve, write_atomically, write_bytes
 from workloads.teacher_outputs import TeacherRecord
 

@@ -24,8 +24,8 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.results import CellResult
-from orchestrator.validation import Invalid
+from orchestrator.experiment.results import CellResult
+from orchestrator.experiment.validation import Invalid
 from workloads.data.fs import join, resolve, write_bytes
 
 
@@ -67,11 +67,11 @@ class Store:
         return join(self.ray_storage(), teacher_id)
 
     def representations(self, owner_id: str) -> str:
-        """The representation sample of a cell's or a teacher's model (`orchestrator.samples`)."""
+        """The representation sample of a cell's or a teacher's model (`orchestrator.store.samples`)."""
         return self.path("representations", f"{owner_id}.parquet")
 
     def weights(self, owner_id: str) -> str:
-        """A trained model's card and weights (`orchestrator.weights`): a teacher's by its id, a student's
+        """A trained model's card and weights (`orchestrator.store.weights`): a teacher's by its id, a student's
         by its cell's."""
         return self.path("models", f"{owner_id}.pt")
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import statistics
 from typing import Callable
 
-from orchestrator.matrix import Cell
-from orchestrator.results import CellResult
+from orchestrator.experiment.matrix import Cell
+from orchestrator.experiment.results import CellResult
 from workloads.variants import learns_representation
 
 CONTIGUOUS = ("first", "middle", "last")

@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from orchestrator.config import Preset
-from orchestrator.data_sets import DataSet
+from orchestrator.experiment.presets import Preset
+from orchestrator.jobs.data_sets import DataSet
 from orchestrator.errors import note, one_line
-from orchestrator.report.runs import TIMING_PREFIX
+from orchestrator.tracking.runs import TIMING_PREFIX
 from workloads.data.batch import FrameSelection, VideoBatch
 from workloads.models import ModelSpec
 from workloads.timing import milliseconds_per_video

@@ -11,9 +11,9 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 
-from orchestrator.config import Preset
+from orchestrator.experiment.presets import Preset
 from orchestrator.errors import OrchestratorError
-from orchestrator.matrix import Cell, TeacherSpec
+from orchestrator.experiment.matrix import Cell, TeacherSpec
 
 YOUTUBE8M_TRAIN, YOUTUBE8M_VALIDATE = 3_888_919, 1_112_356  # frame-level train and validate splits
 

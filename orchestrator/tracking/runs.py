@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.errors import OrchestratorError
 
-GRID_TAG = "fewer_frames.grid"  # the tag `orchestrator.tracking` puts on every run it creates
+GRID_TAG = "fewer_frames.grid"  # the tag `orchestrator.tracking.tracker` puts on every run it creates
 TIMING_PREFIX = "time_per_video_ms/"  # parent-run metrics the timing job logs: .../<family>/<all|k<k>>
 
 
@@ -37,7 +37,7 @@ class CellRun:
     metrics: dict[str, float] = field(default_factory=dict)
     finished: bool = True  # False: its last run FAILED (or was KILLED), and no run of it finished
     cell_id: str = ""
-    weights: str = ""  # where its model is kept (`orchestrator.weights`); "" when not kept
+    weights: str = ""  # where its model is kept (`orchestrator.store.weights`); "" when not kept
 
     @property
     def gap(self) -> float:

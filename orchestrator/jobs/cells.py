@@ -11,13 +11,13 @@ from typing import Callable
 
 import torch
 
-from orchestrator import weights
-from orchestrator.cache import ParquetTeacherCache
-from orchestrator.data_sets import DataSet
+from orchestrator.store import weights
+from orchestrator.cache.reader import ParquetTeacherCache
+from orchestrator.jobs.data_sets import DataSet
 from orchestrator.errors import OrchestratorError
-from orchestrator.matrix import Cell
-from orchestrator.results import CellResult
-from orchestrator.samples import write_sample
+from orchestrator.experiment.matrix import Cell
+from orchestrator.experiment.results import CellResult
+from orchestrator.store.samples import write_sample
 from workloads.data.batch import FrameSelection
 from workloads.data.reader import VideoShards
 from workloads.evaluation import evaluate
@@ -109,7 +109,7 @@ def run_cell(cell: Cell, data: DataSet, cache_uri: str | None, device: str,
     """Train and test one cell. `device` is what its resources ask for ("cpu", or "auto": CUDA when there
     is one); `cache_uri` is a serial student's teacher cache; `on_epoch` sees each epoch's validation
     scores as they come (a search's early stopping); the model's representation sample goes to
-    `sample_uri` (`orchestrator.samples`), its card and weights to `weights_uri` (`orchestrator.weights`)."""
+    `sample_uri` (`orchestrator.store.samples`), its card and weights to `weights_uri` (`orchestrator.store.weights`)."""
     started = time.perf_counter()
     return run_recipe(resolve(cell, data.num_classes, device), data, cache_uri, on_epoch, started, sample_uri,
                       weights_uri)
