@@ -1,7 +1,7 @@
 """Local paths and filesystem URIs (file://, s3://, ...) as PyArrow filesystems, and atomic writes.
 
 `workloads` reads and writes through PyArrow's filesystems so the same code serves a local folder and an
-object store; `orchestrator.storage` builds on these helpers and adds credentials and retries.
+object store; `orchestrator.store.access` builds on these helpers and adds credentials and retries.
 """
 
 from __future__ import annotations
