@@ -62,7 +62,7 @@ def main() -> None:
                  for start in range(0, args.videos, args.per_part)]
         manifest = write_teacher_cache(location, parts, {}, {})
         sizes = []
-        for part in manifest["parts"]:
+        for part in manifest.parts:
             fs, path = resolve(join(location, part))
             sizes.append(fs.get_file_info(path).size)
         total = sum(sizes)
@@ -77,7 +77,7 @@ def main() -> None:
 
         def read_raw() -> float:
             start = time.perf_counter()
-            for part in manifest["parts"]:
+            for part in manifest.parts:
                 fs, path = resolve(join(location, part))
                 with fs.open_input_stream(path) as stream:
                     while stream.read(16 << 20):

@@ -25,11 +25,17 @@ from typing import Iterator
 
 from orchestrator.driver import session as driver
 from orchestrator.errors import OrchestratorError, one_line
-from orchestrator.store.access import DEFAULT_TRACKING, check_existing_tracking
+from orchestrator.tracking.uri import DEFAULT_TRACKING, check_existing_tracking
 from workloads.data.format import SHARD_SUFFIX, read_info, read_metadata
 from workloads.data.fs import list_files
 from workloads.errors import WorkloadError
-from workloads.inference import SUBMISSION_HEADER, Classifier, Predictions, Scores, submission_lines
+from workloads.inference import (
+    SUBMISSION_HEADER,
+    Classifier,
+    Predictions,
+    Scores,
+    submission_lines,
+)
 from workloads.memory import keep_freed_memory
 
 FOOTERS = 16  # shard footers read at once

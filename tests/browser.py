@@ -87,15 +87,21 @@ class Browser:
     def open(self, url: str, until: str, timeout: float = 90) -> None:
         """Go to `url` and wait until the JavaScript expression `until` is true (the page has rendered)."""
         self.call("Page.navigate", {"url": url})
+        self.wait_until(until, timeout, what=url)
+
+    def wait_until(self, expression: str, timeout: float = 30, session: str | None = None, what: str = "the page"):
+        """The first true value of the JavaScript `expression` (in the page, or in the frame of `session`),
+        looked at four times a second; `BrowserError` when it is not true within `timeout` seconds."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
-                if self.evaluate(until):
-                    return
+                found = self.evaluate(expression, session)
+                if found:
+                    return found
             except BrowserError:  # the page still loading: its objects not there yet
                 pass
             time.sleep(0.25)
-        raise BrowserError(f"{url}: not rendered within {timeout:.0f} s ({until})")
+        raise BrowserError(f"{what}: not rendered within {timeout:.0f} s ({expression})")
 
     def frame(self, url_prefix: str, timeout: float = 30) -> str:
         """A session in the page's (out-of-process) iframe whose URL starts with `url_prefix`: an artifact

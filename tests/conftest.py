@@ -35,13 +35,11 @@ def s3_bucket(s3_server, monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_grid(tmp_path_factory):
-    """A finished tiny grid, run once for the tests that only look at what it left: (store, its output)."""
-    import subprocess
-    import sys
-    from pathlib import Path
+    """The session's one tiny grid, run as the README's command runs it and watched while it runs, for the
+    tests that look at what it left (they copy its store to change it): a `grids.FinishedGrid`."""
+    from grids import FinishedGrid, watched_grid
 
     store = tmp_path_factory.mktemp("tiny_grid") / "store"
-    done = subprocess.run([sys.executable, "-m", "orchestrator.grid", "--preset", "tiny", "--store", str(store)],
-                          capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
+    done, seen = watched_grid(store, "--preset", "tiny", "--store", str(store))
     assert done.returncode == 0, done.stdout + done.stderr
-    return store, done.stdout
+    return FinishedGrid(store, done.stdout, seen)

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from orchestrator.experiment.presets import DataConfig
+from orchestrator.experiment.settings import DataConfig
 from orchestrator.jobs.data_sets import locate
 from orchestrator.store.layout import Store
 from workloads.data.format import ShardInfo, write_shard
@@ -137,7 +137,7 @@ def test_impossible_synthetic_settings(tmp_path, synthetic, message):
 
 
 def test_an_override_error_names_the_override_and_a_preset_error_the_preset(tmp_path):
-    override = tmp_path / "best.yaml"
+    override = tmp_path / "override.yaml"
     override.write_text("ks: [7]\nstudent_train: {epochs: 0}\n")
     refused(driver("grid", "--preset", "tiny", "--store", str(tmp_path / "s"), "--override", str(override)),
             f"error: {override} (merged into preset tiny")

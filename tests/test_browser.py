@@ -5,17 +5,20 @@ test's other temporary files), never into the repository.
 Chromium comes from Debian's `chromium` package; `.ci/run` installs it when it is missing. Elsewhere,
 without it, these tests are skipped, unless FEWER_FRAMES_REQUIRE_BROWSER is set (as CI sets it)."""
 
+import json
 import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from browser import Browser, find_chromium
+from grids import tracking
+from orchestrator.tracking import schema
+from orchestrator.tracking.schema import RunKind
 from ports import free_port, wait_until_answering
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,11 +39,10 @@ def chromium():
 @pytest.fixture(scope="module")
 def mlflow_ui(tiny_grid):
     """`mlflow server` over the grid's store, as the grid's closing line says to start it."""
-    store, _ = tiny_grid
     port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                               f"sqlite:///{store}/mlflow.db", "--host", "127.0.0.1", "--port", str(port),
+                               tracking(tiny_grid.store), "--host", "127.0.0.1", "--port", str(port),
                                "--workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     wait_until_answering(url + "/health", server, "mlflow server", timeout=120)
@@ -64,41 +66,36 @@ def screenshots(tmp_path_factory):
 
 
 def test_the_runs_view_the_grid_points_at_lists_every_cell_with_its_gap(tiny_grid, mlflow_ui, browser, screenshots):
-    store, printed = tiny_grid
-    link = re.search(r"http://127\.0\.0\.1:5000(/#/experiments/\S+)", printed).group(1)
-    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
-    cells = client.search_runs(["1"], "tags.`fewer_frames.grid` = 'cell'")
+    link = re.search(r"http://127\.0\.0\.1:5000(/#/experiments/\S+)", tiny_grid.printed).group(1)
+    cells = [schema.outcome_of_run(run) for run in MlflowClient(tracking(tiny_grid.store)).search_runs(
+        ["1"], schema.kind_filter(RunKind.CELL))]
+    best = max(cells, key=lambda cell: cell.gap)
     browser.open(mlflow_ui + link, "document.body.innerText.includes('hrnn/skyline/all/s0')")
-    time.sleep(1)  # the grid's cells fill in after the run names
+    # The grid's cells fill in after the run names: the values, not only the column's name.
+    browser.wait_until(f"document.body.innerText.includes({json.dumps(str(best.gap)[:6])})")
     browser.screenshot(str(screenshots / "runs_view.png"))
     text = browser.text()
-    assert len(cells) == 7 and all(run.info.run_name in text for run in cells)
-    assert re.search(r"\bgap\b", text) and "Sort: gap" in text
-    best = max(cells, key=lambda run: run.data.metrics["gap"])
-    assert str(best.data.metrics["gap"])[:6] in text  # the values, not only the column's name
+    assert len(cells) == 7 and all(cell.name in text for cell in cells)
+    assert re.search(rf"\b{schema.GAP}\b", text) and f"Sort: {schema.GAP}" in text
 
 
 def test_the_parent_runs_report_renders_its_tables_and_figures_in_mlflow(tiny_grid, mlflow_ui, browser, screenshots):
-    store, _ = tiny_grid
-    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
-    parent = client.search_runs(["1"], "tags.`fewer_frames.grid` = 'parent'")[0]
-    browser.open(f"{mlflow_ui}/#/experiments/1/runs/{parent.info.run_id}/artifacts/report.html"
+    parent = MlflowClient(tracking(tiny_grid.store)).search_runs(["1"], schema.kind_filter(RunKind.PARENT))[0]
+    browser.open(f"{mlflow_ui}/#/experiments/1/runs/{parent.info.run_id}/artifacts/{schema.REPORT_HTML}"
                  "?workflowType=machine_learning", "document.querySelector('iframe') !== null")
     frame = browser.frame("blob:")  # MLflow shows an HTML artifact in a sandboxed frame
-    rendered = "[document.querySelectorAll('table').length, document.images.length, " \
-               "Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0).length]"
-    deadline = time.time() + 30
-    while (found := browser.evaluate(rendered, frame))[0] == 0 and time.time() < deadline:
-        time.sleep(0.25)
-    tables, images, decoded = found
+    # Rendered: its tables there, and every image it has decoded.
+    rendered = "(() => { const tables = document.querySelectorAll('table').length, images = document.images.length, " \
+               "decoded = Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0).length; " \
+               "return tables && decoded === images ? [tables, images, decoded] : null; })()"
+    tables, images, decoded = found = browser.wait_until(rendered, session=frame)
     assert tables >= 8 and images == 3 and decoded == images, found
     assert "Table 1: H-RNN, test GAP and mAP by k" in browser.evaluate("document.body.innerText", frame)
     browser.screenshot(str(screenshots / "report_in_mlflow.png"))
 
 
 def test_the_report_opens_from_disk_with_nothing_fetched(tiny_grid, browser, screenshots):
-    store, _ = tiny_grid
-    page = store / "reports" / "fewer-frames-tiny" / "report.html"
+    page = tiny_grid.store / "reports" / "fewer-frames-tiny" / schema.REPORT_HTML
     browser.open(page.as_uri(), "document.readyState === 'complete'")
     assert browser.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
     assert browser.evaluate("performance.getEntriesByType('resource').length") == 0  # self-contained

@@ -28,7 +28,7 @@ def records(prefix, count, dim=6, classes=4, steps=None, seed=0):
 def test_roundtrip_across_parts_and_row_groups(tmp_path):
     parts = [list(records("a", 300)), list(records("b", 5, seed=1)), []]
     manifest = write_teacher_cache(str(tmp_path), parts, {"w": torch.arange(3.0)}, {"teacher_id": "t"})
-    assert manifest["videos"] == 305 and len(manifest["parts"]) == 3 and manifest["teacher_id"] == "t"
+    assert manifest.videos == 305 and len(manifest.parts) == 3 and manifest.teacher_id == "t"
     cache = ParquetTeacherCache(str(tmp_path), cache_bytes=1)  # keeps only the last batch's row groups
     everything = {r.id: r for part in parts for r in part}
     wanted = ["a00299", "b00004", "a00000", "a00150", "b00000", "a00129"]
@@ -38,7 +38,7 @@ def test_roundtrip_across_parts_and_row_groups(tmp_path):
         assert np.array_equal(targets.probabilities[row].numpy(), everything[video].probabilities)
     assert targets.intermediates is None
     cache.targets(["b00001"], torch.device("cpu"))
-    assert list(cache.groups) == [(1, 0)] and cache.cached_bytes == cache.group_bytes[1][0]
+    assert list(cache.groups) == [(1, 0)] and cache.cached_bytes == cache.parts.group_bytes[1][0]
     assert torch.equal(cache.classifier_state()["w"], torch.arange(3.0))
     with pytest.raises(OrchestratorError, match="has no video 'zzz'"):
         cache.targets(["zzz"], torch.device("cpu"))
@@ -68,7 +68,7 @@ def test_a_cache_without_its_manifest_is_absent(tmp_path):
     assert crossed.location == str(tmp_path) and str(crossed) == str(absent.value)
     # Rebuilt, it is complete; a lost part makes it damaged.
     write_teacher_cache(str(tmp_path), [list(records("a", 4))], {}, {})
-    assert read_manifest(str(tmp_path))["videos"] == 4
+    assert read_manifest(str(tmp_path)).videos == 4
     (tmp_path / "part-00000.parquet").unlink()
     with pytest.raises(DamagedCache, match="part-00000.parquet is missing"):
         read_manifest(str(tmp_path))

@@ -7,12 +7,14 @@ import json
 import pytest
 import torch
 
-from orchestrator.jobs.cells import RUNNERS, cell_stages, resolve, run_cell
-from orchestrator.experiment.presets import load_preset
-from orchestrator.jobs.data_sets import DataSet, data_id
 from orchestrator.errors import OrchestratorError
 from orchestrator.experiment.matrix import expand
+from orchestrator.experiment.modes import Mode
+from orchestrator.experiment.presets import load_preset
 from orchestrator.experiment.results import CellResult
+from orchestrator.jobs.cells import RUNNERS, cell_stages, resolve, run_cell
+from orchestrator.jobs.data_sets import DataSet, data_id
+from orchestrator.store.files import read_result, write_result
 from orchestrator.store.layout import Store
 from workloads.data.synth import SynthConfig, generate
 from workloads.progress import EpochMetrics
@@ -67,8 +69,8 @@ def test_a_cell_resolves_into_its_recipe(tiny):
 
 def test_every_mode_but_the_skyline_has_a_runner(tiny):
     _, _, cells = tiny
-    assert set(RUNNERS) == {"baseline", "serial", "parallel"}
-    assert {cell.mode for cell in cells.values()} == {*RUNNERS, "skyline"}
+    assert set(RUNNERS) == {Mode.BASELINE, Mode.SERIAL, Mode.PARALLEL}
+    assert {cell.mode for cell in cells.values()} == {*RUNNERS, Mode.SKYLINE} == set(Mode)
     with pytest.raises(OrchestratorError, match="cells of mode 'skyline' run as teachers"):
         resolve(cells["hrnn/skyline/all/s0"], 10, "cpu")
 
@@ -96,9 +98,9 @@ def test_a_result_is_kept_and_read_back_typed(tmp_path):
                         inference_seconds=0.1, macs=5, frame_macs=4, params=9, history=(epoch,), wall_seconds=4.0,
                         device="cpu", caches={"base": "s3://b/t/cache/base"})
     store = Store(str(tmp_path))
-    store.write_result("c-1", result.noted("hrnn/skyline/all/s0", "run-1"))
-    assert store.read_result("c-1") == dataclasses.replace(result, cell="hrnn/skyline/all/s0", run_id="run-1")
-    assert store.read_result("c-2") is None
+    write_result(store, "c-1", result.noted("hrnn/skyline/all/s0", "run-1"))
+    assert read_result(store, "c-1") == dataclasses.replace(result, cell="hrnn/skyline/all/s0", run_id="run-1")
+    assert read_result(store, "c-2") is None
 
 
 def test_a_result_written_before_the_types_still_reads(tmp_path):
@@ -111,6 +113,6 @@ def test_a_result_written_before_the_types_still_reads(tmp_path):
            "train_seconds": 0.29, "val_gap": 0.545, "val_map": 0.333, "wall_seconds": 0.37}
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "c-9.json").write_text(json.dumps(old))
-    result = Store(str(tmp_path)).read_result("c-9")
+    result = read_result(Store(str(tmp_path)), "c-9")
     assert result.gap == 0.5016 and result.run_id == "abc" and result.history[0].losses == {"ce": 5.6}
     assert result.teacher_gap is None and result.caches is None

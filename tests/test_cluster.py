@@ -13,9 +13,12 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from ports import free_port
-from orchestrator.experiment.presets import load_preset, preset_names
 from orchestrator.experiment.matrix import expand
+from orchestrator.experiment.modes import Mode
+from orchestrator.experiment.presets import load_preset, preset_names
+from orchestrator.tracking import schema
+from orchestrator.tracking.schema import RunKind
+from ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster"
@@ -124,14 +127,14 @@ def test_the_local_fake_cluster_autoscales_under_the_smoke_grid(s3_server, s3_bu
         assert job.returncode == 0 and "succeeded" in job.stdout, job.stdout[-3000:] + job.stderr[-2000:]
         client = MlflowClient(tracking)
         runs = client.search_runs([client.get_experiment_by_name("fewer-frames-smoke").experiment_id], max_results=1000)
-        cells = [r for r in runs if r.data.tags.get("fewer_frames.grid") == "cell"]
+        cells = [r for r in runs if schema.kind_of(r) == RunKind.CELL]
         preset = load_preset("smoke", yaml.safe_load((REPO / "tests" / "cluster_smoke.yaml").read_text()))
         expected = len(expand(preset, "any")[1])  # every kind of cell, once
         assert len(cells) == expected and all(r.info.status == "FINISHED" for r in cells)
-        assert {r.data.tags.get("device") for r in cells} == {"cpu"}
+        assert {r.data.tags.get(schema.DEVICE_TAG) for r in cells} == {"cpu"}
         # The teacher trained on the two (fake) GPUs of a gpu-teacher node.
-        skylines = [r for r in cells if r.data.params["mode"] == "skyline"]
-        assert len(skylines) == 1 and skylines[0].data.metrics["workers"] == 2
+        skylines = [c for c in map(schema.outcome_of_run, cells) if c.mode is Mode.SKYLINE]
+        assert len(skylines) == 1 and skylines[0].workers == 2
         monitor = "".join(p.read_text() for p in Path(state, "ray", "session_latest", "logs").glob("monitor.*"))
         assert "Adding" in monitor and "of type gpu-student" in monitor and "of type gpu-teacher" in monitor
     finally:

@@ -4,10 +4,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from orchestrator.experiment.presets import load_preset, load_override
-from orchestrator.jobs.data_sets import data_id
 from orchestrator.errors import OrchestratorError
+from orchestrator.experiment.presets import load_override, load_preset
 from orchestrator.experiment.validation import Invalid, build, checking
+from orchestrator.jobs.data_sets import data_id
+from orchestrator.tracking.schema import PARALLEL_CLASSIFIER, cell_params
 from workloads.data.synth import SynthConfig
 from workloads.train import TrainConfig
 
@@ -36,7 +37,7 @@ def test_training_settings_per_family_and_role():
 
 def test_an_override_file_is_read_and_named(tmp_path):
     assert load_override(None) is None
-    path = tmp_path / "best.yaml"
+    path = tmp_path / "override.yaml"
     path.write_text("ks: [7]\n")
     assert load_preset("tiny", load_override(str(path))).ks == (7,)
     path.write_text("- a list\n")
@@ -93,7 +94,7 @@ def test_parallel_rows_for_table_4_and_the_parallel_classifier():
     own = load_preset("tiny", {"parallel_classifier": "own"})
     _, cells = expand(own, "d")
     mine = next(c for c in cells if c.mode == "parallel")
-    assert mine.parallel_classifier == "own" and mine.id != plain.id and mine.params()["parallel_classifier"] == "own"
+    assert mine.parallel_classifier == "own" and mine.id != plain.id and cell_params(mine)[PARALLEL_CLASSIFIER] == "own"
     with pytest.raises(OrchestratorError, match="parallel_classifier: one of shared, own"):
         load_preset("tiny", {"parallel_classifier": "both"})
     with pytest.raises(OrchestratorError, match="parallel_classifier: a parallel student's own output layer"):

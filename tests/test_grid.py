@@ -1,10 +1,8 @@
 """The orchestrator end to end: real local Ray, a real MLflow store on SQLite, synthetic data."""
 
-import contextlib
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,57 +12,18 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from orchestrator.experiment.presets import load_preset
+from grids import copy_store, grid, of_kind, runs, tracking
+from orchestrator.cache.files import read_manifest
+from orchestrator.driver.backlog import backlog
 from orchestrator.errors import OrchestratorError
-from orchestrator.grid import plan
 from orchestrator.experiment.matrix import expand
+from orchestrator.experiment.modes import Mode
+from orchestrator.experiment.presets import load_preset
+from orchestrator.tracking import schema
+from orchestrator.tracking.schema import RunKind
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = yaml.safe_load((REPO / "orchestrator" / "presets" / "tiny.yaml").read_text())
-
-
-def grid(*args, timeout=600, env=None):
-    return subprocess.run([sys.executable, "-m", "orchestrator.grid", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO, env={**os.environ, **(env or {})})
-
-
-def watched_grid(store: Path, *args):
-    """Run a grid, looking at its MLflow store while it runs: (the finished process, the params of each cell
-    run seen RUNNING, by run name)."""
-    process = subprocess.Popen([sys.executable, "-m", "orchestrator.grid", *args], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, cwd=REPO)
-    seen, database = {}, store / "mlflow.db"
-    while process.poll() is None:
-        time.sleep(0.5)
-        if not _migrated(database):
-            continue  # an MLflow client opening the file now would migrate its schema alongside the grid's
-        try:
-            client = MlflowClient(f"sqlite:///{database}")
-            for run in client.search_runs(["1"], "attributes.status = 'RUNNING'"):
-                if run.data.tags.get("fewer_frames.grid") == "cell":
-                    seen[run.info.run_name] = dict(run.data.params)
-        except Exception:  # the database being created or written this very moment: look again
-            pass
-    out, err = process.communicate(timeout=60)
-    return subprocess.CompletedProcess(process.args, process.returncode, out, err), seen
-
-
-def _migrated(database: Path) -> bool:
-    """Whether the grid has finished creating its MLflow database (it has created an experiment), read
-    without MLflow, which would run the schema's migrations itself."""
-    if not database.exists():
-        return False
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1)) as db:
-            return db.execute("SELECT count(*) FROM experiments WHERE name != 'Default'").fetchone()[0] > 0
-    except sqlite3.Error:  # no table yet, or the file locked this moment
-        return False
-
-
-def runs(store: Path, experiment: str):
-    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
-    found = client.get_experiment_by_name(experiment)
-    return client, client.search_runs([found.experiment_id], max_results=1000)
 
 
 def write_preset(tmp_path: Path, **changes) -> Path:
@@ -119,93 +78,96 @@ def test_the_plan_fits_a_teacher_only_when_a_cell_needs_it():
     serial = [c for c in cells if c.mode == "serial"]
     independent = [c for c in cells if c.mode in ("baseline", "parallel")]
 
-    fresh = plan(teachers, cells, done=set(), cached=set())
+    fresh = backlog(teachers, cells, done=set(), cached=set())
     assert fresh.teachers == [teacher] and fresh.ready == independent and fresh.blocked == {teacher.id: serial}
-    cached = plan(teachers, cells, done={skyline.id}, cached={teacher.id})
+    cached = backlog(teachers, cells, done={skyline.id}, cached={teacher.id})
     assert cached.teachers == [] and cached.ready == [c for c in cells if c.mode != "skyline"] and not cached.blocked
     # Its caches lost while a serial cell still needs them: the teacher is fitted again (it resumes from its
     # final checkpoint and only exports), and the serial cells wait for it.
-    lost = plan(teachers, cells, done={skyline.id, serial[0].id}, cached=set())
+    lost = backlog(teachers, cells, done={skyline.id, serial[0].id}, cached=set())
     assert lost.teachers == [teacher] and lost.blocked == {teacher.id: serial[1:]}
     everything = {c.id for c in cells}
-    assert plan(teachers, cells, done=everything, cached=set()) == plan([], [], set(), set())
+    assert backlog(teachers, cells, done=everything, cached=set()) == backlog([], [], set(), set())
     # A damaged cache is written again though no cell needs it: the store heals (a deleted one stays deleted).
-    assert plan(teachers, cells, done=everything, cached=set(), damaged={teacher.id}).teachers == [teacher]
+    assert backlog(teachers, cells, done=everything, cached=set(), damaged={teacher.id}).teachers == [teacher]
 
 
 @pytest.mark.slow
-def test_tiny_grid_end_to_end_then_a_rerun_does_nothing(tmp_path):
-    store = tmp_path / "store"
-    first, seen_running = watched_grid(store, "--preset", "tiny", "--store", str(store))
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert "Teacher-Skyline" in first.stdout and "mlflow ui --backend-store-uri" in first.stdout
+def test_the_tiny_grid_records_every_cell_live_and_whole(tiny_grid):
+    store, printed, seen_running = tiny_grid
+    assert "Teacher-Skyline" in printed and "mlflow ui --backend-store-uri" in printed
     # Live: cell runs were RUNNING, with their params, while their cells trained.
-    assert seen_running and all("family" in params for params in seen_running.values()), seen_running
+    assert seen_running and all(schema.FAMILY in params for params in seen_running.values()), seen_running
     client, found = runs(store, "fewer-frames-tiny")
-    parents = [r for r in found if r.data.tags.get("fewer_frames.grid") == "parent"]
-    children = [r for r in found if r.data.tags.get("fewer_frames.grid") == "cell"]
+    parents, children = of_kind(found, RunKind.PARENT), of_kind(found, RunKind.CELL)
     assert len(parents) == 1 and len(children) == 7
     assert all(r.info.status == "FINISHED" for r in found)
     parent = parents[0]
     logged = [a.path for a in client.list_artifacts(parent.info.run_id)]
-    assert {"summary.md", "report.html", "report.md", "gap_vs_cost.png", "figure3_hrnn.png"} <= set(logged), logged
-    assert parent.data.tags["mlflow.note.content"].startswith("**Table 1: H-RNN")  # the run page's description
-    assert (store / "reports" / "fewer-frames-tiny" / "report.html").is_file()
-    assert "/#/experiments/1/runs?workflowType=machine_learning&viewStateShareKey=cells" in first.stdout
+    assert {schema.SUMMARY, schema.REPORT_HTML, schema.REPORT_MD, "gap_vs_cost.png", "figure3_hrnn.png"} <= set(logged)
+    assert parent.data.tags[schema.NOTE_TAG].startswith("**Table 1: H-RNN")  # the run page's description
+    assert (store / "reports" / "fewer-frames-tiny" / schema.REPORT_HTML).is_file()
+    assert "/#/experiments/1/runs?workflowType=machine_learning&viewStateShareKey=cells" in printed
     # Table 3's time: the timing job, the teacher and the k=10 student side by side, on the parent run.
-    timed = {name: value for name, value in parent.data.metrics.items() if name.startswith("time_per_video_ms/")}
-    assert set(timed) == {"time_per_video_ms/hrnn/all", "time_per_video_ms/hrnn/k10"} and min(timed.values()) > 0
-    assert parent.data.tags["timing_device"].startswith("cpu")
-    names = {r.info.run_name: r for r in children}
-    assert "hrnn/serial/rep+pred+ce/k10/s0" in names and "hrnn/skyline/all/s0" in names
-    skyline = names["hrnn/skyline/all/s0"]
+    timed = schema.timing_of(parent.data.metrics)
+    assert set(timed) == {("hrnn", "all"), ("hrnn", "k10")} and min(timed.values()) > 0
+    assert parent.data.tags[schema.TIMING_DEVICE_TAG].startswith("cpu")
+    cells = {r.info.run_name: schema.outcome_of_run(r) for r in children}
+    assert "hrnn/serial/rep+pred+ce/k10/s0" in cells and "hrnn/skyline/all/s0" in cells
+    skyline = next(r for r in children if r.info.run_name == "hrnn/skyline/all/s0")
     for run in children:
-        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        assert run.data.tags["cell_id"].startswith("c-")
-        for key in ("family", "mode", "selection", "k", "j", "loss", "intermediate", "data_fraction", "seed"):
-            assert key in run.data.params, (run.info.run_name, key)
-        for key in ("gap", "map", "macs", "params", "train_seconds", "inference_seconds"):
-            assert key in run.data.metrics, (run.info.run_name, key)
-        curve = client.get_metric_history(run.info.run_id, "val_gap")
-        assert [m.step for m in curve] == ([1, 2] if run.data.params["loss"] == "rep_then_ce" else [1])
+        cell = cells[run.info.run_name]
+        assert run.data.tags[schema.PARENT_TAG] == parent.info.run_id and cell.cell_id.startswith("c-")
+        assert {schema.FAMILY, schema.MODE, schema.SELECTION, schema.K, schema.J, schema.VARIANT, schema.INTERMEDIATE,
+                schema.DATA_FRACTION, schema.SEED} <= set(run.data.params), run.info.run_name
+        assert None not in (cell.gap, cell.map, cell.macs, cell.params, cell.train_seconds, cell.inference_seconds)
+        curve = client.get_metric_history(run.info.run_id, schema.VAL_GAP)
+        assert [m.step for m in curve] == ([1, 2] if cell.variant == "rep_then_ce" else [1])
     # Each epoch's metrics were streamed to the driver, stamped with when the epoch ended: logged from the
     # result at the cell's end, both epochs would carry one time.
-    two_stages = next(r for r in children if r.data.params["loss"] == "rep_then_ce")
-    stamps = [m.timestamp for m in client.get_metric_history(two_stages.info.run_id, "val_gap")]
+    two_stages = next(r for r in children if cells[r.info.run_name].variant == "rep_then_ce")
+    stamps = [m.timestamp for m in client.get_metric_history(two_stages.info.run_id, schema.VAL_GAP)]
     assert stamps[0] < stamps[1] <= two_stages.info.end_time, stamps
-    serial = names["hrnn/serial/rep+pred+ce/k10/s0"]
-    assert serial.data.tags["teacher_run_id"] == skyline.info.run_id
-    assert serial.data.params["mode"] == "serial" and serial.data.params["k"] == "10" and serial.data.params["j"] == "6"
+    serial = next(r for r in children if r.info.run_name == "hrnn/serial/rep+pred+ce/k10/s0")
+    assert serial.data.tags[schema.TEACHER_RUN_TAG] == skyline.info.run_id
+    assert cells[serial.info.run_name].mode is Mode.SERIAL and cells[serial.info.run_name].k == 10
+    assert serial.data.params[schema.J] == "6"
     # The teacher cache is tagged as a URI PyArrow can open, and it is complete.
-    cache_uri = skyline.data.tags["cache_uri"]
-    assert json.loads((Path(cache_uri) / "_manifest.json").read_text())["videos"] == 96
+    assert read_manifest(skyline.data.tags[schema.CACHE_URI_TAG]).videos == 96
     # Scores say where they come from; every cell but the skyline is compared with its teacher's representations.
-    assert "GAP and mAP on the test split (" in first.stdout
+    assert "GAP and mAP on the test split (" in printed
     for run in children:
-        assert run.data.params["test_split"].endswith("/test") and run.data.params["validation_split"].endswith("/validate")
-        assert "representations.parquet" in [a.path for a in client.list_artifacts(run.info.run_id)]
-        if run.info.run_name != "hrnn/skyline/all/s0":
-            assert 0 < run.data.metrics["rep_cosine"] <= 1 and run.data.metrics["rep_mse"] > 0, run.info.run_name
+        cell = cells[run.info.run_name]
+        assert cell.test_split.endswith("/test") and cell.validation_split.endswith("/validate")
+        assert schema.REPRESENTATIONS in [a.path for a in client.list_artifacts(run.info.run_id)]
+        if cell.mode is not Mode.SKYLINE:
+            assert 0 < cell.rep_cosine <= 1 and cell.rep_mse > 0, run.info.run_name
 
+
+@pytest.mark.slow
+def test_a_rerun_of_a_finished_grid_trains_nothing_and_logs_each_cell_once(tiny_grid, tmp_path):
+    store = copy_store(tiny_grid.store, tmp_path / "store")
     planned = grid("--plan", "--preset", "tiny", "--store", str(store))
     assert "7 done in the store, 0 to run" in planned.stdout and "| baseline | hrnn | 2/2 |" in planned.stdout
 
-    started = time.perf_counter()
     again = grid("--preset", "tiny", "--store", str(store))
     assert again.returncode == 0, again.stderr
-    assert time.perf_counter() - started < 30
     assert "7 already done, 0 jobs to run" in again.stdout
-    _, found = runs(store, "fewer-frames-tiny")
-    assert len([r for r in found if r.data.tags.get("fewer_frames.grid") == "cell"]) == 7
+    client, found = runs(store, "fewer-frames-tiny")
+    cells = {r.info.run_name: r for r in of_kind(found, RunKind.CELL)}
+    assert len(cells) == 7
     # Nothing trained: no second timing (the first stands, and the rerun's report reads it).
-    rerun = max((r for r in found if r.data.tags.get("fewer_frames.grid") == "parent"), key=lambda r: r.info.start_time)
-    assert rerun.info.run_id != parent.info.run_id and not any(m.startswith("time_per_video_ms/") for m in rerun.data.metrics)
-    assert "| k=10 | 0.005 | 0.005 |" in (store / "reports" / "fewer-frames-tiny" / "report.md").read_text()
-    assert "Time per video: measured side by side" in (store / "reports" / "fewer-frames-tiny" / "report.md").read_text()
+    first, rerun = sorted(of_kind(found, RunKind.PARENT), key=lambda r: r.info.start_time)
+    assert not schema.timing_of(rerun.data.metrics)
+    report = (store / "reports" / "fewer-frames-tiny" / schema.REPORT_MD).read_text()
+    student = schema.outcome_of_run(cells["hrnn/serial/rep+pred+ce/k10/s0"])
+    assert f"| k=10 | {student.frame_macs / 1e9:.3f} | {student.macs / 1e9:.3f} |" in report
+    assert "Time per video: measured side by side" in report
 
     # A driver stopped after keeping a result but before noting its MLflow run in it: the next driver
     # adopts the run logged for exactly that result, or logs the one missing. Nothing trains again.
-    path = store / "results" / f"{serial.data.tags['cell_id']}.json"
+    serial, skyline = cells["hrnn/serial/rep+pred+ce/k10/s0"], cells["hrnn/skyline/all/s0"]
+    path = store / "results" / f"{student.cell_id}.json"
     kept = json.loads(path.read_text())
     path.write_text(json.dumps({**kept, "run_id": None}))
     adopted = grid("--preset", "tiny", "--store", str(store))
@@ -216,12 +178,12 @@ def test_tiny_grid_end_to_end_then_a_rerun_does_nothing(tmp_path):
     logged = grid("--preset", "tiny", "--store", str(store))
     assert logged.returncode == 0 and "0 jobs to run" in logged.stdout, logged.stderr
     _, found = runs(store, "fewer-frames-tiny")
-    cells = {r.info.run_name: r for r in found if r.data.tags.get("fewer_frames.grid") == "cell"}
+    cells = {r.info.run_name: r for r in of_kind(found, RunKind.CELL)}
     assert len(cells) == 7
     relogged = cells["hrnn/serial/rep+pred+ce/k10/s0"]
     assert relogged.info.run_id == json.loads(path.read_text())["run_id"] != serial.info.run_id
-    assert relogged.info.status == "FINISHED" and relogged.data.metrics["gap"] == kept["gap"]
-    assert relogged.data.tags["teacher_run_id"] == skyline.info.run_id
+    assert relogged.info.status == "FINISHED" and schema.outcome_of_run(relogged).gap == kept["gap"]
+    assert relogged.data.tags[schema.TEACHER_RUN_TAG] == skyline.info.run_id
 
 
 @pytest.mark.slow
@@ -235,13 +197,13 @@ def test_a_failing_cell_is_recorded_and_the_others_go_on(tmp_path):
     assert "2 cell(s) failed" in result.stderr
     assert "hrnn/baseline/uniform/k10/s0" in result.stderr and "hrnn/serial/rep+ce/k10/s0" in result.stderr
     client, found = runs(store, "fewer-frames-tiny")
-    status = {r.info.run_name: r.info.status for r in found if r.data.tags.get("fewer_frames.grid") == "cell"}
+    status = {r.info.run_name: r.info.status for r in of_kind(found, RunKind.CELL)}
     assert status == {"hrnn/skyline/all/s0": "FINISHED", "hrnn/baseline/uniform/k10/s0": "FAILED",
                       "hrnn/serial/rep+ce/k10/s0": "FAILED"}
     failed = next(r for r in found if r.info.run_name == "hrnn/baseline/uniform/k10/s0")
-    assert "block length must be >= 1" in failed.data.tags["error"]
+    assert "block length must be >= 1" in failed.data.tags[schema.ERROR_TAG]
     assert not any(r.info.status == "RUNNING" for r in found)
-    parent = next(r for r in found if r.data.tags.get("fewer_frames.grid") == "parent")
+    parent = of_kind(found, RunKind.PARENT)[0]
     assert parent.info.status == "FAILED"
 
 
@@ -263,8 +225,8 @@ def test_killed_driver_then_rerun_does_only_what_is_missing(tmp_path):
     assert 2 <= len(before) < 7, "the grid should have been killed half-way"
     _, found = runs(store, "fewer-frames-tiny")
     # The killed driver's parent run, and the live runs of the cells that were training.
-    running = sorted(r.data.tags.get("fewer_frames.grid") for r in found if r.info.status == "RUNNING")
-    assert running.count("parent") == 1 and set(running) <= {"cell", "parent"}, running
+    running = sorted(schema.kind_of(r) for r in found if r.info.status == "RUNNING")
+    assert running.count(RunKind.PARENT) == 1 and set(running) <= {RunKind.CELL, RunKind.PARENT}, running
 
     again = grid("--preset", "tiny", "--store", str(store))
     assert again.returncode == 0, again.stdout + again.stderr
@@ -275,21 +237,20 @@ def test_killed_driver_then_rerun_does_only_what_is_missing(tmp_path):
     assert len(after) == 7 and all(after[name] == run_id for name, run_id in before.items() if run_id)
     _, found = runs(store, "fewer-frames-tiny")
     assert not any(r.info.status == "RUNNING" for r in found)
-    cells = [(r.info.run_name, r.info.status) for r in found if r.data.tags.get("fewer_frames.grid") == "cell"]
+    cells = [(r.info.run_name, r.info.status) for r in of_kind(found, RunKind.CELL)]
     assert len(cells) == 7 and {status for _, status in cells} == {"FINISHED"}  # each cell once, whole
 
 
 def test_a_second_grid_on_a_running_experiment_is_refused(tmp_path):
     from orchestrator.tracking.liveness import identity
-    from orchestrator.tracking.tracker import DRIVER_TAG, HEARTBEAT_TAG
 
     store = tmp_path / "store"
     store.mkdir()
-    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    client = MlflowClient(tracking(store))
     experiment = client.create_experiment("fewer-frames-tiny")
     # This test's own process stands for a grid that is running now.
-    running = client.create_run(experiment, run_name="tiny-now", tags={"fewer_frames.grid": "parent", DRIVER_TAG: identity(),
-                                                                       HEARTBEAT_TAG: str(int(time.time()))})
+    running = client.create_run(experiment, run_name="tiny-now", tags={
+        schema.KIND_TAG: RunKind.PARENT, schema.DRIVER_TAG: identity(), schema.HEARTBEAT_TAG: str(int(time.time()))})
     result = grid("--preset", "tiny", "--store", str(store))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "run 'tiny-now'" in result.stderr and "still running" in result.stderr
@@ -336,7 +297,7 @@ def test_a_teacher_stopped_mid_training_resumes_from_its_last_epoch(tmp_path):
     assert [epoch["epoch"] for epoch in skyline["history"]] == [1, 2, 3, 4, 5, 6]
     _, found = runs(store, "fewer-frames-tiny")
     run = next(r for r in found if r.info.run_name == "hrnn/skyline/all/s0")
-    assert run.data.metrics["resumed_at_epoch"] == skyline["resumed_at_epoch"]
+    assert schema.outcome_of_run(run).resumed_at_epoch == skyline["resumed_at_epoch"]
 
 
 @pytest.mark.slow
@@ -354,14 +315,13 @@ def test_a_grid_on_converted_data_validates_on_held_out_training_videos_and_test
     result = grid("--preset", str(path), "--store", str(store))
     assert result.returncode == 0, result.stdout + result.stderr
     _, found = runs(store, "fewer-frames-tiny")
-    cells = {r.info.run_name: r for r in found if r.data.tags.get("fewer_frames.grid") == "cell"}
+    cells = {r.info.run_name: r for r in of_kind(found, RunKind.CELL)}
     assert set(cells) == {"hrnn/skyline/all/s0", "hrnn/baseline/uniform/k10/s0", "hrnn/serial/rep+ce/k10/s0"}
-    for run in cells.values():
-        assert run.data.params["validation_split"] == f"{data / 'train'} (held out: 25.00% of its videos, by id hash)"
-        assert run.data.params["test_split"] == str(data / "validate")
+    for cell in map(schema.outcome_of_run, cells.values()):
+        assert cell.validation_split == f"{data / 'train'} (held out: 25.00% of its videos, by id hash)"
+        assert cell.test_split == str(data / "validate")
     # The teacher's cache holds the training videos only: the held-out ones never reach a student's training.
-    manifest = json.loads((Path(cells["hrnn/skyline/all/s0"].data.tags["cache_uri"]) / "_manifest.json").read_text())
-    assert 64 < manifest["videos"] < 128
+    assert 64 < read_manifest(cells["hrnn/skyline/all/s0"].data.tags[schema.CACHE_URI_TAG]).videos < 128
 
 
 def test_the_plan_says_what_would_run_and_what_it_costs_and_writes_nothing(tmp_path):

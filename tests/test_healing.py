@@ -4,14 +4,15 @@ store that works; a finished teacher is never trained again (its caches are writ
 final checkpoint)."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
 
 from orchestrator.cache.reader import ParquetTeacherCache
-from test_grid import grid, runs
+from grids import copy_store, grid, of_kind, runs
+from orchestrator.tracking import schema
+from orchestrator.tracking.schema import RunKind
 
 SERIAL = "hrnn/serial/rep+pred+ce/k10/s0"
 
@@ -19,9 +20,7 @@ SERIAL = "hrnn/serial/rep+pred+ce/k10/s0"
 @pytest.fixture
 def store(tiny_grid, tmp_path):
     """A copy of the session's finished tiny grid (conftest), damaged by each test as it likes."""
-    copy = tmp_path / "store"
-    shutil.copytree(tiny_grid[0], copy)
-    return copy
+    return copy_store(tiny_grid.store, tmp_path / "store")
 
 
 def result_file(store: Path, name: str) -> Path:
@@ -31,7 +30,7 @@ def result_file(store: Path, name: str) -> Path:
 def cells_once_and_finished(store: Path) -> dict:
     """The experiment's cell runs, by name, asserting each cell shows once and finished."""
     _, found = runs(store, "fewer-frames-tiny")
-    cells = [r for r in found if r.data.tags.get("fewer_frames.grid") == "cell"]
+    cells = of_kind(found, RunKind.CELL)
     assert sorted(r.info.run_name for r in cells) == sorted({r.info.run_name for r in cells}) and len(cells) == 7
     assert {r.info.status for r in found} == {"FINISHED"}
     return {r.info.run_name: r for r in cells}
@@ -63,11 +62,11 @@ def test_a_cache_part_cut_short_is_written_again_from_the_teachers_checkpoint(st
     assert "note  hrnn/teacher/s0: cache base: part-00000.parquet holds 1000 bytes" in again.stdout
     assert "7 already done, 1 jobs to run" in again.stdout  # the teacher alone, to export again
     skyline = cells_once_and_finished(store)["hrnn/skyline/all/s0"]
-    assert "part-00000.parquet holds 1000 bytes" in skyline.data.tags["cache_rebuilt"]
+    assert "part-00000.parquet holds 1000 bytes" in skyline.data.tags[schema.CACHE_REBUILT_TAG]
     kept = json.loads(result_file(store, "hrnn/skyline/all/s0").read_text())
     assert kept["resumed_at_epoch"] == 0  # the kept result is the teacher's training, not the export
-    assert ParquetTeacherCache(skyline.data.tags["cache_uri"]).manifest["videos"] == 96
-    assert ds.dataset(skyline.data.tags["cache_uri"], format="parquet").count_rows() == 96
+    assert ParquetTeacherCache(skyline.data.tags[schema.CACHE_URI_TAG]).manifest.videos == 96
+    assert ds.dataset(skyline.data.tags[schema.CACHE_URI_TAG], format="parquet").count_rows() == 96
 
 
 @pytest.mark.slow
@@ -78,7 +77,7 @@ def test_a_removed_manifest_is_written_again_without_a_second_skyline_run(store)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "6 already done, 2 jobs to run" in again.stdout
     cells = cells_once_and_finished(store)
-    assert cells["hrnn/skyline/all/s0"].data.tags["cache_rebuilt"].endswith("its caches were missing")
+    assert cells["hrnn/skyline/all/s0"].data.tags[schema.CACHE_REBUILT_TAG].endswith("its caches were missing")
 
 
 @pytest.mark.slow
@@ -94,7 +93,7 @@ def test_a_cache_part_altered_in_place_is_found_by_the_students_and_written_agai
     assert "checksum" in again.stdout and "the cache is written again from the teacher's checkpoint" in again.stdout
     assert "FAILED" not in again.stdout + again.stderr
     cells = cells_once_and_finished(store)
-    assert "checksum" in cells["hrnn/skyline/all/s0"].data.tags["cache_rebuilt"]
+    assert "checksum" in cells["hrnn/skyline/all/s0"].data.tags[schema.CACHE_REBUILT_TAG]
     assert len(list(base_cache(store).glob("_manifest.json.damaged-*"))) == 1
 
 

@@ -9,10 +9,12 @@ from types import SimpleNamespace
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator.tracking import liveness
 from orchestrator.errors import OrchestratorError
 from orchestrator.experiment.results import Trial
-from orchestrator.tracking.tracker import DRIVER_TAG, GRID_TAG, HEARTBEAT_TAG, Tracker
+from orchestrator.tracking import liveness, schema
+from orchestrator.tracking.schema import DRIVER_TAG, HEARTBEAT_TAG, KIND_TAG, RunKind
+from orchestrator.tracking.studies import log_trial, open_study
+from orchestrator.tracking.tracker import Tracker
 
 
 def exited_process(reap: bool) -> subprocess.Popen:
@@ -49,7 +51,7 @@ def test_a_driver_on_another_host_lives_while_it_beats():
 
 
 def parent_run(client, experiment_id, owner):
-    run = client.create_run(experiment_id, run_name="grid-earlier", tags={"fewer_frames.grid": "parent",
+    run = client.create_run(experiment_id, run_name="grid-earlier", tags={KIND_TAG: RunKind.PARENT,
                                                                          DRIVER_TAG: owner, HEARTBEAT_TAG: str(int(time.time()))})
     return run.info.run_id
 
@@ -74,7 +76,7 @@ def test_runs_of_drivers_that_died_are_ended(tmp_path):
     untagged = tracker.client.create_run(tracker.experiment_id, run_name="from an older version").info.run_id
     # A cell's run is created, filled and ended in one call: RUNNING, that call was cut short.
     cut_short = tracker.client.create_run(tracker.experiment_id, run_name="hrnn/baseline/first/k10/s0",
-                                          tags={GRID_TAG: "cell", "cell_id": "c-1"}).info.run_id
+                                          tags={KIND_TAG: RunKind.CELL, schema.CELL_ID_TAG: "c-1"}).info.run_id
     assert tracker.end_stale_runs() == 3
     assert {tracker.client.get_run(r).info.status for r in (dead, untagged)} == {"KILLED"}
     assert tracker.client.get_run(dead).info.lifecycle_stage == "active"
@@ -86,17 +88,17 @@ def test_runs_of_drivers_that_died_are_ended(tmp_path):
 def test_a_trial_whose_logging_was_cut_short_is_logged_again_whole(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = Tracker(uri, "exp", str(tmp_path / "artifacts"))
-    study = tracker.open_study("s", {})
+    study = open_study(tracker, "s", {})
     cut_short = tracker.client.create_run(tracker.experiment_id, run_name="trial t1", tags={
-        "mlflow.parentRunId": study, GRID_TAG: "trial", "trial_id": "t1"}).info.run_id
+        schema.PARENT_TAG: study, KIND_TAG: RunKind.TRIAL, schema.TRIAL_ID_TAG: "t1"}).info.run_id
     trial = Trial(trial_id="t1", settings={"epochs": 2}, config={"stride": 3}, gap=0.5, map=0.4, macs=10**9,
                   test_gap=0.45, test_map=0.35, val_gaps=((1, 0.5),))
     template = SimpleNamespace(family="hrnn", variant="rep+ce")
-    logged = tracker.log_trial(template, trial)
+    logged = log_trial(tracker, template, trial)
     assert tracker.client.get_run(cut_short).info.lifecycle_stage == "deleted"
     run = tracker.client.get_run(logged)
-    assert run.info.status == "FINISHED" and run.data.metrics["test_gap"] == 0.45
-    assert tracker.log_trial(template, trial) is None  # once
+    assert run.info.status == "FINISHED" and run.data.metrics[schema.TEST_GAP] == 0.45
+    assert log_trial(tracker, template, trial) is None  # once
     tracker.end_parent("FINISHED")
 
 
@@ -110,7 +112,7 @@ def test_the_heartbeat_stops_with_the_parent(tmp_path, monkeypatch):
     while int(tracker.client.get_run(run_id).data.tags[HEARTBEAT_TAG]) == first and time.time() < deadline:
         time.sleep(0.1)
     assert int(tracker.client.get_run(run_id).data.tags[HEARTBEAT_TAG]) > first
-    stop, thread = tracker._heartbeat
+    heartbeat = tracker._heartbeat
     tracker.end_parent("FINISHED")
-    assert stop.is_set() and not thread.is_alive()
+    assert heartbeat.stopped.is_set() and not heartbeat.thread.is_alive()
     assert tracker.client.get_run(run_id).info.status == "FINISHED"

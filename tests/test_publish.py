@@ -17,6 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
+from grids import tracking
+from orchestrator.tracking import schema
+from orchestrator.tracking.schema import RunKind
 from ports import free_port, wait_until_answering
 from workloads.inference import read_submission
 
@@ -37,14 +40,13 @@ def command(module: str, *args):
 
 @pytest.fixture(scope="module")
 def grid(tiny_grid):
-    store, printed = tiny_grid
-    tracking = f"sqlite:///{store}/mlflow.db"
+    store, printed = tiny_grid.store, tiny_grid.printed
     test_split = next(store.glob("data/syn-*/test"))
-    return store, printed, tracking, MlflowClient(tracking), test_split
+    return store, printed, tracking(store), MlflowClient(tracking(store)), test_split
 
 
 def cell_runs(client):
-    return {run.info.run_name: run for run in client.search_runs(["1"], "tags.`fewer_frames.grid` = 'cell'")}
+    return {run.info.run_name: run for run in client.search_runs(["1"], schema.kind_filter(RunKind.CELL))}
 
 
 def predict(grid, tmp_path, model, name, *args):
@@ -57,22 +59,23 @@ def predict(grid, tmp_path, model, name, *args):
 
 def test_the_grid_registers_its_teacher_and_best_student_and_keeps_only_their_weights(grid, tmp_path):
     store, printed, _, client, _ = grid
-    runs = cell_runs(client)
-    students = [run for run in runs.values() if run.data.params["mode"] in ("serial", "parallel")]
-    best = max(students, key=lambda run: run.data.metrics["best_val_gap"])
+    runs = {name: schema.outcome_of_run(run) for name, run in cell_runs(client).items()}
+    students = [cell for cell in runs.values() if cell.mode.is_student]
+    best = max(students, key=lambda cell: cell.val_gap)
     for name, cell in ((STUDENT, best), (TEACHER, runs["hrnn/skyline/all/s0"])):
         version = client.get_model_version_by_alias(name, "best")
-        assert version.run_id == cell.info.run_id and version.tags["cell_id"] == cell.data.tags["cell_id"]
-        assert float(version.tags["test_gap"]) == pytest.approx(cell.data.metrics["gap"], abs=1e-5)
-        assert float(version.tags["macs"]) == pytest.approx(cell.data.metrics["macs"], rel=1e-5)
+        assert version.run_id == cell.run_id and version.tags[schema.CELL_ID_TAG] == cell.cell_id
+        assert float(version.tags[schema.TEST_GAP]) == pytest.approx(cell.gap, abs=1e-5)
+        assert float(version.tags[schema.MACS]) == pytest.approx(cell.macs, rel=1e-5)
         assert f"registered {name} version {version.version} (models:/{name}@best)" in printed
-    assert client.get_model_version_by_alias(STUDENT, "best").tags["k"] == "10"
+    assert client.get_model_version_by_alias(STUDENT, "best").tags[schema.K] == "10"
     # keep_weights: best. The store holds the teacher's and the winner's models; the others' runs say why not.
     kept = sorted(path.stem for path in (store / "models").glob("*.pt"))
-    assert kept == sorted([best.data.tags["cell_id"], Path(runs["hrnn/skyline/all/s0"].data.tags["weights"]).stem])
-    for run in students:
-        if run is not best:
-            assert "weights" not in run.data.tags and "not the best hrnn k10 student" in run.data.tags["weights_dropped"]
+    assert kept == sorted([best.cell_id, Path(runs["hrnn/skyline/all/s0"].weights).stem])
+    dropped = schema.dropped(schema.WEIGHTS_TAG)
+    for run in cell_runs(client).values():
+        if schema.outcome_of_run(run).mode.is_student and run.info.run_id != best.run_id:
+            assert schema.WEIGHTS_TAG not in run.data.tags and "not the best hrnn k10 student" in run.data.tags[dropped]
     # The logged model is complete for inference: the card and weights, its code, pinned requirements, a
     # signature and an example.
     import mlflow
@@ -87,16 +90,49 @@ def test_the_grid_registers_its_teacher_and_best_student_and_keeps_only_their_we
     assert (folder / "code" / "workloads" / "inference.py").is_file() and (folder / "serving_input_example.json").is_file()
 
 
+# Run in a process of its own, from the model's folder: the model loaded as `mlflow models serve` loads it,
+# asked to label its own example, and every module of this project that it imported named with its file.
+LOAD_ALONE = """
+import json, sys
+import mlflow.pyfunc
+from mlflow.models import Model
+folder = sys.argv[1]
+example = Model.load(folder).load_input_example(folder)
+labelled = mlflow.pyfunc.load_model(folder).predict(example)
+print(json.dumps({"ids": list(labelled["id"]), "modules": {name: getattr(module, "__file__", None) or ""
+                  for name, module in sys.modules.items() if name.split(".")[0] in ("orchestrator", "workloads")}}))
+"""
+
+
+def test_a_logged_model_carries_workloads_and_the_serving_package_only(grid, tmp_path):
+    import mlflow
+
+    mlflow.set_tracking_uri(grid[2])
+    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{STUDENT}@best", dst_path=str(tmp_path / "model")))
+    code = folder / "code"
+    shipped = {str(path.relative_to(code)) for path in code.rglob("*.py")}
+    project = {str(path.relative_to(REPO)) for top in ("workloads", "orchestrator/serve") for path in
+               (REPO / top).rglob("*.py")} | {"orchestrator/__init__.py"}
+    assert shipped == project, sorted(shipped ^ project)
+    alone = subprocess.run([sys.executable, "-c", LOAD_ALONE, str(folder)], capture_output=True, text=True,
+                           timeout=300, cwd=tmp_path, env={**os.environ, "MLFLOW_TRACKING_URI": grid[2]})
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    loaded = json.loads(alone.stdout.strip().splitlines()[-1])
+    assert loaded["ids"] == ["video-a", "video-b"]
+    assert loaded["modules"] and all(path.startswith(str(code)) for path in loaded["modules"].values()), loaded
+    assert "orchestrator.serve.labeller" in loaded["modules"]
+
+
 def test_predict_on_the_test_split_gives_the_cells_logged_gap_and_a_valid_submission(grid, tmp_path):
     client = grid[3]
     for name in (STUDENT, TEACHER):
         version = client.get_model_version_by_alias(name, "best")
-        logged = client.get_run(version.run_id).data.metrics
+        logged = schema.outcome_of_run(client.get_run(version.run_id))
         done, out = predict(grid, tmp_path, f"models:/{name}@best", f"{name}.csv", "--labels", "--top-k", "5")
         assert done.returncode == 0, done.stderr
         gap = float(done.stdout.split("GAP ")[1].split()[0])
         mean_ap = float(done.stdout.split("mAP ")[1].split()[0])
-        assert gap == pytest.approx(logged["gap"], abs=1e-4) and mean_ap == pytest.approx(logged["map"], abs=1e-4)
+        assert gap == pytest.approx(logged.gap, abs=1e-4) and mean_ap == pytest.approx(logged.map, abs=1e-4)
         with open(out) as handle:
             rows = read_submission(handle, str(out))
         assert len(rows) == 48 and all(len(pairs) == 5 for pairs in rows.values())
@@ -124,7 +160,7 @@ def test_publish_on_demand_registers_once_and_a_chosen_cell_leaves_best_alone(gr
     newest = max(client.search_model_versions(f"name = '{STUDENT}'"), key=lambda v: int(v.version))
     assert int(newest.version) == int(before.version) + 1 and f"models:/{STUDENT}/{newest.version}" in chosen.stdout
     assert client.get_model_version_by_alias(STUDENT, "best").version == before.version
-    loser = next(run for run in cell_runs(client).values() if "weights_dropped" in run.data.tags)
+    loser = next(run for run in cell_runs(client).values() if schema.dropped(schema.WEIGHTS_TAG) in run.data.tags)
     refused = command("orchestrator.publish", "--run-id", loser.info.run_id, "--tracking-uri", tracking)
     assert refused.returncode == 2 and "its weights are not kept" in refused.stderr
     unknown = command("orchestrator.publish", "--run-id", "0" * 32, "--tracking-uri", tracking)
@@ -175,14 +211,14 @@ def test_bad_input_is_one_line_and_leaves_no_file(grid, tmp_path):
 
     other = tmp_path / "other"
     generate(str(other), 4, seed=0, config=SynthConfig(num_classes=12, min_frames=4, max_frames=8))
-    schema = tmp_path / "schema"
-    schema.mkdir()
-    pq.write_table(pq.read_table(next(other.glob("*.parquet"))).drop_columns(["audio"]), schema / "a.parquet")
+    no_audio = tmp_path / "no-audio"
+    no_audio.mkdir()
+    pq.write_table(pq.read_table(next(other.glob("*.parquet"))).drop_columns(["audio"]), no_audio / "a.parquet")
     cases = [
         (["--model", "models:/fewer-frames-nope@best"], "no registered model 'fewer-frames-nope'"),
         (["--model", f"models:/{STUDENT}@champion"], f"'{STUDENT}' has no alias 'champion' (its aliases: best)"),
         (["--data", str(other)], "a shard of 12 classes; the model predicts 10"),
-        (["--data", str(schema)], "column 'audio' must be binary, found missing"),
+        (["--data", str(no_audio)], "column 'audio' must be binary, found missing"),
         (["--out", str(tmp_path / "missing" / "out.csv")], "cannot be written"),
     ]
     for change, message in cases:

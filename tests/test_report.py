@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from orchestrator.experiment.presets import load_preset
 from orchestrator.experiment.matrix import expand
 from orchestrator.report.build import write_report
-from orchestrator.tracking.runs import TIMING_PREFIX
+from orchestrator.tracking import schema
 from orchestrator.experiment.results import CellResult
 from orchestrator.tracking.tracker import Tracker
 from workloads.progress import EpochMetrics
@@ -43,15 +43,15 @@ def logged(tmp_path):
     _, cells = expand(preset, "syn-test")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = Tracker(uri, "exp", str(tmp_path / "artifacts"))
-    tracker.start_parent("p", {}, {"preset": "tiny"})
+    tracker.start_parent("p", {}, {schema.PRESET_TAG: "tiny"})
     missing = next(c for c in cells if c.mode == "serial" and c.seed == 1 and c.data_fraction == 1.0
                    and c.variant == "rep+pred+ce")
     for cell in cells:
         if cell is not missing:
             macs = 1_000_000_000 if cell.k is None else 100_000_000
-            tracker.log_cell(cell, result(score(cell), macs))
-    tracker.log_metrics(tracker.parent_id, {f"{TIMING_PREFIX}hrnn/all": 10.0, f"{TIMING_PREFIX}hrnn/k10": 2.5})
-    tracker.set_tags(tracker.parent_id, {"timing_device": "cpu"})
+            tracker.cells.finish(cell, result(score(cell), macs), {}, {})
+    tracker.log_on_parent(metrics={schema.timing_metric("hrnn", "all"): 10.0, schema.timing_metric("hrnn", "k10"): 2.5},
+                          tags={schema.TIMING_DEVICE_TAG: "cpu"})
     tracker.end_parent("FINISHED")
     return MlflowClient(uri), uri, cells, missing
 
@@ -59,7 +59,7 @@ def logged(tmp_path):
 def test_the_report_shows_means_over_seeds_names_missing_cells_and_sets_the_paper_beside(logged, tmp_path):
     client, _, cells, missing = logged
     written = write_report(client, "exp", str(tmp_path / "out"))
-    text = (tmp_path / "out" / "report.md").read_text()
+    text = (tmp_path / "out" / schema.REPORT_MD).read_text()
     # Table 1 at all of the data: seeds 0 and 1 averaged (0.80 and 0.81 for the skyline).
     table1 = text[text.index("**Table 1"):text.index("*Published: Table 1")]
     assert "| Teacher-Skyline (all frames) | 0.805 ± 0.007 |" in table1
@@ -78,7 +78,7 @@ def test_the_report_shows_means_over_seeds_names_missing_cells_and_sets_the_pape
     for name in ("figure2_hrnn.png", "gap_vs_cost.png"):
         assert (tmp_path / "out" / name).stat().st_size > 10_000 and f"]({name})" in text
     # One self-contained page: every image inline, nothing fetched from elsewhere.
-    page = (tmp_path / "out" / "report.html").read_text()
+    page = (tmp_path / "out" / schema.REPORT_HTML).read_text()
     assert page.count("<img") == 2 and not re.search(r'src="(?!data:image/png;base64,)', page)
     assert "Table 1: H-RNN" in written.headline and "Table 2" not in written.headline
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no scratch left
@@ -89,12 +89,12 @@ def test_a_missing_combination_is_named_under_its_table(tmp_path):
     _, cells = expand(preset, "syn-test")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = Tracker(uri, "exp", str(tmp_path / "artifacts"))
-    tracker.start_parent("p", {}, {"preset": "tiny"})
+    tracker.start_parent("p", {}, {schema.PRESET_TAG: "tiny"})
     for cell in cells:
         if not (cell.mode == "baseline" and cell.selection == "first"):
-            tracker.log_cell(cell, result(score(cell), 10**8))
+            tracker.cells.finish(cell, result(score(cell), 10**8), {}, {})
     first = next(c for c in cells if c.mode == "baseline" and c.selection == "first")
-    tracker.log_cell(first, None, error="it broke")  # a FAILED run is not a result
+    tracker.cells.fail(first, "it broke")  # a FAILED run is not a result
     tracker.end_parent("FAILED")
     text = Path(write_report(MlflowClient(uri), "exp", str(tmp_path / "out")).files[1]).read_text()
     assert "| First-k | – | – |" in text and "missing (its run failed): First-k at k=10" in text
@@ -121,4 +121,4 @@ def test_the_command_says_in_one_line_when_there_is_nothing_to_report(logged, tm
     done = report("--experiment", "empty", "--tracking-uri", uri, "--out", str(tmp_path / "r"))
     assert done.returncode == 2 and "has no finished cells" in done.stderr, done.stderr
     done = report("--experiment", "exp", "--tracking-uri", uri, "--out", str(tmp_path / "r"))
-    assert done.returncode == 0 and (tmp_path / "r" / "report.html").exists(), done.stderr
+    assert done.returncode == 0 and (tmp_path / "r" / schema.REPORT_HTML).exists(), done.stderr

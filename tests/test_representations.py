@@ -6,10 +6,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from orchestrator.experiment.presets import load_preset
-from orchestrator.report.findings import findings
 from orchestrator.experiment.matrix import expand
+from orchestrator.experiment.outcome import CellOutcome
+from orchestrator.experiment.presets import load_preset
 from orchestrator.experiment.results import CellResult
+from orchestrator.report.findings import findings
 from orchestrator.store.samples import read_sample, rep_metrics, sample_share, write_sample
 from workloads.errors import WorkloadError
 from workloads.representations import Representations, similarity
@@ -44,8 +45,12 @@ def test_a_sample_round_trips_and_a_pair_is_measured_against_its_own_teacher(tmp
     assert sample_share(100) == 1.0 and sample_share(1024 * 4) == 0.25
 
 
-def results_for(preset, gaps, cosines=None, fraction_gaps=None):
-    """Results for the preset's cells: GAP by row label (mode/selection-or-variant), cosine by label."""
+def outcomes(cells, results) -> list[CellOutcome]:
+    return [CellOutcome.of(cell, results.get(cell.id)) for cell in cells]
+
+
+def results_for(preset, gaps, cosines=None, fraction_gaps=None) -> list[CellOutcome]:
+    """The preset's cells, finished with a GAP by row label (mode/selection-or-variant) and a cosine by label."""
     _, cells = expand(preset, "d")
     results = {}
     for cell in cells:
@@ -56,32 +61,31 @@ def results_for(preset, gaps, cosines=None, fraction_gaps=None):
         results[cell.id] = CellResult(gap=gap, map=0.0, val_gap=0.0, val_map=0.0, best_epoch=1, train_seconds=1.0,
                                       inference_seconds=1.0, macs=1, frame_macs=1, params=1, history=(),
                                       wall_seconds=1.0, device="cpu", rep_cosine=(cosines or {}).get(label))
-    return cells, results
+    return outcomes(cells, results)
 
 
 def test_the_findings_say_what_was_measured_and_whether_it_holds():
     smoke = load_preset("smoke")
     gaps = {"skyline/all": 0.80, "serial/rep_then_ce": 0.75, "serial/rep+ce": 0.70, "baseline/uniform": 0.65,
             "baseline/first": 0.45, "baseline/middle": 0.44, "baseline/last": 0.46}
-    cells, results = results_for(smoke, gaps, {"serial/rep+ce": 0.9, "serial/rep_then_ce": 0.8,
-                                               "baseline/uniform": 0.7})
-    lines = findings(cells, results)
+    lines = findings(results_for(smoke, gaps, {"serial/rep+ce": 0.9, "serial/rep_then_ce": 0.8,
+                                               "baseline/uniform": 0.7}))
     assert lines[0] == ("Paper's ordering at k=30, mean test GAP over seeds: skyline 0.800 > serial rep_then_ce 0.750 > "
                         "Uniform 0.650 > First 0.450, Middle 0.440, Last 0.460: holds")
     assert lines[1].startswith("The best serial student closes 67% of the Uniform-30 to skyline gap (0.650 -> 0.750")
     assert lines[2].endswith("mean cosine of their test representations 0.850 vs 0.700: holds")
     assert len(lines) == 3  # one data fraction: nothing on scarce data
     worse = dict(gaps, **{"baseline/uniform": 0.76})
-    assert findings(*results_for(smoke, worse))[0].endswith("DOES NOT HOLD")
+    assert findings(results_for(smoke, worse))[0].endswith("DOES NOT HOLD")
     missing = {k: v for k, v in gaps.items() if k != "baseline/middle"}
-    assert not any(line.startswith("Paper's ordering") for line in findings(*results_for(smoke, missing)))
+    assert not any(line.startswith("Paper's ordering") for line in findings(results_for(smoke, missing)))
 
 
 def test_the_edge_on_scarce_data_is_measured_across_fractions():
     two = dataclasses.replace(load_preset("tiny"), data_fractions=(0.25, 1.0))
     by_fraction = {("serial/rep_then_ce", 0.25): 0.60, ("baseline/uniform", 0.25): 0.50,
                    ("serial/rep_then_ce", 1.0): 0.70, ("baseline/uniform", 1.0): 0.66}
-    lines = findings(*results_for(two, {}, fraction_gaps=by_fraction))
+    lines = findings(results_for(two, {}, fraction_gaps=by_fraction))
     assert lines[-1].startswith("Distillation's edge over Uniform-10 (best serial minus Uniform GAP) as data shrinks: "
                                 "+0.100 at 25%, +0.040 at 100%; larger with less data: holds")
 
@@ -95,5 +99,5 @@ def test_what_matching_intermediate_states_changes_is_measured():
                                 history=(), wall_seconds=1.0, device="cpu")
                for c in cells if (c.mode, c.variant, c.intermediate) in gaps}
     # The serial row has no plain twin in tiny (its serial variants differ): only the parallel change is said.
-    assert findings(cells, results) == ["Matching intermediate states as well changes test GAP at k=10 by -0.020 "
+    assert findings(outcomes(cells, results)) == ["Matching intermediate states as well changes test GAP at k=10 by -0.020 "
                                         "(parallel rep+ce) (the paper, Table 4: no gain)"]

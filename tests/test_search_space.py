@@ -114,7 +114,7 @@ def test_the_best_configuration_is_a_grid_override(tmp_path):
 
 def test_a_study_resumes_with_its_own_space_and_refuses_a_changed_one(tmp_path, capsys):
     from orchestrator.store.layout import Store
-    from orchestrator.tune import study_record
+    from orchestrator.driver.study import study_record
 
     store = Store(str(tmp_path))
     space = parse_space(BASE, "s.yaml")

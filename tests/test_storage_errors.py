@@ -4,7 +4,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -37,14 +36,13 @@ def test_wrong_credentials(s3_bucket, monkeypatch):
         check_store(f"s3://{s3_bucket}/grid")
 
 
+@pytest.mark.timeout(300)  # boto3's bounded retries give up in seconds; without them it would try for hours
 def test_unreachable_endpoint(monkeypatch, s3_server):
     for key, value in s3_server.env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
-    start = time.monotonic()
     with pytest.raises(OrchestratorError, match="cannot reach the S3 endpoint http://127.0.0.1"):
         check_store("s3://some-bucket/grid")
-    assert time.monotonic() - start < 60
 
 
 def test_grid_with_wrong_credentials_exits_2_and_writes_nothing(s3_server, s3_bucket, tmp_path):

@@ -10,7 +10,7 @@ import torch
 
 from orchestrator.cache.reader import ParquetTeacherCache
 from orchestrator.cache.files import read_manifest
-from orchestrator.experiment.presets import TeacherResources, TrainSettings
+from orchestrator.experiment.settings import TeacherResources, TrainSettings
 from orchestrator.jobs.data_sets import DataSet
 from orchestrator.driver.session import start_ray
 from orchestrator.experiment.matrix import TeacherSpec
@@ -85,7 +85,7 @@ def test_the_workers_caches_hold_every_video_once_as_the_checkpoint_computes_it(
     positions = student_intermediate_positions(build_model("hrnn", "small", CLASSES, k=K), FrameSelection("uniform", k=K))
     for key, uri in result.caches.items():
         manifest = read_manifest(uri)
-        assert manifest["parts"] == [f"part-{i:05d}.parquet" for i in range(3)] and manifest["videos"] == 320
+        assert manifest.parts == tuple(f"part-{i:05d}.parquet" for i in range(3)) and manifest.videos == 320
         expected = list(export_teacher(model, VideoShards(data.train, 64), intermediate_positions=None if key == "base" else positions))
         ids = [r.id for r in expected]
         assert len(set(ids)) == 320

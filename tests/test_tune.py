@@ -14,7 +14,11 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from grids import of_kind, tracking
 from orchestrator.experiment.presets import load_preset
+from orchestrator.experiment.search_parameters import PARAMETERS
+from orchestrator.tracking import schema
+from orchestrator.tracking.schema import RunKind
 
 REPO = Path(__file__).resolve().parents[1]
 SPACE = {"name": "small-study", "family": "hrnn", "variant": "rep+pred+ce", "epochs": 2,
@@ -29,7 +33,7 @@ def tune(store, space, trials, *extra, **popen):
 
 
 def runs(store):
-    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    client = MlflowClient(tracking(store))
     experiment = client.get_experiment_by_name("fewer-frames-search-small-study")
     return client, client.search_runs([experiment.experiment_id])
 
@@ -55,9 +59,9 @@ def test_a_study_records_its_trials_and_front_and_resumes_after_an_interruption(
     assert first.returncode == 130, out[-2000:] + err[-2000:]
     assert "run the same command again to resume the study" in err
     client, before = runs(store)
-    parent = [r for r in before if r.data.tags.get("fewer_frames.grid") == "study"]
+    parent = of_kind(before, RunKind.STUDY)
     assert len(parent) == 1 and parent[0].info.status == "KILLED"
-    finished_before = {r.data.tags["trial_id"] for r in before if r.data.tags.get("fewer_frames.grid") == "trial"}
+    finished_before = {r.data.tags[schema.TRIAL_ID_TAG] for r in of_kind(before, RunKind.TRIAL)}
     assert finished_before  # logged as they were, before the interruption
 
     # The same command resumes: the finished trials are kept, the rest run, the study ends.
@@ -66,38 +70,41 @@ def test_a_study_records_its_trials_and_front_and_resumes_after_an_interruption(
     assert second.returncode == 0, out[-2000:] + err[-2000:]
     assert "resuming study small-study" in out
     client, after = runs(store)
-    parents = [r for r in after if r.data.tags.get("fewer_frames.grid") == "study"]
+    parents = of_kind(after, RunKind.STUDY)
     assert [p.info.run_id for p in parents] == [parent[0].info.run_id] and parents[0].info.status == "FINISHED"
-    every = [r for r in after if r.data.tags.get("fewer_frames.grid") == "trial"]
-    ids = [r.data.tags["trial_id"] for r in every]
+    every = of_kind(after, RunKind.TRIAL)
+    ids = [r.data.tags[schema.TRIAL_ID_TAG] for r in every]
     assert len(ids) == len(set(ids)) == 6 and finished_before <= set(ids)  # every trial once, none lost
     for trial in every:
-        assert trial.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
-        assert {"w_rep", "w_pred", "w_ce", "j", "k", "learning_rate", "pred_distance"} <= set(trial.data.params)
-        assert {"gap", "map", "macs"} <= set(trial.data.metrics)
-        assert client.get_metric_history(trial.info.run_id, "val_gap")
+        assert trial.data.tags[schema.PARENT_TAG] == parents[0].info.run_id
+        assert set(PARAMETERS) - {"w_rep_intermediate"} <= set(trial.data.params)
+        assert {schema.GAP, schema.MAP, schema.MACS} <= set(trial.data.metrics)
+        assert client.get_metric_history(trial.info.run_id, schema.VAL_GAP)
     trials = [r for r in every if r.info.status == "FINISHED"]
     stopped = [r for r in every if r.info.status == "KILLED"]
     assert trials and stopped and len(trials) + len(stopped) == 6, [(r.info.status, r.data.tags) for r in every]
-    assert all(r.data.tags["trial_outcome"] == "finished" and "test_gap" in r.data.metrics for r in trials)
+    assert all(r.data.tags[schema.TRIAL_OUTCOME_TAG] == "finished" and schema.TEST_GAP in r.data.metrics
+               for r in trials)
     for trial in stopped:  # ASHA's: where it stopped, and what it had reached
-        epoch = client.get_metric_history(trial.info.run_id, "val_gap")[-1]
-        assert trial.data.tags["trial_outcome"] == f"stopped by ASHA after epoch {epoch.step} " \
-                                                   f"(validation GAP {epoch.value:.4f})"
-        assert "test_gap" not in trial.data.metrics
+        epoch = client.get_metric_history(trial.info.run_id, schema.VAL_GAP)[-1]
+        assert trial.data.tags[schema.TRIAL_OUTCOME_TAG] == f"stopped by ASHA after epoch {epoch.step} " \
+                                                            f"(validation GAP {epoch.value:.4f})"
+        assert schema.TEST_GAP not in trial.data.metrics
     tune_state = sorted(glob.glob(f"{store}/tune/small-study/run_trial_*"))
     assert len(tune_state) == 6  # every trial of the study ran once, across both invocations
 
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
-    assert {"pareto.json", "pareto.png", "best.yaml"} <= artifacts
-    front = json.loads(Path(client.download_artifacts(parents[0].info.run_id, "pareto.json", str(tmp_path))).read_text())
+    assert {schema.PARETO_JSON, schema.PARETO_PNG, schema.BEST_YAML} <= artifacts
+    front = json.loads(Path(client.download_artifacts(parents[0].info.run_id, schema.PARETO_JSON, str(tmp_path)))
+                       .read_text())
     points = [(t["gap"], t["macs"]) for t in front["front"]]
     assert points and all(not (g2 >= g and m2 <= m and (g2, m2) != (g, m)) for g, m in points for g2, m2 in points)
-    assert Path(client.download_artifacts(parents[0].info.run_id, "pareto.png", str(tmp_path))).read_bytes()[:4] == b"\x89PNG"
+    assert Path(client.download_artifacts(parents[0].info.run_id, schema.PARETO_PNG, str(tmp_path))).read_bytes()[:4] \
+        == b"\x89PNG"
     best = yaml.safe_load((store / "tune" / "small-study.best.yaml").read_text())
     preset = load_preset("tiny", best)  # the grid accepts it as --override
     assert preset.serial == ("rep+pred+ce",) and preset.ks[0] in {t["settings"]["k"] for t in front["front"]}
-    assert max(t["gap"] for t in front["front"]) == max(r.data.metrics["gap"] for r in trials)
+    assert max(t["gap"] for t in front["front"]) == max(r.data.metrics[schema.GAP] for r in trials)
     # The teacher the trials read is recorded the grid's way: a grid on this store reuses it.
     assert glob.glob(f"{store}/results/*.json") and glob.glob(f"{store}/teachers/*/cache/base/_manifest.json")
 

@@ -1,15 +1,15 @@
 """How a model learns, by name: the classifier's LCE, the paper's serial variants (a)-(e) and its parallel
-ones, each a sequence of `Stage`s of weighted losses. With `workloads.losses`' registry, this is the one
-place that knows loss names: the training loops, presets and search spaces all go through `stages`.
+ones, each a registered `Variant` whose stages sum weighted losses. With `workloads.losses`' registry, this
+is the one place that knows loss names: the training loops, presets and search spaces all go through it.
 
     variant        stages (the losses each sums)            paper
     ce             train: ce                                teacher / skyline, k-frame baselines
     rep_then_ce    rep: rep, then finetune: ce              serial (a): Lrep, then fine-tune on LCE
+    rep            parallel: rep                            parallel
     rep+ce         train: rep + ce                          serial (b), parallel
     pred           train: pred                              serial (c)
     pred+ce        train: pred + ce                         serial (d)
     rep+pred+ce    train: rep + pred + ce                   serial (e), parallel
-    rep            parallel: rep                            parallel
 
 Intermediate matching adds `rep_intermediate` (Lrep on the states after each block) to the first stage
 of a variant that learns the representation (Lrep).
@@ -38,28 +38,75 @@ CLASSIFIER = "ce"  # the skyline, the baselines and a parallel pair's teacher le
 INTERMEDIATE = "rep_intermediate"
 REPRESENTATION = "rep"  # a variant that has it can match intermediate states too
 OUTPUT_LOSSES = ("ce", "pred")  # the losses on a model's predictions: the ones that train an output layer
+TRAININGS = ("classifier", "serial", "parallel")  # the ways a model trains, each with its own variants
+LOSS_LABELS = {"ce": "LCE", "rep": "Lrep", "pred": "Lpred", INTERMEDIATE: "Lrep on intermediate states"}
 
-# Variant (a) trains on one loss per stage, at weight 1 (with Adam a lone loss's weight barely matters).
-_TWO_STAGES = {"rep_then_ce": (("rep", "rep"), ("finetune", "ce"))}
+
+@dataclass(frozen=True)
+class Variant:
+    """A way to learn: its name (`+` joins the losses of its one stage), the trainings that use it, and
+    for a variant of several stages each stage's name and its one loss (at weight 1: with Adam a lone
+    loss's weight barely matters)."""
+
+    name: str
+    trainings: tuple[str, ...]
+    stepwise: tuple[tuple[str, str], ...] = ()  # (stage name, loss) per stage; () for one stage
+
+    @property
+    def first_losses(self) -> tuple[str, ...]:
+        """The losses its first stage sums."""
+        return (self.stepwise[0][1],) if self.stepwise else tuple(self.name.split("+"))
+
+    @property
+    def learns_representation(self) -> bool:
+        """Whether it matches the teacher's representation (Lrep) at all: (a), (b), (e), the parallel ones."""
+        return REPRESENTATION in self.first_losses
+
+    @property
+    def label(self) -> str:
+        """The paper's words: each stage's losses joined by " + ", stages by ", then "."""
+        steps = [(loss,) for _, loss in self.stepwise] or [tuple(self.name.split("+"))]
+        return ", then ".join(" + ".join(LOSS_LABELS.get(loss, loss) for loss in losses) for losses in steps)
+
+    def stages(self, weights: dict[str, float], pred_distance: str, training: str) -> tuple[Stage, ...]:
+        if self.stepwise:
+            return tuple(Stage(Objective({loss: 1.0}), name=name) for name, loss in self.stepwise)
+        name = "parallel" if training == "parallel" else "train"
+        return (Stage(Objective.parse(self.name, weights, pred_distance), name=name),)
 
 
-def _first_losses(variant: str) -> tuple[str, ...]:
-    """The losses the first stage of `variant` sums."""
-    if variant in _TWO_STAGES:
-        return (_TWO_STAGES[variant][0][1],)
-    return tuple(variant.split("+"))
+# In the order tables list them: the paper's (a)-(e) among the serial ones, Lrep alone first in parallel.
+_REGISTERED = (
+    Variant(CLASSIFIER, ("classifier",)),
+    Variant("rep_then_ce", ("serial",), stepwise=(("rep", "rep"), ("finetune", "ce"))),
+    Variant("rep", ("parallel",)),
+    Variant("rep+ce", ("serial", "parallel")),
+    Variant("pred", ("serial",)),
+    Variant("pred+ce", ("serial",)),
+    Variant("rep+pred+ce", ("serial", "parallel")),
+)
+REGISTRY: dict[str, Variant] = {variant.name: variant for variant in _REGISTERED}
+VARIANTS = {training: tuple(v.name for v in _REGISTERED if training in v.trainings) for training in TRAININGS}
+SERIAL_VARIANTS = VARIANTS["serial"]
+PARALLEL_VARIANTS = VARIANTS["parallel"]
+INTERMEDIATE_VARIANTS = tuple(v for v in SERIAL_VARIANTS if REGISTRY[v].learns_representation)
+DEFAULT_WEIGHTS = {name: 1.0 for name in LOSSES}  # what a loss not given a weight gets
+
+
+def find_variant(name: str, training: str = "serial") -> Variant:
+    """The registered variant `name` of `training` (classifier, serial, parallel); an error naming the
+    ones there are when it is not one."""
+    known = VARIANTS.get(training)
+    if known is None:
+        raise WorkloadError(f"unknown training mode {training!r}; known: {', '.join(VARIANTS)}")
+    if name not in known:
+        raise WorkloadError(f"unknown {training} variant {name!r}; known: {', '.join(known)}")
+    return REGISTRY[name]
 
 
 def learns_representation(variant: str) -> bool:
-    """Whether `variant` matches the teacher's representation (Lrep) at all: (a), (b), (e), the parallel ones."""
-    return REPRESENTATION in _first_losses(variant)
-
-
-SERIAL_VARIANTS = ("rep_then_ce", "rep+ce", "pred", "pred+ce", "rep+pred+ce")
-PARALLEL_VARIANTS = ("rep", "rep+ce", "rep+pred+ce")
-VARIANTS = {"classifier": (CLASSIFIER,), "serial": SERIAL_VARIANTS, "parallel": PARALLEL_VARIANTS}  # by mode
-INTERMEDIATE_VARIANTS = tuple(v for v in SERIAL_VARIANTS if learns_representation(v))
-DEFAULT_WEIGHTS = {name: 1.0 for name in LOSSES}  # what a loss not given a weight gets
+    """Whether the variant named `variant` matches the teacher's representation (Lrep) at all."""
+    return REGISTRY[variant].learns_representation
 
 
 def stages(variant: str, weights: dict[str, float] | None = None, pred_distance: str = "kl",
@@ -67,18 +114,11 @@ def stages(variant: str, weights: dict[str, float] | None = None, pred_distance:
     """The stages of `variant` of `mode` (classifier, serial, parallel), its losses weighted by `weights`
     (1 for those not given), Lpred measured by `pred_distance`, and with `intermediate` Lrep on
     intermediate states added to its first stage."""
-    known = VARIANTS.get(mode)
-    if known is None:
-        raise WorkloadError(f"unknown training mode {mode!r}; known: {', '.join(VARIANTS)}")
-    if variant not in known:
-        raise WorkloadError(f"unknown {mode} variant {variant!r}; known: {', '.join(known)}")
+    found = find_variant(variant, mode)
     weights = weights or {}
-    if variant in _TWO_STAGES:
-        result = tuple(Stage(Objective({loss: 1.0}), name=name) for name, loss in _TWO_STAGES[variant])
-    else:
-        result = (Stage(Objective.parse(variant, weights, pred_distance), name="parallel" if mode == "parallel" else "train"),)
+    result = found.stages(weights, pred_distance, mode)
     if intermediate:
-        if not learns_representation(variant):
+        if not found.learns_representation:
             raise WorkloadError(f"variant {variant!r} learns no representation (Lrep) to match intermediate states "
                                 f"with; those that do: {', '.join(INTERMEDIATE_VARIANTS)}")
         first = result[0]

@@ -16,9 +16,11 @@ another teacher, a page whose checksum fails).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import posixpath
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterable
 
@@ -29,7 +31,7 @@ import pyarrow.parquet as pq
 import torch
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.store.layout import DamagedFile
+from orchestrator.store.files import DamagedFile
 from workloads.data.fs import file_size, join, resolve, write_atomically, write_bytes
 from workloads.teacher_outputs import TeacherRecord
 
@@ -70,6 +72,43 @@ class MissingCache(OrchestratorError):
         return type(self), (self.location,)
 
 
+@dataclass(frozen=True)
+class Manifest:
+    """A complete cache's `_manifest.json`, typed. Written last, it lists the parts (one per data shard, in
+    its order) with their sizes and videos. A cache of format 2 (before parts recorded their sizes, their
+    videos and their teacher) reads with `part_bytes` and `part_videos` None: its parts are checked by what
+    they hold only."""
+
+    parts: tuple[str, ...]
+    videos: int
+    representation_dim: int
+    num_classes: int
+    classifier: str = CLASSIFIER
+    part_bytes: tuple[int, ...] | None = None
+    part_videos: tuple[int, ...] | None = None
+    teacher_id: str = ""
+    intermediates: str | None = None  # the key of a cache of intermediate states; None for `base`
+    format: int = FORMAT
+
+    @property
+    def parts_know_their_teacher(self) -> bool:
+        """Whether each part records its teacher and the manifest its videos (format 3 on)."""
+        return self.part_videos is not None
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, found: dict) -> Manifest:
+        """Raises KeyError, TypeError or ValueError when `found` is not a manifest of a readable format."""
+        version = found["format"]
+        sizes = {key: tuple(found[key]) for key in ("part_bytes", "part_videos") if version >= 3}
+        return cls(parts=tuple(found["parts"]), videos=int(found["videos"]),
+                   representation_dim=int(found["representation_dim"]), num_classes=int(found["num_classes"]),
+                   classifier=READABLE[version], teacher_id=found.get("teacher_id") or "",
+                   intermediates=found.get("intermediates"), format=version, **sizes)
+
+
 def _table(records: list[TeacherRecord]) -> pa.Table:
     return pa.table(
         {
@@ -85,12 +124,13 @@ def _table(records: list[TeacherRecord]) -> pa.Table:
 
 
 def write_teacher_cache(location: str, parts: Iterable[Iterable[TeacherRecord]],
-                        classifier_state: dict[str, torch.Tensor], details: dict) -> dict:
+                        classifier_state: dict[str, torch.Tensor], owner: dict[str, str | None]) -> Manifest:
     """Write a cache from `parts` (one iterable of records per data shard, in its order); returns the
-    manifest. Parts first, each atomically, then the classifier, the manifest last."""
-    teacher_id = str(details.get("teacher_id", ""))
+    manifest. Parts first, each atomically, then the classifier, the manifest last. `owner`: the teacher's
+    id (`teacher_id`) and, for a cache of intermediate states, its key (`intermediates`)."""
+    teacher_id = str(owner.get("teacher_id", ""))
     written = [write_cache_part(location, index, records, teacher_id) for index, records in enumerate(parts)]
-    return finish_teacher_cache(location, written, classifier_state, details)
+    return finish_teacher_cache(location, written, classifier_state, owner)
 
 
 def write_cache_part(location: str, index: int, records: Iterable[TeacherRecord], teacher_id: str) -> dict:
@@ -122,7 +162,7 @@ def write_cache_part(location: str, index: int, records: Iterable[TeacherRecord]
 
 
 def finish_teacher_cache(location: str, written: list[dict], classifier_state: dict[str, torch.Tensor],
-                         details: dict) -> dict:
+                         owner: dict[str, str | None]) -> Manifest:
     """Complete a cache whose parts are all written (`written`: what `write_cache_part` returned for each,
     in any order): the classifier, then the manifest that makes the cache exist. Returns the manifest."""
     written = sorted(written, key=lambda part: part["index"])
@@ -132,22 +172,16 @@ def finish_teacher_cache(location: str, written: list[dict], classifier_state: d
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in classifier_state.items()}, buffer)
     write_bytes(join(location, CLASSIFIER), buffer.getvalue())
-    manifest = {
-        "format": FORMAT,
-        "parts": [part["name"] for part in written],
-        "part_bytes": [part["bytes"] for part in written],
-        "part_videos": [part["videos"] for part in written],
-        "classifier": CLASSIFIER,
-        "videos": sum(part["videos"] for part in written),
-        "representation_dim": dims[0] if dims else 0,
-        "num_classes": dims[1] if dims else 0,
-        **details,
-    }
-    write_bytes(join(location, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True).encode())
+    manifest = Manifest(parts=tuple(part["name"] for part in written), videos=sum(part["videos"] for part in written),
+                        representation_dim=dims[0] if dims else 0, num_classes=dims[1] if dims else 0,
+                        part_bytes=tuple(part["bytes"] for part in written),
+                        part_videos=tuple(part["videos"] for part in written),
+                        teacher_id=str(owner.get("teacher_id") or ""), intermediates=owner.get("intermediates"))
+    write_bytes(join(location, MANIFEST), json.dumps(manifest.to_json(), indent=1, sort_keys=True).encode())
     return manifest
 
 
-def read_manifest(location: str) -> dict | None:
+def read_manifest(location: str) -> Manifest | None:
     """The manifest of a complete cache; None when there is none (absent, or written only in part).
     Raises `DamagedCache` when the manifest cannot be read or a file it lists is missing or of another size."""
     fs, path = resolve(location)
@@ -156,19 +190,18 @@ def read_manifest(location: str) -> dict | None:
     with fs.open_input_stream(posixpath.join(path, MANIFEST)) as stream:
         text = stream.read()
     try:
-        manifest = json.loads(text)
-        classifier = READABLE[manifest["format"]]
-        parts, sizes = manifest["parts"], manifest.get("part_bytes", [None] * len(manifest["parts"]))
+        manifest = Manifest.from_json(json.loads(text))
     except (ValueError, KeyError, TypeError) as error:
         raise DamagedCache(location, f"{MANIFEST} cannot be read ({len(text)} bytes): {error!r}") from None
     found = {entry.base_name: entry.size for entry in fs.get_file_info(pafs.FileSelector(path))
              if entry.type == pafs.FileType.File}
-    for name, size in [*zip(parts, sizes), (classifier, None)]:
+    sizes = manifest.part_bytes or (None,) * len(manifest.parts)
+    for name, size in [*zip(manifest.parts, sizes), (manifest.classifier, None)]:
         if name not in found:
             raise DamagedCache(location, f"{name} is missing")
         if size is not None and found[name] != size:
             raise DamagedCache(location, f"{name} holds {found[name]} bytes, the manifest says {size}")
-    return {**manifest, "classifier": classifier}
+    return manifest
 
 
 def set_aside(location: str) -> str | None:

@@ -11,9 +11,10 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 
-from orchestrator.experiment.presets import Preset
 from orchestrator.errors import OrchestratorError
 from orchestrator.experiment.matrix import Cell, TeacherSpec
+from orchestrator.experiment.modes import Mode, Role
+from orchestrator.experiment.presets import Preset
 
 YOUTUBE8M_TRAIN, YOUTUBE8M_VALIDATE = 3_888_919, 1_112_356  # frame-level train and validate splits
 
@@ -66,13 +67,13 @@ def device_hours(preset: Preset, teachers: list[TeacherSpec], cells: list[Cell],
         passes = teacher.train.epochs * (videos * train + validate_videos * infer)
         hours["teachers"] += (passes + exports * videos * infer + validate_videos * infer) / 3600
     for cell in cells:
-        if cell.mode == "skyline":
+        if cell.mode is Mode.SKYLINE:
             continue  # its teacher, counted above
         train, infer = rates.of(cell.family, cell.k)
         videos = train_videos * cell.data_fraction
-        epochs = preset.train_settings(cell.family, "student").epochs
+        epochs = preset.train_settings(cell.family, Role.STUDENT).epochs
         seconds = epochs * (videos * train + validate_videos * infer) + validate_videos * infer
-        if cell.mode == "parallel":  # the teacher trains alongside, on all frames
+        if cell.mode is Mode.PARALLEL:  # the teacher trains alongside, on all frames
             teacher_train, teacher_infer = rates.of(cell.family, None)
             seconds += epochs * (videos * teacher_train + validate_videos * teacher_infer)
         hours[cell.mode] += seconds / 3600

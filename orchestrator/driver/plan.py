@@ -8,12 +8,19 @@ from __future__ import annotations
 
 from collections import Counter
 
-from orchestrator.store import access as storage
-from orchestrator.experiment.presets import Preset, load_override, load_preset
-from orchestrator.driver.cost import YOUTUBE8M_TRAIN, YOUTUBE8M_VALIDATE, Rates, device_hours
-from orchestrator.jobs.data_sets import data_id
+from orchestrator.driver.cost import (
+    YOUTUBE8M_TRAIN,
+    YOUTUBE8M_VALIDATE,
+    Rates,
+    device_hours,
+)
+from orchestrator.driver.session import check_stores
 from orchestrator.experiment.matrix import Cell, TeacherSpec, expand
-from orchestrator.store.layout import DamagedFile, Store
+from orchestrator.experiment.modes import Mode
+from orchestrator.experiment.presets import Preset, load_override, load_preset
+from orchestrator.jobs.data_sets import data_id
+from orchestrator.store.files import DamagedFile, read_result
+from orchestrator.store.layout import Store
 
 
 def finished(store: Store, cells: list[Cell]) -> set[str]:
@@ -21,7 +28,7 @@ def finished(store: Store, cells: list[Cell]) -> set[str]:
     done = set()
     for cell in cells:
         try:
-            if store.read_result(cell.id) is not None:
+            if read_result(store, cell.id) is not None:
                 done.add(cell.id)
         except DamagedFile:
             pass
@@ -34,7 +41,7 @@ def _matrix(cells: list[Cell], done: set[str]) -> list[str]:
     total = Counter((c.mode, c.family, c.k) for c in cells)
     finished_here = Counter((c.mode, c.family, c.k) for c in cells if c.id in done)
     lines = ["| mode | family | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
-    for mode in ("skyline", "baseline", "serial", "parallel"):
+    for mode in Mode:
         for family in sorted({c.family for c in cells if c.mode == mode}):
             row = [f"{finished_here[(mode, family, k)]}/{total[(mode, family, k)]}" if total[(mode, family, k)]
                    else "" for k in (*ks, None)]
@@ -52,7 +59,7 @@ def _videos(preset: Preset) -> tuple[int, int, str]:
 def _hours(preset: Preset, teachers: list[TeacherSpec], cells: list[Cell], done: set[str], rates: Rates) -> list[str]:
     train, validate, what = _videos(preset)
     whole = device_hours(preset, teachers, cells, rates, train, validate)
-    skylines = {c.teacher.id: c.id for c in cells if c.mode == "skyline"}
+    skylines = {c.teacher.id: c.id for c in cells if c.mode is Mode.SKYLINE}
     left = device_hours(preset, [t for t in teachers if skylines[t.id] not in done],
                         [c for c in cells if c.id not in done], rates, train, validate)
     kinds = ", ".join(f"{kind} {hours:,.1f}" for kind, hours in sorted(whole.items()))
@@ -63,7 +70,7 @@ def _hours(preset: Preset, teachers: list[TeacherSpec], cells: list[Cell], done:
 def describe(preset: Preset, teachers: list[TeacherSpec], cells: list[Cell], done: set[str], store: Store,
              rates: Rates | None) -> str:
     modes = Counter(c.mode for c in cells)
-    skylines_done = sum(1 for c in cells if c.mode == "skyline" and c.id in done)
+    skylines_done = sum(1 for c in cells if c.mode is Mode.SKYLINE and c.id in done)
     lines = [f"plan for preset {preset.name!r}, store {store.root}:",
              f"teachers: {len(teachers)} ({', '.join(t.name for t in teachers[:6])}"
              f"{', ...' if len(teachers) > 6 else ''}), {skylines_done} trained",
@@ -85,7 +92,7 @@ def show_plan(preset_name: str, override: str | None, store_root: str, tracking_
     """--plan: the preset's teachers and cells, those done in the store, the device-hours; nothing runs."""
     preset = load_preset(preset_name, load_override(override), override)
     rates = Rates.load(rates_path) if rates_path else None
-    store = storage.store_of(store_root, tracking_uri)
+    store = check_stores(store_root, tracking_uri)
     teachers, cells = expand(preset, data_id(preset.data, data_uri))
     print(describe(preset, teachers, cells, finished(store, cells), store, rates))
     return 0

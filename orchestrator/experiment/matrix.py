@@ -14,7 +14,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.experiment.presets import Preset, TrainSettings
+from orchestrator.experiment.modes import Mode, Role
+from orchestrator.experiment.presets import Preset
+from orchestrator.experiment.settings import TrainSettings
 from workloads.models import FAMILIES, ModelSpec
 from workloads.variants import CLASSIFIER
 
@@ -52,7 +54,7 @@ class TeacherSpec:
 
 @dataclass(frozen=True)
 class Cell:
-    mode: str  # skyline | baseline | serial | parallel
+    mode: Mode
     family: str
     size: str
     model: tuple[tuple[str, Any], ...]
@@ -86,7 +88,7 @@ class Cell:
 
     @property
     def name(self) -> str:
-        what = self.selection if self.mode in ("baseline", "skyline") else self.variant
+        what = self.selection if self.mode.named_by_selection else self.variant
         parts = [self.family, self.mode, what + ("+intermediate" if self.intermediate else "")]
         if self.k is not None:
             parts.append(f"k{self.k}")
@@ -99,28 +101,6 @@ class Cell:
     def model_spec(self) -> ModelSpec:
         return ModelSpec(self.family, self.size, self.model)
 
-    def params(self) -> dict[str, Any]:
-        """What MLflow records as the cell's parameters."""
-        student = self.mode in ("serial", "parallel")
-        return {
-            "family": self.family,
-            "size": self.size,
-            "mode": self.mode,
-            "selection": self.selection,
-            "k": "all" if self.k is None else self.k,
-            "j": self.j,
-            "loss": self.variant,
-            "intermediate": self.intermediate,
-            "data": self.data,
-            "data_fraction": self.data_fraction,
-            "seed": self.seed,
-            **{f"train.{k}": v for k, v in dataclasses.asdict(self.train).items()},
-            **{f"model.{k}": v for k, v in self.model},
-            **({f"w_{k}": v for k, v in self.loss_weights} if student else {}),
-            **({"pred_distance": self.pred_distance} if student else {}),
-            **({"parallel_classifier": self.parallel_classifier} if self.mode == "parallel" else {}),
-        }
-
 
 def expand(preset: Preset, data_id: str) -> tuple[list[TeacherSpec], list[Cell]]:
     """Every teacher and cell of `preset` on data set `data_id`, in a stable order."""
@@ -130,30 +110,30 @@ def expand(preset: Preset, data_id: str) -> tuple[list[TeacherSpec], list[Cell]]
     for family in preset.families:
         model = tuple(sorted(preset.model_overrides.get(family, {}).items()))
         has_intermediates = FAMILIES[family].build.supports_intermediates
-        student_train = preset.train_settings(family, "student")
+        student_train = preset.train_settings(family, Role.STUDENT)
         for fraction in preset.data_fractions:
             for seed in preset.seeds:
                 teacher = TeacherSpec(family, preset.size, model, data_id, fraction, seed,
-                                      preset.train_settings(family, "teacher"))
+                                      preset.train_settings(family, Role.TEACHER))
                 teachers.append(teacher)
                 common = dict(family=family, size=preset.size, model=model, data=data_id, data_fraction=fraction,
                               seed=seed, max_frames=preset.data.max_frames, pred_distance=preset.pred_distance)
-                cells.append(Cell(mode="skyline", selection="all", k=None, variant=CLASSIFIER, intermediate=False,
+                cells.append(Cell(mode=Mode.SKYLINE, selection="all", k=None, variant=CLASSIFIER, intermediate=False,
                                   train=teacher.train, loss_weights=(), teacher=teacher, **common))
                 student = dict(selection="uniform", train=student_train, loss_weights=weights, **common)
                 for k in preset.ks:
                     for selection in preset.baselines:
-                        cells.append(Cell(mode="baseline", selection=selection, k=k, variant=CLASSIFIER, intermediate=False,
+                        cells.append(Cell(mode=Mode.BASELINE, selection=selection, k=k, variant=CLASSIFIER, intermediate=False,
                                           train=student_train, loss_weights=(), teacher=None, **common))
                     for variant in preset.serial:
-                        cells.append(Cell(mode="serial", k=k, variant=variant, intermediate=False, teacher=teacher,
+                        cells.append(Cell(mode=Mode.SERIAL, k=k, variant=variant, intermediate=False, teacher=teacher,
                                           **student))
                     for variant in preset.intermediate if has_intermediates else ():
-                        cells.append(Cell(mode="serial", k=k, variant=variant, intermediate=True, teacher=teacher,
+                        cells.append(Cell(mode=Mode.SERIAL, k=k, variant=variant, intermediate=True, teacher=teacher,
                                           **student))
                     parallel = [(v, False) for v in preset.parallel]
                     parallel += [(v, True) for v in preset.parallel_intermediate] if has_intermediates else []
                     for variant, intermediate in parallel:
-                        cells.append(Cell(mode="parallel", k=k, variant=variant, intermediate=intermediate,
+                        cells.append(Cell(mode=Mode.PARALLEL, k=k, variant=variant, intermediate=intermediate,
                                           teacher=None, parallel_classifier=preset.parallel_classifier, **student))
     return teachers, cells

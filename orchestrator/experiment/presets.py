@@ -17,184 +17,22 @@ from typing import Any
 import yaml
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.experiment.validation import Invalid, checking, convert, fill
+from orchestrator.experiment.modes import Mode, Role
+from orchestrator.experiment.settings import DataConfig, Resources, TrainSettings
+from orchestrator.experiment.validation import Invalid, checking, fill
 from workloads.data.batch import FrameSelection
-from workloads.data.synth import SynthConfig
 from workloads.frames import SELECTORS
 from workloads.losses import Objective
 from workloads.models import FAMILIES, family_config, find_family
-from workloads.train import TrainConfig
-from workloads.variants import DEFAULT_WEIGHTS, PARALLEL_VARIANTS, SERIAL_VARIANTS, check_own_classifier, stages
+from workloads.variants import (
+    DEFAULT_WEIGHTS,
+    PARALLEL_VARIANTS,
+    SERIAL_VARIANTS,
+    check_own_classifier,
+    stages,
+)
 
 PARALLEL_CLASSIFIERS = ("shared", "own")
-
-PRESET_CLASSES = 50  # a preset's synthetic class count when it gives none
-_PRESET_NAMES = {"num_classes": "classes"}  # a `SynthConfig` field that a preset calls by another name
-
-
-@dataclass(frozen=True)
-class SyntheticData:
-    """A synthetic data set (`workloads.data.synth`): videos per split, the seed of its world and videos,
-    and the generator's settings. A preset gives them in one mapping: `train_videos`, `validate_videos`,
-    `seed`, `classes` (the generator's `num_classes`) and any other `SynthConfig` field (`min_frames`,
-    `max_frames`, `difficulty`, `mean_labels`, ...)."""
-
-    train_videos: int = 2000
-    validate_videos: int = 500
-    seed: int = 0
-    generator: SynthConfig = SynthConfig(num_classes=PRESET_CLASSES)
-    test_videos: int | None = None  # None: as many as validate_videos
-
-    def __post_init__(self) -> None:
-        for key in ("train_videos", "validate_videos", "test_videos"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise Invalid(key, f"must be >= 1, got {getattr(self, key)}")
-        with checking(""):
-            self.generator.validate()
-
-    @classmethod
-    def from_yaml(cls, raw: Any, key: str) -> SyntheticData:
-        if not isinstance(raw, dict):
-            raise Invalid(key, f"expected a mapping, got {raw!r}")
-        own = [f.name for f in dataclasses.fields(cls) if f.name != "generator"]
-        generator = {_PRESET_NAMES.get(f.name, f.name): f.name for f in dataclasses.fields(SynthConfig)}
-        for name in raw:
-            if name not in own and name not in generator:
-                raise Invalid(f"{key}.{name}", f"unknown key; known here: {', '.join(sorted([*own, *generator]))}")
-        settings = {"num_classes": PRESET_CLASSES, **{generator[k]: v for k, v in raw.items() if k in generator}}
-        try:
-            built = fill(SynthConfig, settings, key)
-        except Invalid as invalid:
-            preset_key = _PRESET_NAMES.get(invalid.key.rsplit(".", 1)[-1])
-            raise (Invalid(f"{key}.{preset_key}", invalid.problem) if preset_key else invalid) from None
-        sizes = {name: convert(raw[name], int | None, f"{key}.{name}") for name in own if name in raw}
-        try:
-            return cls(generator=built, **sizes)
-        except Invalid as invalid:
-            raise invalid.under(key) from None
-
-    def identity(self) -> dict[str, Any]:
-        """What the data set's id hashes: the sizes, the seed and the generator's settings, keyed as ids were
-        before a preset could set every generator setting (so a store keeps its data and results); a setting
-        changed from the generator's default joins them."""
-        g, defaults = self.generator, SynthConfig()
-        payload = {"train_videos": self.train_videos, "validate_videos": self.validate_videos, "seed": self.seed,
-                   "classes": g.num_classes, "min_frames": g.min_frames, "max_frames": g.max_frames,
-                   "difficulty": g.difficulty}
-        for f in dataclasses.fields(SynthConfig):
-            name = _PRESET_NAMES.get(f.name, f.name)
-            if name not in payload and getattr(g, f.name) != getattr(defaults, f.name):
-                payload[name] = getattr(g, f.name)
-        if self.test_videos not in (None, self.validate_videos):
-            payload["test_videos"] = self.test_videos
-        return payload
-
-    @property
-    def split_videos(self) -> dict[str, int]:
-        return {"train": self.train_videos, "validate": self.validate_videos,
-                "test": self.test_videos or self.validate_videos}
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Either `synthetic` (generated into the store on first use, with splits of its own) or `uri`: a folder
-    of shard folders (what `workloads.data.convert` writes). Three roles, never mixed: training, validation
-    (the best epoch, the search's objective) and test (every reported score). With `holdout`, validation is
-    a share (below 1) or a number (1 and above) of `train/`'s videos held out by id hash, and `validate/`
-    is the test split, as in the paper; without it, `validate/` validates and `test/` tests."""
-
-    synthetic: SyntheticData | None = None
-    uri: str | None = None
-    holdout: float | None = None
-    max_frames: int = 300  # the longest video; a uniform selection's nominal stride j = max_frames // k
-
-    def __post_init__(self) -> None:
-        if (self.synthetic is None) == (self.uri is None):
-            raise Invalid("", "give exactly one of 'synthetic' or 'uri'")
-        if self.max_frames < 1:
-            raise Invalid("max_frames", f"must be >= 1, got {self.max_frames}")
-        if self.holdout is not None and self.synthetic is not None:
-            raise Invalid("holdout", "synthetic data has a validation split of its own; holdout is for 'uri' data")
-        if self.holdout is not None and (self.holdout <= 0 or (self.holdout >= 1 and not float(self.holdout).is_integer())):
-            raise Invalid("holdout", f"a share of the training videos in (0, 1) or a number of them, got {self.holdout}")
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    epochs: int = 5
-    learning_rate: float = 1e-3
-    lr_decay: float = 0.95
-    weight_decay: float = 0.0
-    batch_size: int = 64
-    max_grad_norm: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise Invalid("batch_size", f"must be >= 1, got {self.batch_size}")
-        with checking(""):
-            self.config(seed=0, device="cpu")
-
-    def config(self, seed: int, device: str) -> TrainConfig:
-        """The training loop's config for a job of this seed on `device` ("auto": CUDA when there is one)."""
-        return TrainConfig(epochs=self.epochs, learning_rate=self.learning_rate, lr_decay=self.lr_decay,
-                           weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm, seed=seed, device=device)
-
-
-def _check_custom(custom: dict[str, float]) -> None:
-    for name, amount in custom.items():
-        if name in ("CPU", "GPU", "memory") or amount <= 0:
-            raise Invalid(f"custom.{name}", "a custom resource (not CPU/GPU/memory) with a positive amount")
-
-
-@dataclass(frozen=True)
-class TeacherResources:
-    num_workers: int = 1
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    # Custom Ray resources per worker: a cluster's node types offer them (cluster/*.yaml), so asking for
-    # e.g. {teacher_node: 1} puts teachers on, and makes the autoscaler add, the multi-GPU node type.
-    custom: dict[str, float] = field(default_factory=dict)
-    # Retries after a worker or its node fails (a preempted spot node); each resumes from the teacher's
-    # last epoch checkpoint. 0: a failure fails the teacher (its error reaches the grid at once).
-    max_failures: int = 0
-
-    def __post_init__(self) -> None:
-        _check_custom(self.custom)
-        if self.max_failures < 0:
-            raise Invalid("max_failures", f"must be >= 0, got {self.max_failures}")
-        if self.num_workers < 1:
-            raise Invalid("num_workers", f"must be >= 1, got {self.num_workers}")
-
-    @property
-    def use_gpu(self) -> bool:
-        return self.gpus_per_worker > 0
-
-
-@dataclass(frozen=True)
-class CellResources:
-    cpus: float = 1.0
-    gpus: float = 0.0
-    custom: dict[str, float] = field(default_factory=dict)  # e.g. {student_node: 0.5}: single-GPU nodes
-
-    def __post_init__(self) -> None:
-        _check_custom(self.custom)
-
-    @property
-    def device(self) -> str:
-        """The device a cell's training asks for: CUDA when it was given a GPU and one is there ("auto";
-        a node type that offers GPUs it does not have, as Ray's fake cluster does, runs it on the CPU)."""
-        return "auto" if self.gpus > 0 else "cpu"
-
-
-@dataclass(frozen=True)
-class Resources:
-    teacher: TeacherResources = field(default_factory=TeacherResources)
-    cell: CellResources = field(default_factory=CellResources)
-
-    def separate_node_types(self) -> bool:
-        """Whether teachers and cells ask for different node types (so they never compete for CPUs)."""
-        return bool(self.teacher.custom and self.cell.custom and not set(self.teacher.custom) & set(self.cell.custom))
-
 
 KEEP_WEIGHTS = ("best", "all")
 
@@ -239,9 +77,9 @@ class Preset:
         self._check_losses()
         self._check_training()
 
-    def train_settings(self, family: str, role: str) -> TrainSettings:
+    def train_settings(self, family: str, role: Role) -> TrainSettings:
         """The teacher's or student's training settings for `family`, its overrides applied."""
-        base = self.teacher_train if role == "teacher" else self.student_train
+        base = {Role.TEACHER: self.teacher_train, Role.STUDENT: self.student_train}[Role(role)]
         return dataclasses.replace(base, **self.train_overrides.get(family, {}))
 
     @property
@@ -278,12 +116,12 @@ class Preset:
             Objective(self.weights)
         with checking("pred_distance"):
             Objective(pred_distance=self.pred_distance)
-        for key, mode, variants in (("serial", "serial", self.serial), ("parallel", "parallel", self.parallel),
-                                    ("intermediate", "serial", self.intermediate),
-                                    ("parallel_intermediate", "parallel", self.parallel_intermediate)):
+        for key, mode, variants in (("serial", Mode.SERIAL, self.serial), ("parallel", Mode.PARALLEL, self.parallel),
+                                    ("intermediate", Mode.SERIAL, self.intermediate),
+                                    ("parallel_intermediate", Mode.PARALLEL, self.parallel_intermediate)):
             for variant in variants:
                 with checking(key):
-                    stages(variant, self.weights, self.pred_distance, "intermediate" in key, mode=mode)
+                    stages(variant, self.weights, self.pred_distance, "intermediate" in key, mode=mode.training)
             if variants and "intermediate" in key and not any(FAMILIES[f].build.supports_intermediates
                                                                for f in self.families):
                 raise Invalid(key, "intermediate matching needs a family with intermediate states (hrnn)")
@@ -291,7 +129,7 @@ class Preset:
             raise Invalid("parallel_classifier", f"one of {', '.join(PARALLEL_CLASSIFIERS)}")
         for variant in (*self.parallel, *self.parallel_intermediate) if self.parallel_classifier == "own" else ():
             with checking("parallel_classifier"):
-                check_own_classifier(stages(variant, self.weights, self.pred_distance, mode="parallel"))
+                check_own_classifier(stages(variant, self.weights, self.pred_distance, mode=Mode.PARALLEL.training))
 
     def _check_training(self) -> None:
         for name, settings in self.train_overrides.items():
@@ -301,7 +139,7 @@ class Preset:
                 fill(TrainSettings, {**dataclasses.asdict(base), **settings}, f"train_overrides.{name}")
         workers = self.resources.teacher.num_workers
         for family in self.families:
-            batch = self.train_settings(family, "teacher").batch_size
+            batch = self.train_settings(family, Role.TEACHER).batch_size
             if batch % workers:
                 # The batch is global: each data-parallel worker reads an equal part of it.
                 raise Invalid("resources.teacher.num_workers", f"{family}'s teacher batch_size {batch} does not "

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.experiment.validation import fill
-from workloads.progress import EpochMetrics
+from workloads.evaluation import Evaluation
+from workloads.flops import ModelCost
+from workloads.progress import EpochMetrics, TrainResult
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,17 @@ class CellResult:
     weights: str | None = None  # where its model's card and weights are kept (students and teachers)
     cell: str = ""  # the cell's name, for whoever reads the store
     run_id: str | None = None  # its MLflow run, once logged
+
+    @classmethod
+    def of(cls, trained: TrainResult, test: Evaluation, cost: ModelCost, wall_seconds: float, device: str,
+           roles: dict[str, str], **details: Any) -> CellResult:
+        """A model's result: its training (the best epoch's validation scores), its test `Evaluation`, its
+        cost, where it trained and where its scores came from (`DataSet.roles()`); `details` fill the
+        fields of its kind (a parallel pair's teacher scores, a teacher's caches)."""
+        return cls(gap=test.gap, map=test.map, val_gap=trained.gap, val_map=trained.map,
+                   best_epoch=trained.best_epoch, train_seconds=trained.train_seconds,
+                   inference_seconds=test.seconds, macs=cost.macs, frame_macs=cost.frame_macs, params=cost.params,
+                   history=tuple(trained.history), wall_seconds=wall_seconds, device=device, **roles, **details)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

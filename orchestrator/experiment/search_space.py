@@ -1,12 +1,8 @@
 """Search spaces: a study's YAML file (`search_spaces/*.yaml`) validated into a `SearchSpace`.
 
-A study searches one serial student (family, variant) over some of these parameters; those it does not
-search keep a fixed value (`fixed`, else the preset's):
-
-    w_ce, w_rep, w_rep_intermediate, w_pred   loss weights (one per loss of `workloads.losses`)
-    j (stride: k = max_frames // j) or k      the frames the student sees
-    learning_rate                             the student's
-    pred_distance                             kl | mse
+A study searches one serial student (family, variant) over some of the parameters of
+`orchestrator.experiment.search_parameters`; those it does not search keep a fixed value (`fixed`, else
+the preset's).
 
 Each searched parameter is one distribution: `{loguniform: [low, high]}`, `{uniform: [low, high]}`,
 `{int: [low, high]}` (both ends included) or `{choice: [a, b, ...]}`. The file goes through the presets'
@@ -24,18 +20,21 @@ from typing import Any
 import yaml
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.experiment.presets import Preset
 from orchestrator.experiment.matrix import Cell
+from orchestrator.experiment.presets import Preset
+from orchestrator.experiment.search_parameters import PARAMETERS
 from orchestrator.experiment.validation import Invalid, build, checking
-from workloads.data.batch import FrameSelection
-from workloads.losses import LOSSES, Objective
 from workloads.models import find_family
-from workloads.train import TrainConfig
-from workloads.variants import DEFAULT_WEIGHTS, stages
+from workloads.variants import stages
 
-WEIGHTS = {f"w_{loss}": loss for loss in LOSSES}  # parameter -> the loss it weighs
-PARAMETERS = (*WEIGHTS, "j", "k", "learning_rate", "pred_distance")
-KINDS = ("loguniform", "uniform", "int", "choice")
+# Each kind of distribution as Ray Tune's: `int` includes its upper end, which Tune's randint excludes.
+_TUNE = {
+    "loguniform": lambda tune, values: tune.loguniform(*values),
+    "uniform": lambda tune, values: tune.uniform(*values),
+    "int": lambda tune, values: tune.randint(values[0], values[1] + 1),
+    "choice": lambda tune, values: tune.choice(list(values)),
+}
+KINDS = tuple(_TUNE)
 
 
 @dataclass(frozen=True)
@@ -67,13 +66,7 @@ class Distribution:
     def to_tune(self):
         from ray import tune
 
-        if self.kind == "loguniform":
-            return tune.loguniform(*self.values)
-        if self.kind == "uniform":
-            return tune.uniform(*self.values)
-        if self.kind == "int":
-            return tune.randint(self.values[0], self.values[1] + 1)  # randint excludes its upper end
-        return tune.choice(list(self.values))
+        return _TUNE[self.kind](tune, self.values)
 
 
 @dataclass(frozen=True)
@@ -105,7 +98,7 @@ class SearchSpace:
             if name in self.search:
                 raise Invalid(f"fixed.{name}", "is also searched")
             _check_value(f"fixed.{name}", name, value)
-        if len({"j", "k"} & (set(self.search) | set(self.fixed))) > 1:
+        if len({name for name in (*self.search, *self.fixed) if PARAMETERS[name].integer}) > 1:
             raise Invalid("j/k", "give the stride j or the frame count k, not both")
         for key, minimum in (("epochs", 1), ("grace_period", 1), ("reduction_factor", 2), ("seed", 0)):
             value = getattr(self, key)
@@ -117,29 +110,12 @@ class SearchSpace:
 
     def trial_cell(self, template: Cell, values: dict[str, Any]) -> Cell:
         """The serial cell a trial trains: the template with the sampled and fixed values."""
-        chosen = {**self.fixed, **values}
-        weights = dict(template.loss_weights)
-        for parameter, loss in WEIGHTS.items():
-            if parameter in chosen:
-                weights[loss] = float(chosen[parameter])
-        k = template.k
-        if "k" in chosen:
-            k = int(chosen["k"])
-        elif "j" in chosen:
-            k = max(1, template.max_frames // int(chosen["j"]))
-        train = template.train
-        if "learning_rate" in chosen:
-            train = dataclasses.replace(train, learning_rate=float(chosen["learning_rate"]))
+        cell = template
+        for name, value in {**self.fixed, **values}.items():
+            cell = PARAMETERS[name].apply(cell, value)
         if self.epochs is not None:
-            train = dataclasses.replace(train, epochs=self.epochs)
-        return dataclasses.replace(template, k=k, train=train, loss_weights=tuple(sorted(weights.items())),
-                                   pred_distance=str(chosen.get("pred_distance", template.pred_distance)))
-
-
-def trial_settings(cell: Cell) -> dict[str, Any]:
-    """Every searchable setting of a trial's cell, under its parameter's name."""
-    return {**{f"w_{loss}": weight for loss, weight in cell.loss_weights}, "k": cell.k, "j": cell.j,
-            "learning_rate": cell.train.learning_rate, "pred_distance": cell.pred_distance}
+            cell = dataclasses.replace(cell, train=dataclasses.replace(cell.train, epochs=self.epochs))
+        return cell
 
 
 def check_against(space: SearchSpace, preset: Preset, where: str) -> None:
@@ -149,7 +125,7 @@ def check_against(space: SearchSpace, preset: Preset, where: str) -> None:
     candidates = {f"search.{name}.{d.kind}": (name, d.values) for name, d in space.search.items()}
     candidates |= {f"fixed.{name}": (name, (value,)) for name, value in space.fixed.items()}
     for key, (name, values) in candidates.items():
-        for value in values if name in ("j", "k") else ():
+        for value in values if PARAMETERS[name].integer else ():
             if value > frames:
                 raise OrchestratorError(f"{where}: {key}: {name}={value} is outside [1, {frames}], the frames of "
                                         f"preset {preset.name}'s videos")
@@ -181,7 +157,7 @@ def _check_distribution(key: str, name: str, distribution: Distribution) -> None
     _check_parameter(key, name)
     if name == "pred_distance" and distribution.kind != "choice":
         raise Invalid(key, "pred_distance is searched with {choice: [kl, mse]}")
-    if name in ("j", "k") and distribution.kind not in ("int", "choice"):
+    if PARAMETERS[name].integer and distribution.kind not in ("int", "choice"):
         raise Invalid(key, f"{name} is an integer: use {{int: [low, high]}} or {{choice: [...]}}")
     for value in distribution.values:
         _check_value(f"{key}.{distribution.kind}", name, value)
@@ -190,18 +166,7 @@ def _check_distribution(key: str, name: str, distribution: Distribution) -> None
 def _check_value(key: str, name: str, value: Any) -> None:
     """Whether a parameter may take `value`: what it sets is built from it."""
     with checking(key):
-        if name == "pred_distance":
-            Objective(pred_distance=value)
-        elif name in ("j", "k"):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise Invalid(key, "a positive integer")
-            FrameSelection("uniform", **{name: value})
-        elif not _is_number(value):
-            raise Invalid(key, "a number")
-        elif name == "learning_rate":
-            TrainConfig(learning_rate=value)
-        else:
-            Objective({**DEFAULT_WEIGHTS, WEIGHTS[name]: value})
+        PARAMETERS[name].check(value, key)
 
 
 def _is_number(value: Any) -> bool:

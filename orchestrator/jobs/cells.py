@@ -11,12 +11,13 @@ from typing import Callable
 
 import torch
 
-from orchestrator.store import weights
 from orchestrator.cache.reader import ParquetTeacherCache
-from orchestrator.jobs.data_sets import DataSet
 from orchestrator.errors import OrchestratorError
 from orchestrator.experiment.matrix import Cell
+from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.results import CellResult
+from orchestrator.jobs.data_sets import DataSet
+from orchestrator.store import weights
 from orchestrator.store.samples import write_sample
 from workloads.data.batch import FrameSelection
 from workloads.data.reader import VideoShards
@@ -25,10 +26,14 @@ from workloads.flops import ModelCost, count_macs
 from workloads.models import VideoModel
 from workloads.progress import EpochCallback, TrainResult
 from workloads.representations import represent
-from workloads.train import TrainConfig, seed_everything, train_classifier, train_parallel, train_serial_student
+from workloads.train import (
+    TrainConfig,
+    seed_everything,
+    train_classifier,
+    train_parallel,
+    train_serial_student,
+)
 from workloads.variants import Stage, stages
-
-_VARIANT_MODES = {"skyline": "classifier", "baseline": "classifier", "serial": "serial", "parallel": "parallel"}
 
 
 @dataclass(frozen=True)
@@ -51,17 +56,17 @@ class Recipe:
 def cell_stages(cell: Cell) -> tuple[Stage, ...]:
     """How the cell's model learns: its variant's stages with the cell's weights and Lpred distance."""
     return stages(cell.variant, dict(cell.loss_weights), cell.pred_distance, cell.intermediate,
-                  mode=_VARIANT_MODES[cell.mode])
+                  mode=cell.mode.training)
 
 
 def resolve(cell: Cell, num_classes: int, device: str) -> Recipe:
     """The cell's recipe, its models initialised from the cell's seed (the student first, then a parallel
     pair's teacher: the order fixes their initial weights)."""
     if cell.mode not in RUNNERS:
-        raise OrchestratorError(f"{cell.name}: cells of mode {cell.mode!r} run as teachers")
+        raise OrchestratorError(f"{cell.name}: cells of mode {str(cell.mode)!r} run as teachers")
     seed_everything(cell.seed)
     model = cell.model_spec.build(num_classes, k=cell.k)
-    teacher = cell.model_spec.build(num_classes) if cell.mode == "parallel" else None
+    teacher = cell.model_spec.build(num_classes) if cell.mode is Mode.PARALLEL else None
     return Recipe(cell, model, teacher, FrameSelection(cell.selection, k=cell.k), cell_stages(cell),
                   cell.train.config(cell.seed, device), count_macs(model, cell.k))
 
@@ -93,7 +98,7 @@ def _parallel(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: Ep
     return result, recipe.teacher
 
 
-RUNNERS: dict[str, Runner] = {"baseline": _baseline, "serial": _serial, "parallel": _parallel}
+RUNNERS: dict[Mode, Runner] = {Mode.BASELINE: _baseline, Mode.SERIAL: _serial, Mode.PARALLEL: _parallel}
 
 
 def _student_data(recipe: Recipe, data: DataSet) -> tuple[VideoShards, VideoShards]:
@@ -130,10 +135,6 @@ def run_recipe(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: E
         write_sample(sample_uri, represent(recipe.model, data.sampled(batch, recipe.selection), recipe.device), theirs)
     if weights_uri is not None:
         weights.save(weights_uri, weights.student_card(recipe.cell, data.num_classes), recipe.model)
-    return CellResult(
-        gap=test.gap, map=test.map, val_gap=result.gap, val_map=result.map, best_epoch=result.best_epoch,
-        train_seconds=result.train_seconds, inference_seconds=test.seconds, macs=recipe.cost.macs,
-        frame_macs=recipe.cost.frame_macs, params=recipe.cost.params, history=tuple(result.history),
-        wall_seconds=time.perf_counter() - started, device=recipe.device.type,
-        teacher_gap=None if teacher_test is None else teacher_test.gap,
-        teacher_map=None if teacher_test is None else teacher_test.map, weights=weights_uri, **data.roles())
+    return CellResult.of(result, test, recipe.cost, time.perf_counter() - started, recipe.device.type, data.roles(),
+                         teacher_gap=None if teacher_test is None else teacher_test.gap,
+                         teacher_map=None if teacher_test is None else teacher_test.map, weights=weights_uri)

@@ -25,11 +25,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from orchestrator.experiment.presets import DataConfig
 from orchestrator.errors import OrchestratorError, note
 from orchestrator.experiment.matrix import stable_id
+from orchestrator.experiment.settings import DataConfig
+from orchestrator.store.files import DamagedFile, read_json, set_aside, write_json
+from orchestrator.store.layout import Store
 from orchestrator.store.samples import sample_share
-from orchestrator.store.layout import DamagedFile, Store
 from workloads.data.batch import FrameSelection
 from workloads.data.format import SHARD_SUFFIX, read_info
 from workloads.data.fs import join, list_files, resolve
@@ -84,12 +85,12 @@ def locate(config: DataConfig, store: Store, uri_override: str | None = None) ->
     marker = join(store.data(data_id(config)), "_complete.json")
     data = _synthetic(config, store)
     try:
-        if store.read_json(marker) is None:
+        if read_json(marker) is None:
             return None
         check_shards(data, store)
     except (DamagedFile, DataError, OrchestratorError) as damage:
         # Generated again: a synthetic video is a function of its seed, split and index alone.
-        aside = store.set_aside(marker)
+        aside = set_aside(marker)
         note(data.id, f"{damage}; {aside} set aside, the synthetic data set is generated again")
         return None
     return data
@@ -102,7 +103,7 @@ def prepare_data(config: DataConfig, store_root: str) -> DataSet:
     for split, videos in synthetic.split_videos.items():
         generate(join(root, split), videos, seed=synthetic.seed, split=split, config=synthetic.generator,
                  workers=max(1, min(4, os.cpu_count() or 1)))
-    store.write_json(join(root, "_complete.json"), {"synthetic": synthetic.identity()})
+    write_json(join(root, "_complete.json"), {"synthetic": synthetic.identity()})
     return _synthetic(config, store)
 
 
@@ -163,7 +164,7 @@ def check_shards(data: DataSet, store: Store) -> dict[str, int]:
     listing = {split: _sizes(location) for split, location in splits.items()}
     memo = store.path("checked", f"{data.id}.json")
     try:
-        remembered = store.read_json(memo)
+        remembered = read_json(memo)
     except DamagedFile:
         remembered = None
     if remembered is not None and remembered.get("listing") == listing:
@@ -178,7 +179,7 @@ def check_shards(data: DataSet, store: Store) -> dict[str, int]:
             hashes[split] = np.concatenate(found)
     _no_video_twice(hashes, listing)
     try:
-        store.write_json(memo, {"listing": listing, "videos": videos})
+        write_json(memo, {"listing": listing, "videos": videos})
     except OSError:  # a store that cannot be written is named when it is opened
         pass
     return videos

@@ -9,7 +9,7 @@ loop's `Progress` is the run's checkpoint; the run is named by the teacher's id,
 or a later fit of the same teacher resumes from it (`teacher_runs` covers what Ray's own reopening misses).
 
 A teacher's caches: `base` (E_T, P_T of every training video) and, for the Uniform-k students that match
-its intermediate states, one per k with I_T at that student's block ends (`cache_key`).
+its intermediate states, one per k with I_T at that student's block ends (`orchestrator.cache.keys`).
 """
 
 from __future__ import annotations
@@ -23,18 +23,19 @@ from typing import Callable
 
 import torch
 
-from orchestrator.store import weights
-from orchestrator.cache.files import DamagedCache, finish_teacher_cache, read_manifest, set_aside, write_cache_part
-from orchestrator.experiment.presets import TeacherResources
-from orchestrator.jobs.data_sets import DataSet
+from orchestrator.cache.files import finish_teacher_cache, write_cache_part
+from orchestrator.cache.keys import cache_keys, cache_locations
 from orchestrator.experiment.matrix import TeacherSpec
 from orchestrator.experiment.results import CellResult
-from orchestrator.store.samples import write_sample
-from orchestrator.store.layout import Store
+from orchestrator.experiment.settings import TeacherResources
+from orchestrator.jobs.data_sets import DataSet
 from orchestrator.jobs.teacher_runs import PROGRESS, prune, reopen, resume_point
+from orchestrator.store import weights
+from orchestrator.store.layout import Store
+from orchestrator.store.samples import write_sample
+from workloads.data.batch import FrameSelection
 from workloads.data.format import SHARD_SUFFIX
 from workloads.data.fs import list_files
-from workloads.data.batch import FrameSelection
 from workloads.data.reader import VideoShards
 from workloads.distributed import gather_objects, replicate
 from workloads.evaluation import evaluate
@@ -60,36 +61,8 @@ class TeacherJob:
     on_epoch: Callable[[EpochMetrics], None] | None = None  # each epoch's metrics, to the driver (rank 0's)
 
     def caches(self) -> dict[str, str]:
-        store = Store(self.store)
-        return {key: store.teacher_cache(self.spec.id, key) for key in cache_keys(self.spec, self.intermediate_ks)}
-
-
-def cache_key(spec: TeacherSpec, k: int | None) -> str:
-    """`base` (k None), or the cache of I_T for the Uniform-k student: `intermediates-uniform-k<k>-l<l>`,
-    l being that student's H-RNN block length (with k, it fixes where the student's states lie)."""
-    if k is None:
-        return "base"
-    return f"intermediates-uniform-k{k}-l{spec.model_spec.config().block_frames(k)}"
-
-
-def cache_keys(spec: TeacherSpec, intermediate_ks) -> dict[str, int | None]:
-    """Every cache the teacher writes: key -> the k its intermediates are for (None: the base cache)."""
-    return {cache_key(spec, k): k for k in (None, *intermediate_ks)}
-
-
-def check_caches(job: TeacherJob) -> tuple[dict[str, str] | None, list[str]]:
-    """(the teacher's caches, key -> URI, when every one is complete, else None; what was found damaged).
-    A damaged cache is set aside (its manifest renamed), so that the next fit writes it again."""
-    caches, damaged = job.caches(), []
-    complete = True
-    for key, location in caches.items():
-        try:
-            complete = read_manifest(location) is not None and complete
-        except DamagedCache as error:
-            set_aside(location)
-            damaged.append(f"cache {key}: {error.problem}")
-            complete = False
-    return (caches if complete else None), damaged
+        """Each cache of the teacher: key -> its location in the store."""
+        return cache_locations(Store(self.store), self.spec, self.intermediate_ks)
 
 
 def fit_teacher(job: TeacherJob) -> CellResult:
@@ -167,13 +140,9 @@ def teacher_train_loop(config: dict) -> None:
     write_sample(Store(job.store).representations(spec.id), represent(model, data.sampled(batch), device))
     kept = weights.save(Store(job.store).weights(spec.id), weights.teacher_card(spec, data.num_classes, job.max_frames),
                         model)
-    cost = count_macs(model, job.max_frames)
-    result = CellResult(
-        gap=test.gap, map=test.map, val_gap=trained.gap, val_map=trained.map, best_epoch=trained.best_epoch,
-        train_seconds=trained.train_seconds, inference_seconds=test.seconds, macs=cost.macs,
-        frame_macs=cost.frame_macs, params=cost.params, history=tuple(trained.history),
-        wall_seconds=time.perf_counter() - start, device=device.type, workers=replicas,
-        resumed_at_epoch=resume.epoch if resume else 0, caches=caches, weights=kept, **data.roles())
+    result = CellResult.of(trained, test, count_macs(model, job.max_frames), time.perf_counter() - start,
+                           device.type, data.roles(), workers=replicas, resumed_at_epoch=resume.epoch if resume else 0,
+                           caches=caches, weights=kept)
     with tempfile.TemporaryDirectory() as folder:
         torch.save(model.state_dict(), os.path.join(folder, "model.pt"))
         torch.save(latest, os.path.join(folder, PROGRESS))  # a later fit of this teacher trains nothing

@@ -2,20 +2,18 @@
 their own inference times do not compare; this job runs, in one Ray task on one device of the cell type,
 each family's teacher over all frames and its student at every k of the preset, side by side
 (`workloads.timing`), over the same test videos. A grid runs it when its cells are done, and logs the
-figures on its parent run as `time_per_video_ms/<family>/<all|k<k>>`, with the device as `timing_device`.
+figures on its parent run (`orchestrator.driver.closing`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
+from orchestrator.experiment.modes import Role
 from orchestrator.experiment.presets import Preset
 from orchestrator.jobs.data_sets import DataSet
-from orchestrator.errors import note, one_line
-from orchestrator.tracking.runs import TIMING_PREFIX
 from workloads.data.batch import FrameSelection, VideoBatch
 from workloads.models import ModelSpec
 from workloads.timing import milliseconds_per_video
@@ -34,7 +32,7 @@ class TimingJob:
 
 def timing_job(preset: Preset, data: DataSet) -> TimingJob:
     specs = tuple((ModelSpec(family, preset.size, tuple(sorted(preset.model_overrides.get(family, {}).items()))),
-                   preset.train_settings(family, "student").batch_size) for family in preset.families)
+                   preset.train_settings(family, Role.STUDENT).batch_size) for family in preset.families)
     return TimingJob(specs, tuple(preset.ks), data, preset.resources.cell.device)
 
 
@@ -49,8 +47,8 @@ def _batches(data: DataSet, batch_size: int, selection: FrameSelection | None) -
     return batches
 
 
-def time_models(job: TimingJob) -> tuple[str, dict[str, float]]:
-    """(the device, "<family>/<all|k<k>>" -> milliseconds per video)."""
+def time_models(job: TimingJob) -> tuple[str, dict[tuple[str, str], float]]:
+    """(the device, (family, "all" | "k<k>") -> milliseconds per video)."""
     device = torch.device("cuda" if job.device == "auto" and torch.cuda.is_available() else "cpu")
     threads = torch.get_num_threads()
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {threads} thread{'s' * (threads > 1)}"
@@ -62,31 +60,6 @@ def time_models(job: TimingJob) -> tuple[str, dict[str, float]]:
             models[f"k{k}"] = (spec.build(job.data.num_classes, k=k),
                                _batches(job.data, batch_size, FrameSelection("uniform", k=k)))
         for what, ms in milliseconds_per_video(models, device).items():
-            found[f"{spec.family}/{what}"] = ms
+            found[(spec.family, what)] = ms
         del models
     return where, found
-
-
-def timing_keys(preset: Preset) -> list[str]:
-    """The parent-run metrics a timing of `preset`'s models logs."""
-    return [f"{TIMING_PREFIX}{family}/{what}" for family in preset.families
-            for what in ("all", *(f"k{k}" for k in preset.ks))]
-
-
-def time_on_parent(ray: Any, preset: Preset, data: DataSet, tracker, trained: bool) -> bool:
-    """Run the timing job on a cell's resources and log it on the tracker's open parent run; skipped when
-    this invocation `trained` nothing and an earlier one timed these models (its figures stand: the report
-    reads the newest). Whether it was logged: a failure is a note, not a failed grid (the report then says
-    the time was not measured)."""
-    if not trained and tracker.parent_with_metrics(timing_keys(preset)):
-        return False
-    cell = preset.resources.cell
-    task = ray.remote(time_models).options(num_cpus=cell.cpus, num_gpus=cell.gpus, resources=cell.custom or None)
-    try:
-        where, found = ray.get(task.remote(timing_job(preset, data)))
-        tracker.log_metrics(tracker.parent_id, {TIMING_PREFIX + key: value for key, value in found.items()})
-        tracker.set_tags(tracker.parent_id, {"timing_device": where})
-    except Exception as error:  # noqa: BLE001 - see the docstring
-        note("timing", f"inference time not measured ({type(error).__name__}: {one_line(error)})")
-        return False
-    return True

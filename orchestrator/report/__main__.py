@@ -12,8 +12,7 @@ import os
 import sys
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.store.access import DEFAULT_TRACKING, check_existing_tracking
-
+from orchestrator.tracking.uri import DEFAULT_TRACKING, check_existing_tracking
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -8,14 +8,22 @@
 
 from __future__ import annotations
 
+from orchestrator.experiment.outcome import CellOutcome
 from orchestrator.report import published
-from orchestrator.tracking.runs import CellRun
-from orchestrator.report.tables import FAMILY_NAMES, Scores, Table, published_pair, row_label, state
+from orchestrator.report.tables import (
+    FAMILY_NAMES,
+    SKYLINE,
+    Scores,
+    Table,
+    published_pair,
+    row_label,
+    state,
+)
 
 GAP_MAP = ("GAP", "mAP")
 
 
-def _full_data(cells: list[CellRun]) -> float:
+def _full_data(cells: list[CellOutcome]) -> float:
     return max(c.data_fraction for c in cells)
 
 
@@ -23,7 +31,7 @@ def _name(family: str) -> str:
     return FAMILY_NAMES.get(family, family)
 
 
-def by_k(family: str, cells: list[CellRun], unlike_paper: str | None) -> Table:
+def by_k(family: str, cells: list[CellOutcome], unlike_paper: str | None) -> Table:
     """Table 1 (5, 6): a family's rows at every k, on all (or the largest share of) the training data."""
     fraction = _full_data(cells)
     scores = Scores([c for c in cells if c.data_fraction == fraction])
@@ -31,27 +39,27 @@ def by_k(family: str, cells: list[CellRun], unlike_paper: str | None) -> Table:
     share = "" if fraction == 1 else f", {fraction:g} of the training data"
     table = Table(f"{published.TABLE_OF_FAMILY.get(family, 'Table')}: {_name(family)}, test GAP and mAP by k{share}",
                   ["model"] + [f"k={k} {m}" for k in ks for m in GAP_MAP], [])
-    keys = scores.keys(lambda key: key != "skyline" and not key.endswith("+intermediate"))
+    keys = scores.keys(lambda key: key != SKYLINE and not key.endswith("+intermediate"))
     for key in keys:
         row = [row_label(key)]
         for k in ks:
             row += scores.entry(table, key, k, row_label(key), f"k={k}")
         table.rows.append(row)
-    skyline = scores.entry(table, "skyline", None, row_label("skyline"), "all frames")
-    table.rows.append([row_label("skyline")] + skyline * max(len(ks), 1))
+    skyline = scores.entry(table, SKYLINE, None, row_label(SKYLINE), "all frames")
+    table.rows.append([row_label(SKYLINE)] + skyline * max(len(ks), 1))
     paper = published.BY_K.get(family)
     if paper is not None:
         paper_ks = sorted({k for row in paper.values() for k in row})
         rows = [[row_label(key)] + [text for k in paper_ks for text in published_pair(paper[key].get(k))]
                 for key in keys if key in paper]
-        rows.append([row_label("skyline")] + published_pair(published.SKYLINE[family]) * len(paper_ks))
+        rows.append([row_label(SKYLINE)] + published_pair(published.SKYLINE[family]) * len(paper_ks))
         table.published = Table(f"Published: {published.TABLE_OF_FAMILY[family]} (YouTube-8M)",
                                 ["model"] + [f"k={k} {m}" for k in paper_ks for m in GAP_MAP], rows)
     state(table, unlike_paper, paper is not None)
     return table
 
 
-def by_fraction(family: str, cells: list[CellRun], unlike_paper: str | None) -> Table:
+def by_fraction(family: str, cells: list[CellOutcome], unlike_paper: str | None) -> Table:
     """Table 2: Uniform-k, the serial students and the skyline at the largest k, by share of training data."""
     fractions = sorted({c.data_fraction for c in cells})
     k = max((c.k for c in cells if c.k is not None), default=None)
@@ -63,7 +71,7 @@ def by_fraction(family: str, cells: list[CellRun], unlike_paper: str | None) -> 
     by_share = {f: Scores([c for c in cells if c.data_fraction == f]) for f in fractions}
     keys = [key for key in Scores(cells).keys(lambda key: key == "baseline:uniform" or key.startswith("serial:"))
             if not key.endswith("+intermediate")]
-    for key in keys + ["skyline"]:
+    for key in keys + [SKYLINE]:
         row = [row_label(key)]
         for f in fractions:
             row += by_share[f].entry(table, key, k, row_label(key), f"{f:.0%} of the data")
@@ -78,7 +86,7 @@ def by_fraction(family: str, cells: list[CellRun], unlike_paper: str | None) -> 
     return table
 
 
-def intermediate(family: str, cells: list[CellRun], unlike_paper: str | None) -> Table | None:
+def intermediate(family: str, cells: list[CellOutcome], unlike_paper: str | None) -> Table | None:
     """Table 4: each student that matched intermediate states beside the same student matching only the
     final representation, at the largest k; None when the family's grid has no intermediate cells."""
     fraction = _full_data(cells)

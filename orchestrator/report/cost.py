@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import statistics
 
+from orchestrator.experiment.modes import Mode
+from orchestrator.experiment.outcome import CellOutcome
 from orchestrator.report import published
-from orchestrator.tracking.runs import CellRun, Timing
 from orchestrator.report.tables import FAMILY_NAMES, MISSING, Table, state
+from orchestrator.tracking.runs import Timing
 
 HEADER = ["model", "per-frame work (G)", "whole pass (G)", "whole pass vs teacher", "time per video (ms)",
           "time vs teacher"]
 
 
-def _mean(cells: list[CellRun], metric: str) -> float | None:
-    values = [c.metric(metric) for c in cells if c.metric(metric) is not None]
+def _mean(cells: list[CellOutcome], metric: str) -> float | None:
+    values = [getattr(c, metric) for c in cells if getattr(c, metric) is not None]
     return statistics.fmean(values) if values else None
 
 
@@ -30,13 +32,13 @@ def _ratio(value: float | None, reference: float | None) -> str:
     return MISSING if value is None or not reference else f"{value / reference:.3f}"
 
 
-def cost(family: str, cells: list[CellRun], timing: Timing | None, unlike_paper: str | None) -> Table:
+def cost(family: str, cells: list[CellOutcome], timing: Timing | None, unlike_paper: str | None) -> Table:
     """Table 3 for one family: the teacher (all frames), then each k of its students (the k-frame model
     every student and baseline at that k shares)."""
-    teacher = [c for c in cells if c.mode == "skyline"]
+    teacher = [c for c in cells if c.mode is Mode.SKYLINE]
     ks = sorted({c.k for c in cells if c.k is not None})
     rows = [("all", "Teacher-Skyline (all frames)", teacher)]
-    rows += [(f"k{k}", f"k={k}", [c for c in cells if c.k == k and c.mode != "parallel"]) for k in ks]
+    rows += [(f"k{k}", f"k={k}", [c for c in cells if c.k == k and c.mode is not Mode.PARALLEL]) for k in ks]
     name = FAMILY_NAMES.get(family, family)
     table = Table(f"Table 3: {name}, multiply-adds and inference time per video", list(HEADER), [])
     whole = _mean(teacher, "macs")

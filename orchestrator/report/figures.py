@@ -17,11 +17,13 @@ from collections import Counter
 
 import numpy as np
 
+from orchestrator.experiment.modes import Mode
+from orchestrator.experiment.outcome import CellOutcome
 from orchestrator.report.pareto import pareto_front
-from orchestrator.tracking.runs import CellRun
 from orchestrator.report.tables import FAMILY_NAMES, row_label
 from orchestrator.store.samples import read_sample
-from workloads.variants import learns_representation
+from orchestrator.tracking import schema
+from workloads.variants import REGISTRY, learns_representation
 
 # Figure 2's panels: the paper's (a) Lrep, (b) Lrep + LCE, (c) Lrep + Lpred + LCE, serial and parallel.
 PANELS = (("rep_then_ce", "rep"), ("rep+ce", "rep+ce"), ("rep+pred+ce", "rep+pred+ce"))
@@ -42,7 +44,7 @@ def _history(client, run_id: str, metric: str) -> tuple[list[int], list[float]]:
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def _first(cells: list[CellRun]) -> CellRun | None:
+def _first(cells: list[CellOutcome]) -> CellOutcome | None:
     """The cell of the lowest seed, at all (or the largest share of) the data."""
     if not cells:
         return None
@@ -50,34 +52,34 @@ def _first(cells: list[CellRun]) -> CellRun | None:
     return min((c for c in cells if c.data_fraction == fraction), key=lambda c: c.seed)
 
 
-def serial_parallel(client, family: str, cells: list[CellRun], path: str) -> str | None:
+def serial_parallel(client, family: str, cells: list[CellOutcome], path: str) -> str | None:
     """Figure 2 for one family at its largest k with both serial and parallel students."""
-    def student(mode: str, variant: str, k: int) -> CellRun | None:
+    def student(mode: Mode, variant: str, k: int) -> CellOutcome | None:
         return _first([c for c in cells if c.mode == mode and c.variant == variant and c.k == k
                        and not c.intermediate and c.parallel_classifier == "shared"])
 
-    ks = sorted({c.k for c in cells if c.mode == "parallel"} & {c.k for c in cells if c.mode == "serial"})
-    skyline = _first([c for c in cells if c.mode == "skyline"])
+    ks = sorted({c.k for c in cells if c.mode is Mode.PARALLEL} & {c.k for c in cells if c.mode is Mode.SERIAL})
+    skyline = _first([c for c in cells if c.mode is Mode.SKYLINE])
     if not ks or skyline is None:
         return None
     k = ks[-1]
-    panels = [(s, p) for s, p in ((student("serial", sv, k), student("parallel", pv, k)) for sv, pv in PANELS)
+    panels = [(s, p) for s, p in ((student(Mode.SERIAL, sv, k), student(Mode.PARALLEL, pv, k)) for sv, pv in PANELS)
               if s is not None or p is not None]
     if not panels:
         return None
     plt = _pyplot()
     figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), dpi=110, squeeze=False)
     for axis, (serial, parallel) in zip(axes[0], panels):
-        axis.axhline(skyline.metric("best_val_gap"), color="tab:blue", label="Serial Teacher")
+        axis.axhline(skyline.val_gap, color="tab:blue", label="Serial Teacher")
         if serial is not None:
-            axis.plot(*_history(client, serial.run_id, "val_gap"), "o-", color="tab:orange", label="Serial Student")
+            axis.plot(*_history(client, serial.run_id, schema.VAL_GAP), "o-", color="tab:orange",
+                      label="Serial Student")
         if parallel is not None:
-            axis.plot(*_history(client, parallel.run_id, "teacher_val_gap"), "s--", color="tab:green",
+            axis.plot(*_history(client, parallel.run_id, schema.TEACHER_VAL_GAP), "s--", color="tab:green",
                       label="Parallel Teacher")
-            axis.plot(*_history(client, parallel.run_id, "val_gap"), "o-", color="tab:red", label="Parallel Student")
-        what = (serial or parallel)
-        axis.set_title(row_label(f"parallel:{parallel.variant}" if parallel else f"serial:{what.variant}")
-                       .replace("Parallel ", "").replace("Serial ", ""), fontsize=10)
+            axis.plot(*_history(client, parallel.run_id, schema.VAL_GAP), "o-", color="tab:red",
+                      label="Parallel Student")
+        axis.set_title(REGISTRY[(parallel or serial).variant].label, fontsize=10)
         axis.set_xlabel("epoch")
         axis.set_ylabel("validation GAP")
         axis.grid(alpha=0.3)
@@ -92,7 +94,7 @@ def serial_parallel(client, family: str, cells: list[CellRun], path: str) -> str
 def _sample(client, run_id: str):
     with tempfile.TemporaryDirectory() as folder:
         try:
-            local = client.download_artifacts(run_id, "representations.parquet", folder)
+            local = client.download_artifacts(run_id, schema.REPRESENTATIONS, folder)
         except Exception:  # the cell logged no sample (an older run, a model without one)
             return None
         found = read_sample(local)
@@ -113,13 +115,13 @@ def _embedding_inputs(teacher, student) -> tuple[np.ndarray, np.ndarray, list[in
     return teacher.values[list(rows_t)], student.values[list(rows_s)], [top.index(c) for c in classes]
 
 
-def embedding(client, family: str, cells: list[CellRun], path: str) -> str | None:
+def embedding(client, family: str, cells: list[CellOutcome], path: str) -> str | None:
     """Figure 3 for one family: its teacher and its best serial student that learns the representation
     (highest test GAP at the largest k), of the same seed and data share."""
     from sklearn.manifold import TSNE
 
-    skyline = _first([c for c in cells if c.mode == "skyline"])
-    students = [c for c in cells if c.mode == "serial" and learns_representation(c.variant) and not c.intermediate]
+    skyline = _first([c for c in cells if c.mode is Mode.SKYLINE])
+    students = [c for c in cells if c.mode is Mode.SERIAL and learns_representation(c.variant) and not c.intermediate]
     if skyline is None or not students:
         return None
     k = max(c.k for c in students)
@@ -153,14 +155,14 @@ def embedding(client, family: str, cells: list[CellRun], path: str) -> str | Non
     return path
 
 
-def gap_against_cost(cells: list[CellRun], path: str) -> str | None:
+def gap_against_cost(cells: list[CellOutcome], path: str) -> str | None:
     """Test GAP against multiply-adds per video of every cell (log scale), by mode, with the Pareto front."""
-    scored = [c for c in cells if np.isfinite(c.macs) and c.macs > 0]
+    scored = [c for c in cells if c.macs is not None and np.isfinite(c.macs) and c.macs > 0]
     if not scored:
         return None
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6.8, 4.4), dpi=110)
-    for mode, marker in (("skyline", "*"), ("baseline", "x"), ("serial", "o"), ("parallel", "s")):
+    for mode, marker in ((Mode.SKYLINE, "*"), (Mode.BASELINE, "x"), (Mode.SERIAL, "o"), (Mode.PARALLEL, "s")):
         mine = [c for c in scored if c.mode == mode]
         if mine:
             axis.scatter([c.macs / 1e9 for c in mine], [c.gap for c in mine], marker=marker, s=30, label=mode)

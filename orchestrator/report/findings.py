@@ -18,20 +18,21 @@ from __future__ import annotations
 import statistics
 from typing import Callable
 
-from orchestrator.experiment.matrix import Cell
-from orchestrator.experiment.results import CellResult
+from orchestrator.experiment.modes import Mode
+from orchestrator.experiment.outcome import CellOutcome
 from workloads.variants import learns_representation
 
 CONTIGUOUS = ("first", "middle", "last")
 PAPER_GAP_CLOSED = 0.69  # H-RNN, k=30, all of YouTube-8M
 
 
-def findings(cells: list[Cell], results: dict[str, CellResult]) -> list[str]:
-    """One line per finding the grid has the cells for, for one family's cells."""
+def findings(cells: list[CellOutcome]) -> list[str]:
+    """One line per finding the grid has the cells for, for one family's cells (what did not finish
+    counts as missing)."""
     ks = [c.k for c in cells if c.k is not None]
     if not ks:
         return []
-    measure = _Means(cells, results, max(ks))
+    measure = _Means(cells, max(ks))
     lines = []
     for fraction in sorted({c.data_fraction for c in cells}, reverse=True):
         lines += [line for line in (_ordering(measure, fraction), _gap_closed(measure, fraction)) if line]
@@ -43,24 +44,25 @@ def findings(cells: list[Cell], results: dict[str, CellResult]) -> list[str]:
 class _Means:
     """Means over seeds of one family's cells at k (and at a data fraction)."""
 
-    def __init__(self, cells: list[Cell], results: dict[str, CellResult], k: int):
-        self.cells, self.results, self.k = cells, results, k
+    def __init__(self, cells: list[CellOutcome], k: int):
+        self.cells, self.k = cells, k
 
-    def of(self, match: Callable[[Cell], bool], metric: str = "gap", fraction: float | None = 1.0) -> float | None:
-        values = [getattr(self.results[c.id], metric) for c in self.cells if c.id in self.results and match(c)
-                  and (fraction is None or c.data_fraction == fraction) and (c.mode == "skyline" or c.k == self.k)]
+    def of(self, match: Callable[[CellOutcome], bool], metric: str = "gap",
+           fraction: float | None = 1.0) -> float | None:
+        values = [getattr(c, metric) for c in self.cells if c.finished and match(c)
+                  and (fraction is None or c.data_fraction == fraction) and (c.mode is Mode.SKYLINE or c.k == self.k)]
         values = [v for v in values if v is not None]
         return statistics.fmean(values) if values else None
 
     def skyline(self, fraction: float) -> float | None:
-        return self.of(lambda c: c.mode == "skyline", fraction=fraction)
+        return self.of(lambda c: c.mode is Mode.SKYLINE, fraction=fraction)
 
     def baseline(self, selection: str, fraction: float = 1.0, metric: str = "gap") -> float | None:
-        return self.of(lambda c: c.mode == "baseline" and c.selection == selection, metric, fraction)
+        return self.of(lambda c: c.mode is Mode.BASELINE and c.selection == selection, metric, fraction)
 
     def best_serial(self, fraction: float) -> tuple[str, float] | None:
-        variants = {c.variant for c in self.cells if c.mode == "serial" and not c.intermediate}
-        means = {v: self.of(lambda c, v=v: c.mode == "serial" and not c.intermediate and c.variant == v,
+        variants = {c.variant for c in self.cells if c.mode is Mode.SERIAL and not c.intermediate}
+        means = {v: self.of(lambda c, v=v: c.mode is Mode.SERIAL and not c.intermediate and c.variant == v,
                             fraction=fraction) for v in sorted(variants)}
         means = {v: gap for v, gap in means.items() if gap is not None}
         return max(means.items(), key=lambda item: item[1]) if means else None
@@ -87,7 +89,7 @@ def _gap_closed(measure: _Means, fraction: float) -> str | None:
 
 
 def _closer(measure: _Means, fraction: float) -> str | None:
-    learns = lambda c: c.mode == "serial" and not c.intermediate and learns_representation(c.variant)
+    learns = lambda c: c.mode is Mode.SERIAL and not c.intermediate and learns_representation(c.variant)
     students = measure.of(learns, "rep_cosine", fraction)
     uniform = measure.baseline("uniform", fraction, metric="rep_cosine")
     if students is None or uniform is None:

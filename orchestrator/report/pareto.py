@@ -8,7 +8,8 @@ from typing import Any, Protocol, TypeVar
 import yaml
 
 from orchestrator.experiment.results import Trial
-from orchestrator.experiment.search_space import WEIGHTS, SearchSpace
+from orchestrator.experiment.search_parameters import override_of
+from orchestrator.experiment.search_space import SearchSpace
 
 
 class _HasScore(Protocol):
@@ -49,13 +50,7 @@ def plot_front(trials: list[Trial], front: list[Trial], title: str, path: str) -
 def best_override(space: SearchSpace, preset: str, best: Trial) -> str:
     """The best trial as YAML that `python -m orchestrator.grid --override FILE` merges into the preset:
     one family, the trial's k, the searched variant with the trial's weights and settings."""
-    settings = best.settings
-    override: dict[str, Any] = {
-        "families": [space.family], "ks": [int(settings["k"])], "serial": [space.variant],
-        "loss_weights": {loss: float(settings[p]) for p, loss in WEIGHTS.items() if p in settings},
-        "pred_distance": str(settings["pred_distance"]),
-        "student_train": {"learning_rate": float(settings["learning_rate"])},
-    }
+    override: dict[str, Any] = {"families": [space.family], "serial": [space.variant], **override_of(best.settings)}
     if space.epochs is not None:
         override["student_train"]["epochs"] = space.epochs
     header = (f"# Best trial of study {space.name!r} ({best.trial_id}): validation GAP {best.gap:.4f} at "

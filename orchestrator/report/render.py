@@ -18,6 +18,7 @@ class Section:
     tables: list[Table] = field(default_factory=list)
     figures: list[tuple[str, str]] = field(default_factory=list)  # (caption, PNG path)
     text: list[str] = field(default_factory=list)
+    items: list[str] = field(default_factory=list)  # a bulleted list, after the text
 
 
 @dataclass
@@ -32,11 +33,11 @@ def _md_table(table: Table) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in table.rows]
 
 
-def table_markdown(table: Table) -> str:
-    """One table as Markdown: title, table, notes, then the published table beside it."""
+def table_markdown(table: Table, published: bool = True) -> str:
+    """One table as Markdown: title, table, notes, then (with `published`) the published table beside it."""
     lines = [f"**{table.title}**", ""] + _md_table(table) + [""]
     lines += [f"- {note}" for note in table.notes] + ([""] if table.notes else [])
-    if table.published is not None and table.published.rows:
+    if published and table.published is not None and table.published.rows:
         lines += [f"*{table.published.title}*", ""] + _md_table(table.published) + [""]
     return "\n".join(lines)
 
@@ -45,6 +46,7 @@ def markdown(report: Report) -> str:
     lines = [f"# {report.title}", ""] + report.preamble + [""]
     for section in report.sections:
         lines += [f"## {section.heading}", ""] + section.text + ([""] if section.text else [])
+        lines += [f"- {item}" for item in section.items] + ([""] if section.items else [])
         lines += [table_markdown(table) for table in section.tables]
         lines += [f"![{caption}]({os.path.basename(path)})\n" for caption, path in section.figures]
     return "\n".join(lines).rstrip() + "\n"
@@ -58,6 +60,8 @@ def _html_table(table: Table, css: str = "") -> str:
 
 def _html_section(section: Section) -> str:
     parts = [f"<h2>{html.escape(section.heading)}</h2>"] + [f"<p>{html.escape(t)}</p>" for t in section.text]
+    if section.items:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in section.items) + "</ul>")
     for table in section.tables:
         parts.append(f"<h3>{html.escape(table.title)}</h3>")
         parts.append('<div class="pair">' + _html_table(table, "ours"))

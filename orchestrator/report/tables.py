@@ -8,13 +8,15 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from orchestrator.tracking.runs import CellRun
+from orchestrator.experiment.modes import Mode
+from orchestrator.experiment.outcome import CellOutcome
 from workloads.frames import SELECTORS
-from workloads.variants import PARALLEL_VARIANTS, SERIAL_VARIANTS
+from workloads.variants import REGISTRY, VARIANTS
 
 FAMILY_NAMES = {"hrnn": "H-RNN", "netvlad": "NetVLAD", "nextvlad": "NeXtVLAD"}
-_LOSSES = {"ce": "LCE", "rep": "Lrep", "pred": "Lpred"}
 MISSING = "–"
+SKYLINE = "skyline"  # the row key of the teacher's skyline
+_ROW_ORDER = (Mode.SKYLINE, Mode.BASELINE, Mode.PARALLEL, Mode.SERIAL)  # as Table 1 lists them
 
 
 @dataclass
@@ -26,37 +28,42 @@ class Table:
     published: Table | None = None  # the paper's, rows and columns the grid also has
 
 
-def row_key(cell: CellRun) -> str:
-    """The key of the table row a cell belongs to (the keys of `published`)."""
-    if cell.mode in ("skyline", "baseline"):
-        return "skyline" if cell.mode == "skyline" else f"baseline:{cell.selection}"
+def row_key(cell: CellOutcome) -> str:
+    """The key of the table row a cell belongs to (the keys of `published`): "skyline",
+    "baseline:<selection>", "<mode>:<variant>" with "+intermediate" and "@own" (its own classifier)."""
+    if cell.mode is Mode.SKYLINE:
+        return SKYLINE
+    if cell.mode.named_by_selection:
+        return f"{cell.mode}:{cell.selection}"
     key = f"{cell.mode}:{cell.variant}" + ("+intermediate" if cell.intermediate else "")
-    return key + ("@own" if cell.mode == "parallel" and cell.parallel_classifier == "own" else "")
+    return key + ("@own" if cell.mode is Mode.PARALLEL and cell.parallel_classifier == "own" else "")
+
+
+def _parts(key: str) -> tuple[Mode, str, bool, bool]:
+    """(mode, selection or variant, intermediate, own classifier) of a row key."""
+    mode, _, what = key.partition(":")
+    own, what = what.endswith("@own"), what.removesuffix("@own")
+    intermediate, what = what.endswith("+intermediate"), what.removesuffix("+intermediate")
+    return Mode(mode), what, intermediate, own
 
 
 def row_label(key: str) -> str:
-    if key == "skyline":
+    if key == SKYLINE:
         return "Teacher-Skyline (all frames)"
-    mode, what = key.split(":", 1)
-    own = what.endswith("@own")
-    what = what.removesuffix("@own")
-    intermediate = what.endswith("+intermediate")
-    what = what.removesuffix("+intermediate")
-    if mode == "baseline":
+    mode, what, intermediate, own = _parts(key)
+    if mode.named_by_selection:
         return "-".join(part.capitalize() for part in what.split("_")) + "-k"
-    losses = "Lrep, then LCE" if what == "rep_then_ce" else " + ".join(_LOSSES.get(p, p) for p in what.split("+"))
-    return (f"{mode.capitalize()} {losses}" + (" (intermediate)" if intermediate else "")
+    return (f"{mode.capitalize()} {REGISTRY[what].label}" + (" (intermediate)" if intermediate else "")
             + (" (own classifier)" if own else ""))
 
 
 def _order(key: str) -> tuple:
     """Baselines in the paper's order, then parallel, then serial students, as Table 1 lists them."""
-    mode, _, what = key.partition(":")
-    what = what.removesuffix("@own").removesuffix("+intermediate")
-    known = {"baseline": list(SELECTORS), "parallel": list(PARALLEL_VARIANTS), "serial": list(SERIAL_VARIANTS)}
-    place = known.get(mode, [])
-    rank = place.index(what) if what in place else len(place)
-    return (["skyline", "baseline", "parallel", "serial"].index(mode) if mode != "skyline" else 0, rank, key)
+    if key == SKYLINE:
+        return (0, 0, key)
+    mode, what, _, _ = _parts(key)
+    place = list(SELECTORS) if mode.named_by_selection else list(VARIANTS[mode.training])
+    return (_ROW_ORDER.index(mode), place.index(what) if what in place else len(place), key)
 
 
 def mean_std(values: Iterable[float | None]) -> str:
@@ -68,7 +75,7 @@ def mean_std(values: Iterable[float | None]) -> str:
     return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def comparability(cells: list[CellRun]) -> str | None:
+def comparability(cells: list[CellOutcome]) -> str | None:
     """None when the grid's setting is the paper's (YouTube-8M shards, paper-size models), else why not."""
     reasons = []
     if any(c.data.startswith("syn-") for c in cells):
@@ -87,19 +94,19 @@ def comparability(cells: list[CellRun]) -> str | None:
 class Scores:
     """The finished cells of one family at one data fraction, looked up by row and k."""
 
-    def __init__(self, cells: list[CellRun]):
+    def __init__(self, cells: list[CellOutcome]):
         self.cells = cells
 
-    def of(self, key: str, k: int | None) -> list[CellRun]:
+    def of(self, key: str, k: int | None) -> list[CellOutcome]:
         """The finished cells of a row at k."""
-        return [c for c in self.cells if c.finished and row_key(c) == key and (key == "skyline" or c.k == k)]
+        return [c for c in self.cells if c.finished and row_key(c) == key and (key == SKYLINE or c.k == k)]
 
     def failed(self, key: str, k: int | None) -> bool:
-        return any(not c.finished and row_key(c) == key and (key == "skyline" or c.k == k) for c in self.cells)
+        return any(not c.finished and row_key(c) == key and (key == SKYLINE or c.k == k) for c in self.cells)
 
     def pair(self, key: str, k: int | None) -> list[str]:
         found = self.of(key, k)
-        return [mean_std(c.metric("gap") for c in found), mean_std(c.metric("map") for c in found)]
+        return [mean_std(c.gap for c in found), mean_std(c.map for c in found)]
 
     def entry(self, table: Table, key: str, k: int | None, label: str, column: str) -> list[str]:
         """The row's (GAP, mAP) at k for `table`; a combination with no finished cell is shown as MISSING

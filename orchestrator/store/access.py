@@ -6,7 +6,8 @@ AWS configuration: environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCES
 `AWS_ENDPOINT_URL` for MinIO, SeaweedFS, Ceph...), shared config files and profiles (`AWS_PROFILE`).
 `check_store` asks the bucket once, with boto3's bounded retries and exponential backoff, so that an
 unreachable endpoint, a missing bucket or wrong credentials become one clear line within a minute,
-before anything is written or any MLflow run is opened. `store_lost` asks again after an operation on the
+before anything is written or any MLflow run is opened (the tracking store is checked by
+`orchestrator.tracking.uri`). `store_lost` asks again after an operation on the
 store failed mid-grid, to tell a store that went away (stop the grid) from one job's own failure.
 """
 
@@ -14,9 +15,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 
 from orchestrator.errors import OrchestratorError
@@ -28,7 +26,6 @@ from workloads.data.fs import resolve, write_bytes
 RETRIES = {"max_attempts": 4, "mode": "standard"}
 CONNECT_TIMEOUT_S = 5
 READ_TIMEOUT_S = 10
-TRACKING_TIMEOUT_S = 5  # an MLflow server's answer; MLflow's own retries would take minutes
 
 
 def is_s3(location: str) -> bool:
@@ -45,7 +42,12 @@ def check_store(location: str) -> None:
         return
     import boto3
     from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+    )
 
     bucket = bucket_of(location)
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
@@ -73,17 +75,6 @@ def check_store(location: str) -> None:
         raise OrchestratorError(f"{location}: cannot use the S3 endpoint {endpoint}: {error}") from None
 
 
-def is_storage_failure(error: BaseException) -> bool:
-    """Whether an error may come from the store rather than the job: an I/O error (PyArrow's S3 errors are
-    OSErrors, and so are Ray's task errors that wrap them), or one from boto3 or MLflow's artifact upload."""
-    from botocore.exceptions import BotoCoreError, ClientError
-    from mlflow.exceptions import MlflowException
-
-    cause = getattr(error, "cause", None)  # a Ray task error carries the task's own exception
-    return isinstance(error, (OSError, BotoCoreError, ClientError, MlflowException)) or (
-        cause is not None and cause is not error and is_storage_failure(cause))
-
-
 def store_lost(location: str) -> OrchestratorError | None:
     """After an operation on the store failed: the error to stop on when the store itself cannot be used
     any more (gone, or credentials revoked), None when it still answers."""
@@ -95,23 +86,17 @@ def store_lost(location: str) -> OrchestratorError | None:
     return None
 
 
-def store_of(root: str, tracking_uri: str | None) -> Store:
-    """The store, checked without writing anything: reachable (a bucket), not a file (a folder), and with a
-    tracking store that answers when one is given (a store on object storage needs a tracking server)."""
+def store_of(root: str) -> Store:
+    """The store, checked without writing anything: reachable (a bucket), not a file (a folder)."""
     store = Store(root)
     check_store(store.root)
     if "://" not in store.root and os.path.exists(store.root) and not os.path.isdir(store.root):
         raise OrchestratorError(f"--store {store.root}: is a file; the store is a folder")
-    if tracking_uri is None and not store.is_local:
-        raise OrchestratorError("a store on object storage needs --tracking-uri (an MLflow server)")
-    if tracking_uri is not None:
-        check_tracking(tracking_uri)
     return store
 
 
-def open_store(store: Store, tracking_uri: str | None) -> str:
-    """Make the store ready for writing (a local folder created; a file written and deleted in it) and
-    return the MLflow tracking URI: the one given, else SQLite in the (local) store."""
+def open_store(store: Store) -> None:
+    """Make the store ready for writing: a local folder created; a file written and deleted in it."""
     where = f"--store {store.root}"
     if "://" not in store.root:
         try:
@@ -127,46 +112,3 @@ def open_store(store: Store, tracking_uri: str | None) -> str:
             fs.delete_file(path)
         except OSError as error:
             raise OrchestratorError(f"{where}: cannot write there: {error}") from None
-    if tracking_uri is None:
-        tracking_uri = f"sqlite:///{store.path('mlflow.db')}"
-        check_tracking(tracking_uri)
-    return tracking_uri
-
-
-# The tracking store a grid run with its defaults writes: where the commands that read a grid look first.
-DEFAULT_TRACKING = "sqlite:///runs/mlflow.db"
-
-
-def check_existing_tracking(uri: str) -> None:
-    """`check_tracking` for a command that reads what a grid wrote: a SQLite URI must name an existing
-    database, as MLflow would create an empty one."""
-    if uri.startswith("sqlite:///"):
-        path = uri[len("sqlite:///"):]
-        if not os.path.isfile(path):
-            raise OrchestratorError(f"--tracking-uri {uri}: no MLflow database at {path}")
-    check_tracking(uri)
-
-
-def check_tracking(uri: str) -> None:
-    """Whether the MLflow tracking store answers, within seconds: an MLflow server (any HTTP answer will
-    do; its own retries would take minutes), or the folder a SQLite or file store would be written in."""
-    scheme = uri.split(":", 1)[0] if ":" in uri else "file"
-    if scheme in ("http", "https"):
-        try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=TRACKING_TIMEOUT_S).close()
-        except urllib.error.HTTPError:  # it answered
-            pass
-        except (urllib.error.URLError, OSError) as error:
-            reason = getattr(error, "reason", None) or error
-            raise OrchestratorError(f"--tracking-uri {uri}: no MLflow server answers there ({reason})") from None
-    elif scheme in ("sqlite", "file"):
-        if scheme == "sqlite":  # sqlite:///relative.db or sqlite:////absolute.db
-            folder = os.path.dirname(uri.split(":///", 1)[1]) if ":///" in uri else ""
-        else:
-            folder = urllib.parse.urlparse(uri).path if "://" in uri else uri
-        if folder and not os.path.isdir(folder):
-            raise OrchestratorError(f"--tracking-uri {uri}: the folder {folder} does not exist")
-        try:
-            tempfile.TemporaryFile(dir=folder or ".").close()
-        except OSError as error:
-            raise OrchestratorError(f"--tracking-uri {uri}: cannot write in {folder}: {error.strerror}") from None

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from orchestrator.store.layout import DamagedFile
+from orchestrator.store.files import DamagedFile
 from workloads.data.fs import resolve, write_atomically
 from workloads.errors import WorkloadError
 from workloads.representations import Representations, similarity

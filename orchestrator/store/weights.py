@@ -11,14 +11,11 @@ kept (one per family, data fraction and seed: the skyline's model).
 
 from __future__ import annotations
 
+from orchestrator.experiment.matrix import Cell, TeacherSpec
+from orchestrator.experiment.results import CellResult
 from workloads.data.fs import resolve, write_bytes
 from workloads.inference import ModelCard, load_weights, weights_bytes
 from workloads.models import VideoModel
-
-from orchestrator.experiment.matrix import Cell, TeacherSpec
-from orchestrator.experiment.results import CellResult
-
-STUDENT_MODES = ("serial", "parallel")
 
 
 def student_card(cell: Cell, num_classes: int) -> ModelCard:
@@ -52,7 +49,7 @@ def exists(location: str) -> bool:
 
 def slot(cell: Cell) -> tuple[str, int] | None:
     """Which registered model a student competes for: its family's at its k (None for other cells)."""
-    return (cell.family, cell.k) if cell.mode in STUDENT_MODES else None
+    return (cell.family, cell.k) if cell.mode.is_student else None
 
 
 def losers(cell: Cell, cells: list[Cell], results: dict[str, CellResult]) -> list[Cell]:

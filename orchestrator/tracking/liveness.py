@@ -1,7 +1,7 @@
 """Whether the driver that opened an MLflow parent run is still running.
 
 A grid or search tags its parent run with its identity (host, pid and the process's start time) and a
-heartbeat it refreshes every HEARTBEAT_SECONDS. On the driver's own host the answer is exact: is that
+heartbeat it refreshes every HEARTBEAT_SECONDS (`Heartbeat`). On the driver's own host the answer is exact: is that
 process (same pid and start time, so a reused pid does not count) running and not a zombie? Elsewhere the
 heartbeat decides: a run silent for SILENT_SECONDS belongs to a driver that died.
 """
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+from typing import Callable
 
 HEARTBEAT_SECONDS = 60
 SILENT_SECONDS = 5 * HEARTBEAT_SECONDS
@@ -60,3 +62,25 @@ def _running(pid: int, start: str) -> bool:
         return True
     # A zombie has exited (PID 1 in a container may never reap it); another start time is another process.
     return fields[0] not in ("Z", "X") and (not start or fields[19] == start)
+
+
+class Heartbeat:
+    """Refreshes a run's heartbeat tag every HEARTBEAT_SECONDS on a thread of its own until stopped; a
+    missed beat only makes the run look idle sooner, so failures to write it are ignored."""
+
+    def __init__(self, beat: Callable[[], None]):
+        self.stopped = threading.Event()
+
+        def loop():
+            while not self.stopped.wait(HEARTBEAT_SECONDS):
+                try:
+                    beat()
+                except Exception:  # noqa: BLE001 - see the docstring
+                    pass
+
+        self.thread = threading.Thread(target=loop, name="mlflow-heartbeat", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join()

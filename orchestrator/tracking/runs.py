@@ -1,54 +1,19 @@
-"""A grid's experiment as MLflow holds it: its finished cell runs, typed, and the timing its parent runs
+"""A grid's experiment as MLflow holds it: its cells as `CellOutcome`s and the timing its parent runs
 logged. Read from MLflow alone (through the tracking URI and its artifact store), so a report can be made
 wherever the tracking server is reachable, without the grid's store.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from mlflow.tracking import MlflowClient
 
 from orchestrator.errors import OrchestratorError
-
-GRID_TAG = "fewer_frames.grid"  # the tag `orchestrator.tracking.tracker` puts on every run it creates
-TIMING_PREFIX = "time_per_video_ms/"  # parent-run metrics the timing job logs: .../<family>/<all|k<k>>
-
-
-@dataclass(frozen=True)
-class CellRun:
-    """One finished cell, from its run's params and metrics."""
-
-    run_id: str
-    name: str
-    family: str
-    mode: str  # skyline | baseline | serial | parallel
-    selection: str
-    k: int | None  # None: all frames (the skyline)
-    variant: str
-    intermediate: bool
-    data_fraction: float
-    seed: int
-    size: str
-    data: str  # the data set's id ("syn-..." for synthetic data); "" in runs logged before it was a param
-    parallel_classifier: str
-    metrics: dict[str, float] = field(default_factory=dict)
-    finished: bool = True  # False: its last run FAILED (or was KILLED), and no run of it finished
-    cell_id: str = ""
-    weights: str = ""  # where its model is kept (`orchestrator.store.weights`); "" when not kept
-
-    @property
-    def gap(self) -> float:
-        return self.metrics["gap"]
-
-    @property
-    def macs(self) -> float:
-        return self.metrics.get("macs", math.nan)
-
-    def metric(self, name: str) -> float | None:
-        return self.metrics.get(name)
+from orchestrator.experiment.outcome import CellOutcome
+from orchestrator.tracking import schema
+from orchestrator.tracking.schema import RunKind
 
 
 @dataclass(frozen=True)
@@ -65,30 +30,9 @@ class Timing:
 class Experiment:
     experiment_id: str
     name: str
-    cells: list[CellRun]  # finished first, then those that only failed
+    cells: list[CellOutcome]  # finished first, then those that only failed
     timing: Timing | None
     presets: list[str]  # the presets its parent runs ran, newest first
-
-
-def _bool(text: str) -> bool:
-    return text.strip().lower() == "true"
-
-
-def _cell(run, finished: bool = True) -> CellRun:
-    params, tags = run.data.params, run.data.tags
-    try:
-        k = params["k"]
-        return CellRun(
-            run_id=run.info.run_id, name=run.info.run_name or tags.get("cell_id", run.info.run_id),
-            family=params["family"], mode=params["mode"], selection=params["selection"],
-            k=None if k == "all" else int(k), variant=params["loss"], intermediate=_bool(params["intermediate"]),
-            data_fraction=float(params["data_fraction"]), seed=int(params["seed"]), size=params.get("size", ""),
-            data=params.get("data", ""), parallel_classifier=params.get("parallel_classifier", "shared"),
-            metrics=dict(run.data.metrics), finished=finished, cell_id=tags.get("cell_id", ""),
-            weights=tags.get("weights", ""))
-    except (KeyError, ValueError) as error:
-        raise OrchestratorError(f"MLflow run {run.info.run_id} ({run.info.run_name}): its params are not a "
-                                f"cell's ({type(error).__name__}: {error})") from None
 
 
 def _search(client: MlflowClient, experiment_id: str, filter_string: str) -> list:
@@ -105,19 +49,10 @@ def _search(client: MlflowClient, experiment_id: str, filter_string: str) -> lis
 def _timing(parents: list) -> Timing | None:
     """The newest parent run's timing (every figure of it from that one run: one device, side by side)."""
     for run in parents:
-        found = {name[len(TIMING_PREFIX):]: value for name, value in run.data.metrics.items()
-                 if name.startswith(TIMING_PREFIX)}
+        found = schema.timing_of(run.data.metrics)
         if found:
-            ms = {tuple(key.split("/", 1)): value for key, value in found.items() if "/" in key}
-            return Timing(run.info.run_id, run.data.tags.get("timing_device", "?"), ms)
+            return Timing(run.info.run_id, run.data.tags.get(schema.TIMING_DEVICE_TAG, "?"), found)
     return None
-
-
-def read_cell(run) -> CellRun:
-    """One cell's run, typed; `OrchestratorError` when the run is not a cell's."""
-    if run.data.tags.get(GRID_TAG) != "cell":
-        raise OrchestratorError(f"MLflow run {run.info.run_id} ({run.info.run_name}) is not a grid cell's run")
-    return _cell(run, finished=run.info.status == "FINISHED")
 
 
 def read_experiment(client: MlflowClient, name: str) -> Experiment:
@@ -126,20 +61,18 @@ def read_experiment(client: MlflowClient, name: str) -> Experiment:
     found = client.get_experiment_by_name(name)
     if found is None or found.lifecycle_stage != "active":
         raise OrchestratorError(f"MLflow experiment {name!r} does not exist at {client.tracking_uri}")
-    cell_runs = _search(client, found.experiment_id,
-                        f"tags.`{GRID_TAG}` = 'cell' and attributes.status = 'FINISHED'")
+    cells = schema.kind_filter(RunKind.CELL)
     newest: dict[str, Any] = {}
-    for run in cell_runs:  # newest first
-        newest.setdefault(run.data.tags.get("cell_id", run.info.run_id), run)
+    for run in _search(client, found.experiment_id, schema.both(cells, schema.status_filter("FINISHED"))):
+        newest.setdefault(schema.cell_id_of(run) or run.info.run_id, run)  # newest first
     if not newest:
         raise OrchestratorError(f"MLflow experiment {name!r} has no finished cells yet (run the grid first)")
     failed: dict[str, Any] = {}
-    for run in _search(client, found.experiment_id,
-                       f"tags.`{GRID_TAG}` = 'cell' and attributes.status != 'FINISHED'"):
-        if run.info.status in ("FAILED", "KILLED") and run.data.tags.get("cell_id") not in newest:
-            failed.setdefault(run.data.tags.get("cell_id", run.info.run_id), run)
-    parents = _search(client, found.experiment_id, f"tags.`{GRID_TAG}` = 'parent'")
-    presets = [run.data.tags["preset"] for run in parents if run.data.tags.get("preset")]
-    cells = sorted((_cell(run) for run in newest.values()), key=lambda c: c.name)
-    cells += sorted((_cell(run, finished=False) for run in failed.values()), key=lambda c: c.name)
-    return Experiment(found.experiment_id, name, cells, _timing(parents), presets)
+    for run in _search(client, found.experiment_id, schema.both(cells, schema.status_filter("FINISHED", False))):
+        if run.info.status in ("FAILED", "KILLED") and schema.cell_id_of(run) not in newest:
+            failed.setdefault(schema.cell_id_of(run) or run.info.run_id, run)
+    parents = _search(client, found.experiment_id, schema.kind_filter(RunKind.PARENT))
+    presets = [run.data.tags[schema.PRESET_TAG] for run in parents if run.data.tags.get(schema.PRESET_TAG)]
+    outcomes = sorted((schema.outcome_of_run(run, finished=True) for run in newest.values()), key=lambda c: c.name)
+    outcomes += sorted((schema.outcome_of_run(run, finished=False) for run in failed.values()), key=lambda c: c.name)
+    return Experiment(found.experiment_id, name, outcomes, _timing(parents), presets)

@@ -1,0 +1,44 @@
+"""Which caches a teacher writes, where they lie in the store, and whether they are complete.
+
+A teacher's caches: `base` (E_T, P_T of every training video) and, for the Uniform-k students that match
+its intermediate states, one per k with I_T at that student's block ends.
+"""
+
+from __future__ import annotations
+
+from orchestrator.cache.files import DamagedCache, read_manifest, set_aside
+from orchestrator.experiment.matrix import TeacherSpec
+from orchestrator.store.layout import Store
+
+
+def cache_key(spec: TeacherSpec, k: int | None) -> str:
+    """`base` (k None), or the cache of I_T for the Uniform-k student: `intermediates-uniform-k<k>-l<l>`,
+    l being that student's H-RNN block length (with k, it fixes where the student's states lie)."""
+    if k is None:
+        return "base"
+    return f"intermediates-uniform-k{k}-l{spec.model_spec.config().block_frames(k)}"
+
+
+def cache_keys(spec: TeacherSpec, intermediate_ks) -> dict[str, int | None]:
+    """Every cache the teacher writes: key -> the k its intermediates are for (None: the base cache)."""
+    return {cache_key(spec, k): k for k in (None, *intermediate_ks)}
+
+
+def cache_locations(store: Store, spec: TeacherSpec, intermediate_ks) -> dict[str, str]:
+    """Each cache the teacher writes: key -> its location in the store."""
+    return {key: store.teacher_cache(spec.id, key) for key in cache_keys(spec, intermediate_ks)}
+
+
+def check_caches(caches: dict[str, str]) -> tuple[dict[str, str] | None, list[str]]:
+    """(`caches`, key -> URI, when every one is complete, else None; what was found damaged). A damaged
+    cache is set aside (its manifest renamed), so that the next fit writes it again."""
+    damaged = []
+    complete = True
+    for key, location in caches.items():
+        try:
+            complete = read_manifest(location) is not None and complete
+        except DamagedCache as error:
+            set_aside(location)
+            damaged.append(f"cache {key}: {error.problem}")
+            complete = False
+    return (caches if complete else None), damaged

@@ -1,0 +1,186 @@
+"""One grid invocation's jobs on Ray: teachers and cells started as their inputs become ready, collected as
+they finish and recorded through the ledger (in the store, then MLflow), their epochs streamed to their
+live runs meanwhile. A teacher cache found damaged is written again (`orchestrator.driver.healing`); a store
+that goes away stops the grid, every job in flight cancelled and its live run deleted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from orchestrator.driver.backlog import Backlog, InFlight, backlog
+from orchestrator.driver.console import Counts, GridProgress
+from orchestrator.driver.healing import CacheHealer
+from orchestrator.driver.ledger import Ledger
+from orchestrator.driver.live import EpochChannel
+from orchestrator.driver.session import cell_slots, is_storage_failure, teacher_task
+from orchestrator.driver.similarity import Similarity
+from orchestrator.errors import OrchestratorError, one_line
+from orchestrator.experiment.matrix import Cell, TeacherSpec, expand
+from orchestrator.experiment.modes import Mode
+from orchestrator.experiment.presets import Preset
+from orchestrator.experiment.results import CellResult
+from orchestrator.jobs.cells import run_cell
+from orchestrator.jobs.data_sets import DataSet
+from orchestrator.jobs.teachers import TeacherJob
+from orchestrator.store import weights
+from orchestrator.store.access import store_lost
+from orchestrator.store.layout import Store
+
+LIVE_SECONDS = 2.0  # how often the driver looks for epochs that ended, while no job finishes
+
+
+class Scheduler:
+    def __init__(self, preset: Preset, ledger: Ledger, data: DataSet, ray):
+        self.preset, self.ledger, self.data, self.ray = preset, ledger, data, ray
+        self.teachers, self.cells = expand(preset, data.id)
+        self.similarity = Similarity(self.teachers, self.cells, ledger)
+        self.healer = CacheHealer(ledger, self.job)
+        self.in_flight = InFlight()
+        self.started = 0  # jobs started by this invocation
+        self.todo = Backlog()
+        self.epochs = EpochChannel()  # per-epoch metrics from the jobs, for their live runs
+        resources = preset.resources.cell
+        self.cell_task = ray.remote(run_cell).options(num_cpus=resources.cpus, num_gpus=resources.gpus,
+                                                      resources=resources.custom or None)
+        self.teacher_task = teacher_task(ray)
+
+    def job(self, teacher: TeacherSpec) -> TeacherJob:
+        ks = tuple(sorted({c.k for c in self.cells if c.teacher is teacher and c.intermediate}))
+        return TeacherJob(teacher, self.data, self.ledger.store.root, ks, self.preset.data.max_frames,
+                          self.preset.resources.teacher)
+
+    def run(self) -> None:
+        unlogged = self.ledger.load(self.cells)
+        for cell in sorted(unlogged, key=lambda c: c.mode is not Mode.SKYLINE):  # a run names its teacher's
+            self.ledger.log(cell, self.ledger.results[cell.id])
+        for teacher in self.teachers:  # students recorded before their teacher (in an earlier run, say)
+            self.similarity.measure_against(teacher)
+        damaged = {teacher.id for teacher in self.teachers if self.healer.check(teacher)}
+        self.todo = backlog(self.teachers, self.cells, set(self.ledger.results), set(self.healer.caches), damaged)
+        for teacher in self.todo.teachers:
+            self._start_teacher(teacher)
+        self._drain()
+        print(f"{len(self.cells)} cells, {len(self.ledger.results)} already done, "
+              f"{len(self.in_flight) + self.todo.waiting()} jobs to run", flush=True)
+        progress = GridProgress(self._counts())
+        try:
+            while len(self.in_flight):
+                ready, _ = self.ray.wait(self.in_flight.refs(), num_returns=1, timeout=LIVE_SECONDS)
+                self._stream()  # a finished job's last epochs before its result
+                if ready:
+                    self._collect(ready[0])
+                    self._drain()
+                progress.update(self._counts())
+        except BaseException:
+            self._abandon()
+            raise
+        finally:
+            progress.close()
+            self.epochs.close()
+
+    def _counts(self) -> Counts:
+        """Where the grid stands. Ray does not say which submitted task runs: as many cells as the cluster
+        holds now (beside the teachers training) are counted running, the rest queued."""
+        teachers, submitted = len(self.in_flight.teachers), len(self.in_flight.cells)
+        running = min(submitted, cell_slots(self.ray, self.preset.resources, teachers)) if submitted else 0
+        return Counts(done=len(self.ledger.results), running=running, failed=len(self.ledger.failed),
+                      total=len(self.cells), teachers=teachers, queued=submitted - running)
+
+    def _stream(self) -> None:
+        """Log the epochs that ended since the last look on their cells' live runs."""
+        for cell_id, metrics, ended in self.epochs.receive():
+            self.ledger.epoch(cell_id, metrics, ended)
+
+    def _start_teacher(self, teacher: TeacherSpec) -> None:
+        """Start fitting a teacher; its skyline's run is live from now, unless the skyline is done already
+        (the teacher's caches are only written again)."""
+        job, skyline = self.job(teacher), self.ledger.skylines[teacher.id]
+        if skyline.id not in self.ledger.results:
+            self.ledger.start(skyline)
+            job = dataclasses.replace(job, on_epoch=self.epochs.sender(skyline.id))
+        self.in_flight.teachers[self.teacher_task.remote(job)] = job
+        self.started += 1
+
+    def _collect(self, ref) -> None:
+        """Record what a finished job computed, or its error; stop when the store is gone."""
+        job = self.in_flight.pop(ref)
+        try:
+            value, error = self.ray.get(ref), None
+        except Exception as failure:  # the job's own error, re-raised by Ray: record it, carry on
+            value, error = None, failure
+        if error is not None and is_storage_failure(error):
+            _stop_if_store_lost(self.ledger.store)  # a store that went away is no cell's fault: stop, rerun them later
+        try:
+            if isinstance(job, TeacherJob):
+                self._teacher_done(job.spec, value, error)
+            elif error is None:
+                self._cell_done(job, value)
+            elif not self.healer.heal(job, error, self.in_flight, self.todo, self._start_teacher):
+                self.ledger.fail(job, error)
+        except Exception as failure:  # writing its result or its MLflow run failed
+            if not is_storage_failure(failure):
+                raise
+            _stop_if_store_lost(self.ledger.store)
+            name = job.spec.name if isinstance(job, TeacherJob) else job.name
+            raise OrchestratorError(f"{name}: recording it failed: {one_line(failure)}") from None
+
+    def _cell_done(self, cell: Cell, result: CellResult) -> None:
+        """Record a finished cell; under `keep_weights: best` the students of its family and k that it
+        beats lose their kept weights."""
+        self.ledger.record(cell, self.similarity.measured(cell, result))
+        if self.preset.keep_weights == "best":
+            for loser in weights.losers(cell, self.cells, self.ledger.results):
+                self.ledger.drop_weights(loser, f"not the best {cell.family} k{cell.k} student by validation GAP")
+
+    def _teacher_done(self, teacher: TeacherSpec, result: CellResult | None, error: BaseException | None) -> None:
+        skyline = self.ledger.skylines[teacher.id]
+        if error is not None:
+            if skyline.id not in self.ledger.results:
+                self.ledger.fail(skyline, error)
+            for cell in self.todo.blocked.pop(teacher.id, []):
+                self.ledger.fail(cell, f"its teacher {teacher.name} failed: {one_line(error)}")
+            return
+        self.ledger.fitted(skyline, result, self.healer.why(teacher))
+        self.similarity.measure_against(teacher)
+        self.healer.fitted(teacher, result.caches)
+        self.todo.release(teacher)
+
+    def _drain(self) -> None:
+        """Start ready cells while there are slots for them."""
+        running = len(self.in_flight.cells)
+        while self.todo.ready and running < self._slots():
+            self._submit(self.todo.ready.pop(0))
+            running += 1
+
+    def _slots(self) -> float:
+        """How many cells may run now. Ray has no priorities, and a teacher's Train workers ask for their
+        CPUs only once its trainer has started, after cells queued meanwhile have taken them; so while
+        teachers train (everything serial waits on them), cells leave the teachers' CPUs free."""
+        training = len(self.in_flight.teachers)
+        if not training or self.preset.resources.separate_node_types():
+            return math.inf
+        return cell_slots(self.ray, self.preset.resources, training)
+
+    def _submit(self, cell: Cell) -> None:
+        store, cache = self.ledger.store, self.healer.cache_of(cell)
+        kept = store.weights(cell.id) if weights.slot(cell) else None
+        self.ledger.start(cell)
+        ref = self.cell_task.remote(cell, self.data, cache, self.preset.resources.cell.device,
+                                    self.epochs.sender(cell.id), store.representations(cell.id), kept)
+        self.in_flight.cells[ref] = cell
+        self.started += 1
+
+    def _abandon(self) -> None:
+        """Cancel the jobs in flight and delete their live runs: the grid stops, and a rerun does them
+        again (and logs them once)."""
+        self.in_flight.cancel(self.ray)
+        self.ledger.discard_all()
+
+
+def _stop_if_store_lost(store: Store) -> None:
+    """Raise when the store is gone: every job after would fail the same way, and none is at fault."""
+    lost = store_lost(store.root)
+    if lost is not None:
+        raise lost

@@ -1,0 +1,74 @@
+"""`CellOutcome`: the one model of a finished cell that the summary, the findings, the report and the
+registry read. It is built alike from what a grid keeps in its store (`CellOutcome.of`: the cell and its
+`CellResult`) and from what MLflow holds (`orchestrator.tracking.schema.outcome_of_run`), so a table made
+at the end of a grid and one made later from MLflow alone are the same table.
+
+A cell that failed (or never finished) has an outcome too, with `finished` False and no scores: tables
+name it as missing rather than leave it out silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orchestrator.experiment.matrix import Cell
+from orchestrator.experiment.modes import Mode
+from orchestrator.experiment.results import CellResult
+
+# The scores an outcome carries: a `CellResult`'s fields of the same names (None where a cell has none).
+SCORES = ("gap", "map", "val_gap", "val_map", "macs", "frame_macs", "params", "train_seconds", "inference_seconds",
+          "best_epoch", "teacher_gap", "teacher_map", "workers", "resumed_at_epoch", "rep_cosine", "rep_mse")
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    """What defines a cell, and what it scored: test `gap`/`map`, the best epoch's validation
+    `val_gap`/`val_map`, multiply-adds per video, representation closeness to its teacher, and so on."""
+
+    name: str
+    cell_id: str
+    family: str
+    mode: Mode
+    selection: str  # a frame selector, or "all" for the skyline
+    k: int | None  # None: all frames (the skyline)
+    variant: str
+    intermediate: bool
+    data_fraction: float
+    seed: int
+    size: str
+    data: str  # the data set's id ("syn-..." for synthetic data); "" where a record does not say
+    parallel_classifier: str = "shared"
+    finished: bool = True  # False: it failed, or stopped, and no run of it finished
+    run_id: str = ""  # its MLflow run, once logged
+    weights: str = ""  # where its model is kept; "" when it is not
+    validation_split: str = ""  # where `val_gap` came from
+    test_split: str = ""  # where `gap` and `map` came from
+    gap: float | None = None
+    map: float | None = None
+    val_gap: float | None = None
+    val_map: float | None = None
+    macs: float | None = None  # multiply-adds per video
+    frame_macs: float | None = None
+    params: float | None = None
+    train_seconds: float | None = None
+    inference_seconds: float | None = None
+    best_epoch: float | None = None
+    teacher_gap: float | None = None  # a parallel pair's teacher, on the test split
+    teacher_map: float | None = None
+    workers: float | None = None
+    resumed_at_epoch: float | None = None
+    rep_cosine: float | None = None  # its test representations against its teacher's
+    rep_mse: float | None = None
+
+    @classmethod
+    def of(cls, cell: Cell, result: CellResult | None) -> CellOutcome:
+        """A cell of the matrix with its kept result (None: it did not finish)."""
+        identity = dict(name=cell.name, cell_id=cell.id, family=cell.family, mode=cell.mode, selection=cell.selection,
+                        k=cell.k, variant=cell.variant, intermediate=cell.intermediate,
+                        data_fraction=cell.data_fraction, seed=cell.seed, size=cell.size, data=cell.data,
+                        parallel_classifier=cell.parallel_classifier)
+        if result is None:
+            return cls(**identity, finished=False)
+        return cls(**identity, run_id=result.run_id or "", weights=result.weights or "",
+                   validation_split=result.validation_split, test_split=result.test_split,
+                   **{name: getattr(result, name) for name in SCORES})

@@ -1,0 +1,96 @@
+"""What a study may search, one registered `Parameter` each: how a value of it is checked (by building what
+it sets), set on a trial's cell, read back from a cell, and written into a grid override, so that a trial
+trains exactly what the grid would with those values and the best one reproduces in the grid.
+
+    w_ce, w_rep, w_rep_intermediate, w_pred   loss weights (one per loss of `workloads.losses`)
+    j (stride: k = max_frames // j) or k      the frames the student sees
+    learning_rate                             the student's
+    pred_distance                             kl | mse
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from orchestrator.experiment.matrix import Cell
+from orchestrator.experiment.validation import Invalid
+from workloads.data.batch import FrameSelection
+from workloads.losses import LOSSES, Objective
+from workloads.train import TrainConfig
+from workloads.variants import DEFAULT_WEIGHTS
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    check: Callable[[Any, str], None]  # (value, key): raises `Invalid` or a `WorkloadError` when it cannot be
+    apply: Callable[[Cell, Any], Cell]  # the cell with this value
+    read: Callable[[Cell], Any]  # the cell's value (None: the cell has none)
+    override: Callable[[Any], dict[str, Any]]  # what sets it in a preset override
+
+    @property
+    def integer(self) -> bool:
+        return self.name in ("j", "k")
+
+
+def _number(value: Any, key: str) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise Invalid(key, "a number")
+
+
+def _frames(kind: str) -> Callable[[Any, str], None]:
+    def check(value: Any, key: str) -> None:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise Invalid(key, "a positive integer")
+        FrameSelection("uniform", **{kind: value})
+    return check
+
+
+def _weight(loss: str) -> Parameter:
+    def check(value: Any, key: str) -> None:
+        _number(value, key)
+        Objective({**DEFAULT_WEIGHTS, loss: value})
+
+    def apply(cell: Cell, value: Any) -> Cell:
+        weights = {**dict(cell.loss_weights), loss: float(value)}
+        return dataclasses.replace(cell, loss_weights=tuple(sorted(weights.items())))
+
+    return Parameter(f"w_{loss}", check, apply, lambda cell: dict(cell.loss_weights).get(loss),
+                     lambda value: {"loss_weights": {loss: float(value)}})
+
+
+def _learning_rate(value: Any, key: str) -> None:
+    _number(value, key)
+    TrainConfig(learning_rate=value)
+
+
+_REGISTERED = (
+    *(_weight(loss) for loss in LOSSES),
+    Parameter("j", _frames("j"), lambda cell, j: dataclasses.replace(cell, k=max(1, cell.max_frames // int(j))),
+              lambda cell: cell.j, lambda j: {}),  # its k is the override's
+    Parameter("k", _frames("k"), lambda cell, k: dataclasses.replace(cell, k=int(k)), lambda cell: cell.k,
+              lambda k: {"ks": [int(k)]}),
+    Parameter("learning_rate", _learning_rate,
+              lambda cell, lr: dataclasses.replace(cell, train=dataclasses.replace(cell.train, learning_rate=float(lr))),
+              lambda cell: cell.train.learning_rate, lambda lr: {"student_train": {"learning_rate": float(lr)}}),
+    Parameter("pred_distance", lambda value, key: Objective(pred_distance=value),
+              lambda cell, distance: dataclasses.replace(cell, pred_distance=str(distance)),
+              lambda cell: cell.pred_distance, lambda distance: {"pred_distance": str(distance)}),
+)
+PARAMETERS: dict[str, Parameter] = {parameter.name: parameter for parameter in _REGISTERED}
+
+
+def settings_of(cell: Cell) -> dict[str, Any]:
+    """Every searchable setting of a trial's cell, under its parameter's name."""
+    return {name: value for name, parameter in PARAMETERS.items() if (value := parameter.read(cell)) is not None}
+
+
+def override_of(settings: dict[str, Any]) -> dict[str, Any]:
+    """A preset override that sets these settings, each parameter's part merged key by key."""
+    merged: dict[str, Any] = {}
+    for name, value in settings.items():
+        for key, part in PARAMETERS[name].override(value).items():
+            merged[key] = {**merged.get(key, {}), **part} if isinstance(part, dict) else part
+    return merged

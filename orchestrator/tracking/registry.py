@@ -1,0 +1,169 @@
+"""MLflow's Model Registry: a grid's models published. Each family's teacher as `fewer-frames-<family>-all`
+and its best student at each k (by validation GAP, among serial and parallel students whose weights are
+kept) as `fewer-frames-<family>-k<k>`, each an MLflow Model logged on its cell's run
+(`orchestrator.serve.package`), the alias `best` moved to the new version, and tags naming the cell, its
+test GAP/mAP and multiply-adds. A winner already registered under `best` is not registered again. The
+grid does this when it ends (`publish_after_grid`); `python -m orchestrator.publish` at any time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from orchestrator.errors import OrchestratorError, note, one_line
+from orchestrator.experiment.modes import Mode
+from orchestrator.experiment.outcome import CellOutcome
+from orchestrator.serve.package import log_package
+from orchestrator.store import weights
+from orchestrator.tracking import schema
+from orchestrator.tracking.runs import read_experiment
+from workloads.data.fs import resolve
+from workloads.errors import WorkloadError
+
+ALIAS = "best"
+
+
+def registered_name(family: str, k: int | None) -> str:
+    return f"fewer-frames-{family}-{'all' if k is None else f'k{k}'}"
+
+
+@dataclass(frozen=True)
+class Published:
+    name: str
+    version: str
+    cell: CellOutcome
+    new: bool  # False: already registered as this name's `best`
+    aliased: bool  # whether `best` points at it
+
+    def line(self) -> str:
+        what = "registered" if self.new else "already registered"
+        uri = f"models:/{self.name}@{ALIAS}" if self.aliased else f"models:/{self.name}/{self.version}"
+        return (f"{what} {self.name} version {self.version} ({uri}): {self.cell.name}, test GAP "
+                f"{self.cell.gap:.4f}, {_millions(self.cell.macs)} M multiply-adds per video")
+
+
+def winners(cells: list[CellOutcome]) -> dict[str, CellOutcome]:
+    """Registered name -> the cell that goes there: each family's teacher (skyline) and best student at
+    each k by validation GAP, among finished cells whose weights are kept."""
+    best: dict[str, CellOutcome] = {}
+    for cell in cells:
+        if not (cell.finished and cell.weights and (cell.mode is Mode.SKYLINE or cell.mode.is_student)):
+            continue
+        name = registered_name(cell.family, cell.k)
+        score = cell.val_gap or 0.0
+        if name not in best or score > (best[name].val_gap or 0.0):
+            best[name] = cell
+    return dict(sorted(best.items()))
+
+
+def publish_cell(client: MlflowClient, name: str, cell: CellOutcome, move_alias: bool = True) -> Published:
+    """Log `cell`'s kept model on its run, register it as `name` and (with `move_alias`) point `best` at it,
+    unless `best` already holds exactly this cell's model."""
+    current = _by_alias(client, name)
+    if move_alias and current is not None and current.tags.get(schema.CELL_ID_TAG) == cell.cell_id \
+            and current.tags.get(schema.VERSION_RUN) == cell.run_id:
+        return Published(name, current.version, cell, new=False, aliased=True)
+    if not weights.exists(cell.weights):
+        raise OrchestratorError(f"{cell.name}: its weights are no longer at {cell.weights}")
+    with tempfile.TemporaryDirectory() as scratch:
+        local = os.path.join(scratch, "weights.pt")
+        _download(cell.weights, local)
+        try:
+            card, _ = weights.read(local)
+        except WorkloadError as error:
+            raise OrchestratorError(f"{cell.name}: {cell.weights}: {error}") from None
+        model_uri = log_package(cell.run_id, local, card, client.tracking_uri)
+    version = client.create_model_version(name, model_uri, run_id=cell.run_id, tags=_tags(cell, card),
+                                          description=_describe(cell, card)) \
+        if _exists(client, name) else _first_version(client, name, model_uri, cell, card)
+    if move_alias:
+        client.set_registered_model_alias(name, ALIAS, version.version)
+    return Published(name, version.version, cell, new=True, aliased=move_alias)
+
+
+def publish_experiment(client: MlflowClient, experiment: str) -> list[Published]:
+    """Register the experiment's winners (`winners`); a winner that cannot be published is noted and the
+    others go on."""
+    found = read_experiment(client, experiment)
+    published = []
+    for name, cell in winners(found.cells).items():
+        try:
+            published.append(publish_cell(client, name, cell))
+        except OrchestratorError as error:
+            note(name, f"not registered: {error}")
+    return published
+
+
+def publish_after_grid(client: MlflowClient, experiment: str) -> list[Published]:
+    """`publish_experiment` at a grid's end: a grid whose models cannot be registered has still run, so
+    any failure is one note and the grid goes on."""
+    try:
+        return publish_experiment(client, experiment)
+    except Exception as error:  # MLflow's errors are many kinds; none should cost the grid its exit status
+        note("registry", f"models not registered: {one_line(error)}")
+        return []
+
+
+def _by_alias(client: MlflowClient, name: str):
+    try:
+        return client.get_model_version_by_alias(name, ALIAS)
+    except MlflowException:
+        return None
+
+
+def _exists(client: MlflowClient, name: str) -> bool:
+    try:
+        client.get_registered_model(name)
+        return True
+    except MlflowException:
+        return False
+
+
+def _first_version(client: MlflowClient, name: str, model_uri: str, cell: CellOutcome, card):
+    family = "teacher reading every frame" if card.k is None else \
+        f"student reading k={card.k} frames (every {card.stride}th, {card.selection})"
+    client.create_registered_model(name, tags={schema.REGISTERED_FAMILY: cell.family,
+                                               schema.REGISTERED_K: _k(card.k)},
+                                   description=f"Fewer Frames {cell.family} {family}, for {card.num_classes} classes. "
+                                               f"Alias '{ALIAS}': the newest winner by validation GAP.")
+    return client.create_model_version(name, model_uri, run_id=cell.run_id, tags=_tags(cell, card),
+                                       description=_describe(cell, card))
+
+
+def _tags(cell: CellOutcome, card) -> dict[str, str]:
+    values = {schema.VERSION_CELL: cell.name, schema.CELL_ID_TAG: cell.cell_id, schema.VERSION_RUN: cell.run_id,
+              schema.MODE: cell.mode, schema.VARIANT: cell.variant, schema.K: _k(card.k),
+              schema.VERSION_STRIDE: str(card.stride), schema.SELECTION: card.selection,
+              schema.VERSION_CLASSES: str(card.num_classes), schema.WEIGHTS_TAG: cell.weights}
+    for field, tag in schema.VERSION_SCORES.items():
+        if getattr(cell, field) is not None:
+            values[tag] = f"{getattr(cell, field):.6g}"
+    return values
+
+
+def _k(k: int | None) -> str:
+    return schema.ALL_FRAMES if k is None else str(k)
+
+
+def _millions(macs: float | None) -> str:
+    return f"{(math.nan if macs is None else macs) / 1e6:.1f}"
+
+
+def _describe(cell: CellOutcome, card) -> str:
+    return (f"{cell.name}: test GAP {cell.gap:.4f}, mAP {cell.map or 0:.4f}, validation GAP "
+            f"{cell.val_gap or 0:.4f}, {_millions(cell.macs)} M multiply-adds per video")
+
+
+def _download(location: str, local: str) -> None:
+    fs, path = resolve(location)
+    with fs.open_input_stream(path) as stream, open(local, "wb") as out:
+        while chunk := stream.read(16 << 20):
+            out.write(chunk)
+
+

@@ -1,0 +1,94 @@
+"""Grids the tests run as a user would (`python -m orchestrator.grid` in a process of its own, on a real local
+Ray and a real SQLite MLflow store), and what they leave, read back through the tracking schema."""
+
+import contextlib
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+from mlflow.tracking import MlflowClient
+
+from orchestrator.tracking import schema
+from orchestrator.tracking.schema import RunKind
+from orchestrator.tracking.uri import DATABASE
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class FinishedGrid(NamedTuple):
+    store: Path
+    printed: str  # its standard output
+    seen_running: dict  # run name -> params, of each cell run seen RUNNING while the grid ran
+
+
+def grid(*args, timeout=600, env=None):
+    return subprocess.run([sys.executable, "-m", "orchestrator.grid", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env={**os.environ, **(env or {})})
+
+
+def tracking(store: Path) -> str:
+    return f"sqlite:///{store / DATABASE}"
+
+
+def watched_grid(store: Path, *args) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run a grid, looking at its MLflow store while it runs: (the finished process, the params of each cell
+    run seen RUNNING, by run name)."""
+    process = subprocess.Popen([sys.executable, "-m", "orchestrator.grid", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=REPO)
+    seen, database = {}, store / DATABASE
+    while process.poll() is None:
+        time.sleep(0.5)
+        if not _migrated(database):
+            continue  # an MLflow client opening the file now would migrate its schema alongside the grid's
+        try:
+            client = MlflowClient(tracking(store))
+            running = client.search_runs(["1"], schema.both(schema.kind_filter(RunKind.CELL),
+                                                            schema.status_filter("RUNNING")))
+            seen.update({run.info.run_name: dict(run.data.params) for run in running})
+        except Exception:  # the database being created or written this very moment: look again
+            pass
+    out, err = process.communicate(timeout=60)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err), seen
+
+
+def _migrated(database: Path) -> bool:
+    """Whether the grid has finished creating its MLflow database (it has created an experiment), read
+    without MLflow, which would run the schema's migrations itself."""
+    if not database.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1)) as db:
+            return db.execute("SELECT count(*) FROM experiments WHERE name != 'Default'").fetchone()[0] > 0
+    except sqlite3.Error:  # no table yet, or the file locked this moment
+        return False
+
+
+def runs(store: Path, experiment: str):
+    client = MlflowClient(tracking(store))
+    found = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([found.experiment_id], max_results=1000)
+
+
+def of_kind(found: list, kind: RunKind) -> list:
+    return [run for run in found if schema.kind_of(run) == kind]
+
+
+def copy_store(store: Path, to: Path) -> Path:
+    """A copy of a finished grid's store to damage or run again, every path into the store moved with it
+    (in its results, and in its MLflow database: artifact locations, tags, params, model versions), so
+    that what a grid run on the copy writes or deletes is in the copy, never in the original."""
+    shutil.copytree(store, to)
+    for result in (to / "results").glob("*.json"):
+        result.write_text(result.read_text().replace(str(store), str(to)))
+    moved = (("experiments", "artifact_location"), ("runs", "artifact_uri"), ("tags", "value"), ("params", "value"),
+             ("logged_models", "artifact_location"), ("logged_model_params", "param_value"),
+             ("model_versions", "source"), ("model_versions", "storage_location"), ("model_version_tags", "value"))
+    with contextlib.closing(sqlite3.connect(to / DATABASE)) as db, db:
+        for table, column in moved:
+            db.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?)", (str(store), str(to)))
+    return to
