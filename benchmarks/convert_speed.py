@@ -62,14 +62,14 @@ def job_rate(source: str, files: int, scratch: str) -> None:
     """orchestrator.convert's Ray job over `files` names of `source` (Ray started before the clock) against
     one process converting the same files one after another. Both write `files` new shards: new files cost
     page-cache writeback that rewriting one file in place (the rounds above) does not."""
-    from orchestrator.driver import session as driver
     from orchestrator.convert import parse_args, run
+    from orchestrator.driver import session
 
     split = os.path.join(scratch, "split")
     os.makedirs(split)
     for i in range(files):
         os.link(source, os.path.join(split, f"train{i:04d}.tfrecord"))
-    ray = driver.start_ray()
+    ray = session.start_ray()
     cores = int(ray.cluster_resources()["CPU"])
     try:
         start = time.perf_counter()

@@ -18,7 +18,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from orchestrator.driver import session as driver
+from orchestrator.driver import session
 from orchestrator.errors import OrchestratorError, one_line
 from workloads.data.convert import (
     YOUTUBE8M_CLASSES,
@@ -69,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
     leftovers = leftover_temporaries(args.out, set(todo))
     for leftover in leftovers:
         delete(leftover)
-    ray = driver.start_ray()
-    driver.stop_on_sigterm()  # `ray job stop` ends it as Ctrl-C does (after Ray's own handler is in place)
+    ray = session.start_ray()
+    session.stop_on_sigterm()  # `ray job stop` ends it as Ctrl-C does (after Ray's own handler is in place)
     task = ray.remote(convert_file).options(num_cpus=args.cpus)
     pending = {task.remote(source, join(args.out, name), args.num_classes): source for name, source in todo.items()}
     total, failures, started = ConvertStats(), [], time.perf_counter()
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 total.add(ray.get(ref))
             except Exception as error:  # the task's error, re-raised by Ray: name the file, carry on
-                bad_input = driver.cause(error, DataError)  # its message names the file (and record) already
+                bad_input = session.cause(error, DataError)  # its message names the file (and record) already
                 failures.append(one_line(bad_input) if bad_input else f"{source}: {one_line(error)}")
                 progress.write(f"error: {failures[-1]}", file=sys.stderr)
             progress.update(sizes[source])
@@ -94,13 +94,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {len(failures)} file(s) failed; no shard was written for them:", file=sys.stderr)
         for failure in failures:
             print(f"  {failure}", file=sys.stderr)
-        return driver.EXIT_FAILED
+        return session.EXIT_FAILED
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return driver.exit_status(lambda: run(args), "converted shards are kept; run the same command again to convert the rest")
+    return session.exit_status(lambda: run(args), "converted shards are kept; run the same command again to convert the rest")
 
 
 if __name__ == "__main__":

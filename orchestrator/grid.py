@@ -13,7 +13,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from orchestrator.driver import session as driver
+from orchestrator.driver import session
 from orchestrator.driver.closing import report_folder, report_on_parent, time_on_parent
 from orchestrator.driver.ledger import Ledger
 from orchestrator.driver.plan import show_plan
@@ -41,13 +41,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> int:
     preset = load_preset(args.preset, load_override(args.override), args.override)
-    store, tracking_uri, data = driver.before_ray(args.store, args.tracking_uri, preset.data, args.data)
+    store, tracking_uri, data = session.before_ray(args.store, args.tracking_uri, preset.data, args.data)
     experiment = args.experiment or f"fewer-frames-{preset.name}"
     from orchestrator.tracking.registry import publish_after_grid
     from orchestrator.tracking.tracker import Tracker
 
-    ray = driver.start_ray()
-    driver.refuse_local_store_on_a_cluster(ray, store, preset.resources)
+    ray = session.start_ray()
+    session.refuse_local_store_on_a_cluster(ray, store, preset.resources)
     tracker = Tracker(tracking_uri, experiment, store.path("mlartifacts"))
     tracker.share_cells_view()
     stale = tracker.end_stale_runs()
@@ -57,16 +57,16 @@ def run(args: argparse.Namespace) -> int:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     tracker.start_parent(f"{preset.name}-{stamp}", schema.grid_params(args.preset, store.root, args.data or "preset"),
                          {schema.PRESET_TAG: preset.name})
-    driver.stop_on_sigterm()
-    with tracker.ending_parent() as parent, driver.store_failures(store):
-        grid = Scheduler(preset, Ledger(store, tracker.cells), data or driver.generated_data(ray, preset, store), ray)
+    session.stop_on_sigterm()
+    with tracker.ending_parent() as parent, session.store_failures(store):
+        grid = Scheduler(preset, Ledger(store, tracker.cells), data or session.generated_data(ray, preset, store), ray)
         grid.run()
         parent.summary = summarize([CellOutcome.of(c, grid.ledger.results.get(c.id)) for c in grid.cells])
         parent.status = "FAILED" if grid.ledger.failed else "FINISHED"
         time_on_parent(ray, preset, grid.data, tracker, trained=grid.started > 0)
         with report_folder(store, experiment) as folder:
             report = report_on_parent(tracker, folder)
-        published = publish_after_grid(tracker.client, experiment) if preset.publish else []
+        published = publish_after_grid(tracker) if preset.publish else []
     print()
     print(parent.summary)
     print(f"grid {preset.name}: {len(grid.cells)} cells in {time.perf_counter() - started:.0f} s; MLflow experiment "
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         print(entry.line())
     if grid.ledger.failed:
         print(f"error: {len(grid.ledger.failed)} cell(s) failed: {', '.join(grid.ledger.failed)}", file=sys.stderr)
-        return driver.EXIT_FAILED
+        return session.EXIT_FAILED
     return 0
 
 
@@ -87,11 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.rates and not args.plan:
         print("error: --rates goes with --plan", file=sys.stderr)
-        return driver.EXIT_BAD_INPUT
+        return session.EXIT_BAD_INPUT
     if args.plan:
-        return driver.exit_status(lambda: show_plan(args.preset, args.override, args.store, args.tracking_uri,
+        return session.exit_status(lambda: show_plan(args.preset, args.override, args.store, args.tracking_uri,
                                                     args.data, args.rates), "nothing was started")
-    return driver.exit_status(lambda: run(args), "finished cells are kept; run the same command again to do the rest")
+    return session.exit_status(lambda: run(args), "finished cells are kept; run the same command again to do the rest")
 
 
 if __name__ == "__main__":

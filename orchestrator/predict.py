@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
-from orchestrator.driver import session as driver
+from orchestrator.driver import session
 from orchestrator.errors import OrchestratorError, one_line
 from orchestrator.tracking.uri import DEFAULT_TRACKING, check_existing_tracking
 from workloads.data.format import SHARD_SUFFIX, read_info, read_metadata
@@ -124,8 +124,8 @@ def predict_on_cluster(classifier: Classifier, shards: list[str], job: Job) -> I
     """The shards spread over a Ray cluster with Ray Data: one shard per task, rows streamed back."""
     from orchestrator.serve.ray_predict import shard_predictions
 
-    ray = driver.start_ray(job.address)
-    driver.stop_on_sigterm()  # again, over the handler Ray's start put in place
+    ray = session.start_ray(job.address)
+    session.stop_on_sigterm()  # again, over the handler Ray's start put in place
     try:
         yield from shard_predictions(ray, classifier, shards, job)
     finally:
@@ -212,14 +212,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     keep_freed_memory()  # batches decoded here reuse the memory of the batches before them
-    driver.stop_on_sigterm()  # SIGTERM ends it as Ctrl-C does: the temporary file removed, exit 130
+    session.stop_on_sigterm()  # SIGTERM ends it as Ctrl-C does: the temporary file removed, exit 130
     job = Job(args.model, args.data, args.out, args.top_k, args.batch_size, args.labels, args.address,
               args.cpus, args.gpus)
 
     def work() -> int:
         print(run(job, args.tracking_uri))
         return 0
-    return driver.exit_status(work, f"{job.out} was not written")
+    return session.exit_status(work, f"{job.out} was not written")
 
 
 if __name__ == "__main__":

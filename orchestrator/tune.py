@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from orchestrator.driver import session as driver
+from orchestrator.driver import session
 from orchestrator.driver.ledger import Ledger
 from orchestrator.driver.study import Study, run_study
 from orchestrator.errors import OrchestratorError
@@ -47,20 +47,20 @@ def run(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     preset = load_preset(args.preset)
     check_against(space, preset, args.space)
-    store, tracking_uri, data = driver.before_ray(args.store, args.tracking_uri, preset.data)
+    store, tracking_uri, data = session.before_ray(args.store, args.tracking_uri, preset.data)
     from orchestrator.tracking.studies import open_study
     from orchestrator.tracking.tracker import (
         Tracker,  # MLflow only once the input is known good
     )
 
-    ray = driver.start_ray()
-    driver.refuse_local_store_on_a_cluster(ray, store, preset.resources)
+    ray = session.start_ray()
+    session.refuse_local_store_on_a_cluster(ray, store, preset.resources)
     tracker = Tracker(tracking_uri, args.experiment or f"fewer-frames-search-{space.name}", store.path("mlartifacts"))
     open_study(tracker, space.name, schema.study_params(args.space, args.preset, args.trials, store.root, space.family,
                                                         space.variant))
     # Tune saves the study and stops its trials on SIGINT: SIGTERM (a scheduler, `ray job stop`) does the same.
-    driver.stop_on_sigterm()
-    with tracker.ending_parent() as parent, driver.store_failures(store):
+    session.stop_on_sigterm()
+    with tracker.ending_parent() as parent, session.store_failures(store):
         study = Study(space, preset, args.preset, args.trials, args.concurrency)
         code = run_study(study, data, Ledger(store, tracker.cells), tracker, ray)
         parent.status = "FINISHED" if code == 0 else "FAILED"
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return driver.exit_status(lambda: run(args), "finished trials are kept; run the same command again to resume the study")
+    return session.exit_status(lambda: run(args), "finished trials are kept; run the same command again to resume the study")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from orchestrator.serve.package import log_package
 from orchestrator.store import weights
 from orchestrator.tracking import schema
 from orchestrator.tracking.runs import read_experiment
+from orchestrator.tracking.tracker import Tracker
 from workloads.data.fs import resolve
 from workloads.errors import WorkloadError
 
@@ -100,11 +101,11 @@ def publish_experiment(client: MlflowClient, experiment: str) -> list[Published]
     return published
 
 
-def publish_after_grid(client: MlflowClient, experiment: str) -> list[Published]:
-    """`publish_experiment` at a grid's end: a grid whose models cannot be registered has still run, so
-    any failure is one note and the grid goes on."""
+def publish_after_grid(tracker: Tracker) -> list[Published]:
+    """`publish_experiment` of the tracker's experiment at a grid's end: a grid whose models cannot be
+    registered has still run, so any failure is one note and the grid goes on."""
     try:
-        return publish_experiment(client, experiment)
+        return publish_experiment(tracker.client, tracker.experiment)
     except Exception as error:  # MLflow's errors are many kinds; none should cost the grid its exit status
         note("registry", f"models not registered: {one_line(error)}")
         return []

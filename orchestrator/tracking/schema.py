@@ -3,9 +3,10 @@ a cell's params, a result's metrics, the artifacts, the registered models' tags.
 them here (`cell_params`, `result_metrics`, `epoch_metrics`, filters) and what reads them back goes through
 here too (`outcome_of_run`, `timing_of`), so a name cannot drift between the writer and a reader.
 
-Some names are older than the code's: a cell's variant is the param `loss` (runs and registered models
-logged before the rename keep reading), the best epoch's validation GAP is `best_val_gap` (`val_gap` is
-the per-epoch curve).
+A published cell's MLflow Model is the one artifact named elsewhere: by the serving package, which ships
+alone with a model (`orchestrator.serve.package.NAME`). Some names are older than the code's: a cell's
+variant is the param `loss` (runs and registered models logged before the rename keep reading), the best
+epoch's validation GAP is `best_val_gap` (`val_gap` is the per-epoch curve).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from orchestrator.experiment.matrix import Cell
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.outcome import CellOutcome
 from orchestrator.experiment.results import CellResult, Trial
-from orchestrator.serve.package import NAME as MODEL_ARTIFACT
 from workloads.progress import EpochMetrics
 
 
@@ -92,7 +92,6 @@ ERROR_TEXT = "error.txt"
 REPRESENTATIONS = "representations.parquet"  # a cell's representation sample (`orchestrator.store.samples`)
 REPORT_HTML, REPORT_MD = "report.html", "report.md"
 PARETO_JSON, PARETO_PNG, BEST_YAML = "pareto.json", "pareto.png", "best.yaml"  # a study's
-MODEL = MODEL_ARTIFACT  # a published cell's MLflow Model (the serving package names it)
 
 # A registered model's tags: the model's own (`REGISTERED_*`) and each version's.
 REGISTERED_FAMILY, REGISTERED_K = "family", "k"
