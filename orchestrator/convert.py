@@ -20,12 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from orchestrator.driver import session
 from orchestrator.errors import OrchestratorError, one_line
-from workloads.data.convert import (
-    YOUTUBE8M_CLASSES,
-    ConvertStats,
-    convert_file,
-    plan_files,
-)
+from workloads.data.convert import YOUTUBE8M_CLASSES, ConvertStats, convert_file, plan_files
 from workloads.data.format import read_info
 from workloads.data.fs import delete, file_size, join, leftover_temporaries
 from workloads.errors import DataError

@@ -29,13 +29,7 @@ from orchestrator.tracking.uri import DEFAULT_TRACKING, check_existing_tracking
 from workloads.data.format import SHARD_SUFFIX, read_info, read_metadata
 from workloads.data.fs import list_files
 from workloads.errors import WorkloadError
-from workloads.inference import (
-    SUBMISSION_HEADER,
-    Classifier,
-    Predictions,
-    Scores,
-    submission_lines,
-)
+from workloads.inference import SUBMISSION_HEADER, Classifier, Predictions, Scores, submission_lines
 from workloads.memory import keep_freed_memory
 
 FOOTERS = 16  # shard footers read at once

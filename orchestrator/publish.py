@@ -19,12 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.tracking import schema
-from orchestrator.tracking.registry import (
-    Published,
-    publish_cell,
-    publish_experiment,
-    registered_name,
-)
+from orchestrator.tracking.registry import Published, publish_cell, publish_experiment, registered_name
 from orchestrator.tracking.schema import RunKind
 from orchestrator.tracking.uri import DEFAULT_TRACKING, check_existing_tracking
 

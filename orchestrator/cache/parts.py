@@ -18,13 +18,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 
-from orchestrator.cache.files import (
-    METADATA_KEY,
-    DamagedCache,
-    Manifest,
-    MissingCache,
-    read_manifest,
-)
+from orchestrator.cache.files import METADATA_KEY, DamagedCache, Manifest, MissingCache, read_manifest
 from orchestrator.errors import OrchestratorError
 from workloads.data.fs import join, resolve
 from workloads.data.reader import SHUFFLE_BLOCK

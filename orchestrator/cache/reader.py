@@ -52,8 +52,8 @@ class ParquetTeacherCache:
         of its block (the reader's shuffling block: the student asks for those next) in one request."""
         entries = []
         with self.parts.lock:
-            missing = sorted({(part, block_group) for part, group in wanted for block_group in self.parts.block(part, group)
-                              if (part, block_group) not in self.groups})
+            missing = sorted({(part, block_group) for part, group in wanted
+                              for block_group in self.parts.block(part, group) if (part, block_group) not in self.groups})
             for part, first, stop in _runs(missing):
                 run = self.pool.submit(self.parts.read, part, first, stop)
                 for group in range(first, stop):

@@ -8,12 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from orchestrator.driver.cost import (
-    YOUTUBE8M_TRAIN,
-    YOUTUBE8M_VALIDATE,
-    Rates,
-    device_hours,
-)
+from orchestrator.driver.cost import YOUTUBE8M_TRAIN, YOUTUBE8M_VALIDATE, Rates, device_hours
 from orchestrator.driver.session import check_stores
 from orchestrator.experiment.matrix import Cell, TeacherSpec, expand
 from orchestrator.experiment.modes import Mode

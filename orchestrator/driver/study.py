@@ -18,12 +18,7 @@ import tempfile
 
 from orchestrator.cache.keys import check_caches
 from orchestrator.driver.ledger import Ledger
-from orchestrator.driver.session import (
-    EXIT_FAILED,
-    cell_slots,
-    generated_data,
-    teacher_task,
-)
+from orchestrator.driver.session import EXIT_FAILED, cell_slots, generated_data, teacher_task
 from orchestrator.errors import OrchestratorError, note, one_line
 from orchestrator.experiment.matrix import Cell, expand
 from orchestrator.experiment.modes import Mode

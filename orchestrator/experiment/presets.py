@@ -24,13 +24,7 @@ from workloads.data.batch import FrameSelection
 from workloads.frames import SELECTORS
 from workloads.losses import Objective
 from workloads.models import FAMILIES, family_config, find_family
-from workloads.variants import (
-    DEFAULT_WEIGHTS,
-    PARALLEL_VARIANTS,
-    SERIAL_VARIANTS,
-    check_own_classifier,
-    stages,
-)
+from workloads.variants import DEFAULT_WEIGHTS, PARALLEL_VARIANTS, SERIAL_VARIANTS, check_own_classifier, stages
 
 PARALLEL_CLASSIFIERS = ("shared", "own")
 

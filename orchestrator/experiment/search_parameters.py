@@ -66,15 +66,18 @@ def _learning_rate(value: Any, key: str) -> None:
     TrainConfig(learning_rate=value)
 
 
+def _with_learning_rate(cell: Cell, value: Any) -> Cell:
+    return dataclasses.replace(cell, train=dataclasses.replace(cell.train, learning_rate=float(value)))
+
+
 _REGISTERED = (
     *(_weight(loss) for loss in LOSSES),
     Parameter("j", _frames("j"), lambda cell, j: dataclasses.replace(cell, k=max(1, cell.max_frames // int(j))),
               lambda cell: cell.j, lambda j: {}),  # its k is the override's
     Parameter("k", _frames("k"), lambda cell, k: dataclasses.replace(cell, k=int(k)), lambda cell: cell.k,
               lambda k: {"ks": [int(k)]}),
-    Parameter("learning_rate", _learning_rate,
-              lambda cell, lr: dataclasses.replace(cell, train=dataclasses.replace(cell.train, learning_rate=float(lr))),
-              lambda cell: cell.train.learning_rate, lambda lr: {"student_train": {"learning_rate": float(lr)}}),
+    Parameter("learning_rate", _learning_rate, _with_learning_rate, lambda cell: cell.train.learning_rate,
+              lambda lr: {"student_train": {"learning_rate": float(lr)}}),
     Parameter("pred_distance", lambda value, key: Objective(pred_distance=value),
               lambda cell, distance: dataclasses.replace(cell, pred_distance=str(distance)),
               lambda cell: cell.pred_distance, lambda distance: {"pred_distance": str(distance)}),

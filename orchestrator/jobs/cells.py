@@ -26,13 +26,7 @@ from workloads.flops import ModelCost, count_macs
 from workloads.models import VideoModel
 from workloads.progress import EpochCallback, TrainResult
 from workloads.representations import represent
-from workloads.train import (
-    TrainConfig,
-    seed_everything,
-    train_classifier,
-    train_parallel,
-    train_serial_student,
-)
+from workloads.train import TrainConfig, seed_everything, train_classifier, train_parallel, train_serial_student
 from workloads.variants import Stage, stages
 
 

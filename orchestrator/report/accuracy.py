@@ -10,15 +10,7 @@ from __future__ import annotations
 
 from orchestrator.experiment.outcome import CellOutcome
 from orchestrator.report import published
-from orchestrator.report.tables import (
-    FAMILY_NAMES,
-    SKYLINE,
-    Scores,
-    Table,
-    published_pair,
-    row_label,
-    state,
-)
+from orchestrator.report.tables import FAMILY_NAMES, SKYLINE, Scores, Table, published_pair, row_label, state
 
 GAP_MAP = ("GAP", "mAP")
 
