@@ -101,3 +101,19 @@ def test_parallel_rows_for_table_4_and_the_parallel_classifier():
         load_preset("tiny", {"parallel_classifier": "own", "parallel": ["rep"]})
     with pytest.raises(OrchestratorError, match="parallel_intermediate: unknown parallel variant 'pred'"):
         load_preset("tiny", {"parallel_intermediate": ["pred"]})
+
+
+def test_modes_and_roles_are_types_and_an_unknown_one_is_an_error():
+    from orchestrator.experiment.modes import Mode, Role
+
+    tiny = load_preset("tiny")
+    assert tiny.train_settings("hrnn", Role.TEACHER) == tiny.teacher_train
+    assert tiny.train_settings("hrnn", Role.STUDENT) == tiny.student_train
+    with pytest.raises(ValueError, match="'tacher' is not a valid Role"):
+        tiny.train_settings("hrnn", "tacher")  # never counted as a student's
+    assert [mode.role for mode in Mode] == [Role.TEACHER, Role.STUDENT, Role.STUDENT, Role.STUDENT]
+    assert [mode for mode in Mode if mode.is_student] == [Mode.SERIAL, Mode.PARALLEL]
+    assert [mode for mode in Mode if mode.reads_cache] == [Mode.SERIAL]
+    assert Mode.parse("parallel", "run r") is Mode.PARALLEL and Mode.SERIAL == "serial"
+    with pytest.raises(OrchestratorError, match="run r: unknown mode 'teacher'; known: skyline, baseline, serial"):
+        Mode.parse("teacher", "run r")

@@ -71,3 +71,14 @@ def test_unknown_variants_are_refused(variant, mode, message):
 def test_a_zero_weight_on_a_variants_only_loss_is_refused():
     with pytest.raises(WorkloadError, match="at least one loss with a non-zero weight"):
         stages("pred", {"pred": 0.0})
+
+
+def test_each_variant_is_registered_once_with_its_label_in_the_papers_words():
+    from workloads.variants import REGISTRY, find_variant
+
+    assert {name: variant.label for name, variant in REGISTRY.items()} == {
+        "ce": "LCE", "rep_then_ce": "Lrep, then LCE", "rep": "Lrep", "rep+ce": "Lrep + LCE", "pred": "Lpred",
+        "pred+ce": "Lpred + LCE", "rep+pred+ce": "Lrep + Lpred + LCE"}
+    assert find_variant("rep", "parallel").learns_representation and not find_variant("pred+ce").learns_representation
+    with pytest.raises(WorkloadError, match="unknown serial variant 'rep'"):
+        find_variant("rep")
