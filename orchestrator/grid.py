@@ -22,6 +22,8 @@ from orchestrator.experiment.outcome import CellOutcome
 from orchestrator.experiment.presets import load_override, load_preset
 from orchestrator.report.summary import summarize
 from orchestrator.tracking import schema
+from orchestrator.tracking.registry import publish_after_grid
+from orchestrator.tracking.tracker import Tracker
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,8 +45,6 @@ def run(args: argparse.Namespace) -> int:
     preset = load_preset(args.preset, load_override(args.override), args.override)
     store, tracking_uri, data = session.before_ray(args.store, args.tracking_uri, preset.data, args.data)
     experiment = args.experiment or f"fewer-frames-{preset.name}"
-    from orchestrator.tracking.registry import publish_after_grid
-    from orchestrator.tracking.tracker import Tracker
 
     ray = session.start_ray()
     session.refuse_local_store_on_a_cluster(ray, store, preset.resources)

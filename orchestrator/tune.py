@@ -24,6 +24,8 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.experiment.presets import load_preset
 from orchestrator.experiment.search_space import check_against, load_space
 from orchestrator.tracking import schema
+from orchestrator.tracking.studies import open_study
+from orchestrator.tracking.tracker import Tracker
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,10 +50,6 @@ def run(args: argparse.Namespace) -> int:
     preset = load_preset(args.preset)
     check_against(space, preset, args.space)
     store, tracking_uri, data = session.before_ray(args.store, args.tracking_uri, preset.data)
-    from orchestrator.tracking.studies import open_study
-    from orchestrator.tracking.tracker import (
-        Tracker,  # MLflow only once the input is known good
-    )
 
     ray = session.start_ray()
     session.refuse_local_store_on_a_cluster(ray, store, preset.resources)
