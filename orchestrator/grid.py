@@ -14,16 +14,8 @@ import time
 from datetime import datetime, timezone
 
 from orchestrator.driver import session
-from orchestrator.driver.closing import report_folder, report_on_parent, time_on_parent
-from orchestrator.driver.ledger import Ledger
 from orchestrator.driver.plan import show_plan
-from orchestrator.driver.scheduler import Scheduler
-from orchestrator.experiment.outcome import CellOutcome
 from orchestrator.experiment.presets import load_override, load_preset
-from orchestrator.report.summary import summarize
-from orchestrator.tracking import schema
-from orchestrator.tracking.registry import publish_after_grid
-from orchestrator.tracking.tracker import Tracker
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,6 +37,15 @@ def run(args: argparse.Namespace) -> int:
     preset = load_preset(args.preset, load_override(args.override), args.override)
     store, tracking_uri, data = session.before_ray(args.store, args.tracking_uri, preset.data, args.data)
     experiment = args.experiment or f"fewer-frames-{preset.name}"
+    # MLflow (seconds to import) once the input is known good: a bad preset or store says so at once.
+    from orchestrator.driver.closing import report_folder, report_on_parent, time_on_parent
+    from orchestrator.driver.ledger import Ledger
+    from orchestrator.driver.scheduler import Scheduler
+    from orchestrator.experiment.outcome import CellOutcome
+    from orchestrator.report.summary import summarize
+    from orchestrator.tracking import schema
+    from orchestrator.tracking.registry import publish_after_grid
+    from orchestrator.tracking.tracker import Tracker
 
     ray = session.start_ray()
     session.refuse_local_store_on_a_cluster(ray, store, preset.resources)

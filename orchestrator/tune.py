@@ -18,14 +18,9 @@ import argparse
 import sys
 
 from orchestrator.driver import session
-from orchestrator.driver.ledger import Ledger
-from orchestrator.driver.study import Study, run_study
 from orchestrator.errors import OrchestratorError
 from orchestrator.experiment.presets import load_preset
 from orchestrator.experiment.search_space import check_against, load_space
-from orchestrator.tracking import schema
-from orchestrator.tracking.studies import open_study
-from orchestrator.tracking.tracker import Tracker
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,6 +45,12 @@ def run(args: argparse.Namespace) -> int:
     preset = load_preset(args.preset)
     check_against(space, preset, args.space)
     store, tracking_uri, data = session.before_ray(args.store, args.tracking_uri, preset.data)
+    # MLflow (seconds to import) once the input is known good: bad arguments say so at once.
+    from orchestrator.driver.ledger import Ledger
+    from orchestrator.driver.study import Study, run_study
+    from orchestrator.tracking import schema
+    from orchestrator.tracking.studies import open_study
+    from orchestrator.tracking.tracker import Tracker
 
     ray = session.start_ray()
     session.refuse_local_store_on_a_cluster(ray, store, preset.resources)
