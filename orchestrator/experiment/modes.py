@@ -38,10 +38,6 @@ class Mode(StrEnum):
             raise OrchestratorError(f"{where}: unknown mode {text!r}; known: {', '.join(cls)}") from None
 
     @property
-    def role(self) -> Role:
-        return _TRAITS[self].role
-
-    @property
     def training(self) -> str:
         """The training mode of `workloads.variants` its variant belongs to."""
         return _TRAITS[self].training
@@ -64,14 +60,13 @@ class Mode(StrEnum):
 
 @dataclass(frozen=True)
 class _Traits:
-    role: Role
     training: str
     is_student: bool
 
 
 _TRAITS = {
-    Mode.SKYLINE: _Traits(Role.TEACHER, "classifier", is_student=False),
-    Mode.BASELINE: _Traits(Role.STUDENT, "classifier", is_student=False),
-    Mode.SERIAL: _Traits(Role.STUDENT, "serial", is_student=True),
-    Mode.PARALLEL: _Traits(Role.STUDENT, "parallel", is_student=True),
+    Mode.SKYLINE: _Traits("classifier", is_student=False),
+    Mode.BASELINE: _Traits("classifier", is_student=False),
+    Mode.SERIAL: _Traits("serial", is_student=True),
+    Mode.PARALLEL: _Traits("parallel", is_student=True),
 }
