@@ -117,7 +117,7 @@ def _embedding_inputs(teacher, student) -> tuple[np.ndarray, np.ndarray, list[in
 
 def embedding(client, family: str, cells: list[CellOutcome], path: str) -> str | None:
     """Figure 3 for one family: its teacher and its best serial student that learns the representation
-    (highest test GAP at the largest k), of the same seed and data share."""
+    (highest validation GAP at the largest k: the test split never picks), of the same seed and data share."""
     from sklearn.manifold import TSNE
 
     skyline = _first([c for c in cells if c.mode is Mode.SKYLINE])
@@ -126,7 +126,7 @@ def embedding(client, family: str, cells: list[CellOutcome], path: str) -> str |
         return None
     k = max(c.k for c in students)
     student = max((c for c in students if c.k == k and c.seed == skyline.seed
-                   and c.data_fraction == skyline.data_fraction), key=lambda c: c.gap, default=None)
+                   and c.data_fraction == skyline.data_fraction), key=lambda c: c.val_gap or 0.0, default=None)
     samples = None if student is None else (_sample(client, skyline.run_id), _sample(client, student.run_id))
     if samples is None or None in samples or samples[0].values.shape[1:] != samples[1].values.shape[1:]:
         return None
