@@ -10,6 +10,7 @@ from orchestrator.experiment.matrix import expand
 from orchestrator.experiment.outcome import CellOutcome
 from orchestrator.experiment.presets import load_preset
 from orchestrator.experiment.results import CellResult
+from orchestrator.report.figures import embedded_pair
 from orchestrator.report.findings import findings
 from orchestrator.store.samples import read_sample, rep_metrics, sample_share, write_sample
 from workloads.errors import WorkloadError
@@ -92,6 +93,10 @@ def test_the_best_serial_student_is_chosen_on_validation_and_reported_on_test():
     lines = findings(results_for(smoke, gaps, val_gaps={"serial/rep_then_ce": 0.60, "serial/rep+ce": 0.62}))
     assert "serial rep+ce 0.700 (the best on validation)" in lines[0]
     assert "(0.650 -> 0.700 of 0.800" in lines[1]
+    # So does Figure 3's student, of the skyline's seed.
+    cells = results_for(smoke, gaps, val_gaps={"serial/rep_then_ce": 0.60, "serial/rep+ce": 0.62})
+    skyline, student = embedded_pair([c for c in cells if c.finished])
+    assert skyline.seed == student.seed == 0 and (student.variant, student.k) == ("rep+ce", 30)
 
 
 def test_the_edge_on_scarce_data_is_measured_across_fractions():

@@ -115,11 +115,9 @@ def _embedding_inputs(teacher, student) -> tuple[np.ndarray, np.ndarray, list[in
     return teacher.values[list(rows_t)], student.values[list(rows_s)], [top.index(c) for c in classes]
 
 
-def embedding(client, family: str, cells: list[CellOutcome], path: str) -> str | None:
-    """Figure 3 for one family: its teacher and its best serial student that learns the representation
-    (highest validation GAP at the largest k: the test split never picks), of the same seed and data share."""
-    from sklearn.manifold import TSNE
-
+def embedded_pair(cells: list[CellOutcome]) -> tuple[CellOutcome, CellOutcome] | None:
+    """Figure 3's teacher (skyline) and student: the serial student that learns the representation with the
+    highest validation GAP at the largest k (the test split never picks), of the skyline's seed and data share."""
     skyline = _first([c for c in cells if c.mode is Mode.SKYLINE])
     students = [c for c in cells if c.mode is Mode.SERIAL and learns_representation(c.variant) and not c.intermediate]
     if skyline is None or not students:
@@ -127,8 +125,20 @@ def embedding(client, family: str, cells: list[CellOutcome], path: str) -> str |
     k = max(c.k for c in students)
     student = max((c for c in students if c.k == k and c.seed == skyline.seed
                    and c.data_fraction == skyline.data_fraction), key=lambda c: c.val_gap or 0.0, default=None)
-    samples = None if student is None else (_sample(client, skyline.run_id), _sample(client, student.run_id))
-    if samples is None or None in samples or samples[0].values.shape[1:] != samples[1].values.shape[1:]:
+    return None if student is None else (skyline, student)
+
+
+def embedding(client, family: str, cells: list[CellOutcome], path: str) -> str | None:
+    """Figure 3 for one family: its teacher's and a student's representations (`embedded_pair`)."""
+    from sklearn.manifold import TSNE
+
+    pair = embedded_pair(cells)
+    if pair is None:
+        return None
+    skyline, student = pair
+    k = student.k
+    samples = (_sample(client, skyline.run_id), _sample(client, student.run_id))
+    if None in samples or samples[0].values.shape[1:] != samples[1].values.shape[1:]:
         return None
     found = _embedding_inputs(*samples)
     if found is None:
