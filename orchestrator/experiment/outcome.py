@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from orchestrator.experiment.matrix import Cell
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.results import CellResult
+from workloads.variants import REGISTRY
 
 # The scores an outcome carries: a `CellResult`'s fields of the same names (None where a cell has none).
 SCORES = ("gap", "map", "val_gap", "val_map", "macs", "frame_macs", "params", "train_seconds", "inference_seconds",
@@ -59,6 +60,12 @@ class CellOutcome:
     resumed_at_epoch: float | None = None
     rep_cosine: float | None = None  # its test representations against its teacher's
     rep_mse: float | None = None
+    epochs: int | None = None  # epochs it trained, every stage's
+
+    @property
+    def still_improving(self) -> bool:
+        """Whether its best epoch on validation was the last it trained: it stopped while still learning."""
+        return self.finished and None not in (self.best_epoch, self.epochs) and self.best_epoch >= self.epochs
 
     @classmethod
     def of(cls, cell: Cell, result: CellResult | None) -> CellOutcome:
@@ -66,9 +73,15 @@ class CellOutcome:
         identity = dict(name=cell.name, cell_id=cell.id, family=cell.family, mode=cell.mode, selection=cell.selection,
                         k=cell.k, variant=cell.variant, intermediate=cell.intermediate,
                         data_fraction=cell.data_fraction, seed=cell.seed, size=cell.size, data=cell.data,
-                        parallel_classifier=cell.parallel_classifier)
+                        parallel_classifier=cell.parallel_classifier,
+                        epochs=epochs_trained(cell.train.epochs, cell.variant))
         if result is None:
             return cls(**identity, finished=False)
         return cls(**identity, run_id=result.run_id or "", weights=result.weights or "",
                    validation_split=result.validation_split, test_split=result.test_split,
                    **{name: getattr(result, name) for name in SCORES})
+
+
+def epochs_trained(epochs: int, variant: str) -> int:
+    """The epochs a model of `variant` trains with `epochs` a stage: each stage of it trains them all."""
+    return epochs * max(1, len(REGISTRY[variant].stepwise))

@@ -22,7 +22,7 @@ from mlflow.entities import Metric, Param
 from orchestrator.errors import OrchestratorError
 from orchestrator.experiment.matrix import Cell
 from orchestrator.experiment.modes import Mode
-from orchestrator.experiment.outcome import CellOutcome
+from orchestrator.experiment.outcome import CellOutcome, epochs_trained
 from orchestrator.experiment.results import CellResult, Trial
 from workloads.progress import EpochMetrics
 
@@ -68,6 +68,7 @@ INTERMEDIATE, DATA, DATA_FRACTION, SEED = "intermediate", "data", "data_fraction
 PRED_DISTANCE, PARALLEL_CLASSIFIER = "pred_distance", "parallel_classifier"
 VALIDATION_SPLIT, TEST_SPLIT = "validation_split", "test_split"
 ALL_FRAMES = "all"  # the k of a cell that sees every frame
+TRAIN_EPOCHS = "train.epochs"  # a stage's (`train.<setting>` for each of the cell's training settings)
 # A study's and a trial's params (a trial's also holds its sampled values, each under its own name).
 STUDY_VARIANT = "variant"
 
@@ -254,6 +255,7 @@ def outcome_of_run(run, finished: bool | None = None) -> CellOutcome:
             intermediate=values[INTERMEDIATE].strip().lower() == "true", data_fraction=float(values[DATA_FRACTION]),
             seed=int(values[SEED]), size=values.get(SIZE, ""), data=values.get(DATA, ""),
             parallel_classifier=values.get(PARALLEL_CLASSIFIER, "shared"),
+            epochs=epochs_trained(int(values[TRAIN_EPOCHS]), values[VARIANT]) if TRAIN_EPOCHS in values else None,
             finished=run.info.status == "FINISHED" if finished is None else finished,
             run_id=run.info.run_id, weights=tags.get(WEIGHTS_TAG, ""),
             validation_split=values.get(VALIDATION_SPLIT, ""), test_split=values.get(TEST_SPLIT, ""),
