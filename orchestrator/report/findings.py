@@ -70,25 +70,25 @@ class _Means:
     def strongest_baseline(self, fraction: float) -> tuple[str, float] | None:
         """(the baseline selection of the highest mean validation GAP, its mean test GAP)."""
         selections = sorted({c.selection for c in self.cells if c.mode is Mode.BASELINE})
-        scores = {name: (self.baseline(name, fraction, "val_gap"), self.baseline(name, fraction)) for name in selections}
+        return self._chosen_on_validation(
+            {name: lambda c, n=name: c.mode is Mode.BASELINE and c.selection == n for name in selections}, fraction)
+
+    def best_serial(self, fraction: float) -> tuple[str, float] | None:
+        """(the serial variant of the highest mean validation GAP, its mean test GAP)."""
+        variants = sorted({c.variant for c in self.cells if c.mode is Mode.SERIAL and not c.intermediate})
+        return self._chosen_on_validation(
+            {name: lambda c, v=name: c.mode is Mode.SERIAL and not c.intermediate and c.variant == v
+             for name in variants}, fraction)
+
+    def _chosen_on_validation(self, rows: dict[str, Callable[[CellOutcome], bool]],
+                              fraction: float) -> tuple[str, float] | None:
+        """(the row of the highest mean validation GAP, its mean test GAP); on a tie, the first of `rows`."""
+        scores = {name: (self.of(match, "val_gap", fraction), self.of(match, "gap", fraction))
+                  for name, match in rows.items()}
         scores = {name: pair for name, pair in scores.items() if None not in pair}
         if not scores:
             return None
         best = max(scores, key=lambda name: scores[name][0])
-        return best, scores[best][1]
-
-    def best_serial(self, fraction: float) -> tuple[str, float] | None:
-        """(the serial variant of the highest mean validation GAP, its mean test GAP); on a tie, the first
-        by name."""
-        scores = {}
-        for variant in sorted({c.variant for c in self.cells if c.mode is Mode.SERIAL and not c.intermediate}):
-            mine = lambda c, v=variant: c.mode is Mode.SERIAL and not c.intermediate and c.variant == v  # noqa: E731
-            chosen_on, reported = self.of(mine, "val_gap", fraction), self.of(mine, "gap", fraction)
-            if chosen_on is not None and reported is not None:
-                scores[variant] = (chosen_on, reported)
-        if not scores:
-            return None
-        best = max(scores, key=lambda variant: scores[variant][0])
         return best, scores[best][1]
 
 
