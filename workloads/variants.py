@@ -58,6 +58,10 @@ class Variant:
         return (self.stepwise[0][1],) if self.stepwise else tuple(self.name.split("+"))
 
     @property
+    def stage_count(self) -> int:
+        return len(self.stepwise) or 1
+
+    @property
     def learns_representation(self) -> bool:
         """Whether it matches the teacher's representation (Lrep) at all: (a), (b), (e), the parallel ones."""
         return REPRESENTATION in self.first_losses

@@ -84,4 +84,4 @@ class CellOutcome:
 
 def epochs_trained(epochs: int, variant: str) -> int:
     """The epochs a model of `variant` trains with `epochs` a stage: each stage of it trains them all."""
-    return epochs * max(1, len(REGISTRY[variant].stepwise))
+    return epochs * REGISTRY[variant].stage_count
