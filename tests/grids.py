@@ -15,7 +15,8 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.tracking import schema
 from orchestrator.tracking.schema import RunKind
-from orchestrator.tracking.uri import DATABASE
+from orchestrator.store.layout import Store
+from orchestrator.tracking.uri import DATABASE, in_store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,7 +33,8 @@ def grid(*args, timeout=600, env=None):
 
 
 def tracking(store: Path) -> str:
-    return f"sqlite:///{store / DATABASE}"
+    """The tracking URI a grid on `store` writes when given none."""
+    return in_store(Store(str(store)))
 
 
 def watched_grid(store: Path, *args) -> tuple[subprocess.CompletedProcess, dict]:
