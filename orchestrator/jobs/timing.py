@@ -47,6 +47,11 @@ def _batches(data: DataSet, batch_size: int, selection: FrameSelection | None) -
     return batches
 
 
+def timed(ks: tuple[int, ...]) -> tuple[str, ...]:
+    """What the timing job times of each family: its teacher ("all") and its student at each k ("k<k>")."""
+    return ("all", *(f"k{k}" for k in ks))
+
+
 def time_models(job: TimingJob) -> tuple[str, dict[tuple[str, str], float]]:
     """(the device, (family, "all" | "k<k>") -> milliseconds per video)."""
     device = torch.device("cuda" if job.device == "auto" and torch.cuda.is_available() else "cpu")
@@ -55,10 +60,9 @@ def time_models(job: TimingJob) -> tuple[str, dict[tuple[str, str], float]]:
     found: dict[str, float] = {}
     for spec, batch_size in job.models:
         seed_everything(0)  # weights do not change the work; a fixed seed keeps runs alike
-        models = {"all": (spec.build(job.data.num_classes), _batches(job.data, batch_size, None))}
-        for k in job.ks:
-            models[f"k{k}"] = (spec.build(job.data.num_classes, k=k),
-                               _batches(job.data, batch_size, FrameSelection("uniform", k=k)))
+        models = {what: (spec.build(job.data.num_classes, k=k),
+                         _batches(job.data, batch_size, None if k is None else FrameSelection("uniform", k=k)))
+                  for what, k in zip(timed(job.ks), (None, *job.ks))}
         for what, ms in milliseconds_per_video(models, device).items():
             found[(spec.family, what)] = ms
         del models
