@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator.driver.ledger import Ledger
     from orchestrator.driver.scheduler import Scheduler
     from orchestrator.experiment.outcome import CellOutcome
+    from orchestrator.report.evidence import Evidence
     from orchestrator.report.summary import summarize
     from orchestrator.tracking import schema
     from orchestrator.tracking.registry import publish_after_grid
@@ -62,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     with tracker.ending_parent() as parent, session.store_failures(store):
         grid = Scheduler(preset, Ledger(store, tracker.cells), data or session.generated_data(ray, preset, store), ray)
         grid.run()
-        parent.summary = summarize([CellOutcome.of(c, grid.ledger.results.get(c.id)) for c in grid.cells])
+        parent.summary = summarize([CellOutcome.of(c, grid.ledger.results.get(c.id)) for c in grid.cells],
+                                   Evidence.in_store(store, grid.cells))
         parent.status = "FAILED" if grid.ledger.failed else "FINISHED"
         time_on_parent(ray, preset, grid.data, tracker, trained=grid.started > 0)
         with report_folder(store, experiment) as folder:

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import re
 from pathlib import Path
 
 import pytest
@@ -139,9 +140,16 @@ def test_the_tiny_grid_records_every_cell_live_and_whole(tiny_grid):
     for run in children:
         cell = cells[run.info.run_name]
         assert cell.test_split.endswith("/test") and cell.validation_split.endswith("/validate")
-        assert schema.REPRESENTATIONS in [a.path for a in client.list_artifacts(run.info.run_id)]
+        artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+        assert schema.REPRESENTATIONS in artifacts and schema.PREDICTIONS in artifacts, run.info.run_name
         if cell.mode is not Mode.SKYLINE:
             assert 0 < cell.rep_cosine <= 1 and cell.rep_mse > 0, run.info.run_name
+    # Every row is set against Uniform-k with a 95% interval over test videos: in the summary (from the store)
+    # and in the report (from MLflow alone), the same intervals.
+    interval = re.compile(r"\| First-k \| [\d.]+ \| [\d.]+ \| ([+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]) \|")
+    report = (store / "reports" / "fewer-frames-tiny" / schema.REPORT_MD).read_text()
+    assert interval.search(printed).group(1) == interval.search(report).group(1)
+    assert "| Uniform-k | " in printed and "(reference)" in printed
 
 
 @pytest.mark.slow

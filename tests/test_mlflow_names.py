@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "orchestrator" / "tracking" / "schema.py"
 # The schema's names no other text would spell by chance (a tag "weights" or a metric "gap" would).
 OWN_NAMES = ("BEST_VAL_GAP", "BEST_VAL_MAP", "TEACHER_VAL_GAP", "TRAIN_LOSS", "SUMMARY", "HISTORY", "ERROR_TEXT",
-             "REPRESENTATIONS", "REPORT_HTML", "REPORT_MD", "PARETO_JSON", "PARETO_PNG", "BEST_YAML")
+             "REPRESENTATIONS", "PREDICTIONS", "REPORT_HTML", "REPORT_MD", "PARETO_JSON", "PARETO_PNG", "BEST_YAML")
 SHARED = {"trial_id"}  # Ray Tune names its trials' ids in their results so too
 FILTER = re.compile(r"(^|[\s(])(tags|params|metrics)\.[`\w]")
 MLFLOW_TAG = re.compile(r"^(fewer_frames\.\S*|mlflow\.([a-z]+[A-Z.]|note)\S*)$")  # "mlflow.db" is a file

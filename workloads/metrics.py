@@ -23,12 +23,32 @@ from __future__ import annotations
 
 import heapq
 import random
+from dataclasses import dataclass
 
 import numpy as np
 
 from workloads.errors import WorkloadError
 
 TOP_K = 20
+
+
+@dataclass(frozen=True)
+class TopKPredictions:
+    """Each video's top-k classes and scores (the submission format's content) with what scoring needs
+    besides: whether each class is one of the video's labels, and how many labels the video has. Enough
+    to score any resample of the videos (`workloads.bootstrap`) without the data set."""
+
+    ids: tuple[str, ...]
+    classes: np.ndarray  # (videos, k) int
+    scores: np.ndarray  # (videos, k) float, each row in the order the model ranked them
+    hits: np.ndarray  # (videos, k) bool
+    label_counts: np.ndarray  # (videos,) int
+
+    def by_id(self) -> TopKPredictions:
+        """The same predictions, videos ordered by id (how two models' predictions are paired)."""
+        order = np.argsort(np.asarray(self.ids, dtype=object), kind="stable")
+        return TopKPredictions(tuple(self.ids[i] for i in order), self.classes[order], self.scores[order],
+                               self.hits[order], self.label_counts[order])
 
 
 class TopKAccumulator:
@@ -46,9 +66,12 @@ class TopKAccumulator:
         self._classes: list[np.ndarray] = []
         self._scores: list[np.ndarray] = []
         self._labels: list[np.ndarray] = []
+        self._ids: list[str | None] = []  # each video's id, None where it was not given
+        self._label_counts: list[np.ndarray] = []  # each video's number of labels, -1 where not given
 
-    def add(self, predictions: np.ndarray, labels: np.ndarray) -> None:
-        """predictions: (videos, classes) scores; labels: (videos, classes), > 0 marks a positive."""
+    def add(self, predictions: np.ndarray, labels: np.ndarray, ids: list[str] | None = None) -> None:
+        """predictions: (videos, classes) scores; labels: (videos, classes), > 0 marks a positive; `ids`
+        name the videos, for `predictions()`."""
         predictions = np.asarray(predictions)
         labels = np.asarray(labels)
         if predictions.ndim != 2 or predictions.shape[1] != self.num_classes:
@@ -63,9 +86,11 @@ class TopKAccumulator:
         top = np.argpartition(predictions, -self.top_k, axis=1)[:, -self.top_k :]
         rows = np.arange(predictions.shape[0])[:, None]
         positive = labels > 0
-        self.add_top(top, predictions[rows, top], positive[rows, top], positive.sum(axis=0))
+        self.add_top(top, predictions[rows, top], positive[rows, top], positive.sum(axis=0), ids=ids,
+                     label_counts=positive.sum(axis=1))
 
-    def add_top(self, classes: np.ndarray, scores: np.ndarray, hits: np.ndarray, positives: np.ndarray) -> None:
+    def add_top(self, classes: np.ndarray, scores: np.ndarray, hits: np.ndarray, positives: np.ndarray,
+                ids: list[str] | None = None, label_counts: np.ndarray | None = None) -> None:
         """Videos given by their top-k triplets alone: (videos, k) classes, scores and whether each class
         is one of the video's labels, and the videos' positive count per class. What `add` keeps of
         dense scores, so the top-k of videos scored elsewhere (a batch prediction's workers) pool here."""
@@ -77,6 +102,11 @@ class TopKAccumulator:
         n = classes.shape[0]
         if n == 0:
             return
+        if ids is not None and len(ids) != n:
+            raise WorkloadError(f"{len(ids)} video ids for {n} videos")
+        self._ids.extend([None] * n if ids is None else ids)
+        self._label_counts.append(np.full(n, -1, dtype=np.int64) if label_counts is None
+                                  else np.asarray(label_counts, dtype=np.int64))
         self._batches.append(np.full(n * self.top_k, len(self._batches)))
         self._videos.append(np.repeat(np.arange(self.num_videos, self.num_videos + n), self.top_k))
         self._classes.append(classes.ravel())
@@ -102,9 +132,24 @@ class TopKAccumulator:
             merged._classes.extend(part._classes)
             merged._scores.extend(part._scores)
             merged._labels.extend(part._labels)
+            merged._ids.extend(part._ids)
+            merged._label_counts.extend(part._label_counts)
             merged.positives += part.positives
             merged.num_videos += part.num_videos
         return merged
+
+    def predictions(self) -> TopKPredictions:
+        """Every video's top-k as `TopKPredictions`, in the order added; each row ranked by score. Needs
+        every video's id and label count (`add` with `ids`)."""
+        if None in self._ids or any((counts < 0).any() for counts in self._label_counts):
+            raise WorkloadError("predictions need every video's id and label count")
+        _, _, classes, scores, hits = self._triplets()
+        shape = (self.num_videos, self.top_k)
+        classes, scores, hits = classes.reshape(shape), scores.reshape(shape), hits.reshape(shape)
+        ranked = np.argsort(-scores, axis=1, kind="stable")
+        counts = np.concatenate(self._label_counts) if self._label_counts else np.zeros(0, dtype=np.int64)
+        return TopKPredictions(tuple(self._ids), np.take_along_axis(classes, ranked, 1),
+                               np.take_along_axis(scores, ranked, 1), np.take_along_axis(hits, ranked, 1), counts)
 
     def _triplets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(batch, video, class, score, is_positive) of every kept triplet."""

@@ -50,6 +50,17 @@ def represent(model: VideoModel, data: Iterable[VideoBatch], device: torch.devic
 
 def similarity(student: Representations, teacher: Representations) -> tuple[float, float, int]:
     """(mean cosine, mean squared error, videos) of `student` against `teacher` on the videos both hold."""
+    ours, theirs, _ = _shared(student, teacher)
+    return float(_cosines(ours, theirs).mean()), float(np.mean((ours - theirs) ** 2)), len(ours)
+
+
+def cosines(student: Representations, teacher: Representations) -> tuple[list[str], np.ndarray]:
+    """(the videos both hold, cos(E_S, E_T) of each): what a bootstrap of the mean cosine resamples."""
+    ours, theirs, ids = _shared(student, teacher)
+    return ids, _cosines(ours, theirs)
+
+
+def _shared(student: Representations, teacher: Representations) -> tuple[np.ndarray, np.ndarray, list[str]]:
     where = {video: row for row, video in enumerate(teacher.ids)}
     rows = [(row, where[video]) for row, video in enumerate(student.ids) if video in where]
     if not rows:
@@ -58,6 +69,9 @@ def similarity(student: Representations, teacher: Representations) -> tuple[floa
     theirs = teacher.values[[t for _, t in rows]].astype(np.float64)
     if ours.shape[1] != theirs.shape[1]:
         raise WorkloadError(f"representations of {ours.shape[1]} and {theirs.shape[1]} dimensions cannot be compared")
+    return ours, theirs, [student.ids[r] for r, _ in rows]
+
+
+def _cosines(ours: np.ndarray, theirs: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1)
-    cosine = np.sum(ours * theirs, axis=1) / np.maximum(norms, 1e-12)
-    return float(cosine.mean()), float(np.mean((ours - theirs) ** 2)), len(rows)
+    return np.sum(ours * theirs, axis=1) / np.maximum(norms, 1e-12)

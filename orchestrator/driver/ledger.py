@@ -15,10 +15,10 @@ from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.results import CellResult
 from orchestrator.store import weights
 from orchestrator.store.files import DamagedFile, read_result, set_aside, write_result
-from orchestrator.store.layout import Store
-from orchestrator.store.samples import has_sample
+from orchestrator.store.layout import Store, owner_id
 from orchestrator.tracking import schema
 from orchestrator.tracking.cell_runs import CellRuns
+from workloads.data.fs import is_file
 from workloads.progress import EpochMetrics
 
 
@@ -95,8 +95,10 @@ class Ledger:
         """Log a kept result's MLflow run, or adopt the run an earlier driver logged for exactly this result
         (the same test GAP, to the bit), and note it in the kept result, which is returned. Any other
         FINISHED run of the cell (logged for a result since lost) is retired: each cell shows once."""
-        sample = self.store.representations(cell.teacher.id if cell.mode is Mode.SKYLINE else cell.id)
-        artifacts = {schema.REPRESENTATIONS: sample} if has_sample(sample) else {}
+        owner = owner_id(cell)
+        kept = {schema.REPRESENTATIONS: self.store.representations(owner),
+                schema.PREDICTIONS: self.store.predictions(owner)}
+        artifacts = {name: location for name, location in kept.items() if is_file(location)}
         tags = self.tags(cell, result)
         adopted = self.runs.logged_run(cell.id, result.gap)
         if adopted is not None:

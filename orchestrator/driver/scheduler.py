@@ -21,7 +21,7 @@ from orchestrator.experiment.matrix import Cell, TeacherSpec, expand
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.presets import Preset
 from orchestrator.experiment.results import CellResult
-from orchestrator.jobs.cells import run_cell
+from orchestrator.jobs.cells import Kept, run_cell
 from orchestrator.jobs.data_sets import DataSet
 from orchestrator.jobs.teachers import TeacherJob
 from orchestrator.store import weights
@@ -165,10 +165,11 @@ class Scheduler:
 
     def _submit(self, cell: Cell) -> None:
         store, cache = self.ledger.store, self.healer.cache_of(cell)
-        kept = store.weights(cell.id) if weights.slot(cell) else None
+        kept = Kept(sample=store.representations(cell.id), predictions=store.predictions(cell.id),
+                    weights=store.weights(cell.id) if weights.slot(cell) else None)
         self.ledger.start(cell)
         ref = self.cell_task.remote(cell, self.data, cache, self.preset.resources.cell.device,
-                                    self.epochs.sender(cell.id), store.representations(cell.id), kept)
+                                    self.epochs.sender(cell.id), kept)
         self.in_flight.cells[ref] = cell
         self.started += 1
 

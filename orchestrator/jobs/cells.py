@@ -18,6 +18,7 @@ from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.results import CellResult
 from orchestrator.jobs.data_sets import DataSet
 from orchestrator.store import weights
+from orchestrator.store.predictions import write_predictions
 from orchestrator.store.samples import write_sample
 from workloads.data.batch import FrameSelection
 from workloads.data.reader import VideoShards
@@ -102,33 +103,43 @@ def _student_data(recipe: Recipe, data: DataSet) -> tuple[VideoShards, VideoShar
     return train, data.validation(batch, recipe.selection)
 
 
+@dataclass(frozen=True)
+class Kept:
+    """Where a cell's job keeps what outlives it besides its result (None: not kept): its model's
+    representation sample (`orchestrator.store.samples`), its card and weights (`orchestrator.store.weights`),
+    its test predictions (`orchestrator.store.predictions`)."""
+
+    sample: str | None = None
+    weights: str | None = None
+    predictions: str | None = None
+
+
 def run_cell(cell: Cell, data: DataSet, cache_uri: str | None, device: str,
-             on_epoch: EpochCallback | None = None, sample_uri: str | None = None,
-             weights_uri: str | None = None) -> CellResult:
+             on_epoch: EpochCallback | None = None, kept: Kept = Kept()) -> CellResult:
     """Train and test one cell. `device` is what its resources ask for ("cpu", or "auto": CUDA when there
     is one); `cache_uri` is a serial student's teacher cache; `on_epoch` sees each epoch's validation
-    scores as they come (a search's early stopping); the model's representation sample goes to
-    `sample_uri` (`orchestrator.store.samples`), its card and weights to `weights_uri` (`orchestrator.store.weights`)."""
+    scores as they come (a search's early stopping)."""
     started = time.perf_counter()
-    return run_recipe(resolve(cell, data.num_classes, device), data, cache_uri, on_epoch, started, sample_uri,
-                      weights_uri)
+    return run_recipe(resolve(cell, data.num_classes, device), data, cache_uri, on_epoch, started, kept)
 
 
 def run_recipe(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: EpochCallback | None = None,
-               started: float | None = None, sample_uri: str | None = None,
-               weights_uri: str | None = None) -> CellResult:
+               started: float | None = None, kept: Kept = Kept()) -> CellResult:
     """Train a resolved cell with its mode's runner, then test it (and a parallel pair's teacher) on the
-    data set's test split, and write its representation sample and its weights."""
+    data set's test split, and keep what `kept` asks for."""
     started = time.perf_counter() if started is None else started
     result, teacher = RUNNERS[recipe.cell.mode](recipe, data, cache_uri, on_epoch)
     batch = recipe.cell.train.batch_size
-    test = evaluate(recipe.model, data.testing(batch, recipe.selection), recipe.device)
+    test = evaluate(recipe.model, data.testing(batch, recipe.selection), recipe.device,
+                    keep_predictions=kept.predictions is not None)
     teacher_test = None if teacher is None else evaluate(teacher, data.testing(batch), recipe.device)
-    if sample_uri is not None:
+    if kept.predictions is not None:
+        write_predictions(kept.predictions, test.predictions)
+    if kept.sample is not None:
         theirs = None if teacher is None else represent(teacher, data.sampled(batch), recipe.device)
-        write_sample(sample_uri, represent(recipe.model, data.sampled(batch, recipe.selection), recipe.device), theirs)
-    if weights_uri is not None:
-        weights.save(weights_uri, weights.student_card(recipe.cell, data.num_classes), recipe.model)
+        write_sample(kept.sample, represent(recipe.model, data.sampled(batch, recipe.selection), recipe.device), theirs)
+    if kept.weights is not None:
+        weights.save(kept.weights, weights.student_card(recipe.cell, data.num_classes), recipe.model)
     return CellResult.of(result, test, recipe.cost, time.perf_counter() - started, recipe.device.type, data.roles(),
                          teacher_gap=None if teacher_test is None else teacher_test.gap,
-                         teacher_map=None if teacher_test is None else teacher_test.map, weights=weights_uri)
+                         teacher_map=None if teacher_test is None else teacher_test.map, weights=kept.weights)

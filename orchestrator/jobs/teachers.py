@@ -32,6 +32,7 @@ from orchestrator.jobs.data_sets import DataSet
 from orchestrator.jobs.teacher_runs import PROGRESS, prune, reopen, resume_point
 from orchestrator.store import weights
 from orchestrator.store.layout import Store
+from orchestrator.store.predictions import write_predictions
 from orchestrator.store.samples import write_sample
 from workloads.data.batch import FrameSelection
 from workloads.data.format import SHARD_SUFFIX
@@ -132,12 +133,13 @@ def teacher_train_loop(config: dict) -> None:
         replicate(model, device), data.training(batch, shuffle=True, seed=spec.seed, fraction=spec.data_fraction, **share),
         data.validation(batch, **share), spec.train.config(spec.seed, str(device)),
         job.on_epoch if rank == 0 else None, resume=resume, on_progress=checkpoint)
-    test = evaluate(model, data.testing(batch, **share), device)
+    test = evaluate(model, data.testing(batch, **share), device, keep_predictions=True)
     caches = _export_caches(job, model, batch, device, rank, replicas)
     if rank != 0:
         ray.train.report({})
         return
     write_sample(Store(job.store).representations(spec.id), represent(model, data.sampled(batch), device))
+    write_predictions(Store(job.store).predictions(spec.id), test.predictions)
     kept = weights.save(Store(job.store).weights(spec.id), weights.teacher_card(spec, data.num_classes, job.max_frames),
                         model)
     result = CellResult.of(trained, test, count_macs(model, job.max_frames), time.perf_counter() - start,

@@ -17,6 +17,7 @@ from orchestrator.experiment.outcome import CellOutcome
 from orchestrator.report import figures
 from orchestrator.report.accuracy import by_fraction, by_k, intermediate
 from orchestrator.report.cost import cost
+from orchestrator.report.evidence import Evidence
 from orchestrator.report.findings import findings
 from orchestrator.report.render import Report, Section, markdown, page, table_markdown
 from orchestrator.report.tables import FAMILY_NAMES, comparability
@@ -34,16 +35,18 @@ class Written:
 def _sections(client: MlflowClient, experiment: Experiment, scratch: str) -> list[Section]:
     families = sorted({c.family for c in experiment.cells})
     unlike = comparability(experiment.cells)
+    evidence = Evidence.in_mlflow(client)
     of = {family: [c for c in experiment.cells if c.family == family] for family in families}
-    accuracy = Section("Accuracy by k (Tables 1, 5, 6)", [by_k(f, of[f], unlike) for f in families])
+    accuracy = Section("Accuracy by k (Tables 1, 5, 6)", [by_k(f, of[f], unlike, evidence) for f in families])
     measured = Section("The paper's findings, as measured",
-                       items=[f"{FAMILY_NAMES.get(f, f)}: {line}" for f in families for line in findings(of[f])])
+                       items=[f"{FAMILY_NAMES.get(f, f)}: {line}" for f in families
+                              for line in findings(of[f], evidence)])
     if not measured.items:
         measured.text.append("The grid has not the cells any finding needs.")
-    fractions = Section("Less training data (Table 2)", [by_fraction(f, of[f], unlike) for f in families])
+    fractions = Section("Less training data (Table 2)", [by_fraction(f, of[f], unlike, evidence) for f in families])
     costs = Section("Cost (Table 3)", [cost(f, of[f], experiment.timing, unlike) for f in families])
     matching = Section("Intermediate states (Table 4)",
-                       [t for t in (intermediate(f, of[f], unlike) for f in families) if t is not None])
+                       [t for t in (intermediate(f, of[f], unlike, evidence) for f in families) if t is not None])
     if not matching.tables:
         matching.text.append("The grid has no student that matched intermediate states (the preset's "
                              "`intermediate` and `parallel_intermediate`).")

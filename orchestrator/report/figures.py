@@ -12,13 +12,13 @@ Each function returns the file it wrote, or None when the grid has not the cells
 
 from __future__ import annotations
 
-import tempfile
 from collections import Counter
 
 import numpy as np
 
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.outcome import CellOutcome
+from orchestrator.report.evidence import run_artifact
 from orchestrator.report.pareto import pareto_front
 from orchestrator.report.tables import FAMILY_NAMES, row_label
 from orchestrator.store.samples import read_sample
@@ -92,12 +92,7 @@ def serial_parallel(client, family: str, cells: list[CellOutcome], path: str) ->
 
 
 def _sample(client, run_id: str):
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            local = client.download_artifacts(run_id, schema.REPRESENTATIONS, folder)
-        except Exception:  # the cell logged no sample (an older run, a model without one)
-            return None
-        found = read_sample(local)
+    found = run_artifact(client, run_id, schema.REPRESENTATIONS, read_sample)
     return None if found is None else found[0]
 
 

@@ -14,7 +14,11 @@ split reports a winner, it never picks one.
 - which cells picked their last epoch as their best: still improving when training stopped, so their scores
   are those of models not trained out.
 
-Each line says what was measured and whether the finding holds; none is printed without its cells.
+Each line says what was measured and whether the finding holds; none is printed without its cells. Every
+difference comes with its 95% interval from a paired bootstrap over test videos (`Evidence`: both sides
+scored on the same resampled videos, every seed's model of a row on each, averaged as the row's means
+are). A finding "holds" only when the intervals of all its differences lie above 0; it is "reversed" when
+one lies below, and "not shown" when one reaches across 0 (or a side's predictions were not kept).
 """
 
 from __future__ import annotations
@@ -24,20 +28,22 @@ from typing import Callable
 
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.outcome import CellOutcome
+from orchestrator.report.evidence import Evidence, scores_alone
 from orchestrator.report.tables import row_key, row_label
+from workloads.bootstrap import Interval, Resampled
 from workloads.variants import learns_representation
 
 CONTIGUOUS = ("first", "middle", "last")
 PAPER_GAP_CLOSED = 0.69  # H-RNN, k=30, all of YouTube-8M
 
 
-def findings(cells: list[CellOutcome]) -> list[str]:
+def findings(cells: list[CellOutcome], evidence: Evidence | None = None) -> list[str]:
     """One line per finding the grid has the cells for, for one family's cells (what did not finish
     counts as missing)."""
     ks = [c.k for c in cells if c.k is not None]
     if not ks:
         return []
-    measure = _Means(cells, max(ks))
+    measure = _Means(cells, max(ks), evidence or scores_alone())
     lines = []
     for fraction in sorted({c.data_fraction for c in cells}, reverse=True):
         lines += [line for line in (_ordering(measure, fraction), _gap_closed(measure, fraction),
@@ -48,43 +54,51 @@ def findings(cells: list[CellOutcome]) -> list[str]:
     return lines
 
 
+Match = Callable[[CellOutcome], bool]
+
+
 class _Means:
-    """Means over seeds of one family's cells at k (and at a data fraction)."""
+    """Means over seeds of one family's cells at k (and at a data fraction): validation GAP as a number,
+    test GAP and representation cosine as `Resampled` scores."""
 
-    def __init__(self, cells: list[CellOutcome], k: int):
-        self.cells, self.k = cells, k
+    def __init__(self, cells: list[CellOutcome], k: int, evidence: Evidence):
+        self.cells, self.k, self.evidence = cells, k, evidence
 
-    def of(self, match: Callable[[CellOutcome], bool], metric: str = "gap",
-           fraction: float | None = 1.0) -> float | None:
-        values = [getattr(c, metric) for c in self.cells if c.finished and match(c)
-                  and (fraction is None or c.data_fraction == fraction) and (c.mode is Mode.SKYLINE or c.k == self.k)]
-        values = [v for v in values if v is not None]
+    def _cells(self, match: Match, fraction: float | None) -> list[CellOutcome]:
+        return [c for c in self.cells if c.finished and match(c) and (fraction is None or c.data_fraction == fraction)
+                and (c.mode is Mode.SKYLINE or c.k == self.k)]
+
+    def validation(self, match: Match, fraction: float) -> float | None:
+        values = [c.val_gap for c in self._cells(match, fraction) if c.val_gap is not None]
         return statistics.fmean(values) if values else None
 
-    def skyline(self, fraction: float) -> float | None:
-        return self.of(lambda c: c.mode is Mode.SKYLINE, fraction=fraction)
+    def gap(self, match: Match, fraction: float) -> Resampled | None:
+        return self.evidence.gap([c for c in self._cells(match, fraction) if c.gap is not None])
 
-    def baseline(self, selection: str, fraction: float = 1.0, metric: str = "gap") -> float | None:
-        return self.of(lambda c: c.mode is Mode.BASELINE and c.selection == selection, metric, fraction)
+    def cosine(self, match: Match, fraction: float) -> Resampled | None:
+        return self.evidence.cosine(self._cells(match, fraction), self.cells)
 
-    def strongest_baseline(self, fraction: float) -> tuple[str, float] | None:
-        """(the baseline selection of the highest mean validation GAP, its mean test GAP)."""
+    def skyline(self, fraction: float) -> Resampled | None:
+        return self.gap(lambda c: c.mode is Mode.SKYLINE, fraction)
+
+    def baseline(self, selection: str, fraction: float) -> Resampled | None:
+        return self.gap(_baseline(selection), fraction)
+
+    def strongest_baseline(self, fraction: float) -> tuple[str, Resampled] | None:
+        """(the baseline selection of the highest mean validation GAP, its test GAP)."""
         selections = sorted({c.selection for c in self.cells if c.mode is Mode.BASELINE})
-        return self._chosen_on_validation(
-            {name: lambda c, n=name: c.mode is Mode.BASELINE and c.selection == n for name in selections}, fraction)
+        return self._chosen_on_validation({name: _baseline(name) for name in selections}, fraction)
 
-    def best_serial(self, fraction: float) -> tuple[str, float] | None:
-        """(the serial variant of the highest mean validation GAP, its mean test GAP)."""
+    def best_serial(self, fraction: float) -> tuple[str, Resampled] | None:
+        """(the serial variant of the highest mean validation GAP, its test GAP)."""
         variants = sorted({c.variant for c in self.cells if c.mode is Mode.SERIAL and not c.intermediate})
         return self._chosen_on_validation(
             {name: lambda c, v=name: c.mode is Mode.SERIAL and not c.intermediate and c.variant == v
              for name in variants}, fraction)
 
-    def _chosen_on_validation(self, rows: dict[str, Callable[[CellOutcome], bool]],
-                              fraction: float) -> tuple[str, float] | None:
-        """(the row of the highest mean validation GAP, its mean test GAP); on a tie, the first of `rows`."""
-        scores = {name: (self.of(match, "val_gap", fraction), self.of(match, "gap", fraction))
-                  for name, match in rows.items()}
+    def _chosen_on_validation(self, rows: dict[str, Match], fraction: float) -> tuple[str, Resampled] | None:
+        """(the row of the highest mean validation GAP, its test GAP); on a tie, the first of `rows`."""
+        scores = {name: (self.validation(match, fraction), self.gap(match, fraction)) for name, match in rows.items()}
         scores = {name: pair for name, pair in scores.items() if None not in pair}
         if not scores:
             return None
@@ -92,26 +106,38 @@ class _Means:
         return best, scores[best][1]
 
 
+def _baseline(selection: str) -> Match:
+    return lambda c: c.mode is Mode.BASELINE and c.selection == selection
+
+
 def _ordering(measure: _Means, fraction: float) -> str | None:
     skyline, serial, uniform = measure.skyline(fraction), measure.best_serial(fraction), measure.baseline("uniform", fraction)
     contiguous = {name: measure.baseline(name, fraction) for name in CONTIGUOUS}
     if skyline is None or serial is None or uniform is None or None in contiguous.values():
         return None
-    holds = skyline > serial[1] > uniform > max(contiguous.values())
-    parts = ", ".join(f"{name.title()} {gap:.3f}" for name, gap in contiguous.items())
-    return (f"Paper's ordering at k={measure.k}{_of(fraction)}, mean test GAP over seeds: skyline {skyline:.3f} > "
-            f"serial {serial[0]} {serial[1]:.3f} (the best on validation) > Uniform {uniform:.3f} > {parts}: "
-            f"{_holds(holds)}")
+    strongest = max(contiguous, key=lambda name: contiguous[name].estimate)
+    steps = [skyline - serial[1], serial[1] - uniform, uniform - contiguous[strongest]]
+    parts = ", ".join(f"{name.title()} {gap.estimate:.3f}" for name, gap in contiguous.items())
+    return (f"Paper's ordering at k={measure.k}{_of(fraction)}, mean test GAP over seeds: skyline {skyline.estimate:.3f} "
+            f"> serial {serial[0]} {serial[1].estimate:.3f} (the best on validation) > Uniform {uniform.estimate:.3f} > "
+            f"{parts}: {_verdict(steps)} (each step's difference, 95% interval: "
+            f"{'; '.join(_shown(step) for step in steps)})")
 
 
 def _gap_closed(measure: _Means, fraction: float) -> str | None:
     skyline, serial, uniform = measure.skyline(fraction), measure.best_serial(fraction), measure.baseline("uniform", fraction)
-    if skyline is None or serial is None or uniform is None or skyline <= uniform:
+    if skyline is None or serial is None or uniform is None or skyline.estimate <= uniform.estimate:
         return None
-    share = (serial[1] - uniform) / (skyline - uniform)
-    return (f"The best serial student on validation closes {share:.0%} of the Uniform-{measure.k} to skyline gap"
-            f"{_of(fraction)} "
-            f"({uniform:.3f} -> {serial[1]:.3f} of {skyline:.3f}; the paper, H-RNN k=30: {PAPER_GAP_CLOSED:.0%})")
+    share = ((serial[1] - uniform) / (skyline - uniform)).interval()
+    within = "" if share is None else f" [95% interval {share.low:.0%} to {share.high:.0%}]"
+    return (f"The best serial student on validation closes {share_of(serial[1], uniform, skyline):.0%}{within} of the "
+            f"Uniform-{measure.k} to skyline gap{_of(fraction)} ({uniform.estimate:.3f} -> {serial[1].estimate:.3f} of "
+            f"{skyline.estimate:.3f}; the paper, H-RNN k=30: {PAPER_GAP_CLOSED:.0%}); over Uniform-{measure.k}: "
+            f"{_shown(serial[1] - uniform)}, {_verdict([serial[1] - uniform])}")
+
+
+def share_of(student: Resampled, baseline: Resampled, skyline: Resampled) -> float:
+    return (student.estimate - baseline.estimate) / (skyline.estimate - baseline.estimate)
 
 
 def _against_strongest(measure: _Means, fraction: float) -> str | None:
@@ -120,9 +146,12 @@ def _against_strongest(measure: _Means, fraction: float) -> str | None:
     if skyline is None or serial is None or strongest is None or strongest[0] == "uniform":
         return None  # Uniform-k's comparison is the lines above
     name, gap = row_label(f"{Mode.BASELINE}:{strongest[0]}").removesuffix("-k"), strongest[1]
-    closed = f", {(serial[1] - gap) / (skyline - gap):.0%} of its gap to the skyline" if skyline > gap else ""
+    closed = (f", {share_of(serial[1], gap, skyline):.0%} of its gap to the skyline"
+              if skyline.estimate > gap.estimate else "")
+    edge = serial[1] - gap
     return (f"The strongest baseline on validation is {name}-{measure.k}, not Uniform{_of(fraction)}: test GAP "
-            f"{gap:.3f}; the best serial student on validation {serial[1]:.3f}, {serial[1] - gap:+.3f}{closed}")
+            f"{gap.estimate:.3f}; the best serial student on validation {serial[1].estimate:.3f}, {_shown(edge)}"
+            f"{closed}; ahead of it: {_verdict([edge])}")
 
 
 def _still_improving(cells: list[CellOutcome]) -> str | None:
@@ -143,22 +172,23 @@ def _still_improving(cells: list[CellOutcome]) -> str | None:
 
 
 def _closer(measure: _Means, fraction: float) -> str | None:
-    learns = lambda c: c.mode is Mode.SERIAL and not c.intermediate and learns_representation(c.variant)
-    students = measure.of(learns, "rep_cosine", fraction)
-    uniform = measure.baseline("uniform", fraction, metric="rep_cosine")
+    students = measure.cosine(lambda c: c.mode is Mode.SERIAL and not c.intermediate
+                              and learns_representation(c.variant), fraction)
+    uniform = measure.cosine(_baseline("uniform"), fraction)
     if students is None or uniform is None:
         return None
     return (f"Students that learn the representation (Lrep) lie closer to the teacher than Uniform-{measure.k}: "
-            f"mean cosine of their test representations {students:.3f} vs {uniform:.3f}: {_holds(students > uniform)}")
+            f"mean cosine of their test representations {students.estimate:.3f} vs {uniform.estimate:.3f}, "
+            f"{_shown(students - uniform)}: {_verdict([students - uniform])}")
 
 
 def _intermediate(measure: _Means, fraction: float) -> str | None:
     changes = []
     for mode, variant in sorted({(c.mode, c.variant) for c in measure.cells if c.intermediate}):
-        matched = measure.of(lambda c: (c.mode, c.variant, c.intermediate) == (mode, variant, True), fraction=fraction)
-        plain = measure.of(lambda c: (c.mode, c.variant, c.intermediate) == (mode, variant, False), fraction=fraction)
+        matched = measure.gap(lambda c: (c.mode, c.variant, c.intermediate) == (mode, variant, True), fraction)
+        plain = measure.gap(lambda c: (c.mode, c.variant, c.intermediate) == (mode, variant, False), fraction)
         if matched is not None and plain is not None:
-            changes.append(f"{matched - plain:+.3f} ({mode} {variant})")
+            changes.append(f"{_shown(matched - plain)} ({mode} {variant}: a gain {_verdict([matched - plain])})")
     if not changes:
         return None
     return (f"Matching intermediate states as well changes test GAP at k={measure.k} by {', '.join(changes)} "
@@ -166,7 +196,7 @@ def _intermediate(measure: _Means, fraction: float) -> str | None:
 
 
 def _scarce_data(measure: _Means) -> str | None:
-    edges = {}
+    edges: dict[float, Resampled] = {}
     for fraction in sorted({c.data_fraction for c in measure.cells}):
         serial, uniform = measure.best_serial(fraction), measure.baseline("uniform", fraction)
         if serial is not None and uniform is not None:
@@ -174,15 +204,31 @@ def _scarce_data(measure: _Means) -> str | None:
     if len(edges) < 2:
         return None
     ordered = list(edges.values())  # from the least data to the most
-    grows = all(a >= b for a, b in zip(ordered, ordered[1:]))
-    shown = ", ".join(f"{edge:+.3f} at {fraction:.0%}" for fraction, edge in edges.items())
+    shown = ", ".join(f"{_shown(edge)} at {fraction:.0%}" for fraction, edge in edges.items())
     return (f"Distillation's edge over Uniform-{measure.k} (best serial minus Uniform GAP) as data shrinks: {shown}; "
-            f"larger with less data: {_holds(grows)} (the paper, Table 2: +0.056 at 10% ... +0.011 at 100%)")
+            f"larger with less data: {_verdict([less - more for less, more in zip(ordered, ordered[1:])])} "
+            "(the paper, Table 2: +0.056 at 10% ... +0.011 at 100%)")
 
 
 def _of(fraction: float) -> str:
     return "" if fraction == 1 else f" on {fraction:.0%} of the training data"
 
 
-def _holds(holds: bool) -> str:
-    return "holds" if holds else "DOES NOT HOLD"
+def _shown(difference: Resampled) -> str:
+    """A difference with its 95% interval, or its estimate alone when it has none."""
+    interval = difference.interval()
+    return f"{difference.estimate:+.3f} (no interval)" if interval is None else str(interval)
+
+
+def _verdict(differences: list[Resampled]) -> str:
+    """"holds" when every difference's interval lies above 0; "DOES NOT HOLD" when one lies below;
+    "not shown" otherwise, with why."""
+    intervals: list[Interval | None] = [d.interval() for d in differences]
+    if None in intervals:
+        return "not shown (no interval: test predictions not kept)"
+    verdicts = {i.verdict for i in intervals}
+    if verdicts == {"holds"}:
+        return "holds"
+    if "reversed" in verdicts:
+        return "DOES NOT HOLD (an interval lies below 0)"
+    return "not shown (a 95% interval includes 0)"

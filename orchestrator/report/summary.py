@@ -8,24 +8,27 @@ from __future__ import annotations
 
 from orchestrator.experiment.outcome import CellOutcome
 from orchestrator.report.accuracy import by_fraction, by_k, intermediate
+from orchestrator.report.evidence import Evidence, scores_alone
 from orchestrator.report.findings import findings
 from orchestrator.report.render import table_markdown
 from orchestrator.report.tables import comparability
 
 
-def summarize(cells: list[CellOutcome]) -> str:
-    """Markdown: where the scores come from, each family's tables, and under them its findings."""
+def summarize(cells: list[CellOutcome], evidence: Evidence | None = None) -> str:
+    """Markdown: where the scores come from, each family's tables, and under them its findings, differences
+    with intervals from `evidence`."""
     finished = [c for c in cells if c.finished]
+    evidence = evidence or scores_alone()  # one for all the tables: each cell read and resampled once
     out = [_roles(finished[0])] if finished else []
     unlike = comparability(finished)
     for family in dict.fromkeys(c.family for c in cells):
         mine = [c for c in cells if c.family == family]
-        tables = [by_k(family, mine, unlike)]
+        tables = [by_k(family, mine, unlike, evidence)]
         if len({c.data_fraction for c in mine}) > 1:
-            tables.append(by_fraction(family, mine, unlike))
-        tables += [table for table in [intermediate(family, mine, unlike)] if table is not None]
+            tables.append(by_fraction(family, mine, unlike, evidence))
+        tables += [table for table in [intermediate(family, mine, unlike, evidence)] if table is not None]
         out += [table_markdown(table, published=False).rstrip() for table in tables]
-        lines = findings(mine)
+        lines = findings(mine, evidence)
         out += ["\n".join(f"- {line}" for line in lines)] if lines else []
     return "\n\n".join(out) + "\n"
 

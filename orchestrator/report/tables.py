@@ -10,12 +10,15 @@ from typing import Callable, Iterable
 
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.outcome import CellOutcome
+from orchestrator.report.evidence import Evidence, scores_alone
 from workloads.frames import SELECTORS
 from workloads.variants import REGISTRY, VARIANTS
 
 FAMILY_NAMES = {"hrnn": "H-RNN", "netvlad": "NetVLAD", "nextvlad": "NeXtVLAD"}
 MISSING = "–"
 SKYLINE = "skyline"  # the row key of the teacher's skyline
+UNIFORM = "baseline:uniform"  # the row every other is compared with
+REFERENCE = "(reference)"
 _ROW_ORDER = (Mode.SKYLINE, Mode.BASELINE, Mode.PARALLEL, Mode.SERIAL)  # as Table 1 lists them
 
 
@@ -92,10 +95,11 @@ def comparability(cells: list[CellOutcome]) -> str | None:
 
 
 class Scores:
-    """The finished cells of one family at one data fraction, looked up by row and k."""
+    """The finished cells of one family at one data fraction, looked up by row and k; differences of rows
+    with their intervals from `evidence`."""
 
-    def __init__(self, cells: list[CellOutcome]):
-        self.cells = cells
+    def __init__(self, cells: list[CellOutcome], evidence: Evidence | None = None):
+        self.cells, self.evidence = cells, evidence or scores_alone()
 
     def of(self, key: str, k: int | None) -> list[CellOutcome]:
         """The finished cells of a row at k."""
@@ -107,6 +111,19 @@ class Scores:
     def pair(self, key: str, k: int | None) -> list[str]:
         found = self.of(key, k)
         return [mean_std(c.gap for c in found), mean_std(c.map for c in found)]
+
+    def versus(self, key: str, k: int | None, other: str = UNIFORM, other_scores: Scores | None = None) -> str:
+        """The row's mean test GAP minus `other`'s at k (of `other_scores`, or these), with its 95% interval
+        from a paired bootstrap over test videos: "+0.011 [+0.004, +0.018]"; MISSING when a side has no
+        finished cell, REFERENCE for the row itself."""
+        other_scores = other_scores or self
+        if key == other and other_scores is self:
+            return REFERENCE
+        ours, theirs = self.evidence.gap(self.of(key, k)), self.evidence.gap(other_scores.of(other, k))
+        if ours is None or theirs is None:
+            return MISSING
+        interval = (ours - theirs).interval()
+        return f"{ours.estimate - theirs.estimate:+.3f}" if interval is None else str(interval)
 
     def entry(self, table: Table, key: str, k: int | None, label: str, column: str) -> list[str]:
         """The row's (GAP, mAP) at k for `table`; a combination with no finished cell is shown as MISSING

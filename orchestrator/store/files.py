@@ -13,13 +13,12 @@ import posixpath
 from datetime import datetime, timezone
 from typing import Any
 
-import pyarrow.fs as pafs
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.experiment.results import CellResult
 from orchestrator.experiment.validation import Invalid
 from orchestrator.store.layout import Store
-from workloads.data.fs import resolve, write_bytes
+from workloads.data.fs import is_file, resolve, write_bytes
 
 
 class DamagedFile(OrchestratorError):
@@ -52,9 +51,9 @@ def write_result(store: Store, cell_id: str, result: CellResult) -> None:
 def read_json(location: str) -> dict[str, Any] | None:
     """The JSON object at `location`, None when there is no file; `DamagedFile` when it does not parse
     (cut short, say) or holds no object."""
-    fs, path = resolve(location)
-    if fs.get_file_info(path).type != pafs.FileType.File:
+    if not is_file(location):
         return None
+    fs, path = resolve(location)
     with fs.open_input_stream(path) as stream:
         text = stream.read()
     try:

@@ -5,6 +5,7 @@
     <root>/ray/<teacher id>/                          Ray Train checkpoints
     <root>/results/<cell id>.json                     a finished cell: its metrics and MLflow run id
     <root>/representations/<cell or teacher id>.parquet   E of the test split's representation sample
+    <root>/predictions/<cell or teacher id>.parquet   each test video's top 20 (a paired bootstrap's input)
     <root>/models/<cell or teacher id>.pt             a kept model's card and weights
     <root>/checked/<data id>.json                     the shards of a data set that were checked
     <root>/mlflow.db, <root>/mlartifacts/             the default MLflow store for a local root
@@ -14,7 +15,15 @@ from __future__ import annotations
 
 import os
 
+from orchestrator.experiment.matrix import Cell
+from orchestrator.experiment.modes import Mode
 from workloads.data.fs import join
+
+
+def owner_id(cell: Cell) -> str:
+    """Whose files in the store hold a cell's model (its sample, predictions): a skyline's are its teacher's,
+    written by the teacher's job; any other cell's are its own."""
+    return cell.teacher.id if cell.mode is Mode.SKYLINE else cell.id
 
 
 class Store:
@@ -44,6 +53,10 @@ class Store:
     def representations(self, owner_id: str) -> str:
         """The representation sample of a cell's or a teacher's model (`orchestrator.store.samples`)."""
         return self.path("representations", f"{owner_id}.parquet")
+
+    def predictions(self, owner_id: str) -> str:
+        """The test predictions of a cell's or a teacher's model (`orchestrator.store.predictions`)."""
+        return self.path("predictions", f"{owner_id}.parquet")
 
     def weights(self, owner_id: str) -> str:
         """A trained model's card and weights (`orchestrator.store.weights`): a teacher's by its id, a

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from orchestrator.store.files import DamagedFile
-from workloads.data.fs import resolve, write_atomically
+from workloads.data.fs import is_file, resolve, write_atomically
 from workloads.errors import WorkloadError
 from workloads.representations import Representations, similarity
 
@@ -48,15 +47,10 @@ def write_sample(location: str, model: Representations, teacher: Representations
     write_atomically(location, lambda fs, path: pq.write_table(table, path, filesystem=fs))
 
 
-def has_sample(location: str) -> bool:
-    fs, path = resolve(location)
-    return fs.get_file_info(path).type == pafs.FileType.File
-
-
 def read_sample(location: str) -> tuple[Representations, Representations | None] | None:
     """(the model's, its pair's teacher's or None), None when there is no sample; `DamagedFile` when there
     is one that cannot be read."""
-    if not has_sample(location):
+    if not is_file(location):
         return None
     fs, path = resolve(location)
     try:

@@ -91,6 +91,7 @@ SUMMARY = "summary.md"  # a parent run's
 HISTORY = "history.json"  # a cell's epochs
 ERROR_TEXT = "error.txt"
 REPRESENTATIONS = "representations.parquet"  # a cell's representation sample (`orchestrator.store.samples`)
+PREDICTIONS = "predictions.parquet"  # a cell's test predictions, each video's top 20 (`orchestrator.store.predictions`)
 REPORT_HTML, REPORT_MD = "report.html", "report.md"
 PARETO_JSON, PARETO_PNG, BEST_YAML = "pareto.json", "pareto.png", "best.yaml"  # a study's
 

@@ -93,6 +93,11 @@ def leftover_temporaries(folder: str, names: set[str]) -> list[str]:
     return sorted(found)
 
 
+def is_file(location: str) -> bool:
+    fs, path = resolve(location)
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
 def delete(location: str) -> None:
     fs, path = resolve(location)
     fs.delete_file(path)
