@@ -116,3 +116,19 @@ def test_modes_and_roles_are_types_and_an_unknown_one_is_an_error():
     assert Mode.parse("parallel", "run r") is Mode.PARALLEL and Mode.SERIAL == "serial"
     with pytest.raises(OrchestratorError, match="run r: unknown mode 'teacher'; known: skyline, baseline, serial"):
         Mode.parse("teacher", "run r")
+
+
+def test_a_matrix_of_parts_is_the_union_of_their_cross_products_and_a_part_only_narrows():
+    from orchestrator.experiment.matrix import expand
+    two = {"ks": [10, 20], "parts": [{"name": "all at k=10", "ks": [10]},
+                                     {"name": "uniform at k=20", "ks": [20], "baselines": ["uniform"], "serial": [],
+                                      "parallel": [], "intermediate": []}]}
+    preset = load_preset("tiny", two)
+    teachers, cells = expand(preset, "d")
+    assert len(teachers) == 1 and len(cells) == 7 + 1  # the skyline once; at k=20 Uniform-k alone
+    assert {c.name for c in cells if c.k == 20} == {"hrnn/baseline/uniform/k20/s0"}
+    assert all(c.teacher is None or c.teacher is teachers[0] for c in cells)  # one teacher object: one job
+    with pytest.raises(OrchestratorError, match=r"parts\[1\]\.ks: 30 is not among the preset's ks \[10, 20\]"):
+        load_preset("tiny", {"ks": [10, 20], "parts": [{"name": "a"}, {"name": "b", "ks": [30]}]})
+    with pytest.raises(OrchestratorError, match=r"parts\[0\]: .*missing|parts\[0\]\.name: missing"):
+        load_preset("tiny", {"parts": [{"ks": [10]}]})

@@ -355,3 +355,23 @@ def test_the_plan_says_what_would_run_and_what_it_costs_and_writes_nothing(tmp_p
     rates.write_text("{}")
     bad = grid("--plan", "--preset", "tiny", "--store", str(store), "--rates", str(rates))
     assert bad.returncode == 2 and f"--rates {rates}: not a file" in bad.stderr
+
+
+def test_the_plan_of_the_paper_lists_its_tables_cells_and_prices_it_beside_the_full_cross_product(tmp_path):
+    rates = tmp_path / "rates.json"
+    per_video = {what: [0.01, 0.002] if what == "all" else [0.002, 0.0005] for what in ("all", "6", "10", "15", "20", "30")}
+    rates.write_text(json.dumps({"device": "cuda", "size": "paper",
+                                 "seconds_per_video": {f: per_video for f in ("hrnn", "netvlad", "nextvlad")}}))
+    hours = {}
+    for preset in ("paper", "paper_full"):
+        shown = grid("--plan", "--preset", preset, "--store", str(tmp_path / "store"), "--rates", str(rates))
+        assert shown.returncode == 0, shown.stderr
+        hours[preset] = float(re.search(r"; total ([\d,.]+),", shown.stdout).group(1).replace(",", ""))
+        if preset == "paper":
+            assert "cells: 94 (" in shown.stdout and "teachers: 6 (" in shown.stdout
+            assert "the matrix is the union of 5 parts (94 distinct cells):" in shown.stdout
+            assert ("- Table 6: NeXtVLAD, Uniform-k and the student at k=30: 3 cells: Teacher-Skyline (all frames); "
+                    "Uniform-k at k=30; Serial Lrep + Lpred + LCE at k=30") in shown.stdout
+        else:
+            assert "cells: 972 (" in shown.stdout and "union of" not in shown.stdout
+    assert hours["paper_full"] > 5 * hours["paper"] > 0

@@ -106,3 +106,23 @@ def test_table_6_nextvlad_at_k_30():
     check(published.SKYLINE["nextvlad"], (gap, mean_ap), "Table 6, Skyline")
     check(published.COST["nextvlad"]["all"][0], flops, "Table 6, Skyline FLOPs")
     check(published.COST["nextvlad"][30][0], T6["serial:rep+pred+ce"][2], "Table 6, k=30 FLOPs")
+
+
+def test_the_paper_preset_runs_exactly_the_published_tables_cells():
+    """`paper` is the paper's matrix: a cell for every published score (Tables 1, 2, 4, 5, 6) and its teacher's
+    skyline, and nothing else; `paper_full` is the cross-product of its settings, ten times as many."""
+    from orchestrator.experiment.matrix import expand
+    from orchestrator.experiment.presets import load_preset
+    from orchestrator.report.tables import SKYLINE, row_key
+
+    wanted = {(family, row, k, 1.0) for family, rows in published.BY_K.items() for row, by_k in rows.items()
+              for k in by_k}
+    wanted |= {("hrnn", row, published.FRACTION_K, share) for row, by_share in published.BY_FRACTION.items()
+               for share in by_share}
+    wanted |= {("hrnn", row + "+intermediate", published.INTERMEDIATE_K, 1.0) for row in published.INTERMEDIATE}
+    wanted |= {(family, SKYLINE, None, share) for family, _, _, share in wanted}
+    _, cells = expand(load_preset("paper"), "d")
+    found = [(c.family, row_key(c), c.k, c.data_fraction) for c in cells]
+    assert len(found) == len(set(found)) == len(wanted) == 94 and set(found) == wanted
+    teachers, full = expand(load_preset("paper_full"), "d")
+    assert len(full) == 972 and len(teachers) == 12

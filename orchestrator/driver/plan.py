@@ -14,6 +14,7 @@ from orchestrator.experiment.matrix import Cell, TeacherSpec, expand
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.presets import Preset, load_override, load_preset
 from orchestrator.jobs.data_sets import data_id
+from orchestrator.report.tables import row_key, row_label
 from orchestrator.store.files import DamagedFile, read_result
 from orchestrator.store.layout import Store
 
@@ -44,6 +45,25 @@ def _matrix(cells: list[Cell], done: set[str]) -> list[str]:
     return lines
 
 
+def _parts(preset: Preset, cells: list[Cell]) -> list[str]:
+    """A preset of several cross-products (`parts`, the paper's tables): each one's rows, at which k."""
+    if not preset.parts:
+        return []
+    lines = [f"the matrix is the union of {len(preset.parts)} parts ({len(cells)} distinct cells):"]
+    data = cells[0].data if cells else ""
+    for part, product in zip(preset.parts, preset.cross_products()):
+        _, its = expand(product, data)
+        rows: dict[str, list[str]] = {}
+        for cell in its:
+            where = "all frames" if cell.k is None else f"k={cell.k}"
+            share = "" if cell.data_fraction == 1 else f" ({cell.data_fraction:.0%} of the data)"
+            rows.setdefault(row_label(row_key(cell)) + share, []).append(where)
+        shown = "; ".join(row if at == ["all frames"] else f"{row} at {', '.join(dict.fromkeys(at))}"
+                          for row, at in rows.items())
+        lines.append(f"- {part.name}: {len(its)} cells: {shown}")
+    return lines + [""]
+
+
 def _videos(preset: Preset) -> tuple[int, int, str]:
     synthetic = preset.data.synthetic
     if synthetic is not None:
@@ -70,7 +90,7 @@ def describe(preset: Preset, teachers: list[TeacherSpec], cells: list[Cell], don
              f"teachers: {len(teachers)} ({', '.join(t.name for t in teachers[:6])}"
              f"{', ...' if len(teachers) > 6 else ''}), {skylines_done} trained",
              f"cells: {len(cells)} ({', '.join(f'{n} {mode}' for mode, n in modes.items())}), {len(done)} done in "
-             f"the store, {len(cells) - len(done)} to run", ""] + _matrix(cells, done) + [""]
+             f"the store, {len(cells) - len(done)} to run", ""] + _matrix(cells, done) + [""] + _parts(preset, cells)
     if rates is None:
         lines.append("device-hours: give --rates FILE, seconds per video measured on the cluster's device by "
                      "`python benchmarks/paper_cost.py --device cuda --save FILE`")

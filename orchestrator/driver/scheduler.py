@@ -47,7 +47,7 @@ class Scheduler:
         self.teacher_task = teacher_task(ray)
 
     def job(self, teacher: TeacherSpec) -> TeacherJob:
-        ks = tuple(sorted({c.k for c in self.cells if c.teacher is teacher and c.intermediate}))
+        ks = tuple(sorted({c.k for c in self.cells if c.teacher == teacher and c.intermediate}))
         return TeacherJob(teacher, self.data, self.ledger.store.root, ks, self.preset.data.max_frames,
                           self.preset.resources.teacher)
 

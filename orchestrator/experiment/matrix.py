@@ -103,7 +103,20 @@ class Cell:
 
 
 def expand(preset: Preset, data_id: str) -> tuple[list[TeacherSpec], list[Cell]]:
-    """Every teacher and cell of `preset` on data set `data_id`, in a stable order."""
+    """Every teacher and cell of `preset` on data set `data_id`, in a stable order: the union of its
+    cross-products (`Preset.cross_products`), each teacher and cell once."""
+    teachers: dict[str, TeacherSpec] = {}
+    cells: dict[str, Cell] = {}
+    for product in preset.cross_products():
+        its_teachers, its_cells = _cross_product(product, data_id)
+        teachers.update((t.id, t) for t in its_teachers if t.id not in teachers)
+        # A teacher two cross-products share is one object: the cells of both point at it.
+        cells.update((c.id, c if c.teacher is None else dataclasses.replace(c, teacher=teachers[c.teacher.id]))
+                     for c in its_cells if c.id not in cells)
+    return list(teachers.values()), list(cells.values())
+
+
+def _cross_product(preset: Preset, data_id: str) -> tuple[list[TeacherSpec], list[Cell]]:
     teachers: list[TeacherSpec] = []
     cells: list[Cell] = []
     weights = tuple(sorted(preset.weights.items()))

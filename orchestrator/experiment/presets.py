@@ -29,6 +29,30 @@ from workloads.variants import DEFAULT_WEIGHTS, PARALLEL_VARIANTS, SERIAL_VARIAN
 PARALLEL_CLASSIFIERS = ("shared", "own")
 
 KEEP_WEIGHTS = ("best", "all")
+# The lists whose cross-product is a preset's matrix (`orchestrator.experiment.matrix.expand`).
+MATRIX_KEYS = ("families", "ks", "data_fractions", "seeds", "baselines", "serial", "parallel", "intermediate",
+               "parallel_intermediate")
+
+
+@dataclass(frozen=True)
+class Part:
+    """One cross-product of a preset whose matrix is not one (the paper's: Table 2 at k=30 only, NetVLAD's
+    two rows...): its name (the table it makes) and the lists it narrows, each a subset of the preset's own;
+    a list it does not name is the preset's."""
+
+    name: str
+    families: tuple[str, ...] | None = None
+    ks: tuple[int, ...] | None = None
+    data_fractions: tuple[float, ...] | None = None
+    seeds: tuple[int, ...] | None = None
+    baselines: tuple[str, ...] | None = None
+    serial: tuple[str, ...] | None = None
+    parallel: tuple[str, ...] | None = None
+    intermediate: tuple[str, ...] | None = None
+    parallel_intermediate: tuple[str, ...] | None = None
+
+    def narrowed(self) -> dict[str, tuple]:
+        return {key: getattr(self, key) for key in MATRIX_KEYS if getattr(self, key) is not None}
 
 
 @dataclass(frozen=True)
@@ -60,16 +84,34 @@ class Preset:
     # registry gets), or every one (a paper-size model is 0.36-1.2 GB).
     keep_weights: str = "best"
     publish: bool = True  # register each family's teacher and best student per k as MLflow Models at the end
+    # The matrix as a union of cross-products (empty: the one cross-product of the lists above, which then
+    # hold every value any part uses: the timing job and the search read them).
+    parts: tuple[Part, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.seeds or not self.ks or not self.families:
             raise Invalid("seeds/ks/families", "must not be empty")
+        self._check_parts()
         if self.keep_weights not in KEEP_WEIGHTS:
             raise Invalid("keep_weights", f"one of {', '.join(KEEP_WEIGHTS)}, got {self.keep_weights!r}")
         self._check_models()
         self._check_frames()
         self._check_losses()
         self._check_training()
+
+    def cross_products(self) -> list[Preset]:
+        """The preset as the cross-products its matrix is the union of: itself, or one per part."""
+        return [dataclasses.replace(self, parts=(), **part.narrowed()) for part in self.parts] or [self]
+
+    def _check_parts(self) -> None:
+        for index, part in enumerate(self.parts):
+            for key, values in part.narrowed().items():
+                outside = [value for value in values if value not in getattr(self, key)]
+                if outside:
+                    raise Invalid(f"parts[{index}].{key}", f"{outside[0]!r} is not among the preset's {key} "
+                                  f"{list(getattr(self, key))}: a part narrows the preset's lists")
+                if key in ("families", "ks", "data_fractions", "seeds") and not values:
+                    raise Invalid(f"parts[{index}].{key}", "must not be empty")
 
     def train_settings(self, family: str, role: Role) -> TrainSettings:
         """The teacher's or student's training settings for `family`, its overrides applied."""
