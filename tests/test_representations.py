@@ -82,7 +82,8 @@ def test_the_findings_say_what_was_measured_and_whether_it_holds():
                                "(0.650 -> 0.750")
     assert lines[2].startswith("Students that learn the representation (Lrep) lie closer to the teacher than "
                                "Uniform-30: mean cosine of their test representations 0.850 vs 0.700, +0.150")
-    assert len(lines) == 3  # one data fraction: nothing on scarce data
+    assert lines[3].startswith("Matched training: every baseline and student trained 6 epochs")
+    assert len(lines) == 4  # one data fraction: nothing on scarce data
     missing = {k: v for k, v in gaps.items() if k != "baseline/middle"}
     assert not any(line.startswith("Paper's ordering") for line in findings(results_for(smoke, missing)))
 
@@ -123,7 +124,12 @@ def test_the_cells_still_improving_at_their_last_epoch_are_named():
     by_name = {o.name: o for o in outcomes(cells, results)}
     assert by_name["hrnn/skyline/all/s0"].epochs == 1 and by_name["hrnn/serial/rep_then_ce/k10/s0"].epochs == 2
     assert not by_name["hrnn/serial/rep_then_ce/k10/s0"].still_improving  # best in its first stage of two
-    line = findings(list(by_name.values()))[-1]
+    lines = findings(list(by_name.values()))
+    # tiny trains serial (a) one epoch a stage: twice as long as the rest, and said so.
+    assert lines[-1] == ("Unmatched training, so rows of different epochs do not compare like for like: 1 epochs: "
+                         "First-k, Parallel Lrep + LCE, Serial Lrep + LCE (intermediate), Serial Lrep + Lpred + LCE, "
+                         "Uniform-k; 2 epochs: Serial Lrep, then LCE")
+    line = lines[-2]
     assert line.startswith("Best epoch the last one trained, still improving when training stopped: 6 of 7 "
                            "finished cells: ")
     assert "Teacher-Skyline (all frames) (1 of 1)" in line and "Serial Lrep, then LCE" not in line
@@ -147,6 +153,6 @@ def test_what_matching_intermediate_states_changes_is_measured():
                                 history=(), wall_seconds=1.0, device="cpu")
                for c in cells if (c.mode, c.variant, c.intermediate) in gaps}
     # The serial row has no plain twin in tiny (its serial variants differ): only the parallel change is said.
-    assert [line for line in findings(outcomes(cells, results)) if not line.startswith("Best epoch")] == ["Matching intermediate states as well changes test GAP at k=10 by -0.020 (no interval) "
+    assert [line for line in findings(outcomes(cells, results)) if line.startswith("Matching")] == ["Matching intermediate states as well changes test GAP at k=10 by -0.020 (no interval) "
                                         "(parallel rep+ce: a gain not shown (no interval: test predictions not kept)) "
                                         "(the paper, Table 4: no gain)"]

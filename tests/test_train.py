@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from workloads.data.batch import FrameSelection
+from workloads.data.batch import FrameSelection, subsample
 from workloads.data.reader import VideoShards
 from workloads.data.synth import SynthConfig, generate
 from workloads.errors import WorkloadError
 from workloads.losses import Objective
 from workloads.models import FAMILIES, build_model
 from workloads.evaluation import evaluate
-from workloads.parallel_pair import parallel_losses
+from workloads.parallel_pair import ParallelPair, parallel_losses
 from workloads.progress import load_progress
 from workloads.teacher_outputs import InMemoryTeacherCache, export_teacher, student_intermediate_positions
 from workloads.train import (
@@ -103,7 +103,8 @@ def test_serial_variants_update_only_the_student(data, teachers, family, variant
     assert student.classifier is not teacher.classifier
 
 
-def test_variant_a_fine_tunes_the_teachers_classifier_in_a_second_stage(data, teachers):
+@pytest.mark.parametrize("classifier", ["shared", "tuned"])
+def test_a_serial_students_output_layer_is_the_teachers_frozen_or_tuned_in_the_second_stage(data, teachers, classifier):
     teacher, cache = teachers["hrnn"]
     student = build_model("hrnn", "small", CLASSES, k=10)
     seen = []
@@ -111,14 +112,18 @@ def test_variant_a_fine_tunes_the_teachers_classifier_in_a_second_stage(data, te
     def snapshot(metrics):
         seen.append((metrics.stage, {k: v.clone() for k, v in student.classifier.state_dict().items()}))
 
-    # Stage 1 of variant (a) trains on Lrep alone: the plugged-in classifier must come out untouched.
-    train_serial_student(student, cache, *loaders(data, SELECTION), "rep_then_ce", TrainConfig(epochs=2, learning_rate=3e-3), snapshot)
+    # Stage 1 of variant (a) trains on Lrep alone: the plugged-in classifier comes out untouched. Shared (the
+    # paper's text), it stays the teacher's through LCE too; tuned, LCE trains it on.
+    train_serial_student(student, cache, *loaders(data, SELECTION), "rep_then_ce",
+                         TrainConfig(epochs=2, learning_rate=3e-3), snapshot, classifier=classifier)
     stages = [stage for stage, _ in seen]
     assert stages == ["rep", "rep", "finetune", "finetune"]
     teacher_head = cache.classifier_state()
     for stage, state in seen:
         same = all(torch.equal(state[k], teacher_head[k]) for k in teacher_head)
-        assert same == (stage == "rep"), stage
+        assert same == (stage == "rep" or classifier == "shared"), stage
+    with pytest.raises(WorkloadError, match="one of shared, tuned, got 'own'"):
+        train_serial_student(student, cache, *loaders(data, SELECTION), "rep_then_ce", FAST, classifier="own")
 
 
 def test_serial_intermediate_matching(data, teachers):
@@ -363,3 +368,45 @@ def test_a_parallel_student_with_its_own_output_layer(data):
     assert any(not torch.equal(v, teacher.classifier.state_dict()[k]) for k, v in teacher_head.items())
     with pytest.raises(WorkloadError, match="own output layer learns only from LCE or Lpred"):
         train_parallel(teacher, student, *loaders(data), SELECTION, "rep", FAST, shared_classifier=False)
+
+
+def test_a_parallel_students_targets_come_from_the_teachers_training_pass_or_an_evaluation_pass(data):
+    seed_everything(0)
+    teacher = build_model("hrnn", "small", CLASSES)
+    student = build_model("hrnn", "small", CLASSES, k=10)
+    batch = next(iter(VideoShards(data[0], 8)))
+    objective = Objective.parse("rep")
+    student.eval()  # the student's own dropout off: what differs is the teacher's
+    teacher.train()
+    with torch.no_grad():
+        evaluated = teacher.eval()(batch.frames, batch.mask, batch.positions).representation
+        teacher.train()
+        chosen = subsample(batch, SELECTION)
+        mine = student(chosen.frames, chosen.mask, chosen.positions).representation
+    _, loss, _ = parallel_losses(teacher, student, batch, SELECTION, objective, shared=False, targets="eval")
+    assert torch.allclose(loss, (mine - evaluated).pow(2).sum(-1).mean(), rtol=1e-5) and teacher.training
+    # P_T passes the teacher's dropout: drawn anew by every training pass, fixed in evaluation mode.
+    pred = Objective.parse("pred")
+    trained = [parallel_losses(teacher, student, batch, SELECTION, pred, shared=False)[1] for _ in range(2)]
+    evaluated = [parallel_losses(teacher, student, batch, SELECTION, pred, shared=False, targets="eval")[1]
+                 for _ in range(2)]
+    assert not torch.allclose(*trained) and torch.equal(*evaluated)
+    with pytest.raises(WorkloadError, match="train or eval mode, got 'test'"):
+        ParallelPair(teacher, student, SELECTION, targets="test")
+
+
+def test_the_papers_l2_penalises_the_output_layers_weights_as_the_starter_code_does(data):
+    config = dataclasses.replace(FAST, l2_penalty=1.0)  # 2 x 1.0 x ||W||^2 / 2: large enough to see
+    weights = {}
+    for name, settings in (("off", dataclasses.replace(config, regularization_penalty=0.0)), ("on", config)):
+        seed_everything(0)
+        model = build_model("hrnn", "small", CLASSES, k=10)
+        start = sum(p.pow(2).sum() for p in model.classifier.parameters() if p.ndim > 1).item()
+        result = train_classifier(model, *loaders(data, SELECTION), settings)
+        weights[name] = sum(p.pow(2).sum() for p in model.classifier.parameters() if p.ndim > 1).item()
+        if name == "on":  # the first batch's penalty: 2 x 1.0 x ||W||^2 / 2 of the initial weights, and more
+            assert result.history[0].losses["l2"] > 0 and start > 0
+        else:
+            assert "l2" not in result.history[0].losses
+    assert weights["on"] < weights["off"]
+    assert TrainConfig().regularization_penalty == 2.0 and TrainConfig().l2_penalty == 1e-8  # the paper's

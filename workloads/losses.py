@@ -43,21 +43,24 @@ class LossContext:
 LossFn = Callable[[ModelOutput, LossContext], torch.Tensor]
 LOSSES: dict[str, LossFn] = {}
 NEEDS_TEACHER: set[str] = set()
+READS_OUTPUT: set[str] = set()  # losses of the model's output layer (its logits), not only its representation
 
 
-def register_loss(name: str, needs_teacher: bool = False) -> Callable[[LossFn], LossFn]:
+def register_loss(name: str, needs_teacher: bool = False, reads_output: bool = False) -> Callable[[LossFn], LossFn]:
     def add(fn: LossFn) -> LossFn:
         if name in LOSSES:
             raise ValueError(f"loss {name!r} is registered twice")
         LOSSES[name] = fn
         if needs_teacher:
             NEEDS_TEACHER.add(name)
+        if reads_output:
+            READS_OUTPUT.add(name)
         return fn
 
     return add
 
 
-@register_loss("ce")
+@register_loss("ce", reads_output=True)
 def cross_entropy(out: ModelOutput, ctx: LossContext) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(out.logits.float(), ctx.labels, reduction="sum") / ctx.labels.shape[0]
 
@@ -77,7 +80,7 @@ def representation_intermediate(out: ModelOutput, ctx: LossContext) -> torch.Ten
     return diff.pow(2).sum((-1, -2)).mean()
 
 
-@register_loss("pred", needs_teacher=True)
+@register_loss("pred", needs_teacher=True, reads_output=True)
 def prediction(out: ModelOutput, ctx: LossContext) -> torch.Tensor:
     target = ctx.teacher.probabilities
     if ctx.pred_distance == "mse":
@@ -119,6 +122,11 @@ class Objective:
     @property
     def needs_teacher(self) -> bool:
         return any(name in NEEDS_TEACHER and w for name, w in self.weights.items())
+
+    @property
+    def trains_output(self) -> bool:
+        """Whether a term reads the output layer: a stage of Lrep alone leaves it (and its L2) alone."""
+        return any(name in READS_OUTPUT and w for name, w in self.weights.items())
 
     @property
     def needs_intermediates(self) -> bool:

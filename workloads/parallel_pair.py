@@ -9,34 +9,47 @@ code). Shared, the student reaches it through detached copies of its parameters:
 train the student's encoder only, and the layer learns from the teacher's LCE alone, so the teacher
 trains exactly as the skyline does. Its own, the layer learns from the student's LCE and Lpred, so a
 variant needs one of them (Lrep alone would leave it untrained).
+
+The student's targets (E_T, P_T, I_T) come from the teacher's training forward pass, dropout on (`train`,
+one pass: the authors' joint graph), or from a second pass in evaluation mode without gradients (`eval`:
+what a serial student's cached targets are).
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
 from workloads.data.batch import FrameSelection, VideoBatch, subsample
+from workloads.errors import WorkloadError
 from workloads.losses import Objective, TeacherTargets
 from workloads.models import ModelOutput, VideoModel
 from workloads.variants import classifier_stages
 
 _TEACHER_OBJECTIVE = classifier_stages()[0].objective
+TARGET_MODES = ("train", "eval")
 
 
 class ParallelPair(nn.Module):
     """`teacher` and `student`, the student's output layer the teacher's (`shared`) or its own;
     `forward(batch, objective)` gives (teacher loss, student loss, parts)."""
 
-    def __init__(self, teacher: VideoModel, student: VideoModel, selection: FrameSelection, shared: bool = True):
+    def __init__(self, teacher: VideoModel, student: VideoModel, selection: FrameSelection, shared: bool = True,
+                 targets: str = "train"):
         super().__init__()
-        self.teacher, self.student, self.selection, self.shared = teacher, student, selection, shared
+        if targets not in TARGET_MODES:
+            raise WorkloadError(f"a parallel pair's targets come from the teacher in {' or '.join(TARGET_MODES)} "
+                                f"mode, got {targets!r}")
+        self.teacher, self.student, self.selection, self.shared, self.targets = teacher, student, selection, shared, targets
         if shared:
             student.classifier = teacher.classifier  # owned (and trained) by the teacher
 
     def forward(self, batch: VideoBatch, objective: Objective):
-        return parallel_losses(self.teacher, self.student, batch, self.selection, objective, self.shared)
+        return parallel_losses(self.teacher, self.student, batch, self.selection, objective, self.shared, self.targets)
 
 
 def parallel_losses(
@@ -46,6 +59,7 @@ def parallel_losses(
     selection: FrameSelection,
     objective: Objective,
     shared: bool = True,
+    targets: str = "train",
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """(teacher LCE, student loss, parts) for one all-frames batch.
 
@@ -59,15 +73,31 @@ def parallel_losses(
         s_out = _student_forward(student, teacher, student_batch)
     else:
         s_out = student(student_batch.frames, student_batch.mask, student_batch.positions)
-    intermediates = None
-    if objective.needs_intermediates:
-        intermediates = teacher.states_at(batch.frames, batch.mask, batch.positions,
-                                          s_out.intermediate_positions).detach()
-    targets = TeacherTargets(t_out.representation.detach().float(),
-                             torch.sigmoid(t_out.logits.detach().float()), intermediates)
-    student_loss, student_parts = objective(s_out, batch.labels, targets)
+    with _mode(teacher, targets):
+        source = t_out if targets == "train" else teacher(batch.frames, batch.mask, batch.positions)
+        intermediates = None
+        if objective.needs_intermediates:
+            intermediates = teacher.states_at(batch.frames, batch.mask, batch.positions,
+                                              s_out.intermediate_positions).detach()
+    made = TeacherTargets(source.representation.detach().float(), torch.sigmoid(source.logits.detach().float()),
+                          intermediates)
+    student_loss, student_parts = objective(s_out, batch.labels, made)
     parts = {f"teacher_{k}": v for k, v in teacher_parts.items()} | student_parts
     return teacher_loss, student_loss, parts
+
+
+@contextmanager
+def _mode(teacher: VideoModel, targets: str) -> Iterator[None]:
+    """Where the targets are made: as the teacher trains, or in evaluation mode without gradients."""
+    if targets == "train":
+        yield
+        return
+    teacher.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        teacher.train()
 
 
 def _student_forward(student: VideoModel, teacher: VideoModel, batch: VideoBatch) -> ModelOutput:

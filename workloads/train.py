@@ -41,6 +41,7 @@ from workloads.progress import EpochCallback, EpochMetrics, Progress, ProgressCa
 from workloads.teacher_outputs import TeacherSource
 from workloads.variants import Stage, check_own_classifier
 
+SERIAL_CLASSIFIERS = ("shared", "tuned")  # a serial student's output layer: the teacher's, frozen; or trained
 PREFETCH_BATCHES = 8  # batches a serial student reads ahead, so its teacher targets load meanwhile
 
 
@@ -49,7 +50,12 @@ class TrainConfig:
     epochs: int = 5
     learning_rate: float = 1e-3
     lr_decay: float = 0.95  # the learning rate is multiplied by this after every epoch
-    weight_decay: float = 0.0  # L2 penalty on all parameters
+    weight_decay: float = 0.0  # Adam's L2 penalty on all parameters (not the paper's: see below)
+    # The paper's L2, as the YouTube-8M starter code adds it: `regularization_penalty` (the paper's "2") times
+    # the output layers' own L2 losses, `l2_penalty` x ||W||^2 / 2 on each weight matrix of the MoE (or
+    # logistic) classifier, biases not penalised: slim's `l2_regularizer(1e-8)` in the authors' models.
+    regularization_penalty: float = 2.0
+    l2_penalty: float = 1e-8
     max_grad_norm: float | None = None
     seed: int = 0
     device: str = "auto"  # "cpu", "cuda", "cuda:N" or "auto" (CUDA when there is one)
@@ -58,6 +64,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise WorkloadError(f"epochs must be >= 1, got {self.epochs}")
+        if self.regularization_penalty < 0 or self.l2_penalty < 0:
+            raise WorkloadError(f"need regularization_penalty >= 0 and l2_penalty >= 0, got "
+                                f"{self.regularization_penalty}, {self.l2_penalty}")
         if self.learning_rate <= 0 or not 0 < self.lr_decay <= 1:
             raise WorkloadError(f"need learning_rate > 0 and 0 < lr_decay <= 1, got {self.learning_rate}, {self.lr_decay}")
 
@@ -91,7 +100,7 @@ def train_classifier(
             out = model(batch.frames, batch.mask, batch.positions)
         return stage.objective(out, batch.labels)
 
-    learner = _Learner(model, loss, _scores_of(model))
+    learner = _Learner(model, loss, _scores_of(model), penalised=_penalised_by_stage(model))
     return _fit(learner, variants.classifier_stages(), train, val, config, on_epoch, resume, on_progress)
 
 
@@ -106,14 +115,20 @@ def train_serial_student(
     *,
     resume: Progress | None = None,
     on_progress: ProgressCallback | None = None,
+    classifier: str = "shared",
 ) -> TrainResult:
-    """A student learns from the teacher's outputs; its classifier starts as the teacher's.
+    """A student learns from the teacher's outputs; its output layer is the teacher's: frozen (`shared`, the
+    paper: "the parameters of the output layer are shared between the teacher and the student") or
+    trained on from there (`tuned`).
 
     `stages` is a tuple of `Stage`s or the name of a serial variant (`workloads.variants`)."""
     if isinstance(stages, str):
         stages = variants.stages(stages)
+    if classifier not in SERIAL_CLASSIFIERS:
+        raise WorkloadError(f"a serial student's classifier is one of {', '.join(SERIAL_CLASSIFIERS)}, got {classifier!r}")
     model = unwrap(student)
     model.classifier.load_state_dict(teacher.classifier_state())
+    model.classifier.requires_grad_(classifier == "tuned")
     if any(stage.objective.needs_intermediates for stage in stages) and not model.supports_intermediates:
         raise WorkloadError(f"{type(model).__name__} has no intermediate states to match")
 
@@ -126,7 +141,7 @@ def train_serial_student(
     def batches(stage: Stage, data: Iterable[VideoBatch]) -> Iterable[VideoBatch]:
         return _prefetched(data, teacher if stage.objective.needs_teacher else None)
 
-    learner = _Learner(student, loss, _scores_of(student), batches)
+    learner = _Learner(student, loss, _scores_of(student), batches, _penalised_by_stage(student))
     return _fit(learner, stages, train, val, config, on_epoch, resume, on_progress)
 
 
@@ -143,12 +158,14 @@ def train_parallel(
     resume: Progress | None = None,
     on_progress: ProgressCallback | None = None,
     shared_classifier: bool = True,
+    targets: str = "train",
 ) -> tuple[TrainResult, TrainResult]:
     """Teacher and student trained jointly on the same all-frames batches; returns (student, teacher)
     results. The best epoch is the student's best validation GAP, and both models are restored to it.
 
     `stages` is a tuple of `Stage`s or the name of a parallel variant; `shared_classifier` False gives the
-    student its own output layer (`workloads.parallel_pair`). When `train` is one replica's share, the pair
+    student its own output layer and `targets` says in which mode the teacher makes the student's targets
+    (`workloads.parallel_pair`). When `train` is one replica's share, the pair
     is replicated (DistributedDataParallel) over the process group."""
     if isinstance(stages, str):
         stages = variants.stages(stages, mode="parallel")
@@ -157,7 +174,7 @@ def train_parallel(
     matches = any(stage.objective.needs_intermediates for stage in stages)
     if matches and not (student.supports_intermediates and teacher.supports_intermediates):
         raise WorkloadError(f"{type(student).__name__} has no intermediate states to match")
-    pair = ParallelPair(teacher, student, selection, shared_classifier)
+    pair = ParallelPair(teacher, student, selection, shared_classifier, targets)
     model = replicate(pair, config.torch_device()) if check_share(train) else pair
 
     def loss(stage: Stage, batch: VideoBatch, precision: Precision):
@@ -168,7 +185,9 @@ def train_parallel(
     def scores(val, device, amp) -> tuple[Evaluation, Evaluation]:
         return (evaluate(student, val, device, selection=selection, amp=amp), evaluate(teacher, val, device, amp=amp))
 
-    result = _fit(_Learner(model, loss, scores), stages, train, val, config, on_epoch, resume, on_progress)
+    # The teacher's LCE trains its output layer whatever the student's stage: the pair's are always penalised.
+    learner = _Learner(model, loss, scores, penalised=lambda stage: _output_weights(model))
+    result = _fit(learner, stages, train, val, config, on_epoch, resume, on_progress)
     best = result.history[result.best_epoch - 1] if result.best_epoch else None
     teacher_result = TrainResult(result.best_epoch, best.teacher_val_gap if best else -1.0,
                                  best.teacher_val_map if best else 0.0, result.history, result.train_seconds)
@@ -188,6 +207,8 @@ class _Learner(NamedTuple):
     loss: Callable[[Stage, VideoBatch, Precision], tuple[torch.Tensor, dict[str, float]]]  # one batch's
     scores: Scores  # validation: (what picks the best epoch, a parallel pair's teacher's or None)
     batches: Callable[[Stage, Iterable[VideoBatch]], Iterable[VideoBatch]] = lambda stage, data: data
+    # The weights a stage's L2 penalises: the output layer's, when the stage's objective trains it.
+    penalised: Callable[[Stage], list[torch.nn.Parameter]] = lambda stage: []
 
 
 def _scores_of(model: torch.nn.Module) -> Scores:
@@ -222,7 +243,7 @@ def _fit(learner: _Learner, stages: tuple[Stage, ...], train, val, config: Train
         for _ in range(epochs):
             epoch += 1
             epoch_start = time.perf_counter()
-            mean = _train_epoch(learner, stage, train, epoch, precision, optimizer, params, config.max_grad_norm)
+            mean = _train_epoch(learner, stage, train, epoch, precision, optimizer, params, config)
             schedule.step()
             scores, teacher = learner.scores(val, device, config.amp)
             metrics = EpochMetrics(epoch, stage.name, mean.loss(), mean.losses(), scores.gap, scores.map,
@@ -240,18 +261,34 @@ def _teacher_scores(teacher: Evaluation | None) -> tuple[float | None, float | N
 
 
 def _train_epoch(learner: _Learner, stage: Stage, train, epoch: int, precision: Precision, optimizer, params,
-                 max_grad_norm: float | None) -> _Mean:
+                 config: TrainConfig) -> _Mean:
     """One epoch's optimiser steps; the mean loss over every replica's batches."""
     _set_epoch(train, epoch - 1)
     learner.model.train()
     mean = _Mean()
+    penalised = learner.penalised(stage) if config.regularization_penalty and config.l2_penalty else []
     with joined(learner.model):
         for batch in learner.batches(stage, train):
             batch = batch.to(precision.device)
             loss, parts = learner.loss(stage, batch, precision)
-            precision.step(loss, optimizer, params, max_grad_norm)
+            if penalised:
+                l2 = config.regularization_penalty * config.l2_penalty / 2 * sum(w.float().pow(2).sum() for w in penalised)
+                loss, parts = loss + l2, {**parts, "l2": float(l2.detach())}
+            precision.step(loss, optimizer, params, config.max_grad_norm)
             mean.add(float(loss.detach()), parts)
     return mean.pooled() if check_share(train) else mean
+
+
+def _penalised_by_stage(module: torch.nn.Module) -> Callable[[Stage], list[torch.nn.Parameter]]:
+    return lambda stage: _output_weights(module) if stage.objective.trains_output else []
+
+
+def _output_weights(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The weight matrices of every trained output layer in `module` (a model, a pair, DDP's wrapper), each
+    once: what the paper's L2 penalises. A frozen layer (a serial student's shared one) is not trained."""
+    found = {id(p): p for m in module.modules() if isinstance(m, VideoModel)
+             for p in m.classifier.parameters() if p.ndim > 1 and p.requires_grad}
+    return list(found.values())
 
 
 class _Run:

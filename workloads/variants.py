@@ -21,7 +21,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from workloads.errors import WorkloadError
-from workloads.losses import LOSSES, Objective
+from workloads.losses import LOSSES, READS_OUTPUT, Objective
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,10 @@ class Stage:
 CLASSIFIER = "ce"  # the skyline, the baselines and a parallel pair's teacher learn from the labels alone
 INTERMEDIATE = "rep_intermediate"
 REPRESENTATION = "rep"  # a variant that has it can match intermediate states too
-OUTPUT_LOSSES = ("ce", "pred")  # the losses on a model's predictions: the ones that train an output layer
+OUTPUT_LOSSES = tuple(sorted(READS_OUTPUT))  # the losses on a model's predictions: those that train an output layer
+# How a variant of several stages spends the epochs it is given: shared out among its stages, so it trains
+# as long as a one-stage model (`split`), or each stage all of them (`each`).
+STAGE_EPOCHS = ("split", "each")
 TRAININGS = ("classifier", "serial", "parallel")  # the ways a model trains, each with its own variants
 LOSS_LABELS = {"ce": "LCE", "rep": "Lrep", "pred": "Lpred", INTERMEDIATE: "Lrep on intermediate states"}
 
@@ -114,13 +117,23 @@ def learns_representation(variant: str) -> bool:
 
 
 def stages(variant: str, weights: dict[str, float] | None = None, pred_distance: str = "kl",
-           intermediate: bool = False, *, mode: str = "serial") -> tuple[Stage, ...]:
+           intermediate: bool = False, *, mode: str = "serial", epochs: int | None = None,
+           stage_epochs: str = "each") -> tuple[Stage, ...]:
     """The stages of `variant` of `mode` (classifier, serial, parallel), its losses weighted by `weights`
     (1 for those not given), Lpred measured by `pred_distance`, and with `intermediate` Lrep on
-    intermediate states added to its first stage."""
+    intermediate states added to its first stage. With `stage_epochs` "split", `epochs` are shared out
+    among the stages (the earlier ones take what does not divide); "each" leaves every stage the config's."""
     found = find_variant(variant, mode)
     weights = weights or {}
     result = found.stages(weights, pred_distance, mode)
+    if stage_epochs not in STAGE_EPOCHS:
+        raise WorkloadError(f"stage_epochs is one of {', '.join(STAGE_EPOCHS)}, got {stage_epochs!r}")
+    if stage_epochs == "split" and len(result) > 1:
+        if epochs is None or epochs < len(result):
+            raise WorkloadError(f"variant {variant!r} has {len(result)} stages to share {epochs} epochs among: "
+                                f"give it at least {len(result)}, or stage_epochs: each")
+        shares = [epochs // len(result) + (i < epochs % len(result)) for i in range(len(result))]
+        result = tuple(dataclasses.replace(stage, epochs=share) for stage, share in zip(result, shares))
     if intermediate:
         if not found.learns_representation:
             raise WorkloadError(f"variant {variant!r} learns no representation (Lrep) to match intermediate states "
@@ -131,10 +144,15 @@ def stages(variant: str, weights: dict[str, float] | None = None, pred_distance:
     return result
 
 
+def epochs_trained(epochs: int, variant: str, stage_epochs: str = "each") -> int:
+    """The epochs a model of `variant` trains, given `epochs` and how its stages spend them."""
+    return epochs if stage_epochs == "split" else epochs * REGISTRY[variant].stage_count
+
+
 def check_own_classifier(stages: tuple[Stage, ...]) -> None:
     """A parallel student with an output layer of its own must learn from LCE or Lpred in every stage."""
     for stage in stages:
-        if not {name for name, weight in stage.objective.weights.items() if weight} & set(OUTPUT_LOSSES):
+        if not stage.objective.trains_output:
             raise WorkloadError(f"a parallel student's own output layer learns only from LCE or Lpred, and "
                                 f"{stage.objective.name} has neither: give it the teacher's (shared)")
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.experiment.matrix import Cell, TeacherSpec
-from orchestrator.experiment.modes import Mode, Role
-from orchestrator.experiment.presets import Preset
+from orchestrator.experiment.modes import Mode
+from workloads.variants import epochs_trained
 
 YOUTUBE8M_TRAIN, YOUTUBE8M_VALIDATE = 3_888_919, 1_112_356  # frame-level train and validate splits
 
@@ -56,8 +56,8 @@ class Rates:
         return self.seconds[(family, k)]
 
 
-def device_hours(preset: Preset, teachers: list[TeacherSpec], cells: list[Cell], rates: Rates,
-                 train_videos: int, validate_videos: int) -> dict[str, float]:
+def device_hours(teachers: list[TeacherSpec], cells: list[Cell], rates: Rates, train_videos: int,
+                 validate_videos: int) -> dict[str, float]:
     """Device-hours by kind of job: "teachers", then each cell mode but the skyline (its teacher's)."""
     hours: dict[str, float] = defaultdict(float)
     for teacher in teachers:
@@ -71,7 +71,7 @@ def device_hours(preset: Preset, teachers: list[TeacherSpec], cells: list[Cell],
             continue  # its teacher, counted above
         train, infer = rates.of(cell.family, cell.k)
         videos = train_videos * cell.data_fraction
-        epochs = preset.train_settings(cell.family, Role.STUDENT).epochs
+        epochs = epochs_trained(cell.train.epochs, cell.variant, cell.stage_epochs)
         seconds = epochs * (videos * train + validate_videos * infer) + validate_videos * infer
         if cell.mode is Mode.PARALLEL:  # the teacher trains alongside, on all frames
             teacher_train, teacher_infer = rates.of(cell.family, None)

@@ -73,9 +73,9 @@ def _videos(preset: Preset) -> tuple[int, int, str]:
 
 def _hours(preset: Preset, teachers: list[TeacherSpec], cells: list[Cell], done: set[str], rates: Rates) -> list[str]:
     train, validate, what = _videos(preset)
-    whole = device_hours(preset, teachers, cells, rates, train, validate)
+    whole = device_hours(teachers, cells, rates, train, validate)
     skylines = {c.teacher.id: c.id for c in cells if c.mode is Mode.SKYLINE}
-    left = device_hours(preset, [t for t in teachers if skylines[t.id] not in done],
+    left = device_hours([t for t in teachers if skylines[t.id] not in done],
                         [c for c in cells if c.id not in done], rates, train, validate)
     kinds = ", ".join(f"{kind} {hours:,.1f}" for kind, hours in sorted(whole.items()))
     return [f"device-hours on {rates.device} ({what}: {train:,} training and {validate:,} validation videos): "

@@ -71,14 +71,19 @@ class Cell:
     max_frames: int
     teacher: TeacherSpec | None  # the teacher a serial student reads, or the skyline's own
     parallel_classifier: str = "shared"  # a parallel student's output layer: the teacher's, or its own
+    parallel_targets: str = "train"  # the teacher's mode when it makes a parallel student's targets
+    serial_classifier: str = "shared"  # a serial student's output layer: the teacher's frozen, or tuned
+    stage_epochs: str = "split"  # a variant of several stages: its epochs shared among them, or each all
 
     @property
     def id(self) -> str:
         payload = dataclasses.asdict(self)
         payload["teacher"] = self.teacher.id if self.teacher else None
         payload["loss"] = payload.pop("variant")  # the field's first name: ids (and stores) outlive the rename
-        if payload["parallel_classifier"] == "shared":  # what it always was: ids before the choice stay
-            del payload["parallel_classifier"]
+        for key, default in (("parallel_classifier", "shared"), ("parallel_targets", "train"),
+                             ("serial_classifier", "shared"), ("stage_epochs", "split")):
+            if payload[key] == default:  # settings added later: a default leaves the id as it was
+                del payload[key]
         return "c-" + stable_id(payload)
 
     @property
@@ -130,7 +135,8 @@ def _cross_product(preset: Preset, data_id: str) -> tuple[list[TeacherSpec], lis
                                       preset.train_settings(family, Role.TEACHER))
                 teachers.append(teacher)
                 common = dict(family=family, size=preset.size, model=model, data=data_id, data_fraction=fraction,
-                              seed=seed, max_frames=preset.data.max_frames, pred_distance=preset.pred_distance)
+                              seed=seed, max_frames=preset.data.max_frames, pred_distance=preset.pred_distance,
+                              stage_epochs=preset.stage_epochs)
                 cells.append(Cell(mode=Mode.SKYLINE, selection="all", k=None, variant=CLASSIFIER, intermediate=False,
                                   train=teacher.train, loss_weights=(), teacher=teacher, **common))
                 student = dict(selection="uniform", train=student_train, loss_weights=weights, **common)
@@ -140,13 +146,16 @@ def _cross_product(preset: Preset, data_id: str) -> tuple[list[TeacherSpec], lis
                                           train=student_train, loss_weights=(), teacher=None, **common))
                     for variant in preset.serial:
                         cells.append(Cell(mode=Mode.SERIAL, k=k, variant=variant, intermediate=False, teacher=teacher,
-                                          **student))
+                                          serial_classifier=preset.serial_classifier, **student))
                     for variant in preset.intermediate if has_intermediates else ():
                         cells.append(Cell(mode=Mode.SERIAL, k=k, variant=variant, intermediate=True, teacher=teacher,
-                                          **student))
+                                          serial_classifier=preset.serial_classifier, **student))
                     parallel = [(v, False) for v in preset.parallel]
                     parallel += [(v, True) for v in preset.parallel_intermediate] if has_intermediates else []
+                    # A pair trains on its teacher's schedule: the teacher learns as a skyline does.
+                    pair = dict(student, train=teacher.train)
                     for variant, intermediate in parallel:
                         cells.append(Cell(mode=Mode.PARALLEL, k=k, variant=variant, intermediate=intermediate,
-                                          teacher=None, parallel_classifier=preset.parallel_classifier, **student))
+                                          teacher=None, parallel_classifier=preset.parallel_classifier,
+                                          parallel_targets=preset.parallel_targets, **pair))
     return teachers, cells

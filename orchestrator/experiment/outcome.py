@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from orchestrator.experiment.matrix import Cell
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.results import CellResult
-from workloads.variants import REGISTRY
+from workloads.variants import epochs_trained
 
 # The scores an outcome carries: a `CellResult`'s fields of the same names (None where a cell has none).
 SCORES = ("gap", "map", "val_gap", "val_map", "macs", "frame_macs", "params", "train_seconds", "inference_seconds",
@@ -74,14 +74,9 @@ class CellOutcome:
                         k=cell.k, variant=cell.variant, intermediate=cell.intermediate,
                         data_fraction=cell.data_fraction, seed=cell.seed, size=cell.size, data=cell.data,
                         parallel_classifier=cell.parallel_classifier,
-                        epochs=epochs_trained(cell.train.epochs, cell.variant))
+                        epochs=epochs_trained(cell.train.epochs, cell.variant, cell.stage_epochs))
         if result is None:
             return cls(**identity, finished=False)
         return cls(**identity, run_id=result.run_id or "", weights=result.weights or "",
                    validation_split=result.validation_split, test_split=result.test_split,
                    **{name: getattr(result, name) for name in SCORES})
-
-
-def epochs_trained(epochs: int, variant: str) -> int:
-    """The epochs a model of `variant` trains with `epochs` a stage: each stage of it trains them all."""
-    return epochs * REGISTRY[variant].stage_count

@@ -24,6 +24,8 @@ from workloads.data.batch import FrameSelection
 from workloads.frames import SELECTORS
 from workloads.losses import Objective
 from workloads.models import FAMILIES, family_config, find_family
+from workloads.parallel_pair import TARGET_MODES
+from workloads.train import SERIAL_CLASSIFIERS
 from workloads.variants import DEFAULT_WEIGHTS, PARALLEL_VARIANTS, SERIAL_VARIANTS, check_own_classifier, stages
 
 PARALLEL_CLASSIFIERS = ("shared", "own")
@@ -74,6 +76,15 @@ class Preset:
     # through detached parameters, so its losses never move it) or its own (`own`, the authors' code:
     # trained by the student's LCE and Lpred).
     parallel_classifier: str = "shared"
+    # Where a parallel student's targets come from: the teacher's training pass (`train`, dropout on, the
+    # authors' joint graph) or an evaluation-mode pass (`eval`, as a serial student's cached targets).
+    parallel_targets: str = "train"
+    # A serial student's output layer: the teacher's, frozen (`shared`, the paper's text), or trained on
+    # from the teacher's (`tuned`).
+    serial_classifier: str = "shared"
+    # How a variant of several stages (serial (a): Lrep, then LCE) spends `student_train.epochs`: shared out
+    # among its stages (`split`: it trains as long as Uniform-k) or each stage all of them (`each`: twice).
+    stage_epochs: str = "split"
     loss_weights: dict[str, float] = field(default_factory=dict)
     pred_distance: str = "kl"
     teacher_train: TrainSettings = field(default_factory=TrainSettings)
@@ -156,13 +167,19 @@ class Preset:
                                     ("intermediate", Mode.SERIAL, self.intermediate),
                                     ("parallel_intermediate", Mode.PARALLEL, self.parallel_intermediate)):
             for variant in variants:
-                with checking(key):
-                    stages(variant, self.weights, self.pred_distance, "intermediate" in key, mode=mode.training)
+                for family in self.families:
+                    with checking(key):
+                        stages(variant, self.weights, self.pred_distance, "intermediate" in key, mode=mode.training,
+                               epochs=self.train_settings(family, Role.STUDENT).epochs, stage_epochs=self.stage_epochs)
             if variants and "intermediate" in key and not any(FAMILIES[f].build.supports_intermediates
                                                                for f in self.families):
                 raise Invalid(key, "intermediate matching needs a family with intermediate states (hrnn)")
         if self.parallel_classifier not in PARALLEL_CLASSIFIERS:
             raise Invalid("parallel_classifier", f"one of {', '.join(PARALLEL_CLASSIFIERS)}")
+        if self.parallel_targets not in TARGET_MODES:
+            raise Invalid("parallel_targets", f"one of {', '.join(TARGET_MODES)}")
+        if self.serial_classifier not in SERIAL_CLASSIFIERS:
+            raise Invalid("serial_classifier", f"one of {', '.join(SERIAL_CLASSIFIERS)}")
         for variant in (*self.parallel, *self.parallel_intermediate) if self.parallel_classifier == "own" else ():
             with checking("parallel_classifier"):
                 check_own_classifier(stages(variant, self.weights, self.pred_distance, mode=Mode.PARALLEL.training))

@@ -114,6 +114,10 @@ class TrainSettings:
     weight_decay: float = 0.0
     batch_size: int = 64
     max_grad_norm: float | None = None
+    # The paper's L2 as the starter code adds it (`workloads.train.TrainConfig`): 2 x 1e-8 x ||W||^2 / 2 on
+    # the output layer's weights; 0 turns it off.
+    regularization_penalty: float = 2.0
+    l2_penalty: float = 1e-8
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -124,7 +128,8 @@ class TrainSettings:
     def config(self, seed: int, device: str) -> TrainConfig:
         """The training loop's config for a job of this seed on `device` ("auto": CUDA when there is one)."""
         return TrainConfig(epochs=self.epochs, learning_rate=self.learning_rate, lr_decay=self.lr_decay,
-                           weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm, seed=seed, device=device)
+                           weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm, seed=seed, device=device,
+                           regularization_penalty=self.regularization_penalty, l2_penalty=self.l2_penalty)
 
 
 def _check_custom(custom: dict[str, float]) -> None:

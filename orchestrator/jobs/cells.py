@@ -51,7 +51,7 @@ class Recipe:
 def cell_stages(cell: Cell) -> tuple[Stage, ...]:
     """How the cell's model learns: its variant's stages with the cell's weights and Lpred distance."""
     return stages(cell.variant, dict(cell.loss_weights), cell.pred_distance, cell.intermediate,
-                  mode=cell.mode.training)
+                  mode=cell.mode.training, epochs=cell.train.epochs, stage_epochs=cell.stage_epochs)
 
 
 def resolve(cell: Cell, num_classes: int, device: str) -> Recipe:
@@ -80,7 +80,8 @@ def _serial(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: Epoc
         raise OrchestratorError(f"{recipe.cell.name}: a serial student needs its teacher's cache")
     train, val = _student_data(recipe, data)
     teacher = ParquetTeacherCache(cache_uri)
-    return train_serial_student(recipe.model, teacher, train, val, recipe.stages, recipe.config, on_epoch), None
+    return train_serial_student(recipe.model, teacher, train, val, recipe.stages, recipe.config, on_epoch,
+                                classifier=recipe.cell.serial_classifier), None
 
 
 def _parallel(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: EpochCallback | None) -> Trained:
@@ -89,7 +90,7 @@ def _parallel(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: Ep
     train = data.training(batch, shuffle=True, seed=cell.seed, fraction=cell.data_fraction)
     result, _ = train_parallel(recipe.teacher, recipe.model, train, data.validation(batch), recipe.selection,
                                recipe.stages, recipe.config, on_epoch,
-                               shared_classifier=cell.parallel_classifier == "shared")
+                               shared_classifier=cell.parallel_classifier == "shared", targets=cell.parallel_targets)
     return result, recipe.teacher
 
 

@@ -12,7 +12,8 @@ split reports a winner, it never picks one.
 - with several data fractions, whether distillation's edge over Uniform-k grows as data shrinks (Table 2:
   +0.056 at 10% of YouTube-8M, +0.032 at 25%, +0.020 at 50%, +0.011 with all of it);
 - which cells picked their last epoch as their best: still improving when training stopped, so their scores
-  are those of models not trained out.
+  are those of models not trained out;
+- whether every baseline and student trained as many epochs, or which rows trained how many.
 
 Each line says what was measured and whether the finding holds; none is printed without its cells. Every
 difference comes with its 95% interval from a paired bootstrap over test videos (`Evidence`: both sides
@@ -50,7 +51,7 @@ def findings(cells: list[CellOutcome], evidence: Evidence | None = None) -> list
                                     _against_strongest(measure, fraction)) if line]
     most = max(c.data_fraction for c in cells)
     lines += [line for line in (_closer(measure, most), _intermediate(measure, most), _scarce_data(measure),
-                                _still_improving(cells)) if line]
+                                _still_improving(cells), _compute(cells)) if line]
     return lines
 
 
@@ -169,6 +170,21 @@ def _still_improving(cells: list[CellOutcome]) -> str | None:
     total = sum(mine for mine, _ in improving.values())
     return (f"Best epoch the last one trained, still improving when training stopped: {total} of "
             f"{sum(every for _, every in rows.values())} finished cells: {shown}")
+
+
+def _compute(cells: list[CellOutcome]) -> str | None:
+    """Whether every baseline and student trained as many epochs (what a comparison of two rows assumes)."""
+    rows: dict[int, set[str]] = {}
+    for cell in cells:
+        if cell.finished and cell.epochs is not None and cell.mode is not Mode.SKYLINE:
+            rows.setdefault(cell.epochs, set()).add(row_label(row_key(cell)))
+    if not rows:
+        return None
+    if len(rows) == 1:
+        return (f"Matched training: every baseline and student trained {next(iter(rows))} epochs (a serial variant "
+                "of several stages shares them out; a parallel pair trains on its teacher's schedule)")
+    shown = "; ".join(f"{epochs} epochs: {', '.join(sorted(names))}" for epochs, names in sorted(rows.items()))
+    return f"Unmatched training, so rows of different epochs do not compare like for like: {shown}"
 
 
 def _closer(measure: _Means, fraction: float) -> str | None:

@@ -22,9 +22,10 @@ from mlflow.entities import Metric, Param
 from orchestrator.errors import OrchestratorError
 from orchestrator.experiment.matrix import Cell
 from orchestrator.experiment.modes import Mode
-from orchestrator.experiment.outcome import CellOutcome, epochs_trained
+from orchestrator.experiment.outcome import CellOutcome
 from orchestrator.experiment.results import CellResult, Trial
 from workloads.progress import EpochMetrics
+from workloads.variants import epochs_trained
 
 
 class RunKind(StrEnum):
@@ -66,6 +67,8 @@ FAMILY, SIZE, MODE, SELECTION, K, J = "family", "size", "mode", "selection", "k"
 VARIANT = "loss"  # the field's first name
 INTERMEDIATE, DATA, DATA_FRACTION, SEED = "intermediate", "data", "data_fraction", "seed"
 PRED_DISTANCE, PARALLEL_CLASSIFIER = "pred_distance", "parallel_classifier"
+PARALLEL_TARGETS, SERIAL_CLASSIFIER = "parallel_targets", "serial_classifier"
+STAGE_EPOCHS, EPOCHS_TRAINED = "stage_epochs", "epochs_trained"  # how a cell's stages spent its epochs; all of them
 VALIDATION_SPLIT, TEST_SPLIT = "validation_split", "test_split"
 ALL_FRAMES = "all"  # the k of a cell that sees every frame
 TRAIN_EPOCHS = "train.epochs"  # a stage's (`train.<setting>` for each of the cell's training settings)
@@ -178,7 +181,11 @@ def cell_params(cell: Cell) -> dict[str, Any]:
         **{f"model.{k}": v for k, v in cell.model},
         **({f"w_{k}": v for k, v in cell.loss_weights} if student else {}),
         **({PRED_DISTANCE: cell.pred_distance} if student else {}),
-        **({PARALLEL_CLASSIFIER: cell.parallel_classifier} if cell.mode is Mode.PARALLEL else {}),
+        **({PARALLEL_CLASSIFIER: cell.parallel_classifier, PARALLEL_TARGETS: cell.parallel_targets}
+           if cell.mode is Mode.PARALLEL else {}),
+        **({SERIAL_CLASSIFIER: cell.serial_classifier} if cell.mode is Mode.SERIAL else {}),
+        STAGE_EPOCHS: cell.stage_epochs,
+        EPOCHS_TRAINED: epochs_trained(cell.train.epochs, cell.variant, cell.stage_epochs),
     }
 
 
@@ -256,10 +263,18 @@ def outcome_of_run(run, finished: bool | None = None) -> CellOutcome:
             intermediate=values[INTERMEDIATE].strip().lower() == "true", data_fraction=float(values[DATA_FRACTION]),
             seed=int(values[SEED]), size=values.get(SIZE, ""), data=values.get(DATA, ""),
             parallel_classifier=values.get(PARALLEL_CLASSIFIER, "shared"),
-            epochs=epochs_trained(int(values[TRAIN_EPOCHS]), values[VARIANT]) if TRAIN_EPOCHS in values else None,
+            epochs=_epochs(values),
             finished=run.info.status == "FINISHED" if finished is None else finished,
             run_id=run.info.run_id, weights=tags.get(WEIGHTS_TAG, ""),
             validation_split=values.get(VALIDATION_SPLIT, ""), test_split=values.get(TEST_SPLIT, ""),
             **{field: run.data.metrics[name] for name, field in _OUTCOME_METRICS.items() if name in run.data.metrics})
     except (KeyError, ValueError) as error:
         raise OrchestratorError(f"{where}: its params are not a cell's ({type(error).__name__}: {error})") from None
+
+
+def _epochs(values: dict[str, str]) -> int | None:
+    """The epochs a cell's run trained: its param, or (a run logged before it was one) every stage all of
+    `train.epochs`, as stages then spent them."""
+    if EPOCHS_TRAINED in values:
+        return int(values[EPOCHS_TRAINED])
+    return epochs_trained(int(values[TRAIN_EPOCHS]), values[VARIANT]) if TRAIN_EPOCHS in values else None
