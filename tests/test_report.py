@@ -125,3 +125,21 @@ def test_the_command_says_in_one_line_when_there_is_nothing_to_report(logged, tm
     assert done.returncode == 2 and "has no finished cells" in done.stderr, done.stderr
     done = report("--experiment", "exp", "--tracking-uri", uri, "--out", str(tmp_path / "r"))
     assert done.returncode == 0 and (tmp_path / "r" / schema.REPORT_HTML).exists(), done.stderr
+
+
+def test_the_comparability_line_names_every_way_a_grid_differs_from_the_papers_setting():
+    from orchestrator.experiment.outcome import CellOutcome
+    from orchestrator.report.tables import comparability
+    preset = load_preset("paper")
+    _, cells = expand(preset, "yt8m-2017")
+    paper_like = [dataclasses.replace(CellOutcome.of(c, result(0.8, 10**9)), classes=4716) for c in cells[:20]]
+    line = comparability(paper_like)
+    assert line.startswith("Comparable with the paper's setting") and "Table 3's time" in line
+    release_2018 = [dataclasses.replace(c, classes=3862) for c in paper_like]
+    assert "its data has 3862 classes, not the 4,716 of YouTube-8M's 2017 release" in comparability(release_2018)
+    tuned = load_preset("paper", {"loss_weights": {"rep": 0.01}, "student_train": {"regularization_penalty": 0.0}})
+    _, cells = expand(tuned, "yt8m-2017")
+    changed = comparability([dataclasses.replace(CellOutcome.of(c, result(0.8, 10**9)), classes=4716) for c in cells])
+    assert changed.startswith("Not comparable with the paper: its L2 on the output layer is 0 x ||W||^2 / 2")
+    assert "its loss weights (rep=0.01) are not the paper's (1 each)" in changed
+    assert "Table 3's time excludes reading the data" in changed

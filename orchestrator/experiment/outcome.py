@@ -61,6 +61,9 @@ class CellOutcome:
     rep_cosine: float | None = None  # its test representations against its teacher's
     rep_mse: float | None = None
     epochs: int | None = None  # epochs it trained, every stage's
+    classes: int | None = None  # the data set's class count
+    l2: float | None = None  # its L2 on the output layer: regularization_penalty x l2_penalty
+    loss_weights: tuple[tuple[str, float], ...] = ()  # a student's
 
     @property
     def still_improving(self) -> bool:
@@ -74,9 +77,11 @@ class CellOutcome:
                         k=cell.k, variant=cell.variant, intermediate=cell.intermediate,
                         data_fraction=cell.data_fraction, seed=cell.seed, size=cell.size, data=cell.data,
                         parallel_classifier=cell.parallel_classifier,
-                        epochs=epochs_trained(cell.train.epochs, cell.variant, cell.stage_epochs))
+                        epochs=epochs_trained(cell.train.epochs, cell.variant, cell.stage_epochs),
+                        l2=cell.train.regularization_penalty * cell.train.l2_penalty,
+                        loss_weights=cell.loss_weights if cell.mode.is_student else ())
         if result is None:
             return cls(**identity, finished=False)
-        return cls(**identity, run_id=result.run_id or "", weights=result.weights or "",
+        return cls(**identity, run_id=result.run_id or "", weights=result.weights or "", classes=result.classes,
                    validation_split=result.validation_split, test_split=result.test_split,
                    **{name: getattr(result, name) for name in SCORES})

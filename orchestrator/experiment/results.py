@@ -44,13 +44,14 @@ class CellResult:
     rep_mse: float | None = None
     validation_split: str = ""  # where `val_gap` came from (the split that picks the best epoch)
     test_split: str = ""  # where `gap` and `map` came from
+    classes: int | None = None  # the data set's class count
     weights: str | None = None  # where its model's card and weights are kept (students and teachers)
     cell: str = ""  # the cell's name, for whoever reads the store
     run_id: str | None = None  # its MLflow run, once logged
 
     @classmethod
     def of(cls, trained: TrainResult, test: Evaluation, cost: ModelCost, wall_seconds: float, device: str,
-           roles: dict[str, str], **details: Any) -> CellResult:
+           roles: dict[str, Any], **details: Any) -> CellResult:
         """A model's result: its training (the best epoch's validation scores), its test `Evaluation`, its
         cost, where it trained and where its scores came from (`DataSet.roles()`); `details` fill the
         fields of its kind (a parallel pair's teacher scores, a teacher's caches)."""

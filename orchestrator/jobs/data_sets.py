@@ -19,6 +19,7 @@ import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -64,10 +65,12 @@ class DataSet:
         """The test split's representation sample (`orchestrator.store.samples`), read with `selection`."""
         return self.testing(batch, selection, sample=sample_share(self.test_videos) if self.test_videos else 1.0)
 
-    def roles(self) -> dict[str, str]:
-        """Where validation and test scores come from, for the record (MLflow params)."""
+    def roles(self) -> dict[str, Any]:
+        """Where validation and test scores come from, and over how many classes, for the record (MLflow
+        params): `CellResult` fields."""
         held = f"{self.train} (held out: {self.holdout:.2%} of its videos, by id hash)"
-        return {"validation_split": held if self.holdout else self.validate, "test_split": self.test}
+        return {"validation_split": held if self.holdout else self.validate, "test_split": self.test,
+                "classes": self.num_classes}
 
 
 def data_id(config: DataConfig, uri_override: str | None = None) -> str:

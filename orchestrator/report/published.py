@@ -1,5 +1,5 @@
-"""The paper's published numbers (Bhardwaj et al., CVPR 2019; YouTube-8M frame level, 3862 classes, the
-official validation split as test), keyed the way the report keys its rows, to print beside a grid's own.
+"""The paper's published numbers (Bhardwaj et al., CVPR 2019; YouTube-8M's 2017 frame-level
+release, 4,716 classes, its official validation split as test), keyed the way the report keys its rows, to print beside a grid's own.
 
 Row keys: "skyline", "baseline:<selection>", "serial:<variant>", "parallel:<variant>", with `+intermediate`
 appended for Table 4's intermediate matching. Values are (GAP, mAP).

@@ -69,9 +69,11 @@ INTERMEDIATE, DATA, DATA_FRACTION, SEED = "intermediate", "data", "data_fraction
 PRED_DISTANCE, PARALLEL_CLASSIFIER = "pred_distance", "parallel_classifier"
 PARALLEL_TARGETS, SERIAL_CLASSIFIER = "parallel_targets", "serial_classifier"
 STAGE_EPOCHS, EPOCHS_TRAINED = "stage_epochs", "epochs_trained"  # how a cell's stages spent its epochs; all of them
-VALIDATION_SPLIT, TEST_SPLIT = "validation_split", "test_split"
+VALIDATION_SPLIT, TEST_SPLIT, CLASSES = "validation_split", "test_split", "classes"
+TRAIN_PREFIX = "train."  # + a training setting's name
+WEIGHT_PARAM = "w_{}"  # a loss's weight, by the loss's name (also what a search calls it)
 ALL_FRAMES = "all"  # the k of a cell that sees every frame
-TRAIN_EPOCHS = "train.epochs"  # a stage's (`train.<setting>` for each of the cell's training settings)
+TRAIN_EPOCHS = TRAIN_PREFIX + "epochs"  # a stage's (`train.<setting>` for each of the cell's training settings)
 # A study's and a trial's params (a trial's also holds its sampled values, each under its own name).
 STUDY_VARIANT = "variant"
 
@@ -177,9 +179,9 @@ def cell_params(cell: Cell) -> dict[str, Any]:
         DATA: cell.data,
         DATA_FRACTION: cell.data_fraction,
         SEED: cell.seed,
-        **{f"train.{k}": v for k, v in dataclasses.asdict(cell.train).items()},
+        **{TRAIN_PREFIX + k: v for k, v in dataclasses.asdict(cell.train).items()},
         **{f"model.{k}": v for k, v in cell.model},
-        **({f"w_{k}": v for k, v in cell.loss_weights} if student else {}),
+        **({WEIGHT_PARAM.format(k): v for k, v in cell.loss_weights} if student else {}),
         **({PRED_DISTANCE: cell.pred_distance} if student else {}),
         **({PARALLEL_CLASSIFIER: cell.parallel_classifier, PARALLEL_TARGETS: cell.parallel_targets}
            if cell.mode is Mode.PARALLEL else {}),
@@ -191,7 +193,8 @@ def cell_params(cell: Cell) -> dict[str, Any]:
 
 def role_params(result: CellResult) -> dict[str, str]:
     """Where a result's validation and test scores came from."""
-    return {k: v for k, v in ((VALIDATION_SPLIT, result.validation_split), (TEST_SPLIT, result.test_split)) if v}
+    return {k: str(v) for k, v in ((VALIDATION_SPLIT, result.validation_split), (TEST_SPLIT, result.test_split),
+                                   (CLASSES, result.classes)) if v}
 
 
 def epoch_metrics(epoch: EpochMetrics, now: int) -> list[Metric]:
@@ -263,7 +266,9 @@ def outcome_of_run(run, finished: bool | None = None) -> CellOutcome:
             intermediate=values[INTERMEDIATE].strip().lower() == "true", data_fraction=float(values[DATA_FRACTION]),
             seed=int(values[SEED]), size=values.get(SIZE, ""), data=values.get(DATA, ""),
             parallel_classifier=values.get(PARALLEL_CLASSIFIER, "shared"),
-            epochs=_epochs(values),
+            epochs=_epochs(values), classes=int(values[CLASSES]) if CLASSES in values else None,
+            l2=float(values.get(TRAIN_PREFIX + "regularization_penalty", 0)) * float(values.get(TRAIN_PREFIX + "l2_penalty", 0)),
+            loss_weights=_weights(values),
             finished=run.info.status == "FINISHED" if finished is None else finished,
             run_id=run.info.run_id, weights=tags.get(WEIGHTS_TAG, ""),
             validation_split=values.get(VALIDATION_SPLIT, ""), test_split=values.get(TEST_SPLIT, ""),
@@ -278,3 +283,10 @@ def _epochs(values: dict[str, str]) -> int | None:
     if EPOCHS_TRAINED in values:
         return int(values[EPOCHS_TRAINED])
     return epochs_trained(int(values[TRAIN_EPOCHS]), values[VARIANT]) if TRAIN_EPOCHS in values else None
+
+
+def _weights(values: dict[str, str]) -> tuple[tuple[str, float], ...]:
+    """A student's loss weights from its params."""
+    prefix = WEIGHT_PARAM.format("")
+    return tuple(sorted((name.removeprefix(prefix), float(value)) for name, value in values.items()
+                        if name.startswith(prefix)))
