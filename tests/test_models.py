@@ -160,3 +160,27 @@ def test_flops_cli_prints_one_json_line():
     assert record["macs"] == record["frame_macs"] + record["video_macs"]
     bad = subprocess.run([sys.executable, "-m", "workloads.flops", "--family", "vit"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown model family 'vit'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_hrnn_intermediates_after_each_frame_are_the_running_state_eq_3():
+    """`frames` (the paper's Eq. 3): a student's intermediate after its i-th frame is what it would make of
+    the video cut after that frame; every frame but the last has one, a short video's past its end none."""
+    torch.manual_seed(0)
+    model = build_model("hrnn", "small", CLASSES, k=10)
+    model.match_intermediates_at("frames")
+    model.train()
+    frames, mask = torch.randn(2, 10, 1152), torch.ones(2, 10, dtype=torch.bool)
+    mask[1, 7:] = False
+    positions = torch.arange(10).expand(2, -1) * 6
+    out = model(frames, mask, positions)
+    assert out.intermediates.shape == (2, 9, model.representation_dim)
+    assert out.intermediate_positions[0].tolist() == list(range(0, 54, 6))
+    assert out.intermediate_positions[1].tolist() == [0, 6, 12, 18, 24, 30, -1, -1, -1]
+    model.eval()  # evaluation needs no intermediates: the cheap block ends
+    for frame in (0, 3, 5, 8):
+        cut = model.encode(frames[:1, :frame + 1], mask[:1, :frame + 1], positions[:1, :frame + 1])[0]
+        assert torch.allclose(cut, out.intermediates[0, frame], atol=1e-5), frame
+    assert model(frames, mask, positions).intermediates.shape[1] == 4  # blocks of 3: 4 block ends
+    assert model.intermediate_positions(np.arange(10) * 6).tolist() == list(range(0, 54, 6))
+    with pytest.raises(WorkloadError, match="one of block_ends, frames"):
+        model.match_intermediates_at("steps")

@@ -1,7 +1,8 @@
 """Which caches a teacher writes, where they lie in the store, and whether they are complete.
 
 A teacher's caches: `base` (E_T, P_T of every training video) and, for the Uniform-k students that match
-its intermediate states, one per k with I_T at that student's block ends.
+its intermediate states, one per k and kind of points with I_T where that student has its intermediates
+(after each of its frames but the last, or at its block ends).
 """
 
 from __future__ import annotations
@@ -11,22 +12,29 @@ from orchestrator.experiment.matrix import TeacherSpec
 from orchestrator.store.layout import Store
 
 
-def cache_key(spec: TeacherSpec, k: int | None) -> str:
-    """`base` (k None), or the cache of I_T for the Uniform-k student: `intermediates-uniform-k<k>-l<l>`,
-    l being that student's H-RNN block length (with k, it fixes where the student's states lie)."""
-    if k is None:
+Matched = tuple[int, str]  # a Uniform-k student that matches intermediate states: (k, intermediate points)
+
+
+def cache_key(spec: TeacherSpec, matched: Matched | None) -> str:
+    """`base` (None), or the cache of I_T for the Uniform-k student: `intermediates-uniform-k<k>-frames`
+    (after each of its frames), `intermediates-uniform-k<k>-l<l>` (at its block ends: l, that student's
+    H-RNN block length, fixes where they lie)."""
+    if matched is None:
         return "base"
+    k, points = matched
+    if points == "frames":
+        return f"intermediates-uniform-k{k}-frames"
     return f"intermediates-uniform-k{k}-l{spec.model_spec.config().block_frames(k)}"
 
 
-def cache_keys(spec: TeacherSpec, intermediate_ks) -> dict[str, int | None]:
-    """Every cache the teacher writes: key -> the k its intermediates are for (None: the base cache)."""
-    return {cache_key(spec, k): k for k in (None, *intermediate_ks)}
+def cache_keys(spec: TeacherSpec, matched: tuple[Matched, ...]) -> dict[str, Matched | None]:
+    """Every cache the teacher writes: key -> the student its intermediates are for (None: the base cache)."""
+    return {cache_key(spec, wanted): wanted for wanted in (None, *matched)}
 
 
-def cache_locations(store: Store, spec: TeacherSpec, intermediate_ks) -> dict[str, str]:
+def cache_locations(store: Store, spec: TeacherSpec, matched: tuple[Matched, ...]) -> dict[str, str]:
     """Each cache the teacher writes: key -> its location in the store."""
-    return {key: store.teacher_cache(spec.id, key) for key in cache_keys(spec, intermediate_ks)}
+    return {key: store.teacher_cache(spec.id, key) for key in cache_keys(spec, matched)}
 
 
 def check_caches(caches: dict[str, str]) -> tuple[dict[str, str] | None, list[str]]:

@@ -63,7 +63,7 @@ def device_hours(teachers: list[TeacherSpec], cells: list[Cell], rates: Rates, t
     for teacher in teachers:
         train, infer = rates.of(teacher.family, None)
         videos = train_videos * teacher.data_fraction
-        exports = 1 + len({c.k for c in cells if c.teacher == teacher and c.intermediate})  # base + I_T per k
+        exports = 1 + len({(c.k, c.intermediate_points) for c in cells if c.teacher == teacher and c.intermediate})
         passes = teacher.train.epochs * (videos * train + validate_videos * infer)
         hours["teachers"] += (passes + exports * videos * infer + validate_videos * infer) / 3600
     for cell in cells:

@@ -44,7 +44,8 @@ class CacheHealer:
         """The cache a cell reads (a serial student's), None for the others."""
         if not cell.mode.reads_cache:
             return None
-        return self.caches[cell.teacher.id][cache_key(cell.teacher, cell.k if cell.intermediate else None)]
+        matched = (cell.k, cell.intermediate_points) if cell.intermediate else None
+        return self.caches[cell.teacher.id][cache_key(cell.teacher, matched)]
 
     def why(self, teacher: TeacherSpec) -> str:
         """Why the teacher is fitted again, for its skyline's run."""

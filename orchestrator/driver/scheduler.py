@@ -47,8 +47,8 @@ class Scheduler:
         self.teacher_task = teacher_task(ray)
 
     def job(self, teacher: TeacherSpec) -> TeacherJob:
-        ks = tuple(sorted({c.k for c in self.cells if c.teacher == teacher and c.intermediate}))
-        return TeacherJob(teacher, self.data, self.ledger.store.root, ks, self.preset.data.max_frames,
+        matched = tuple(sorted({(c.k, c.intermediate_points) for c in self.cells if c.teacher == teacher and c.intermediate}))
+        return TeacherJob(teacher, self.data, self.ledger.store.root, matched, self.preset.data.max_frames,
                           self.preset.resources.teacher)
 
     def run(self) -> None:

@@ -74,6 +74,7 @@ class Cell:
     parallel_targets: str = "train"  # the teacher's mode when it makes a parallel student's targets
     serial_classifier: str = "shared"  # a serial student's output layer: the teacher's frozen, or tuned
     stage_epochs: str = "split"  # a variant of several stages: its epochs shared among them, or each all
+    intermediate_points: str = "frames"  # an intermediate-matching student's: after each frame, or block ends
 
     @property
     def id(self) -> str:
@@ -81,7 +82,8 @@ class Cell:
         payload["teacher"] = self.teacher.id if self.teacher else None
         payload["loss"] = payload.pop("variant")  # the field's first name: ids (and stores) outlive the rename
         for key, default in (("parallel_classifier", "shared"), ("parallel_targets", "train"),
-                             ("serial_classifier", "shared"), ("stage_epochs", "split")):
+                             ("serial_classifier", "shared"), ("stage_epochs", "split"),
+                             ("intermediate_points", "frames")):
             if payload[key] == default:  # settings added later: a default leaves the id as it was
                 del payload[key]
         return "c-" + stable_id(payload)
@@ -149,13 +151,16 @@ def _cross_product(preset: Preset, data_id: str) -> tuple[list[TeacherSpec], lis
                                           serial_classifier=preset.serial_classifier, **student))
                     for variant in preset.intermediate if has_intermediates else ():
                         cells.append(Cell(mode=Mode.SERIAL, k=k, variant=variant, intermediate=True, teacher=teacher,
-                                          serial_classifier=preset.serial_classifier, **student))
+                                          serial_classifier=preset.serial_classifier,
+                                          intermediate_points=preset.intermediate_points, **student))
                     parallel = [(v, False) for v in preset.parallel]
                     parallel += [(v, True) for v in preset.parallel_intermediate] if has_intermediates else []
                     # A pair trains on its teacher's schedule: the teacher learns as a skyline does.
                     pair = dict(student, train=teacher.train)
                     for variant, intermediate in parallel:
+                        points = preset.intermediate_points if intermediate else "frames"
                         cells.append(Cell(mode=Mode.PARALLEL, k=k, variant=variant, intermediate=intermediate,
                                           teacher=None, parallel_classifier=preset.parallel_classifier,
-                                          parallel_targets=preset.parallel_targets, **pair))
+                                          parallel_targets=preset.parallel_targets, intermediate_points=points,
+                                          **pair))
     return teachers, cells

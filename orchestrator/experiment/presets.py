@@ -24,6 +24,7 @@ from workloads.data.batch import FrameSelection
 from workloads.frames import SELECTORS
 from workloads.losses import Objective
 from workloads.models import FAMILIES, family_config, find_family
+from workloads.models.base import INTERMEDIATE_POINTS
 from workloads.parallel_pair import TARGET_MODES
 from workloads.train import SERIAL_CLASSIFIERS
 from workloads.variants import DEFAULT_WEIGHTS, PARALLEL_VARIANTS, SERIAL_VARIANTS, check_own_classifier, stages
@@ -85,6 +86,10 @@ class Preset:
     # How a variant of several stages (serial (a): Lrep, then LCE) spends `student_train.epochs`: shared out
     # among its stages (`split`: it trains as long as Uniform-k) or each stage all of them (`each`: twice).
     stage_epochs: str = "split"
+    # Where a student matching intermediate states (`intermediate`, `parallel_intermediate`) matches them:
+    # after each of its frames but the last (`frames`, the paper's Eq. 3) or at its H-RNN block ends
+    # (`block_ends`: k/l terms, against the teacher's running state at those frames).
+    intermediate_points: str = "frames"
     loss_weights: dict[str, float] = field(default_factory=dict)
     pred_distance: str = "kl"
     teacher_train: TrainSettings = field(default_factory=TrainSettings)
@@ -178,6 +183,8 @@ class Preset:
             raise Invalid("parallel_classifier", f"one of {', '.join(PARALLEL_CLASSIFIERS)}")
         if self.parallel_targets not in TARGET_MODES:
             raise Invalid("parallel_targets", f"one of {', '.join(TARGET_MODES)}")
+        if self.intermediate_points not in INTERMEDIATE_POINTS:
+            raise Invalid("intermediate_points", f"one of {', '.join(INTERMEDIATE_POINTS)}")
         if self.serial_classifier not in SERIAL_CLASSIFIERS:
             raise Invalid("serial_classifier", f"one of {', '.join(SERIAL_CLASSIFIERS)}")
         for variant in (*self.parallel, *self.parallel_intermediate) if self.parallel_classifier == "own" else ():

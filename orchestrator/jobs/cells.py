@@ -61,6 +61,8 @@ def resolve(cell: Cell, num_classes: int, device: str) -> Recipe:
         raise OrchestratorError(f"{cell.name}: cells of mode {str(cell.mode)!r} run as teachers")
     seed_everything(cell.seed)
     model = cell.model_spec.build(num_classes, k=cell.k)
+    if cell.intermediate:
+        model.match_intermediates_at(cell.intermediate_points)
     teacher = cell.model_spec.build(num_classes) if cell.mode is Mode.PARALLEL else None
     return Recipe(cell, model, teacher, FrameSelection(cell.selection, k=cell.k), cell_stages(cell),
                   cell.train.config(cell.seed, device), count_macs(model, cell.k))

@@ -9,7 +9,8 @@ loop's `Progress` is the run's checkpoint; the run is named by the teacher's id,
 or a later fit of the same teacher resumes from it (`teacher_runs` covers what Ray's own reopening misses).
 
 A teacher's caches: `base` (E_T, P_T of every training video) and, for the Uniform-k students that match
-its intermediate states, one per k with I_T at that student's block ends (`orchestrator.cache.keys`).
+its intermediate states, one per k and kind of points with I_T where that student has its intermediates
+(`orchestrator.cache.keys`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Callable
 import torch
 
 from orchestrator.cache.files import finish_teacher_cache, write_cache_part
-from orchestrator.cache.keys import cache_keys, cache_locations
+from orchestrator.cache.keys import Matched, cache_keys, cache_locations
 from orchestrator.experiment.matrix import TeacherSpec
 from orchestrator.experiment.results import CellResult
 from orchestrator.experiment.settings import TeacherResources
@@ -55,7 +56,7 @@ class TeacherJob:
     spec: TeacherSpec
     data: DataSet
     store: str  # the store's root
-    intermediate_ks: tuple[int, ...]  # k of each Uniform-k student that matches its intermediate states
+    matched: tuple[Matched, ...]  # (k, points) of each Uniform-k student that matches its intermediate states
     max_frames: int  # the longest video, for the multiply-adds per video
     resources: TeacherResources
     unrecorded: tuple[str, ...] = ()  # checkpoints Ray Train did not record (set by `fit_teacher`)
@@ -63,7 +64,7 @@ class TeacherJob:
 
     def caches(self) -> dict[str, str]:
         """Each cache of the teacher: key -> its location in the store."""
-        return cache_locations(Store(self.store), self.spec, self.intermediate_ks)
+        return cache_locations(Store(self.store), self.spec, self.matched)
 
 
 def fit_teacher(job: TeacherJob) -> CellResult:
@@ -158,10 +159,12 @@ def _export_caches(job: TeacherJob, model: VideoModel, batch: int, device: torch
     spec, data = job.spec, job.data
     shards = list_files(data.train, SHARD_SUFFIX)
     caches = job.caches()
-    for key, k in cache_keys(spec, job.intermediate_ks).items():
+    for key, matched in cache_keys(spec, job.matched).items():
         positions = None
-        if k is not None:
+        if matched is not None:
+            k, points = matched
             student = spec.model_spec.build(data.num_classes, k=k)
+            student.match_intermediates_at(points)
             positions = student_intermediate_positions(student, FrameSelection("uniform", k=k))
         mine = [write_cache_part(caches[key], index, export_teacher(
                     model, VideoShards(shards[index], batch, fraction=spec.data_fraction, holdout=data.holdout), device,
@@ -170,5 +173,5 @@ def _export_caches(job: TeacherJob, model: VideoModel, batch: int, device: torch
         written = [part for parts in gather_objects(mine) for part in parts]
         if rank == 0:
             finish_teacher_cache(caches[key], written, model.classifier.state_dict(),
-                                 {"teacher_id": spec.id, "intermediates": None if k is None else key})
+                                 {"teacher_id": spec.id, "intermediates": None if matched is None else key})
     return caches

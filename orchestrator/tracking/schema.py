@@ -68,6 +68,7 @@ VARIANT = "loss"  # the field's first name
 INTERMEDIATE, DATA, DATA_FRACTION, SEED = "intermediate", "data", "data_fraction", "seed"
 PRED_DISTANCE, PARALLEL_CLASSIFIER = "pred_distance", "parallel_classifier"
 PARALLEL_TARGETS, SERIAL_CLASSIFIER = "parallel_targets", "serial_classifier"
+INTERMEDIATE_POINTS = "intermediate_points"  # an intermediate-matching student's: frames or block_ends
 STAGE_EPOCHS, EPOCHS_TRAINED = "stage_epochs", "epochs_trained"  # how a cell's stages spent its epochs; all of them
 VALIDATION_SPLIT, TEST_SPLIT, CLASSES = "validation_split", "test_split", "classes"
 TRAIN_PREFIX = "train."  # + a training setting's name
@@ -187,6 +188,7 @@ def cell_params(cell: Cell) -> dict[str, Any]:
            if cell.mode is Mode.PARALLEL else {}),
         **({SERIAL_CLASSIFIER: cell.serial_classifier} if cell.mode is Mode.SERIAL else {}),
         STAGE_EPOCHS: cell.stage_epochs,
+        **({INTERMEDIATE_POINTS: cell.intermediate_points} if cell.intermediate else {}),
         EPOCHS_TRAINED: epochs_trained(cell.train.epochs, cell.variant, cell.stage_epochs),
     }
 

@@ -30,6 +30,9 @@ class ModelOutput(NamedTuple):
     logits: torch.Tensor
 
 
+INTERMEDIATE_POINTS = ("block_ends", "frames")
+
+
 class VideoModel(nn.Module):
     """A family's encoder plus a classifier head that a student can take over from its teacher.
 
@@ -40,6 +43,10 @@ class VideoModel(nn.Module):
 
     frame_modules: tuple[str, ...] = ()
     supports_intermediates = False
+    # Where a family with intermediates (H-RNN) has them, as a student matching its teacher's reads them:
+    # "block_ends" (the state after each block, cheap: the encoder has it anyway) or "frames" (the running
+    # state after each input frame but the last, Eq. 3's i = j, 2j, ..., N - j; computed while training only).
+    intermediate_points = "block_ends"
 
     def __init__(self, classifier: nn.Module, representation_dim: int, dropout: float):
         super().__init__()
@@ -68,6 +75,14 @@ class VideoModel(nn.Module):
         if positions is None:
             positions = torch.arange(frames.shape[1], device=frames.device).expand(frames.shape[0], -1)
         return self.classifier(self.dropout(self.final_representation(frames, mask, positions)))
+
+    def match_intermediates_at(self, points: str) -> None:
+        """Where this model's intermediates lie: one of INTERMEDIATE_POINTS."""
+        if points not in INTERMEDIATE_POINTS:
+            raise WorkloadError(f"intermediate points are one of {', '.join(INTERMEDIATE_POINTS)}, got {points!r}")
+        if points != "block_ends" and not self.supports_intermediates:
+            raise WorkloadError(f"{type(self).__name__} has no intermediate states")
+        self.intermediate_points = points
 
     def intermediate_positions(self, input_positions: np.ndarray) -> np.ndarray:
         """Positions (in the video) of this model's intermediates for a video whose input frames sit at

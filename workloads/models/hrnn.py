@@ -2,7 +2,9 @@
 
 As in the authors' code: frames are L2-normalised; a block's summary is the lower LSTM's whole final
 state (h and c of every layer); the video representation E is the upper LSTM's whole final state
-(2 x layers x hidden: 4096 at the paper's size). Intermediates are the upper state after each block.
+(2 x layers x hidden: 4096 at the paper's size). Intermediates are the upper state after each block, or
+(`intermediate_points` "frames", Eq. 3) the running state after each input frame but the last: the upper
+state after the completed blocks, stepped once more with the block in progress up to that frame.
 A video's frames are a valid prefix of the input; blocks past its end are skipped, so padding never
 changes the outputs.
 """
@@ -112,6 +114,9 @@ class HRNN(VideoModel):
         summaries, valid, last_index = self._blocks(frames, mask)
         hs, cs = self._upper_steps(summaries, valid)
         states = torch.stack([_flatten_state(h, c) for h, c in zip(hs, cs)], dim=1)  # (batch, nb, d)
+        if self.intermediate_points == "frames" and self.training:
+            query = _all_but_last(mask, positions)
+            return states[:, -1], self._running(frames, mask, positions, query, hs, cs), query
         block_positions = torch.where(valid, positions.gather(1, last_index), torch.full_like(last_index, -1))
         return states[:, -1], states, block_positions
 
@@ -127,6 +132,8 @@ class HRNN(VideoModel):
         return _flatten_state(hs[-1], cs[-1])
 
     def intermediate_positions(self, input_positions: np.ndarray) -> np.ndarray:
+        if self.intermediate_points == "frames":
+            return np.asarray(input_positions, dtype=np.int64)[:-1]
         ends = np.minimum(np.arange(1, math.ceil(len(input_positions) / self.block) + 1) * self.block, len(input_positions))
         return np.asarray(input_positions, dtype=np.int64)[ends - 1]
 
@@ -139,10 +146,14 @@ class HRNN(VideoModel):
         query (batch, Q) int64 positions (-1: none). Returns (batch, Q, state_dim), zeros where the query
         is -1 or precedes the video's first frame.
         """
-        batch, width, dim = frames.shape
-        l = self.block
         summaries, valid, _ = self._blocks(frames, mask)
         hs, cs = self._upper_steps(summaries, valid)
+        return self._running(frames, mask, positions, query, hs, cs)
+
+    def _running(self, frames, mask, positions, query, hs, cs) -> torch.Tensor:
+        """`states_at` given the upper LSTM's state after every block (`_upper_steps`)."""
+        batch, width, dim = frames.shape
+        l = self.block
         x = F.normalize(frames, dim=-1) if self.config.normalize_frames else frames
         # Input index of the last valid frame at or before each query position.
         seen = ((positions[:, None, :] <= query[:, :, None]) & mask[:, None, :]).sum(-1)  # (batch, Q)
@@ -165,6 +176,12 @@ class HRNN(VideoModel):
         _, (h, c) = self.upper(summary[:, None], (h0.contiguous(), c0.contiguous()))
         out[rows, cols] = _flatten_state(h, c)
         return out
+
+
+def _all_but_last(mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """(batch, F - 1): each input frame's position but the video's last valid one's, -1 elsewhere."""
+    before_last = torch.arange(mask.shape[1] - 1, device=mask.device) < (mask.sum(1, keepdim=True) - 1)
+    return torch.where(before_last, positions[:, :-1], torch.full_like(positions[:, :-1], -1))
 
 
 def _flatten_state(h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
