@@ -132,3 +132,31 @@ def test_a_matrix_of_parts_is_the_union_of_their_cross_products_and_a_part_only_
         load_preset("tiny", {"ks": [10, 20], "parts": [{"name": "a"}, {"name": "b", "ks": [30]}]})
     with pytest.raises(OrchestratorError, match=r"parts\[0\]: .*missing|parts\[0\]\.name: missing"):
         load_preset("tiny", {"parts": [{"ks": [10]}]})
+
+
+def test_what_each_cell_trains_is_its_preset_settings_and_is_recorded_as_params():
+    from orchestrator.experiment.matrix import expand
+    from orchestrator.experiment.outcome import CellOutcome
+    from orchestrator.tracking import schema
+    preset = load_preset("tiny", {"teacher_train": {"epochs": 4}, "student_train": {"epochs": 2},
+                                  "stage_epochs": "split", "intermediate_points": "block_ends",
+                                  "serial_classifier": "tuned", "parallel_targets": "eval"})
+    teachers, cells = expand(preset, "d")
+    by_name = {c.name: c for c in cells}
+    pair = by_name["hrnn/parallel/rep+ce/k10/s0"]
+    assert pair.train == teachers[0].train and pair.train.epochs == 4  # a pair on its teacher's schedule
+    serial = by_name["hrnn/serial/rep_then_ce/k10/s0"]
+    assert CellOutcome.of(serial, None).epochs == 2  # its two stages share the student's 2 epochs
+    params = schema.cell_params(serial)
+    assert params[schema.EPOCHS_TRAINED] == 2 and params[schema.STAGE_EPOCHS] == "split"
+    assert params[schema.SERIAL_CLASSIFIER] == "tuned" and params[schema.TRAIN_PREFIX + "regularization_penalty"] == 2.0
+    assert schema.cell_params(pair)[schema.PARALLEL_TARGETS] == "eval"
+    matched = by_name["hrnn/serial/rep+ce+intermediate/k10/s0"]
+    assert schema.cell_params(matched)[schema.INTERMEDIATE_POINTS] == "block_ends"
+    assert schema.INTERMEDIATE_POINTS not in schema.cell_params(serial)  # only where it matches states
+    for key, value, message in (("serial_classifier", "own", "serial_classifier: one of shared, tuned"),
+                                ("parallel_targets", "test", "parallel_targets: one of train, eval"),
+                                ("intermediate_points", "steps", "intermediate_points: one of block_ends, frames"),
+                                ("stage_epochs", "split", "2 stages to share 1 epochs among")):
+        with pytest.raises(OrchestratorError, match=message):
+            load_preset("tiny", {key: value})

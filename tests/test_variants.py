@@ -7,6 +7,7 @@ import pytest
 from workloads.errors import WorkloadError
 from workloads.losses import LOSSES
 from workloads.variants import (
+    epochs_trained,
     DEFAULT_WEIGHTS,
     INTERMEDIATE_VARIANTS,
     PARALLEL_VARIANTS,
@@ -82,3 +83,15 @@ def test_each_variant_is_registered_once_with_its_label_in_the_papers_words():
     assert find_variant("rep", "parallel").learns_representation and not find_variant("pred+ce").learns_representation
     with pytest.raises(WorkloadError, match="unknown serial variant 'rep'"):
         find_variant("rep")
+
+
+def test_a_variant_of_several_stages_shares_its_epochs_or_trains_each_stage_all_of_them():
+    split = stages("rep_then_ce", epochs=5, stage_epochs="split")
+    assert [stage.epochs for stage in split] == [3, 2] and epochs_trained(5, "rep_then_ce", "split") == 5
+    assert [stage.epochs for stage in stages("rep_then_ce", epochs=5)] == [None, None]  # each: the config's
+    assert epochs_trained(5, "rep_then_ce", "each") == 10 and epochs_trained(5, "rep+ce", "each") == 5
+    assert stages("rep+ce", epochs=1, stage_epochs="split")[0].epochs is None  # one stage: nothing to share
+    with pytest.raises(WorkloadError, match="2 stages to share 1 epochs among: give it at least 2"):
+        stages("rep_then_ce", epochs=1, stage_epochs="split")
+    with pytest.raises(WorkloadError, match="stage_epochs is one of split, each"):
+        stages("rep+ce", stage_epochs="half")
