@@ -128,8 +128,14 @@ def test_a_matrix_of_parts_is_the_union_of_their_cross_products_and_a_part_only_
     assert len(teachers) == 1 and len(cells) == 7 + 1  # the skyline once; at k=20 Uniform-k alone
     assert {c.name for c in cells if c.k == 20} == {"hrnn/baseline/uniform/k20/s0"}
     assert all(c.teacher is None or c.teacher is teachers[0] for c in cells)  # one teacher object: one job
-    with pytest.raises(OrchestratorError, match=r"parts\[1\]\.ks: 30 is not among the preset's ks \[10, 20\]"):
-        load_preset("tiny", {"ks": [10, 20], "parts": [{"name": "a"}, {"name": "b", "ks": [30]}]})
+    # An override of the preset's lists narrows its parts too: a part left without a k is out.
+    narrowed = load_preset("tiny", {**two, "ks": [10]})
+    assert [name for name, product in ((p.name, q) for p, q in narrowed.part_products()) if product is None] == \
+        ["uniform at k=20"] and len(expand(narrowed, "d")[1]) == 7
+    with pytest.raises(OrchestratorError, match=r"parts\[1\]\.baselines: unknown frame selector 'unifrm'"):
+        load_preset("tiny", {"parts": [{"name": "a"}, {"name": "b", "baselines": ["unifrm"]}]})
+    with pytest.raises(OrchestratorError, match=r"parts: every part names none of the preset's"):
+        load_preset("tiny", {"parts": [{"name": "a", "ks": [20]}]})
     with pytest.raises(OrchestratorError, match=r"parts\[0\]: .*missing|parts\[0\]\.name: missing"):
         load_preset("tiny", {"parts": [{"ks": [10]}]})
 

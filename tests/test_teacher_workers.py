@@ -65,7 +65,7 @@ SPEC = TeacherSpec("hrnn", "small", (), "d", 1.0, 0, TrainSettings(epochs=2, lea
 
 
 def fit(data, store):
-    return fit_teacher(TeacherJob(SPEC, data, store, (K,), 40, TeacherResources(num_workers=2)))
+    return fit_teacher(TeacherJob(SPEC, data, store, ((K, "frames"),), 40, TeacherResources(num_workers=2)))
 
 
 @pytest.mark.slow
@@ -82,7 +82,9 @@ def test_two_workers_train_one_teacher_and_report_it_once(trained):
 @pytest.mark.slow
 def test_the_workers_caches_hold_every_video_once_as_the_checkpoint_computes_it(trained):
     data, result, model, _ = trained
-    positions = student_intermediate_positions(build_model("hrnn", "small", CLASSES, k=K), FrameSelection("uniform", k=K))
+    student = build_model("hrnn", "small", CLASSES, k=K)
+    student.match_intermediates_at("frames")  # the students that match after each frame, Eq. 3
+    positions = student_intermediate_positions(student, FrameSelection("uniform", k=K))
     for key, uri in result.caches.items():
         manifest = read_manifest(uri)
         assert manifest.parts == tuple(f"part-{i:05d}.parquet" for i in range(3)) and manifest.videos == 320

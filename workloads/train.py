@@ -128,7 +128,9 @@ def train_serial_student(
         raise WorkloadError(f"a serial student's classifier is one of {', '.join(SERIAL_CLASSIFIERS)}, got {classifier!r}")
     model = unwrap(student)
     model.classifier.load_state_dict(teacher.classifier_state())
-    model.classifier.requires_grad_(classifier == "tuned")
+    # Frozen by leaving it out of the optimiser (its gradients still flow, so a DDP-wrapped student
+    # reduces every parameter it registered, as DDP requires).
+    frozen = tuple(model.classifier.parameters()) if classifier == "shared" else ()
     if any(stage.objective.needs_intermediates for stage in stages) and not model.supports_intermediates:
         raise WorkloadError(f"{type(model).__name__} has no intermediate states to match")
 
@@ -141,7 +143,7 @@ def train_serial_student(
     def batches(stage: Stage, data: Iterable[VideoBatch]) -> Iterable[VideoBatch]:
         return _prefetched(data, teacher if stage.objective.needs_teacher else None)
 
-    learner = _Learner(student, loss, _scores_of(student), batches, _penalised_by_stage(student))
+    learner = _Learner(student, loss, _scores_of(student), batches, _penalised_by_stage(student, frozen), frozen)
     return _fit(learner, stages, train, val, config, on_epoch, resume, on_progress)
 
 
@@ -209,6 +211,7 @@ class _Learner(NamedTuple):
     batches: Callable[[Stage, Iterable[VideoBatch]], Iterable[VideoBatch]] = lambda stage, data: data
     # The weights a stage's L2 penalises: the output layer's, when the stage's objective trains it.
     penalised: Callable[[Stage], list[torch.nn.Parameter]] = lambda stage: []
+    frozen: tuple[torch.nn.Parameter, ...] = ()  # parameters the optimiser never steps
 
 
 def _scores_of(model: torch.nn.Module) -> Scores:
@@ -227,7 +230,8 @@ def _fit(learner: _Learner, stages: tuple[Stage, ...], train, val, config: Train
     run = _Run.start(model, device, resume)
     epoch = 0
     for stage in stages:
-        params = list(model.parameters())
+        frozen = {id(p) for p in learner.frozen}
+        params = [p for p in model.parameters() if id(p) not in frozen]
         optimizer = torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay)
         schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
         epochs = stage.epochs or config.epochs
@@ -279,15 +283,16 @@ def _train_epoch(learner: _Learner, stage: Stage, train, epoch: int, precision: 
     return mean.pooled() if check_share(train) else mean
 
 
-def _penalised_by_stage(module: torch.nn.Module) -> Callable[[Stage], list[torch.nn.Parameter]]:
-    return lambda stage: _output_weights(module) if stage.objective.trains_output else []
+def _penalised_by_stage(module: torch.nn.Module, frozen: tuple = ()) -> Callable[[Stage], list[torch.nn.Parameter]]:
+    return lambda stage: _output_weights(module, frozen) if stage.objective.trains_output else []
 
 
-def _output_weights(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+def _output_weights(module: torch.nn.Module, frozen: tuple = ()) -> list[torch.nn.Parameter]:
     """The weight matrices of every trained output layer in `module` (a model, a pair, DDP's wrapper), each
     once: what the paper's L2 penalises. A frozen layer (a serial student's shared one) is not trained."""
+    skipped = {id(p) for p in frozen}
     found = {id(p): p for m in module.modules() if isinstance(m, VideoModel)
-             for p in m.classifier.parameters() if p.ndim > 1 and p.requires_grad}
+             for p in m.classifier.parameters() if p.ndim > 1 and p.requires_grad and id(p) not in skipped}
     return list(found.values())
 
 

@@ -51,7 +51,10 @@ def _parts(preset: Preset, cells: list[Cell]) -> list[str]:
         return []
     lines = [f"the matrix is the union of {len(preset.parts)} parts ({len(cells)} distinct cells):"]
     data = cells[0].data if cells else ""
-    for part, product in zip(preset.parts, preset.cross_products()):
+    for part, product in preset.part_products():
+        if product is None:
+            lines.append(f"- {part.name}: no cells (none of what it names is in the preset's lists)")
+            continue
         _, its = expand(product, data)
         rows: dict[str, list[str]] = {}
         for cell in its:

@@ -37,11 +37,15 @@ MATRIX_KEYS = ("families", "ks", "data_fractions", "seeds", "baselines", "serial
                "parallel_intermediate")
 
 
+_PART_AXES = ("families", "ks", "data_fractions", "seeds")  # a part left without one of them has no cells
+
+
 @dataclass(frozen=True)
 class Part:
     """One cross-product of a preset whose matrix is not one (the paper's: Table 2 at k=30 only, NetVLAD's
-    two rows...): its name (the table it makes) and the lists it narrows, each a subset of the preset's own;
-    a list it does not name is the preset's."""
+    two rows...): its name (the table it makes) and the lists it narrows to what it names of the preset's
+    own (an `--override` of `ks: [10]` leaves a k=30 part empty, and out); a list it does not name is the
+    preset's."""
 
     name: str
     families: tuple[str, ...] | None = None
@@ -116,18 +120,33 @@ class Preset:
         self._check_training()
 
     def cross_products(self) -> list[Preset]:
-        """The preset as the cross-products its matrix is the union of: itself, or one per part."""
-        return [dataclasses.replace(self, parts=(), **part.narrowed()) for part in self.parts] or [self]
+        """The preset as the cross-products its matrix is the union of: itself, or one per part left."""
+        if not self.parts:
+            return [self]
+        return [product for _, product in self.part_products() if product is not None]
+
+    def part_products(self) -> list[tuple[Part, Preset | None]]:
+        """Each part with its cross-product: the preset narrowed to what the part names of its lists; None
+        when that leaves a family, k, data fraction or seed list empty."""
+        products = []
+        for part in self.parts:
+            narrowed = {key: tuple(v for v in values if v in getattr(self, key))
+                        for key, values in part.narrowed().items()}
+            empty = any(key in narrowed and not narrowed[key] for key in _PART_AXES)
+            products.append((part, None if empty else dataclasses.replace(self, parts=(), **narrowed)))
+        return products
 
     def _check_parts(self) -> None:
         for index, part in enumerate(self.parts):
-            for key, values in part.narrowed().items():
-                outside = [value for value in values if value not in getattr(self, key)]
-                if outside:
-                    raise Invalid(f"parts[{index}].{key}", f"{outside[0]!r} is not among the preset's {key} "
-                                  f"{list(getattr(self, key))}: a part narrows the preset's lists")
-                if key in ("families", "ks", "data_fractions", "seeds") and not values:
+            for key in _PART_AXES:
+                if getattr(part, key) == ():
                     raise Invalid(f"parts[{index}].{key}", "must not be empty")
+            try:  # what the part names must make a preset of its own: a typo is an error, not dropped
+                dataclasses.replace(self, parts=(), **part.narrowed())
+            except Invalid as invalid:
+                raise invalid.under(f"parts[{index}]") from None
+        if self.parts and not self.cross_products():
+            raise Invalid("parts", "every part names none of the preset's families, ks, data_fractions or seeds")
 
     def train_settings(self, family: str, role: Role) -> TrainSettings:
         """The teacher's or student's training settings for `family`, its overrides applied."""
