@@ -188,3 +188,12 @@ def test_a_store_predictions_file_of_other_shape_is_damaged(tmp_path):
                               np.array([1, 1]))
     write_predictions(str(tmp_path / "ok.parquet"), unequal)
     assert read_predictions(str(tmp_path / "ok.parquet")).classes.tolist() == [[1, 2], [3, 4]]
+
+
+def test_a_damaged_predictions_file_costs_its_interval_not_the_summary(tmp_path):
+    cells, evidence = graded_grid(SKILLS)
+    (tmp_path / "bad.parquet").write_bytes(b"cut short")
+    damaged = Evidence(lambda c: read_predictions(str(tmp_path / "bad.parquet")), lambda c: None)
+    row = [c for c in cells if c.mode == "baseline" and c.selection == "uniform"]
+    assert damaged.gap(row).draws is None and damaged.gap(row).estimate == evidence.gap(row).estimate
+    assert "not shown (no interval: test predictions not kept)" in findings(cells, damaged)[0]

@@ -6,7 +6,8 @@ MLflow runs' artifacts (`in_mlflow`, the report), and resampled together (`workl
 the mean cosine of their test representations to their teachers'. Every model scored on the same test
 videos is resampled with the same draws, so any difference of two rows is paired. A cell whose predictions
 were not kept (a run logged before they were) gives its score without draws, and what it takes part in
-has no interval.
+has no interval; so does one whose file cannot be read (a damaged file costs an interval, never a summary
+or a report).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Callable
 from orchestrator.experiment.matrix import Cell
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.outcome import CellOutcome
+from orchestrator.store.files import DamagedFile
 from orchestrator.store.layout import Store, owner_id
 from orchestrator.store.predictions import read_predictions
 from orchestrator.store.samples import read_sample
@@ -64,7 +66,7 @@ class Evidence:
 
     def _gap(self, cell: CellOutcome) -> Resampled:
         if cell not in self._gaps:
-            predictions = self._read_predictions(cell) if cell.finished else None
+            predictions = _readable(self._read_predictions, cell) if cell.finished else None
             self._gaps[cell] = (Resampled(cell.gap) if predictions is None else
                                 resampled_gap(predictions, self._resamples_of(predictions.ids), cell.gap))
         return self._gaps[cell]
@@ -87,7 +89,7 @@ class Evidence:
 
     def _sample(self, cell: CellOutcome) -> Sample | None:
         if cell not in self._samples:
-            self._samples[cell] = self._read_sample(cell)
+            self._samples[cell] = _readable(self._read_sample, cell)
         return self._samples[cell]
 
     def _resamples_of(self, ids) -> Resamples:
@@ -95,6 +97,13 @@ class Evidence:
         if key not in self._resamples:
             self._resamples[key] = Resamples.of(key)
         return self._resamples[key]
+
+
+def _readable(read: Callable[[CellOutcome], Any], cell: CellOutcome) -> Any:
+    try:
+        return read(cell)
+    except DamagedFile:
+        return None
 
 
 def run_artifact(client, run_id: str, name: str, read: Callable[[str], Any]) -> Any:
