@@ -5,7 +5,7 @@ Every model scored on the same videos is resampled with the same draws (`Resampl
 video ids and a seed), so a difference of two models' GAPs is taken resample by resample: that pairing is
 what makes the interval of a difference much narrower than the two scores' own intervals. A resample is a
 count per video (how often it was drawn, a multinomial of n draws over n videos), so a model's GAP on every
-resample comes from one ranking of its triplets (`resampled_gaps`), never re-sorted.
+resample comes from one ranking of its triplets (`resampled_gap`), never re-sorted.
 
 Test splits larger than `MAX_VIDEOS` are resampled within a fixed random subset of that many videos (the
 same for every model of the split), and each draw's distance from the subset's own GAP is shrunk by
@@ -137,17 +137,18 @@ def mean(values: list[Resampled]) -> Resampled:
 def resampled_gap(predictions: TopKPredictions, resamples: Resamples, estimate: float) -> Resampled:
     """A model's GAP on every resample of its test videos; `estimate` is its GAP on all of them (the
     starter code's, ties broken its way)."""
-    ordered = _aligned(predictions, resamples)
-    subset = ordered.kept
-    videos = np.repeat(np.arange(subset.size), ordered.scores.shape[1])
-    scores, hits = ordered.scores[subset].ravel(), ordered.hits[subset].ravel()
+    rows = _positions(list(predictions.ids), resamples)[resamples.kept]  # the resampled videos, in draw order
+    videos = np.repeat(np.arange(rows.size), predictions.scores.shape[1])
+    scores, hits = predictions.scores[rows].ravel(), predictions.hits[rows].ravel()
     rank = np.argsort(-scores, kind="stable")
     videos, hits = videos[rank], hits[rank]
-    labels = ordered.label_counts[subset]
+    labels = predictions.label_counts[rows]
     draws = np.concatenate([_gaps(videos, hits, labels, counts)
                             for counts in _chunks(resamples.counts, videos.size)])
-    whole = _gaps(videos, hits, labels, np.ones((1, subset.size), np.int32))[0]
-    return Resampled(estimate, _rescaled(draws, resamples, estimate, whole), resamples.basis)
+    if resamples.kept.size < len(resamples.ids):  # a subset: its own GAP is what the draws spread around
+        subset = _gaps(videos, hits, labels, np.ones((1, rows.size), np.int32))[0]
+        draws = _rescaled(draws, resamples, estimate, subset)
+    return Resampled(estimate, draws, resamples.basis)
 
 
 def resampled_mean(ids: list[str], values: np.ndarray, resamples: Resamples) -> Resampled:
@@ -156,17 +157,9 @@ def resampled_mean(ids: list[str], values: np.ndarray, resamples: Resamples) -> 
     kept = values[resamples.kept]
     draws = resamples.counts @ kept / resamples.counts.sum(axis=1)
     estimate = float(values.mean())
-    return Resampled(estimate, _rescaled(draws, resamples, estimate, float(kept.mean())), resamples.basis)
-
-
-class _Ordered:
-    def __init__(self, predictions: TopKPredictions, order: np.ndarray, kept: np.ndarray):
-        self.scores, self.hits = predictions.scores[order], predictions.hits[order]
-        self.label_counts, self.kept = predictions.label_counts[order], kept
-
-
-def _aligned(predictions: TopKPredictions, resamples: Resamples) -> _Ordered:
-    return _Ordered(predictions, _positions(list(predictions.ids), resamples), resamples.kept)
+    if resamples.kept.size < len(resamples.ids):
+        draws = _rescaled(draws, resamples, estimate, float(kept.mean()))
+    return Resampled(estimate, draws, resamples.basis)
 
 
 def _positions(ids: list[str], resamples: Resamples) -> np.ndarray:
@@ -201,8 +194,5 @@ def _gaps(videos: np.ndarray, hits: np.ndarray, label_counts: np.ndarray, counts
 
 
 def _rescaled(draws: np.ndarray, resamples: Resamples, estimate: float, subset_estimate: float) -> np.ndarray:
-    """Draws of a subset moved to the whole split (see the module's docstring); unchanged when every video
-    was kept."""
-    if resamples.kept.size == len(resamples.ids):
-        return draws
+    """Draws of a subset moved to the whole split (see the module's docstring)."""
     return estimate + resamples.shrink * (draws - subset_estimate)

@@ -44,12 +44,6 @@ class TopKPredictions:
     hits: np.ndarray  # (videos, k) bool
     label_counts: np.ndarray  # (videos,) int
 
-    def by_id(self) -> TopKPredictions:
-        """The same predictions, videos ordered by id (how two models' predictions are paired)."""
-        order = np.argsort(np.asarray(self.ids, dtype=object), kind="stable")
-        return TopKPredictions(tuple(self.ids[i] for i in order), self.classes[order], self.scores[order],
-                               self.hits[order], self.label_counts[order])
-
 
 class TopKAccumulator:
     """Keeps each video's top-k (class, score, label) triplets and every class's positive count."""

@@ -143,7 +143,7 @@ def train_serial_student(
     def batches(stage: Stage, data: Iterable[VideoBatch]) -> Iterable[VideoBatch]:
         return _prefetched(data, teacher if stage.objective.needs_teacher else None)
 
-    learner = _Learner(student, loss, _scores_of(student), batches, _penalised_by_stage(student, frozen), frozen)
+    learner = _Learner(student, loss, _scores_of(student), batches, _penalised_by_stage(student), frozen)
     return _fit(learner, stages, train, val, config, on_epoch, resume, on_progress)
 
 
@@ -270,7 +270,9 @@ def _train_epoch(learner: _Learner, stage: Stage, train, epoch: int, precision: 
     _set_epoch(train, epoch - 1)
     learner.model.train()
     mean = _Mean()
-    penalised = learner.penalised(stage) if config.regularization_penalty and config.l2_penalty else []
+    stepped = {id(p) for p in params}  # a frozen layer is not trained, so not penalised
+    penalised = ([w for w in learner.penalised(stage) if id(w) in stepped]
+                 if config.regularization_penalty and config.l2_penalty else [])
     with joined(learner.model):
         for batch in learner.batches(stage, train):
             batch = batch.to(precision.device)
@@ -283,16 +285,15 @@ def _train_epoch(learner: _Learner, stage: Stage, train, epoch: int, precision: 
     return mean.pooled() if check_share(train) else mean
 
 
-def _penalised_by_stage(module: torch.nn.Module, frozen: tuple = ()) -> Callable[[Stage], list[torch.nn.Parameter]]:
-    return lambda stage: _output_weights(module, frozen) if stage.objective.trains_output else []
+def _penalised_by_stage(module: torch.nn.Module) -> Callable[[Stage], list[torch.nn.Parameter]]:
+    return lambda stage: _output_weights(module) if stage.objective.trains_output else []
 
 
-def _output_weights(module: torch.nn.Module, frozen: tuple = ()) -> list[torch.nn.Parameter]:
-    """The weight matrices of every trained output layer in `module` (a model, a pair, DDP's wrapper), each
-    once: what the paper's L2 penalises. A frozen layer (a serial student's shared one) is not trained."""
-    skipped = {id(p) for p in frozen}
+def _output_weights(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The weight matrices of every output layer in `module` (a model, a pair, DDP's wrapper), each once:
+    what the paper's L2 penalises (`_train_epoch` keeps those the optimiser steps)."""
     found = {id(p): p for m in module.modules() if isinstance(m, VideoModel)
-             for p in m.classifier.parameters() if p.ndim > 1 and p.requires_grad and id(p) not in skipped}
+             for p in m.classifier.parameters() if p.ndim > 1 and p.requires_grad}
     return list(found.values())
 
 

@@ -21,7 +21,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from workloads.errors import WorkloadError
-from workloads.losses import LOSSES, READS_OUTPUT, Objective
+from workloads.losses import LOSSES, Objective
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,6 @@ class Stage:
 CLASSIFIER = "ce"  # the skyline, the baselines and a parallel pair's teacher learn from the labels alone
 INTERMEDIATE = "rep_intermediate"
 REPRESENTATION = "rep"  # a variant that has it can match intermediate states too
-OUTPUT_LOSSES = tuple(sorted(READS_OUTPUT))  # the losses on a model's predictions: those that train an output layer
 # How a variant of several stages spends the epochs it is given: shared out among its stages, so it trains
 # as long as a one-stage model (`split`), or each stage all of them (`each`).
 STAGE_EPOCHS = ("split", "each")

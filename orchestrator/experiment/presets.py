@@ -58,8 +58,21 @@ class Part:
     intermediate: tuple[str, ...] | None = None
     parallel_intermediate: tuple[str, ...] | None = None
 
+    def __post_init__(self) -> None:
+        for key in _PART_AXES:
+            if getattr(self, key) == ():
+                raise Invalid(key, "must not be empty")
+
     def narrowed(self) -> dict[str, tuple]:
+        """The lists the part names, as it names them."""
         return {key: getattr(self, key) for key in MATRIX_KEYS if getattr(self, key) is not None}
+
+    def within(self, preset: Preset) -> dict[str, tuple] | None:
+        """The lists the part names, narrowed to `preset`'s; None when that leaves no family, k, data
+        fraction or seed."""
+        narrowed = {key: tuple(v for v in values if v in getattr(preset, key))
+                    for key, values in self.narrowed().items()}
+        return None if any(key in narrowed and not narrowed[key] for key in _PART_AXES) else narrowed
 
 
 @dataclass(frozen=True)
@@ -112,8 +125,11 @@ class Preset:
         if not self.seeds or not self.ks or not self.families:
             raise Invalid("seeds/ks/families", "must not be empty")
         self._check_parts()
-        if self.keep_weights not in KEEP_WEIGHTS:
-            raise Invalid("keep_weights", f"one of {', '.join(KEEP_WEIGHTS)}, got {self.keep_weights!r}")
+        for key, options in (("keep_weights", KEEP_WEIGHTS), ("parallel_classifier", PARALLEL_CLASSIFIERS),
+                             ("parallel_targets", TARGET_MODES), ("intermediate_points", INTERMEDIATE_POINTS),
+                             ("serial_classifier", SERIAL_CLASSIFIERS)):
+            if getattr(self, key) not in options:
+                raise Invalid(key, f"one of {', '.join(options)}, got {getattr(self, key)!r}")
         self._check_models()
         self._check_frames()
         self._check_losses()
@@ -128,19 +144,11 @@ class Preset:
     def part_products(self) -> list[tuple[Part, Preset | None]]:
         """Each part with its cross-product: the preset narrowed to what the part names of its lists; None
         when that leaves a family, k, data fraction or seed list empty."""
-        products = []
-        for part in self.parts:
-            narrowed = {key: tuple(v for v in values if v in getattr(self, key))
-                        for key, values in part.narrowed().items()}
-            empty = any(key in narrowed and not narrowed[key] for key in _PART_AXES)
-            products.append((part, None if empty else dataclasses.replace(self, parts=(), **narrowed)))
-        return products
+        return [(part, None if (narrowed := part.within(self)) is None
+                 else dataclasses.replace(self, parts=(), **narrowed)) for part in self.parts]
 
     def _check_parts(self) -> None:
         for index, part in enumerate(self.parts):
-            for key in _PART_AXES:
-                if getattr(part, key) == ():
-                    raise Invalid(f"parts[{index}].{key}", "must not be empty")
             try:  # what the part names must make a preset of its own: a typo is an error, not dropped
                 dataclasses.replace(self, parts=(), **part.narrowed())
             except Invalid as invalid:
@@ -198,14 +206,6 @@ class Preset:
             if variants and "intermediate" in key and not any(FAMILIES[f].build.supports_intermediates
                                                                for f in self.families):
                 raise Invalid(key, "intermediate matching needs a family with intermediate states (hrnn)")
-        if self.parallel_classifier not in PARALLEL_CLASSIFIERS:
-            raise Invalid("parallel_classifier", f"one of {', '.join(PARALLEL_CLASSIFIERS)}")
-        if self.parallel_targets not in TARGET_MODES:
-            raise Invalid("parallel_targets", f"one of {', '.join(TARGET_MODES)}")
-        if self.intermediate_points not in INTERMEDIATE_POINTS:
-            raise Invalid("intermediate_points", f"one of {', '.join(INTERMEDIATE_POINTS)}")
-        if self.serial_classifier not in SERIAL_CLASSIFIERS:
-            raise Invalid("serial_classifier", f"one of {', '.join(SERIAL_CLASSIFIERS)}")
         for variant in (*self.parallel, *self.parallel_intermediate) if self.parallel_classifier == "own" else ():
             with checking("parallel_classifier"):
                 check_own_classifier(stages(variant, self.weights, self.pred_distance, mode=Mode.PARALLEL.training))

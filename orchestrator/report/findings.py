@@ -129,16 +129,14 @@ def _gap_closed(measure: _Means, fraction: float) -> str | None:
     skyline, serial, uniform = measure.skyline(fraction), measure.best_serial(fraction), measure.baseline("uniform", fraction)
     if skyline is None or serial is None or uniform is None or skyline.estimate <= uniform.estimate:
         return None
-    share = ((serial[1] - uniform) / (skyline - uniform)).interval()
-    within = "" if share is None else f" [95% interval {share.low:.0%} to {share.high:.0%}]"
-    return (f"The best serial student on validation closes {share_of(serial[1], uniform, skyline):.0%}{within} of the "
+    edge = serial[1] - uniform
+    share = edge / (skyline - uniform)
+    interval = share.interval()
+    within = "" if interval is None else f" [95% interval {interval.low:.0%} to {interval.high:.0%}]"
+    return (f"The best serial student on validation closes {share.estimate:.0%}{within} of the "
             f"Uniform-{measure.k} to skyline gap{_of(fraction)} ({uniform.estimate:.3f} -> {serial[1].estimate:.3f} of "
             f"{skyline.estimate:.3f}; the paper, H-RNN k=30: {PAPER_GAP_CLOSED:.0%}); over Uniform-{measure.k}: "
-            f"{_shown(serial[1] - uniform)}, {_verdict([serial[1] - uniform])}")
-
-
-def share_of(student: Resampled, baseline: Resampled, skyline: Resampled) -> float:
-    return (student.estimate - baseline.estimate) / (skyline.estimate - baseline.estimate)
+            f"{_shown(edge)}, {_verdict([edge])}")
 
 
 def _against_strongest(measure: _Means, fraction: float) -> str | None:
@@ -147,9 +145,9 @@ def _against_strongest(measure: _Means, fraction: float) -> str | None:
     if skyline is None or serial is None or strongest is None or strongest[0] == "uniform":
         return None  # Uniform-k's comparison is the lines above
     name, gap = row_label(f"{Mode.BASELINE}:{strongest[0]}").removesuffix("-k"), strongest[1]
-    closed = (f", {share_of(serial[1], gap, skyline):.0%} of its gap to the skyline"
-              if skyline.estimate > gap.estimate else "")
     edge = serial[1] - gap
+    closed = (f", {(edge / (skyline - gap)).estimate:.0%} of its gap to the skyline"
+              if skyline.estimate > gap.estimate else "")
     return (f"The strongest baseline on validation is {name}-{measure.k}, not Uniform{_of(fraction)}: test GAP "
             f"{gap.estimate:.3f}; the best serial student on validation {serial[1].estimate:.3f}, {_shown(edge)}"
             f"{closed}; ahead of it: {_verdict([edge])}")

@@ -83,9 +83,9 @@ PAPER_CLASSES = 4716  # YouTube-8M's 2017 release, the paper's (2018's has 3,862
 PAPER_L2 = 2 * 1e-8  # regularization_penalty x the MoE's l2_penalty, the authors' code
 
 
-def comparability(cells: list[CellOutcome]) -> str | None:
-    """None when the grid's setting is the paper's (YouTube-8M 2017 shards, paper-size models, its L2 and
-    loss weights), else each way it is not. Table 3's time is never the paper's: its hours read the data."""
+def comparability(cells: list[CellOutcome]) -> str:
+    """Whether the grid's setting is the paper's (YouTube-8M 2017 shards, paper-size models, its L2 and loss
+    weights), and if not each way it is not. Table 3's time is never the paper's: its hours read the data."""
     reasons = []
     if any(c.data.startswith("syn-") for c in cells):
         reasons.append("it ran on synthetic data")
@@ -131,14 +131,13 @@ class Scores:
         found = self.of(key, k)
         return [mean_std(c.gap for c in found), mean_std(c.map for c in found)]
 
-    def versus(self, key: str, k: int | None, other: str = UNIFORM, other_scores: Scores | None = None) -> str:
-        """The row's mean test GAP minus `other`'s at k (of `other_scores`, or these), with its 95% interval
-        from a paired bootstrap over test videos: "+0.011 [+0.004, +0.018]"; MISSING when a side has no
-        finished cell, REFERENCE for the row itself."""
-        other_scores = other_scores or self
-        if key == other and other_scores is self:
+    def versus(self, key: str, k: int | None, other: str = UNIFORM) -> str:
+        """The row's mean test GAP minus `other`'s at k, with its 95% interval from a paired bootstrap over
+        test videos: "+0.011 [+0.004, +0.018]"; MISSING when a side has no finished cell, REFERENCE for the
+        row itself."""
+        if key == other:
             return REFERENCE
-        ours, theirs = self.evidence.gap(self.of(key, k)), self.evidence.gap(other_scores.of(other, k))
+        ours, theirs = self.evidence.gap(self.of(key, k)), self.evidence.gap(self.of(other, k))
         if ours is None or theirs is None:
             return MISSING
         interval = (ours - theirs).interval()
