@@ -5,8 +5,9 @@ Converts a whole YouTube-8M split (3,844 TFRecord files per split) on a Ray clus
 S3. Each file is streamed from its source and its shard written under a temporary name and renamed when
 complete. Files whose shard is already complete and valid (its footer reads, it is a video shard of this
 class count converted from that file) are skipped, so a stopped conversion resumes where it stopped, and
-the hidden temporary files its killed tasks left beside the shards still to convert are removed (so run
-one conversion per output folder at a time). One progress line counts files, videos and bytes; a closing
+the hidden temporary files its killed tasks left are removed (beside a shard still to convert, or on S3,
+where a move is a copy and a delete, beside a complete one; so run one conversion per output folder at a
+time). One progress line counts files, videos and bytes; a closing
 summary follows. Failed files are listed by name with the reason while the others convert, and the exit
 status is 1. On a cluster, run it under `ray job submit` (RAY_ADDRESS); without one, a local Ray starts.
 """
@@ -60,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
         done = [name for name, is_done in zip(files, pool.map(
             lambda name: converted(join(args.out, name), name, args.num_classes), files)) if is_done]
     todo = {name: source for name, source in files.items() if name not in done}
-    # A task killed mid-write leaves a hidden temporary file: this run is the folder's one writer
-    leftovers = leftover_temporaries(args.out, set(todo))
+    # A task killed mid-write leaves a hidden temporary file, and on S3 (a move is a copy, then a delete)
+    # one killed between the two leaves it beside a complete shard: this run is the folder's one writer
+    leftovers = leftover_temporaries(args.out, set(files))
     for leftover in leftovers:
         delete(leftover)
     ray = session.start_ray()

@@ -91,14 +91,16 @@ def test_a_split_converts_bucket_to_bucket_on_ray_stops_and_resumes_doing_only_w
     cut = client.get_object(Bucket=out_bucket, Key=f"yt8m/train/{kept[0]}")["Body"].read()[:500]
     client.put_object(Bucket=out_bucket, Key=f"yt8m/train/{kept[0]}", Body=cut)
     client.put_object(Bucket=out_bucket, Key=f"yt8m/train/.{kept[0]}.tmp-0123456789ab", Body=cut)
-    # The planted one, and any that a task the stop killed mid-write left beside a file still to convert.
+    # and one a task killed between a move's copy and its delete left beside a complete shard
+    client.put_object(Bucket=out_bucket, Key=f"yt8m/train/.{kept[1]}.tmp-abcdefabcdef", Body=cut)
+    # The planted ones, and any that a task the stop killed left (mid-write, or mid-move).
     hidden = [s for s in shards() if s.startswith(".")]
     again = subprocess.run(command, capture_output=True, text=True, env=env, cwd=repo, timeout=300)
     assert again.returncode == 1, again.stdout + again.stderr
     redone = 9 - len(kept) + 1
     assert f"converted {redone - 1} of {redone} files" in again.stdout
     assert f"{len(kept) - 1} already converted, skipped" in again.stdout
-    assert f".{kept[0]}.tmp-0123456789ab" in hidden
+    assert {f".{kept[0]}.tmp-0123456789ab", f".{kept[1]}.tmp-abcdefabcdef"} <= set(hidden)
     assert f"{len(hidden)} temporary file(s) of a stopped run removed" in again.stdout
     assert "train0009.tfrecord: record 0 at byte 0: length checksum mismatch" in again.stderr
     assert shards() == [f"train{i:04d}.parquet" for i in range(8)]  # nothing hidden left either
