@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> int:
     preset = load_preset(args.preset, load_override(args.override), args.override)
-    store, tracking_uri, data = session.before_ray(args.store, args.tracking_uri, preset.data, args.data)
+    store, tracking_uri, data = session.before_ray(args.store, args.tracking_uri, preset, args.data)
     experiment = args.experiment or f"fewer-frames-{preset.name}"
     # MLflow (seconds to import) once the input is known good: a bad preset or store says so at once.
     from orchestrator.driver.closing import report_folder, report_on_parent, time_on_parent

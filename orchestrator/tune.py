@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     preset = load_preset(args.preset)
     check_against(space, preset, args.space)
-    store, tracking_uri, data = session.before_ray(args.store, args.tracking_uri, preset.data)
+    store, tracking_uri, data = session.before_ray(args.store, args.tracking_uri, preset)
     # MLflow (seconds to import) once the input is known good: bad arguments say so at once.
     from orchestrator.driver.ledger import Ledger
     from orchestrator.driver.study import Study, run_study

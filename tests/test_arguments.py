@@ -11,6 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from orchestrator.errors import OrchestratorError
+from orchestrator.experiment.presets import load_preset
 from orchestrator.experiment.settings import DataConfig
 from orchestrator.jobs.data_sets import locate
 from orchestrator.store.layout import Store
@@ -134,6 +136,37 @@ def test_impossible_synthetic_settings(tmp_path, synthetic, message):
     result = driver("grid", "--preset", "tiny", "--store", str(tmp_path / "store"), "--override", str(override))
     refused(result, f"{override} (merged into preset tiny")
     assert message in result.stderr and not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"ks": [10, 10, 10]}, "ks: 10 given more than once; each value once"),
+    ({"seeds": [0, 1, 0]}, "seeds: 0 given more than once"),
+    ({"parts": [{"name": "a", "ks": [10, 10]}]}, "parts[0].ks: 10 given more than once"),
+    ({"data": {"synthetic": {"classes": 1_000_000_000}}},
+     "data.synthetic.classes: 1,000,000,000, over the bound of 50,000"),
+    ({"data": {"synthetic": {"train_videos": 10_000_000}}}, "data.synthetic.train_videos: 643.7 GiB of frames "
+     "(10,000,096 videos of up to 60 frames), over the bound of 16.0 GiB"),
+    ({"data": {"max_frames": 1_000_000_000}, "ks": [100_000_000]},
+     "data.max_frames: must be in [1, 10,000], got 1,000,000,000"),
+    ({"teacher_train": {"batch_size": 100_000}}, "teacher_train.batch_size: 25.7 GiB per batch (hrnn: 100,000 "
+     "videos of 60 float32 frames), over the bound of 4.0 GiB"),
+])
+def test_repeated_values_and_sizes_past_the_bounds_are_refused(override, message):
+    """A repeated k named the same cells twice (the grid crashed on every run); sizes past a bound took a
+    machine's memory for minutes."""
+    with pytest.raises(OrchestratorError) as refusal:
+        load_preset("tiny", override, "override.yaml")
+    assert str(refusal.value).startswith("override.yaml (merged into preset tiny") and message in str(refusal.value)
+
+
+def test_a_model_past_the_parameter_bound_is_refused_before_ray(tmp_path):
+    """Counted on PyTorch's meta device for the data's classes, before anything is written."""
+    path = tmp_path / "override.yaml"
+    path.write_text(yaml.safe_dump({"data": {"synthetic": {"classes": 40_000}}, "size": "paper", "intermediate": [],
+                                    "families": ["netvlad"], "model_overrides": {"netvlad": {"hidden": 4096}}}))
+    refused(driver("grid", "--preset", "tiny", "--store", str(tmp_path / "store"), "--override", str(path)),
+            "1,977,602,112 parameters (netvlad at size paper for 40,000 classes), over the bound of 1,000,000,000")
+    assert not (tmp_path / "store").exists()
 
 
 def test_an_override_error_names_the_override_and_a_preset_error_the_preset(tmp_path):

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from typing import Callable
 
 from orchestrator.errors import OrchestratorError, one_line
-from orchestrator.experiment.presets import Preset
-from orchestrator.experiment.settings import DataConfig, Resources
+from orchestrator.experiment.presets import Preset, check_model_sizes
+from orchestrator.experiment.settings import Resources
 from orchestrator.jobs.data_sets import DataSet, check_shards, locate, prepare_data
 from orchestrator.jobs.teachers import fit_teacher
 from orchestrator.store.access import open_store, store_lost, store_of
@@ -131,15 +131,16 @@ def check_stores(root: str, tracking_uri: str | None) -> Store:
     return store
 
 
-def before_ray(root: str, tracking_uri: str | None, config: DataConfig,
+def before_ray(root: str, tracking_uri: str | None, preset: Preset,
                data_override: str | None = None) -> tuple[Store, str, DataSet | None]:
     """Everything checked before Ray starts, in this order so that bad input writes nothing: the store
     (reachable, a folder, a tracking store that answers), the data (every shard; None for synthetic data
-    still to be generated), then the store made ready for writing. (store, tracking URI: the one given,
-    else SQLite in the store; data set)."""
+    still to be generated), the models' sizes for its classes, then the store made ready for writing.
+    (store, tracking URI: the one given, else SQLite in the store; data set)."""
     store = check_stores(root, tracking_uri)
     with store_failures(store):
-        data = locate(config, store, data_override)
+        data = locate(preset.data, store, data_override)
+    check_model_sizes(preset, data.num_classes if data else preset.data.synthetic.generator.num_classes)
     open_store(store)
     if tracking_uri is None:
         tracking_uri = in_store(store)

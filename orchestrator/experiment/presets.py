@@ -17,13 +17,14 @@ from typing import Any
 import yaml
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.experiment import bounds
 from orchestrator.experiment.modes import Mode, Role
 from orchestrator.experiment.settings import DataConfig, Resources, TrainSettings
 from orchestrator.experiment.validation import Invalid, checking, fill
 from workloads.data.batch import FrameSelection
 from workloads.frames import SELECTORS
 from workloads.losses import Objective
-from workloads.models import FAMILIES, family_config, find_family
+from workloads.models import FAMILIES, ModelSpec, family_config, find_family
 from workloads.models.base import INTERMEDIATE_POINTS
 from workloads.parallel_pair import TARGET_MODES
 from workloads.train import SERIAL_CLASSIFIERS
@@ -62,6 +63,7 @@ class Part:
         for key in _PART_AXES:
             if getattr(self, key) == ():
                 raise Invalid(key, "must not be empty")
+        _check_once(self, MATRIX_KEYS)
 
     def narrowed(self) -> dict[str, tuple]:
         """The lists the part names, as it names them."""
@@ -124,6 +126,7 @@ class Preset:
     def __post_init__(self) -> None:
         if not self.seeds or not self.ks or not self.families:
             raise Invalid("seeds/ks/families", "must not be empty")
+        _check_once(self, MATRIX_KEYS)
         self._check_parts()
         for key, options in (("keep_weights", KEEP_WEIGHTS), ("parallel_classifier", PARALLEL_CLASSIFIERS),
                              ("parallel_targets", TARGET_MODES), ("intermediate_points", INTERMEDIATE_POINTS),
@@ -217,12 +220,37 @@ class Preset:
             for base in (self.teacher_train, self.student_train):
                 fill(TrainSettings, {**dataclasses.asdict(base), **settings}, f"train_overrides.{name}")
         workers = self.resources.teacher.num_workers
+        for family, role in ((family, role) for family in self.families for role in Role):
+            batch = self.train_settings(family, role).batch_size
+            if problem := bounds.too_large(bounds.batch_bytes(batch, self.data.max_frames), bounds.MAX_BATCH_BYTES,
+                                           f"per batch ({family}: {batch:,} videos of {self.data.max_frames:,} float32 frames)", "B"):
+                raise Invalid(f"{role.value}_train.batch_size", problem)
         for family in self.families:
             batch = self.train_settings(family, Role.TEACHER).batch_size
             if batch % workers:
                 # The batch is global: each data-parallel worker reads an equal part of it.
                 raise Invalid("resources.teacher.num_workers", f"{family}'s teacher batch_size {batch} does not "
                               f"divide among {workers} workers")
+
+
+def check_model_sizes(preset: Preset, num_classes: int) -> None:
+    """Every model of `preset` within `bounds.MAX_PARAMETERS` for `num_classes` (the data's, known once its
+    shards are found), counted without allocating: an error names the family and the count."""
+    for family in preset.families:
+        spec = ModelSpec(family, preset.size, tuple(sorted(preset.model_overrides.get(family, {}).items())))
+        count = bounds.model_parameters(spec, num_classes)
+        if problem := bounds.too_large(count, bounds.MAX_PARAMETERS, f"parameters ({family} at size "
+                                       f"{preset.size} for {num_classes:,} classes)"):
+            raise OrchestratorError(f"preset {preset.name}: {problem}")
+
+
+def _check_once(lists, keys: tuple[str, ...]) -> None:
+    """Each value of a matrix list once: a repeated one would name the same cell twice."""
+    for key in keys:
+        values = getattr(lists, key) or ()
+        repeated = sorted({v for v in values if values.count(v) > 1}, key=values.index)
+        if repeated:
+            raise Invalid(key, f"{', '.join(map(str, repeated))} given more than once; each value once")
 
 
 def preset_names() -> list[str]:

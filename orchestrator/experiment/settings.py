@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.experiment import bounds
 from orchestrator.experiment.validation import Invalid, checking, convert, fill
 from workloads.data.synth import SynthConfig
 from workloads.train import TrainConfig
@@ -38,6 +39,12 @@ class SyntheticData:
                 raise Invalid(key, f"must be >= 1, got {getattr(self, key)}")
         with checking(""):
             self.generator.validate()
+        if problem := bounds.too_large(self.generator.num_classes, bounds.MAX_CLASSES):
+            raise Invalid("classes", problem)
+        stored = bounds.synthetic_bytes(sum(self.split_videos.values()), self.generator.max_frames)
+        if problem := bounds.too_large(stored, bounds.MAX_SYNTHETIC_BYTES, f"of frames ({sum(self.split_videos.values()):,} "
+                                       f"videos of up to {self.generator.max_frames} frames)", "B"):
+            raise Invalid("train_videos", problem)
 
     @classmethod
     def from_yaml(cls, raw: Any, key: str) -> SyntheticData:
@@ -98,8 +105,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         if (self.synthetic is None) == (self.uri is None):
             raise Invalid("", "give exactly one of 'synthetic' or 'uri'")
-        if self.max_frames < 1:
-            raise Invalid("max_frames", f"must be >= 1, got {self.max_frames}")
+        if not 1 <= self.max_frames <= bounds.MAX_FRAMES:
+            raise Invalid("max_frames", f"must be in [1, {bounds.MAX_FRAMES:,}], got {self.max_frames:,}")
         if self.holdout is not None and self.synthetic is not None:
             raise Invalid("holdout", "synthetic data has a validation split of its own; holdout is for 'uri' data")
         if self.holdout is not None and (self.holdout <= 0 or (self.holdout >= 1 and not float(self.holdout).is_integer())):
