@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
+import pyarrow.fs as pafs
+
 from orchestrator.driver import session
 from orchestrator.errors import OrchestratorError, one_line
 from orchestrator.tracking.uri import DEFAULT_TRACKING, check_existing_tracking
@@ -109,6 +111,26 @@ def check_shards(classifier: Classifier, data: str) -> tuple[list[str], int]:
     return shards, videos
 
 
+def check_out(out: str) -> None:
+    """`--out` names a CSV to write: not a folder, not a video shard (a shard of `--data` would be replaced
+    by the CSV), and its folder exists."""
+    from workloads.data.fs import resolve
+
+    try:
+        fs, path = resolve(out)
+        kind = fs.get_file_info(path).type
+        parent = fs.get_file_info(os.path.dirname(path)).type if os.path.dirname(path) else pafs.FileType.Directory
+    except (OSError, WorkloadError) as error:
+        raise OrchestratorError(f"--out {out}: {one_line(error)}") from None
+    if kind == pafs.FileType.Directory:
+        raise OrchestratorError(f"--out {out}: a folder; give the CSV file's name (e.g. {out.rstrip('/')}/predictions.csv)")
+    if out.endswith(SHARD_SUFFIX):
+        raise OrchestratorError(f"--out {out}: a video shard's name ({SHARD_SUFFIX}); the predictions are a CSV "
+                                "(name it .csv): nothing was written")
+    if parent != pafs.FileType.Directory and "://" not in out:  # a bucket's folders need not exist
+        raise OrchestratorError(f"--out {out}: its folder {os.path.dirname(path)} does not exist")
+
+
 def predict_here(classifier: Classifier, shards: list[str], job: Job) -> Iterator[Predictions]:
     for shard in shards:
         yield from classifier.predict_shard(shard, job.batch_size, job.top_k)
@@ -168,6 +190,7 @@ def run(job: Job, tracking_uri: str) -> str:
     started = time.perf_counter()
     if job.top_k < 1:
         raise OrchestratorError(f"--top-k must be >= 1, got {job.top_k}")
+    check_out(job.out)
     check_existing_tracking(tracking_uri)
     classifier = load_classifier(job.model, tracking_uri)
     shards, total = check_shards(classifier, job.data)

@@ -1,6 +1,8 @@
 """A model as a product, without Ray or MLflow: cards and weights files, top-k labels of shards and of shard
 columns, the submission format, and GAP/mAP pooled from predictions."""
 
+import csv
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,8 @@ from workloads.data.reader import VideoShards
 from workloads.data.synth import SynthConfig, generate
 from workloads.errors import DataError, WorkloadError
 from workloads.evaluation import evaluate
-from workloads.inference import (SUBMISSION_HEADER, Classifier, ModelCard, Scores, load_weights, read_submission,
+from workloads.inference import (SUBMISSION_HEADER, Classifier, ModelCard, Predictions, Scores, load_weights,
+                                 read_submission,
                                  submission_lines, weights_bytes)
 from workloads.metrics import TopKAccumulator
 
@@ -88,12 +91,33 @@ def test_shard_columns_are_checked_like_a_shard_and_labelled_like_one(shards):
         next(classifier.predict_columns(ids[:1], frames[:1], [b"0123456789"], audio[:1], top_k=4))
 
 
+def test_ids_with_a_comma_a_quote_or_a_line_break_are_quoted_and_read_back(tmp_path):
+    """A submission is CSV: such ids are quoted as RFC 4180 has it, and read back whole by our own reader and
+    by Python's csv module (as pandas and Kaggle's reader are)."""
+    ids = ["plain", "a,b", 'say "hi"', "two\nlines", "cr\r", ""]
+    predictions = Predictions(ids, np.tile(np.array([[3, 1]]), (len(ids), 1)),
+                              np.tile(np.array([[0.9, 0.25]], np.float32), (len(ids), 1)), [np.array([])] * len(ids))
+    out = tmp_path / "out.csv"
+    out.write_text(SUBMISSION_HEADER + "\n" + "".join(row + "\n" for row in submission_lines(predictions, 2)), newline="")
+    with open(out, newline="") as handle:
+        assert list(csv.reader(handle))[1:] == [[video, "3 0.9 1 0.25"] for video in ids]
+    with pytest.raises(DataError, match="line 9 is not 'id,class score"):  # the empty id: refused, named by its line
+        with open(out, newline="") as handle:
+            read_submission(handle, str(out))
+    ids.pop()
+    out.write_text(SUBMISSION_HEADER + "\n" + "".join(row + "\n" for row in submission_lines(
+        Predictions(ids, predictions.classes[:-1], predictions.scores[:-1], predictions.labels[:-1]), 2)), newline="")
+    with open(out, newline="") as handle:
+        assert read_submission(handle, str(out)) == {video: [(3, pytest.approx(0.9)), (1, 0.25)] for video in ids}
+
+
 @pytest.mark.parametrize("lines, problem", [
     (["VideoId,Labels\n"], "line 1"),
     ([SUBMISSION_HEADER, "v1,1 0.5 2\n"], "line 2 is not"),
     ([SUBMISSION_HEADER, "v1,1 0.2 2 0.5\n"], "descending"),
     ([SUBMISSION_HEADER, "v1,1 0.5\n", "v1,2 0.5\n"], "appears twice"),
     ([SUBMISSION_HEADER, "v1,x 0.5\n"], "not an integer"),
+    ([SUBMISSION_HEADER, '"v1,1 0.5\n'], "line 2: unexpected end of data"),
 ])
 def test_a_malformed_submission_is_named_by_line(lines, problem):
     with pytest.raises(DataError, match=problem):

@@ -7,6 +7,7 @@ import importlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -214,12 +215,19 @@ def test_bad_input_is_one_line_and_leaves_no_file(grid, tmp_path):
     no_audio = tmp_path / "no-audio"
     no_audio.mkdir()
     pq.write_table(pq.read_table(next(other.glob("*.parquet"))).drop_columns(["audio"]), no_audio / "a.parquet")
+    copied = tmp_path / "copied"
+    shutil.copytree(grid[4], copied)
+    shard = next(copied.glob("*.parquet"))
+    before = shard.read_bytes()
     cases = [
         (["--model", "models:/fewer-frames-nope@best"], "no registered model 'fewer-frames-nope'"),
         (["--model", f"models:/{STUDENT}@champion"], f"'{STUDENT}' has no alias 'champion' (its aliases: best)"),
         (["--data", str(other)], "a shard of 12 classes; the model predicts 10"),
         (["--data", str(no_audio)], "column 'audio' must be binary, found missing"),
-        (["--out", str(tmp_path / "missing" / "out.csv")], "cannot be written"),
+        (["--out", str(tmp_path / "missing" / "out.csv")], f"its folder {tmp_path / 'missing'} does not exist"),
+        (["--out", str(tmp_path)], f"--out {tmp_path}: a folder; give the CSV file's name"),
+        # one of --data's own shards (a copy here: the session's grid is read by other tests)
+        (["--data", str(copied), "--out", str(shard)], "a video shard's name (.parquet); the predictions are a CSV"),
     ]
     for change, message in cases:
         args = dict(zip(["--model", "--data", "--out"], [f"models:/{STUDENT}@best", str(grid[4]), str(tmp_path / "o.csv")]))
@@ -228,3 +236,4 @@ def test_bad_input_is_one_line_and_leaves_no_file(grid, tmp_path):
         assert done.returncode == 2 and message in done.stderr, (change, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr, done.stderr
         assert not (tmp_path / "o.csv").exists() and not list(tmp_path.glob(".o.csv*"))
+    assert shard.read_bytes() == before

@@ -9,6 +9,8 @@ unpickler, so a model file in a shared store cannot run code in whoever loads it
 
 from __future__ import annotations
 
+import csv
+
 import io
 import json
 import pickle
@@ -158,34 +160,46 @@ class Classifier:
 
 def submission_lines(predictions: Predictions, top_k: int) -> list[str]:
     """YouTube-8M's submission rows (the starter code's `format_lines`): id, then class and score pairs,
-    best first, separated by spaces."""
-    return [video + "," + " ".join(f"{c} {s:g}" for c, s in zip(classes[:top_k].tolist(), scores[:top_k].tolist()))
+    best first, separated by spaces. An id holding a comma, a quote or a line break is quoted as RFC 4180
+    (and Python's `csv`, pandas and Kaggle's reader) has it."""
+    return [_quoted(video) + "," + " ".join(f"{c} {s:g}" for c, s in zip(classes[:top_k].tolist(), scores[:top_k].tolist()))
             for video, classes, scores in zip(predictions.ids, predictions.classes, predictions.scores)]
+
+
+def _quoted(field: str) -> str:
+    return '"' + field.replace('"', '""') + '"' if any(c in field for c in ',"\r\n') else field
 
 
 def read_submission(lines: Iterable[str], where: str) -> dict[str, list[tuple[int, float]]]:
     """A submission file's rows as {video id: [(class, score), ...]}, strictly: the header, one row per
-    video, pairs of an integer class and a float score in descending order."""
-    rows = iter(lines)
-    header = next(rows, "").rstrip("\r\n")
-    if header != SUBMISSION_HEADER:
-        raise DataError(f"{where}: line 1 is {header!r}, expected {SUBMISSION_HEADER!r}")
-    found: dict[str, list[tuple[int, float]]] = {}
-    for number, line in enumerate(rows, start=2):
-        video, comma, pairs = line.rstrip("\r\n").partition(",")
-        fields = pairs.split()
-        if not video or not comma or len(fields) % 2:
-            raise DataError(f"{where}: line {number} is not 'id,class score class score ...'")
-        if video in found:
-            raise DataError(f"{where}: line {number}: video {video!r} appears twice")
-        try:
-            ranked = [(int(fields[i]), float(fields[i + 1])) for i in range(0, len(fields), 2)]
-        except ValueError:
-            raise DataError(f"{where}: line {number}: a class that is not an integer or a score that is not a number") from None
-        if any(a[1] < b[1] for a, b in zip(ranked, ranked[1:])):
-            raise DataError(f"{where}: line {number}: scores are not in descending order")
-        found[video] = ranked
+    video (its id quoted when it holds a comma, quote or line break), pairs of an integer class and a float
+    score in descending order."""
+    rows = csv.reader(lines, strict=True)
+    try:
+        header = next(rows, [])
+        if header != SUBMISSION_HEADER.split(","):
+            raise DataError(f"{where}: line 1 is {','.join(header)!r}, expected {SUBMISSION_HEADER!r}")
+        found: dict[str, list[tuple[int, float]]] = {}
+        for row in rows:
+            found.update([_ranked(row, found, f"{where}: line {rows.line_num}")])
+    except csv.Error as error:
+        raise DataError(f"{where}: line {rows.line_num}: {error}") from None
     return found
+
+
+def _ranked(row: list[str], found: dict, where: str) -> tuple[str, list[tuple[int, float]]]:
+    fields = row[1].split() if len(row) == 2 else []
+    if len(row) != 2 or not row[0] or len(fields) % 2:
+        raise DataError(f"{where} is not 'id,class score class score ...'")
+    if row[0] in found:
+        raise DataError(f"{where}: video {row[0]!r} appears twice")
+    try:
+        ranked = [(int(fields[i]), float(fields[i + 1])) for i in range(0, len(fields), 2)]
+    except ValueError:
+        raise DataError(f"{where}: a class that is not an integer or a score that is not a number") from None
+    if any(a[1] < b[1] for a, b in zip(ranked, ranked[1:])):
+        raise DataError(f"{where}: scores are not in descending order")
+    return row[0], ranked
 
 
 class Scores:
