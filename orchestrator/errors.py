@@ -1,8 +1,10 @@
 """What goes wrong, and what the person watching is told: the orchestrator's one exception type, an error's
-telling line, and the lines a driver prints (above the live progress line, while one is drawn)."""
+telling line, the lines a driver prints (above the live progress line, while one is drawn), and a URI as
+it may be shown (its secret masked)."""
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Callable
 
 
@@ -37,3 +39,15 @@ def one_line(error: BaseException | str) -> str:
     """An error's last line (where Python and Ray put what went wrong)."""
     text = str(error).strip().splitlines()
     return text[-1] if text else type(error).__name__
+
+
+def masked(uri: str) -> str:
+    """`uri` as it may be shown: the password of its user info (or a lone token) as ***. MLflow's client
+    accepts `http://user:password@host:5000`; no line the project prints, logs or writes holds the secret."""
+    parts = urllib.parse.urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, has_password, _ = userinfo.partition(":")
+    shown = f"{user}:***" if has_password else "***"
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{shown}@{host}"))

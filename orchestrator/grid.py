@@ -14,6 +14,7 @@ import time
 from datetime import datetime, timezone
 
 from orchestrator.driver import session
+from orchestrator.errors import masked
 from orchestrator.driver.plan import show_plan
 from orchestrator.experiment.presets import load_override, load_preset
 
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(parent.summary)
     print(f"grid {preset.name}: {len(grid.cells)} cells in {time.perf_counter() - started:.0f} s; MLflow experiment "
-          f"{experiment!r} at {tracking_uri}")
+          f"{experiment!r} at {masked(tracking_uri)}")
     if report is not None:
         where = report.files[0] if store.is_local else f"the parent run's {schema.REPORT_HTML} artifact"
         print(f"report (the paper's tables and figures): {where}")

@@ -26,7 +26,7 @@ from typing import Iterator
 import pyarrow.fs as pafs
 
 from orchestrator.driver import session
-from orchestrator.errors import OrchestratorError, one_line
+from orchestrator.errors import OrchestratorError, masked, one_line
 from orchestrator.tracking.uri import DEFAULT_TRACKING, check_existing_tracking
 from workloads.data.format import SHARD_SUFFIX, read_info, read_metadata
 from workloads.data.fs import list_files
@@ -78,7 +78,7 @@ def _check_registered(client, model_uri: str, tracking_uri: str) -> None:
         model = client.get_registered_model(name)
     except MlflowException:
         known = ", ".join(sorted(m.name for m in client.search_registered_models())) or "none"
-        raise OrchestratorError(f"--model {model_uri}: no registered model {name!r} at {tracking_uri} "
+        raise OrchestratorError(f"--model {model_uri}: no registered model {name!r} at {masked(tracking_uri)} "
                                 f"(registered: {known})") from None
     if alias and alias not in (model.aliases or {}):
         aliases = ", ".join(sorted(model.aliases or {})) or "none"

@@ -17,7 +17,7 @@ import sys
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, masked
 from orchestrator.tracking import schema
 from orchestrator.tracking.registry import Published, publish_cell, publish_experiment, registered_name
 from orchestrator.tracking.schema import RunKind
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> list[Published]:
     try:
         found = client.get_run(args.run_id)
     except MlflowException:
-        raise OrchestratorError(f"--run-id {args.run_id}: no such MLflow run at {args.tracking_uri}") from None
+        raise OrchestratorError(f"--run-id {args.run_id}: no such MLflow run at {masked(args.tracking_uri)}") from None
     if schema.kind_of(found) == RunKind.PARENT:
         return publish_experiment(client, client.get_experiment(found.info.experiment_id).name)
     cell = schema.outcome_of_run(found)

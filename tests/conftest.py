@@ -8,6 +8,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 
 import itertools
+import subprocess
+import sys
 
 import pytest
 
@@ -43,3 +45,21 @@ def tiny_grid(tmp_path_factory):
     done, seen = watched_grid(store, "--preset", "tiny", "--store", str(store))
     assert done.returncode == 0, done.stdout + done.stderr
     return FinishedGrid(store, done.stdout, seen)
+
+
+@pytest.fixture(scope="session")
+def mlflow_ui(tiny_grid):
+    """`mlflow server` over the session's tiny grid's store, as the grid's closing line says to start it: its URL."""
+    from grids import tracking
+    from ports import free_port, wait_until_answering
+
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                               tracking(tiny_grid.store), "--host", "127.0.0.1", "--port", str(port),
+                               "--workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    wait_until_answering(url + "/health", server, "mlflow server", timeout=120)
+    yield url
+    server.terminate()
+    server.wait(timeout=30)

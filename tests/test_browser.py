@@ -8,8 +8,6 @@ without it, these tests are skipped, unless FEWER_FRAMES_REQUIRE_BROWSER is set 
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,6 @@ from browser import Browser, find_chromium
 from grids import tracking
 from orchestrator.tracking import schema
 from orchestrator.tracking.schema import RunKind
-from ports import free_port, wait_until_answering
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -34,21 +31,6 @@ def chromium():
             pytest.fail(message)
         pytest.skip(message)
     return found
-
-
-@pytest.fixture(scope="module")
-def mlflow_ui(tiny_grid):
-    """`mlflow server` over the grid's store, as the grid's closing line says to start it."""
-    port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                               tracking(tiny_grid.store), "--host", "127.0.0.1", "--port", str(port),
-                               "--workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    wait_until_answering(url + "/health", server, "mlflow server", timeout=120)
-    yield url
-    server.terminate()
-    server.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -237,3 +237,31 @@ def test_bad_input_is_one_line_and_leaves_no_file(grid, tmp_path):
         assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr, done.stderr
         assert not (tmp_path / "o.csv").exists() and not list(tmp_path.glob(".o.csv*"))
     assert shard.read_bytes() == before
+
+
+def test_a_tracking_uri_with_a_password_is_accepted_and_never_shown(grid, mlflow_ui, tmp_path):
+    """MLflow's client takes `http://user:password@host`; so do report, publish and predict, and no line
+    they print or file they write holds the password. Unreachable, the error shows it masked."""
+    _, _, _, client, test_split = grid
+    secret = "s3cret-pw"
+    uri = mlflow_ui.replace("http://", f"http://fewer:{secret}@")
+    shown = mlflow_ui.replace("http://", "http://fewer:***@")
+    report = command("orchestrator.report.__main__", "--experiment", "fewer-frames-tiny", "--tracking-uri", uri,
+                     "--out", str(tmp_path / "report"))
+    # a model logged through the server (MLflow's own "View run ... at URL" line would print the URI whole)
+    publish = command("orchestrator.publish", "--run-id", client.get_model_version_by_alias(STUDENT, "best").run_id,
+                      "--tracking-uri", uri)
+    labelled = command("orchestrator.predict", "--model", f"models:/{STUDENT}@best", "--data", str(test_split),
+                       "--out", str(tmp_path / "out.csv"), "--tracking-uri", uri)
+    for done in (report, publish, labelled):
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert secret not in done.stdout + done.stderr
+    assert shown in (tmp_path / "report" / "report.md").read_text()
+    assert not [path for path in (tmp_path / "report").iterdir() if secret.encode() in path.read_bytes()]
+    closed = f"http://fewer:{secret}@127.0.0.1:{free_port()}"
+    for module, args in (("orchestrator.report.__main__", ["--experiment", "x"]), ("orchestrator.publish", ["--experiment", "x"]),
+                         ("orchestrator.predict", ["--model", "models:/x@best", "--data", str(test_split),
+                                                   "--out", str(tmp_path / "o.csv")])):
+        done = command(module, *args, "--tracking-uri", closed)
+        assert done.returncode == 2 and "http://fewer:***@127.0.0.1" in done.stderr, done.stderr
+        assert secret not in done.stdout + done.stderr and "no MLflow server answers there" in done.stderr

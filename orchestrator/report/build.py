@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 
 from mlflow.tracking import MlflowClient
 
+from orchestrator.errors import masked
 from orchestrator.experiment.outcome import CellOutcome
 from orchestrator.report import figures
 from orchestrator.report.accuracy import by_fraction, by_k, intermediate
@@ -77,7 +78,7 @@ def _figures(client: MlflowClient, experiment: Experiment, of: dict[str, list[Ce
 def _preamble(client: MlflowClient, experiment: Experiment) -> list[str]:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     presets = ", ".join(dict.fromkeys(experiment.presets)) or "unknown"
-    return [f"MLflow experiment {experiment.name!r} (id {experiment.experiment_id}) at {client.tracking_uri}: "
+    return [f"MLflow experiment {experiment.name!r} (id {experiment.experiment_id}) at {masked(client.tracking_uri)}: "
             f"{sum(c.finished for c in experiment.cells)} finished cells, preset {presets}; made {stamp}.",
             "Scores are each cell's test split (GAP over each video's top 20, mAP over classes); validation only "
             "chose the best epoch. a ± b is the mean and sample standard deviation over seeds; – is a cell "

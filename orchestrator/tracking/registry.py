@@ -81,7 +81,7 @@ def publish_cell(client: MlflowClient, name: str, cell: CellOutcome, move_alias:
             raise OrchestratorError(f"{cell.name}: {cell.weights}: {error}") from None
         model_uri = log_package(cell.run_id, local, card, client.tracking_uri)
     version = client.create_model_version(name, model_uri, run_id=cell.run_id, tags=_tags(cell, card),
-                                          description=_describe(cell, card)) \
+                                          description=_describe(cell, card), model_id=_model_id(model_uri)) \
         if _exists(client, name) else _first_version(client, name, model_uri, cell, card)
     if move_alias:
         client.set_registered_model_alias(name, ALIAS, version.version)
@@ -134,7 +134,13 @@ def _first_version(client: MlflowClient, name: str, model_uri: str, cell: CellOu
                                    description=f"Fewer Frames {cell.family} {family}, for {card.num_classes} classes. "
                                                f"Alias '{ALIAS}': the newest winner by validation GAP.")
     return client.create_model_version(name, model_uri, run_id=cell.run_id, tags=_tags(cell, card),
-                                       description=_describe(cell, card))
+                                       description=_describe(cell, card), model_id=_model_id(model_uri))
+
+
+def _model_id(model_uri: str) -> str | None:
+    """The logged model's id in `models:/m-...`: an MLflow server refuses a version of that source without it
+    (a SQLite store took it)."""
+    return model_uri.split("/", 1)[1] if model_uri.startswith("models:/m-") else None
 
 
 def _tags(cell: CellOutcome, card) -> dict[str, str]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, masked
 from orchestrator.experiment.outcome import CellOutcome
 from orchestrator.tracking import schema
 from orchestrator.tracking.schema import RunKind
@@ -60,7 +60,7 @@ def read_experiment(client: MlflowClient, name: str) -> Experiment:
     killed one) and timing. Raises OrchestratorError when there is no such experiment or no finished cell."""
     found = client.get_experiment_by_name(name)
     if found is None or found.lifecycle_stage != "active":
-        raise OrchestratorError(f"MLflow experiment {name!r} does not exist at {client.tracking_uri}")
+        raise OrchestratorError(f"MLflow experiment {name!r} does not exist at {masked(client.tracking_uri)}")
     cells = schema.kind_filter(RunKind.CELL)
     newest: dict[str, Any] = {}
     for run in _search(client, found.experiment_id, schema.both(cells, schema.status_filter("FINISHED"))):

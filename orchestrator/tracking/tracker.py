@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, masked
 from orchestrator.tracking import liveness, schema
 from orchestrator.tracking.cell_runs import CellRuns
 from orchestrator.tracking.schema import RunKind
@@ -81,7 +81,7 @@ class Tracker:
         view = (f"#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
                 f"&viewStateShareKey={schema.CELLS_VIEW}")
         if self.tracking_uri.startswith(("http://", "https://")):
-            return f"runs view: {self.tracking_uri.rstrip('/')}/{view}"
+            return f"runs view: {masked(self.tracking_uri).rstrip('/')}/{view}"
         return (f"open it: mlflow ui --backend-store-uri {self.tracking_uri} --host 127.0.0.1 --port 5000  "
                 f"then http://127.0.0.1:5000/{view}")
 

@@ -4,13 +4,14 @@ starts: an MLflow server that answers, or the folder a SQLite (or file) store li
 
 from __future__ import annotations
 
+import base64
 import os
 import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, masked
 from orchestrator.store.layout import Store
 
 TRACKING_TIMEOUT_S = 5  # an MLflow server's answer; MLflow's own retries would take minutes
@@ -36,18 +37,31 @@ def check_existing_tracking(uri: str) -> None:
     check_tracking(uri)
 
 
+def _health_request(uri: str) -> urllib.request.Request:
+    """A request for the server's /health, the URI's user and password (which urllib does not take from a
+    URL, where MLflow's client does) sent as HTTP basic authentication."""
+    parts = urllib.parse.urlsplit(uri.rstrip("/") + "/health")
+    headers = {}
+    if "@" in parts.netloc:
+        userinfo, host = parts.netloc.rsplit("@", 1)
+        token = base64.b64encode(urllib.parse.unquote(userinfo).encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+        parts = parts._replace(netloc=host)
+    return urllib.request.Request(urllib.parse.urlunsplit(parts), headers=headers)
+
+
 def check_tracking(uri: str) -> None:
     """Whether the MLflow tracking store answers, within seconds: an MLflow server (any HTTP answer will
     do; its own retries would take minutes), or the folder a SQLite or file store would be written in."""
     scheme = uri.split(":", 1)[0] if ":" in uri else "file"
     if scheme in ("http", "https"):
         try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=TRACKING_TIMEOUT_S).close()
+            urllib.request.urlopen(_health_request(uri), timeout=TRACKING_TIMEOUT_S).close()
         except urllib.error.HTTPError:  # it answered
             pass
-        except (urllib.error.URLError, OSError) as error:
-            reason = getattr(error, "reason", None) or error
-            raise OrchestratorError(f"--tracking-uri {uri}: no MLflow server answers there ({reason})") from None
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            reason = str(getattr(error, "reason", None) or error).replace(uri, masked(uri))
+            raise OrchestratorError(f"--tracking-uri {masked(uri)}: no MLflow server answers there ({reason})") from None
     elif scheme in ("sqlite", "file"):
         if scheme == "sqlite":  # sqlite:///relative.db or sqlite:////absolute.db
             folder = os.path.dirname(uri.split(":///", 1)[1]) if ":///" in uri else ""
