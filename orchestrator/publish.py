@@ -5,7 +5,8 @@ teacher as `fewer-frames-<family>-all` and its best student at each k (by valida
 parallel students whose weights are kept) as `fewer-frames-<family>-k<k>`, the alias `best` moved to the
 new version. A winner already registered under `best` is not registered again. The grid does this when it
 ends; `--run-id` of a grid's run does it for that run's experiment, and of a cell's run registers that
-cell (a new version; `best` stays where it is).
+cell (a new version; `best` stays where it is). Exit status 0 when every winner is registered; 1 when
+one could not be (its weights gone, named) or there was nothing to register; 2 for bad input.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> list[Published]:
+def run(args: argparse.Namespace) -> tuple[list[Published], list[str]]:
+    """(What was registered or found registered; the names of winners that could not be.)"""
     check_existing_tracking(args.tracking_uri)
     client = MlflowClient(args.tracking_uri)
     if args.experiment:
@@ -49,20 +51,25 @@ def run(args: argparse.Namespace) -> list[Published]:
     if not cell.weights:
         raise OrchestratorError(f"{cell.name}: its weights are not kept (a baseline, or a student that was not "
                                 "the best of its family and k; set keep_weights: all to keep every student's)")
-    return [publish_cell(client, registered_name(cell.family, cell.k), cell, move_alias=False)]
+    return [publish_cell(client, registered_name(cell.family, cell.k), cell, move_alias=False)], []
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        published = run(args)
+        published, refused = run(args)
     except OrchestratorError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for entry in published:
         print(entry.line())
+    if refused:
+        print(f"error: {len(refused)} of {len(refused) + len(published)} model(s) not registered (why above): "
+              f"{', '.join(refused)}", file=sys.stderr)
+        return 1
     if not published:
-        print("nothing to register: no finished teacher or student has kept weights")
+        print("error: nothing to register: no finished teacher or student has kept weights", file=sys.stderr)
+        return 1
     return 0
 
 

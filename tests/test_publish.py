@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
-from grids import tracking
+from grids import copy_store, tracking
 from orchestrator.tracking import schema
 from orchestrator.tracking.schema import RunKind
 from ports import free_port, wait_until_answering
@@ -166,6 +166,19 @@ def test_publish_on_demand_registers_once_and_a_chosen_cell_leaves_best_alone(gr
     assert refused.returncode == 2 and "its weights are not kept" in refused.stderr
     unknown = command("orchestrator.publish", "--run-id", "0" * 32, "--tracking-uri", tracking)
     assert unknown.returncode == 2 and "no such MLflow run" in unknown.stderr
+
+
+def test_publish_with_every_winners_weights_gone_fails_and_names_them(grid, tmp_path):
+    """Nothing registered is not success: exit 1, each winner named with why (a copy of the store)."""
+    store = copy_store(grid[0], tmp_path / "store")
+    client = MlflowClient(tracking(store))
+    for model in client.search_registered_models():
+        client.delete_registered_model(model.name)
+    shutil.rmtree(store / "models")
+    done = command("orchestrator.publish", "--experiment", "fewer-frames-tiny", "--tracking-uri", tracking(store))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"error: 2 of 2 model(s) not registered (why above): {TEACHER}, {STUDENT}" in done.stderr
+    assert done.stdout.count("its weights are no longer at") == 2 and not client.search_registered_models()
 
 
 def _post(url: str, body: dict):

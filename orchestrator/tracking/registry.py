@@ -88,24 +88,25 @@ def publish_cell(client: MlflowClient, name: str, cell: CellOutcome, move_alias:
     return Published(name, version.version, cell, new=True, aliased=move_alias)
 
 
-def publish_experiment(client: MlflowClient, experiment: str) -> list[Published]:
+def publish_experiment(client: MlflowClient, experiment: str) -> tuple[list[Published], list[str]]:
     """Register the experiment's winners (`winners`); a winner that cannot be published is noted and the
-    others go on."""
+    others go on. (What was published; the names of the winners that could not be.)"""
     found = read_experiment(client, experiment)
-    published = []
+    published, refused = [], []
     for name, cell in winners(found.cells).items():
         try:
             published.append(publish_cell(client, name, cell))
         except OrchestratorError as error:
             note(name, f"not registered: {error}")
-    return published
+            refused.append(name)
+    return published, refused
 
 
 def publish_after_grid(tracker: Tracker) -> list[Published]:
     """`publish_experiment` of the tracker's experiment at a grid's end: a grid whose models cannot be
     registered has still run, so any failure is one note and the grid goes on."""
     try:
-        return publish_experiment(tracker.client, tracker.experiment)
+        return publish_experiment(tracker.client, tracker.experiment)[0]
     except Exception as error:  # MLflow's errors are many kinds; none should cost the grid its exit status
         note("registry", f"models not registered: {one_line(error)}")
         return []
