@@ -1,8 +1,10 @@
 """The report from MLflow alone: cells logged by the real Tracker into a real SQLite tracking store, then
 `python -m orchestrator.report` and its pieces."""
 
+import contextlib
 import dataclasses
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -125,6 +127,29 @@ def test_the_command_says_in_one_line_when_there_is_nothing_to_report(logged, tm
     assert done.returncode == 2 and "has no finished cells" in done.stderr, done.stderr
     done = report("--experiment", "exp", "--tracking-uri", uri, "--out", str(tmp_path / "r"))
     assert done.returncode == 0 and (tmp_path / "r" / schema.REPORT_HTML).exists(), done.stderr
+    (tmp_path / "a-file").write_text("kept")
+    for out, where in ((tmp_path / "a-file", ""), (tmp_path / "a-file" / "r", f" ({tmp_path / 'a-file'} is a file)")):
+        done = report("--experiment", "exp", "--tracking-uri", uri, "--out", str(out))
+        assert done.returncode == 2, done.stderr
+        assert done.stderr == f"error: --out {out}: not a folder{where}; give a folder for the report\n"
+    assert (tmp_path / "a-file").read_text() == "kept"
+
+
+def test_a_finished_run_that_lost_its_metrics_is_named_and_left_out(logged, tmp_path):
+    """Its metrics deleted from the tracking store: the report is made without it and says so (it crashed
+    with a KeyError, leaving an empty folder)."""
+    client, uri, cells, _ = logged
+    run = next(r for r in client.search_runs(["1"], schema.kind_filter(schema.RunKind.CELL))
+               if r.info.run_name == "hrnn/baseline/uniform/k10/s0")
+    with contextlib.closing(sqlite3.connect(uri.removeprefix("sqlite:///"))) as db, db:
+        for table in ("metrics", "latest_metrics"):
+            db.execute(f"DELETE FROM {table} WHERE run_uuid = ? AND key = 'gap'", (run.info.run_id,))
+    done = report("--experiment", "exp", "--tracking-uri", uri, "--out", str(tmp_path / "r"))
+    assert done.returncode == 0, done.stderr
+    assert (f"note  {run.info.run_name}: MLflow run {run.info.run_id} is FINISHED without its metric(s) gap: "
+            "left out of the numbers") in done.stdout
+    text = (tmp_path / "r" / schema.REPORT_MD).read_text()
+    assert "| Uniform-k | 0.620 |" in text  # seed 1's alone (with seed 0's: 0.615 ± 0.007)
 
 
 def test_the_comparability_line_names_every_way_a_grid_differs_from_the_papers_setting():

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from mlflow.tracking import MlflowClient
 
-from orchestrator.errors import masked
+from orchestrator.errors import OrchestratorError, masked
 from orchestrator.experiment.outcome import CellOutcome
 from orchestrator.report import figures
 from orchestrator.report.accuracy import by_fraction, by_k, intermediate
@@ -88,17 +88,32 @@ def _preamble(client: MlflowClient, experiment: Experiment) -> list[str]:
             comparability(experiment.cells)]
 
 
+def check_folder(path: str, option: str) -> None:
+    """`path` is a folder, or can be made one: no file stands at it or above it."""
+    ancestor = os.path.abspath(path)
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        where = "" if ancestor == os.path.abspath(path) else f" ({ancestor} is a file)"
+        raise OrchestratorError(f"{option} {path}: not a folder{where}; give a folder for the report")
+
+
 def write_report(client: MlflowClient, experiment_name: str, out: str) -> Written:
-    """Make the report of `experiment_name` into folder `out` (created; files of the same names replaced)."""
+    """Make the report of `experiment_name` into folder `out` (created once the report is made, so a failure
+    leaves nothing; files of the same names replaced)."""
+    check_folder(out, "--out")
     experiment = read_experiment(client, experiment_name)
-    os.makedirs(out, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out, prefix=".report-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="fewer-frames-report-") as scratch:
         report = Report(f"Fewer Frames: {experiment.name}", _preamble(client, experiment),
                         _sections(client, experiment, scratch))
         for name, text in ((schema.REPORT_MD, markdown(report)), (schema.REPORT_HTML, page(report))):
             with open(os.path.join(scratch, name), "w", encoding="utf-8") as file:
                 file.write(text)
         names = [schema.REPORT_HTML, schema.REPORT_MD] + sorted(n for n in os.listdir(scratch) if n.endswith(".png"))
+        try:
+            os.makedirs(out, exist_ok=True)
+        except OSError as error:
+            raise OrchestratorError(f"--out {out}: cannot be made a folder: {error.strerror}") from None
         for name in names:
             shutil.move(os.path.join(scratch, name), os.path.join(out, name))
     headline = "\n".join(table_markdown(table) for table in report.sections[0].tables)

@@ -10,7 +10,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from orchestrator.errors import OrchestratorError, masked
+from orchestrator.errors import OrchestratorError, masked, note
 from orchestrator.experiment.outcome import CellOutcome
 from orchestrator.tracking import schema
 from orchestrator.tracking.schema import RunKind
@@ -55,6 +55,16 @@ def _timing(parents: list) -> Timing | None:
     return None
 
 
+def _finished(run) -> CellOutcome:
+    """A FINISHED cell's run as a finished outcome; one that lost a metric every finished cell logs (deleted
+    from the tracking store) is read as not finished, and said once: its scores cannot stand in a table."""
+    lost = [name for name in schema.FINISHED_METRICS if name not in run.data.metrics]
+    if lost:
+        note(run.info.run_name or run.info.run_id, f"MLflow run {run.info.run_id} is FINISHED without its "
+             f"metric(s) {', '.join(lost)}: left out of the numbers")
+    return schema.outcome_of_run(run, finished=not lost)
+
+
 def read_experiment(client: MlflowClient, name: str) -> Experiment:
     """The experiment's cells (each once: the newest finished run of its id, else its newest failed or
     killed one) and timing. Raises OrchestratorError when there is no such experiment or no finished cell."""
@@ -73,6 +83,8 @@ def read_experiment(client: MlflowClient, name: str) -> Experiment:
             failed.setdefault(schema.cell_id_of(run) or run.info.run_id, run)
     parents = _search(client, found.experiment_id, schema.kind_filter(RunKind.PARENT))
     presets = [run.data.tags[schema.PRESET_TAG] for run in parents if run.data.tags.get(schema.PRESET_TAG)]
-    outcomes = sorted((schema.outcome_of_run(run, finished=True) for run in newest.values()), key=lambda c: c.name)
+    outcomes = sorted((_finished(run) for run in newest.values()), key=lambda c: c.name)
+    if not any(outcome.finished for outcome in outcomes):
+        raise OrchestratorError(f"MLflow experiment {name!r}: none of its finished cells' runs has its metrics")
     outcomes += sorted((schema.outcome_of_run(run, finished=False) for run in failed.values()), key=lambda c: c.name)
     return Experiment(found.experiment_id, name, outcomes, _timing(parents), presets)

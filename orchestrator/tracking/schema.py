@@ -86,6 +86,7 @@ GAP, MAP, MACS = "gap", "map", "macs"
 BEST_VAL_GAP, BEST_VAL_MAP = "best_val_gap", "best_val_map"
 VAL_GAP, VAL_MAP, TRAIN_LOSS, TEACHER_VAL_GAP = "val_gap", "val_map", "train_loss", "teacher_val_gap"
 REP_COSINE, REP_MSE = "rep_cosine", "rep_mse"
+FINISHED_METRICS = (GAP, MAP, BEST_VAL_GAP, MACS)  # every finished cell's run has them; a report needs them
 # A trial's: its objective (validation) and its test scores.
 TEST_GAP, TEST_MAP = "test_gap", "test_map"
 TRIAL_METRICS = (GAP, MAP, MACS, TEST_GAP, TEST_MAP)
