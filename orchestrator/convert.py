@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from orchestrator.driver import session
 from orchestrator.errors import OrchestratorError, one_line
-from workloads.data.convert import YOUTUBE8M_CLASSES, ConvertStats, convert_file, plan_files
+from workloads.data.convert import YOUTUBE8M_CLASSES, ConvertStats, check_out_folder, convert_file, plan_files
 from workloads.data.format import read_info
 from workloads.data.fs import delete, file_size, join, leftover_temporaries
 from workloads.errors import DataError
@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         files = plan_files(args.sources)  # shard name -> source
+        check_out_folder(args.out)
     except (DataError, OSError) as error:
         raise OrchestratorError(one_line(error)) from None
     with ThreadPoolExecutor(LOOKUPS) as pool:

@@ -1,6 +1,8 @@
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -180,8 +182,62 @@ def test_an_empty_file_fails_and_a_file_named_twice_converts_once(tmp_path):
     write_tfrecord(tmp_path / "train0000.tfrecord", videos)
     (tmp_path / "train0001.tfrecord").write_bytes(b"")  # a download that failed
     out = tmp_path / "out"
-    result = run_convert("--out", str(out), str(tmp_path), str(tmp_path / "train0000.tfrecord"))
+    relative = os.path.relpath(tmp_path / "train0000.tfrecord")  # the same file again, by another path
+    result = run_convert("--out", str(out), str(tmp_path), str(tmp_path / "train0000.tfrecord"), relative)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "train0001.tfrecord: empty file: no records" in result.stderr
     assert "converted 1 of 2 files" in result.stdout  # the folder and the file overlap: converted once
     assert os.listdir(out) == ["train0000.parquet"]
+
+
+def test_an_out_that_is_a_file_is_refused_before_anything_starts(tmp_path):
+    write_tfrecord(tmp_path / "train0000.tfrecord", random_videos(2, seed=1))
+    (tmp_path / "out").write_text("kept")
+    on_ray = subprocess.run([sys.executable, "-m", "orchestrator.convert", str(tmp_path / "train0000.tfrecord"),
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120,
+                            cwd=os.path.dirname(HERE))  # before Ray starts (it printed as it started)
+    for result in (run_convert("--out", str(tmp_path / "out"), str(tmp_path / "train0000.tfrecord")), on_ray):
+        assert result.returncode == 2
+        assert result.stderr == f"error: --out {tmp_path / 'out'}: a file, not a folder for the shards\n"
+    assert (tmp_path / "out").read_text() == "kept"
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_a_stopped_conversion_stops_its_workers_and_leaves_no_half_written_shard(tmp_path, stop):
+    """Ctrl-C (SIGINT to the whole process group) or SIGTERM (to the converter alone, as a batch scheduler
+    sends it): exit 130 in one line, the workers gone with it, the files left unconverted, nothing hidden."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in range(40):
+        write_tfrecord(src / f"train{f:04d}.tfrecord", random_videos(30, seed=f, prefix=f"f{f}-"))
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), HERE]))
+    converting = subprocess.Popen([sys.executable, "-m", "workloads.data.convert", "--out", str(out), str(src),
+                                   "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=env, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out.exists() and any(not p.startswith(".") for p in os.listdir(out))):
+        time.sleep(0.02)
+    if stop == "ctrl-c":
+        os.killpg(converting.pid, signal.SIGINT)
+    else:
+        converting.send_signal(signal.SIGTERM)
+    _, err = converting.communicate(timeout=60)
+    assert converting.returncode == 130, err
+    assert err.startswith("interrupted: ") and "Traceback" not in err and "no shard was written for the others" in err
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _group_alive(converting.pid):
+        time.sleep(0.05)
+    assert not _group_alive(converting.pid)  # no worker converts on
+    shards = os.listdir(out)
+    assert 1 <= len(shards) < 40 and not [name for name in shards if name.startswith(".")], shards
+    for name in shards:
+        assert read_info(str(out / name)).num_classes == 3862  # each one whole
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+        return True
+    except ProcessLookupError:
+        return False

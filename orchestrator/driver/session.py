@@ -169,8 +169,10 @@ def cell_slots(ray, resources: Resources, teachers_training: int = 0) -> int:
 
 
 def cause(error: BaseException, kind: type[BaseException]) -> BaseException | None:
-    """`error` if it is a `kind`, else the `kind` a Ray task raised that `error` wraps (or None)."""
-    if isinstance(error, kind):
-        return error
+    """The `kind` a Ray task raised that `error` wraps, else `error` if it is a `kind` (or None). Ray's
+    wrapper is itself of the task's exception's class, but its text is Ray's (the traceback, and the
+    class's dotted name before the message)."""
     inner = getattr(error, "cause", None)
-    return inner if isinstance(inner, kind) else None
+    if isinstance(inner, kind):
+        return inner
+    return error if isinstance(error, kind) else None

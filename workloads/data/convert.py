@@ -3,19 +3,21 @@
 Each input file becomes one shard `DIR/<name>.parquet`, written under a hidden temporary name and renamed
 when complete, so a corrupt or truncated input leaves nothing behind. Files convert in parallel, one process
 a core. Exit status 0 when every file converted, 1 when some did not (each named on one line), 2 on bad
-arguments.
+arguments, 130 when stopped (Ctrl-C or SIGTERM: the workers stop with it, and no half-written shard stays).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
+import signal
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Iterator
 
+import pyarrow.fs as pafs
 from tqdm import tqdm
 
 from workloads.data.format import SHARD_SUFFIX, ShardInfo, Video, write_shard
@@ -78,16 +80,22 @@ def convert_file(source: str, destination: str, num_classes: int) -> ConvertStat
     return stats
 
 
-def _convert_one(args: tuple[str, str, int]) -> ConvertStats:
-    return convert_file(*args)
+def _convert_one(job: tuple[str, str, int]) -> tuple[str, ConvertStats | str]:
+    """(source, its stats, or why it failed in one line naming it)."""
+    try:
+        return job[0], convert_file(*job)
+    except DataError as error:
+        return job[0], str(error)
 
 
 def expand_sources(sources: list[str]) -> list[str]:
-    files: list[str] = []
+    files: dict[str, str] = {}  # where a file is (a local path made absolute) -> as it was first named
     for source in sources:
         found = list_files(source, suffix="")
-        files.extend(f for f in found if f == source or f.endswith(TFRECORD_SUFFIXES))
-    return list(dict.fromkeys(files))  # a file named twice (a folder and a glob that overlap) converts once
+        for file in (f for f in found if f == source or f.endswith(TFRECORD_SUFFIXES)):
+            # a file named twice (a folder and a file in it; a relative and an absolute path) converts once
+            files.setdefault(file if "://" in file else os.path.realpath(file), file)
+    return list(files.values())
 
 
 def plan_files(sources: list[str]) -> dict[str, str]:
@@ -118,34 +126,61 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         files = plan_files(args.sources)
-    except DataError as error:
+        check_out_folder(args.out)
+    except (DataError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-
     jobs = [(source, join(args.out, name), args.num_classes) for name, source in files.items()]
-    total = ConvertStats()
-    failures: list[str] = []
-    start = time.perf_counter()
-    input_sizes = {source: file_size(source) for source in files.values()}
+    signal.signal(signal.SIGTERM, _interrupt)  # a batch scheduler's stop ends it as Ctrl-C does
     keep_freed_memory()  # set before the workers start, so that they inherit it
-    with ProcessPoolExecutor(max_workers=max(1, min(args.workers, len(jobs)))) as pool, tqdm(
-        total=sum(input_sizes.values()), unit="B", unit_scale=True, desc="converting", file=sys.stderr,
-        disable=None,
-    ) as progress:
-        futures = {pool.submit(_convert_one, job): job[0] for job in jobs}
-        for future in as_completed(futures):
-            source = futures[future]
-            try:
-                total.add(future.result())
-            except DataError as error:
-                failures.append(str(error))
-                progress.write(f"error: {error}", file=sys.stderr)
-            progress.update(input_sizes[source])
+    pool = multiprocessing.Pool(max(1, min(args.workers, len(jobs))), initializer=_worker_signals)
+    total, failures, start = ConvertStats(), [], time.perf_counter()
+    try:
+        _convert_all(pool, jobs, total, failures)
+    except KeyboardInterrupt:
+        pool.terminate()  # each worker stops mid-file, removing its temporary file
+        pool.join()
+        print(f"interrupted: {total.files} of {len(jobs)} files converted, their shards complete; no shard was "
+              "written for the others", file=sys.stderr)
+        return 130
+    pool.close()
+    pool.join()
     print(total.summary(len(jobs), args.out, time.perf_counter() - start))
     if failures:
         print(f"error: {len(failures)} file(s) failed; no shard was written for them", file=sys.stderr)
         return 1
     return 0
+
+
+def _convert_all(pool, jobs: list[tuple[str, str, int]], total: ConvertStats, failures: list[str]) -> None:
+    input_sizes = {source: file_size(source) for source, _, _ in jobs}
+    with tqdm(total=sum(input_sizes.values()), unit="B", unit_scale=True, desc="converting", file=sys.stderr,
+              disable=None) as progress:
+        for source, converted in pool.imap_unordered(_convert_one, jobs):
+            if isinstance(converted, ConvertStats):
+                total.add(converted)
+            else:
+                failures.append(converted)
+                progress.write(f"error: {converted}", file=sys.stderr)
+            progress.update(input_sizes[source])
+
+
+def check_out_folder(out: str) -> None:
+    """`--out` is a folder or can be made one (a file there would fail every file, one by one)."""
+    fs, path = resolve(out)
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        raise DataError(f"--out {out}: a file, not a folder for the shards")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _worker_signals() -> None:
+    """A worker leaves Ctrl-C (sent to the whole process group) to the parent, which stops the pool; the
+    pool's stop (SIGTERM) ends the file it converts by SystemExit, so its temporary file is removed."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # quietly, unlike an interrupt
 
 
 if __name__ == "__main__":

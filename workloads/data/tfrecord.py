@@ -40,6 +40,9 @@ class RecordError(DataError):
         super().__init__(f"{file}: record {index} at byte {offset}: {problem}")
         self.file, self.index, self.offset, self.problem = file, index, offset, problem
 
+    def __reduce__(self):  # raised in a Ray task, it crosses to the driver whole (not as Ray's wrapper)
+        return type(self), (self.file, self.index, self.offset, self.problem)
+
     def __reduce__(self):
         # Converter processes send errors back pickled; rebuild from the fields, not the message.
         return RecordError, (self.file, self.index, self.offset, self.problem)
