@@ -12,7 +12,7 @@ import pytest
 from workloads.data.convert import convert_file
 from workloads.data.convert import main as convert_main
 from workloads.data.format import read_info
-from workloads.data.tfrecord import iter_records, masked_crc32c
+from workloads.data.tfrecord import RecordError, iter_records, masked_crc32c
 from youtube8m_records import random_videos, video_record, write_tfrecord
 
 HERE = os.path.dirname(__file__)
@@ -61,6 +61,55 @@ def test_the_strided_frame_path_writes_the_same_shard_as_the_per_frame_path(tmp_
     assert fast.read_bytes() == slow.read_bytes()
     frames = [v[2] for v in videos[:5]]
     assert shard_format._binary(frames).equals(pa.array([f.tobytes() for f in frames], pa.binary()))
+
+
+def _field(number: int, body: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    from workloads.data.tfrecord import _encode_varint
+
+    return _encode_varint(number << 3 | 2) + _encode_varint(len(body)) + body
+
+
+def _with_lists(record: bytes, *entries: bytes, before: bytes = b"", tail: bytes = b"") -> bytes:
+    """`record` (a SequenceExample) with more FeatureLists map entries after its own (and `before` them),
+    then `tail`."""
+    from workloads.data.tfrecord import _length_delimited
+
+    fields = {number: record[start:end] for number, start, end in _length_delimited(record, 0, len(record))}
+    return _field(1, fields[1]) + _field(2, before + fields[2] + b"".join(entries)) + tail
+
+
+@pytest.mark.parametrize("case", ["third list corrupt", "third list fine", "replaced rgb corrupt",
+                                  "keyless value corrupt", "unknown field cut short", "unknown varint field"])
+def test_the_strided_path_accepts_exactly_what_protobuf_accepts(case):
+    """The strided path reads the frames without protobuf; whatever else the record holds protobuf must
+    parse as it would parse the whole record (a third feature list of corrupt bytes converted with exit 0)."""
+    from workloads.data.tfrecord import SequenceExample, parse_video
+
+    video_id, labels, rgb, audio = random_videos(1, seed=3)[0]
+    record = video_record(video_id, labels, rgb, audio)
+    corrupt = b"\x0a\xff\x01"  # a field whose length runs past the message
+    fine = _field(1, _field(1, _field(1, b"x")))  # FeatureList.feature -> Feature.bytes_list -> value "x"
+    payload = {
+        "third list corrupt": _with_lists(record, _field(1, _field(1, b"extra") + _field(2, corrupt))),
+        "third list fine": _with_lists(record, _field(1, _field(1, b"extra") + _field(2, fine))),
+        # an 'rgb' entry the record's own replaces, as protobuf's map parsing does: parsed all the same
+        "replaced rgb corrupt": _with_lists(record, before=_field(1, _field(1, b"rgb") + _field(2, corrupt))),
+        "keyless value corrupt": _with_lists(record, _field(1, _field(2, corrupt))),
+        "unknown field cut short": _with_lists(record, tail=b"\x19\x00\x01"),  # field 3, fixed64, 2 of 8 bytes
+        "unknown varint field": _with_lists(record, tail=b"\x18\x96\x01"),  # field 3, varint 150: fine
+    }[case]
+    try:
+        SequenceExample().ParseFromString(payload)
+        protobuf_accepts = True
+    except Exception:
+        protobuf_accepts = False
+    if protobuf_accepts:
+        assert parse_video(payload, "f.tfrecord", 0, 0, 3862).id == video_id
+    else:
+        with pytest.raises(RecordError, match="f.tfrecord: record 0 at byte 0: not a tf.train.SequenceExample"):
+            parse_video(payload, "f.tfrecord", 0, 0, 3862)
+    assert protobuf_accepts == (case in ("third list fine", "unknown varint field"))
 
 
 @pytest.mark.parametrize("id_key", ["id", "video_id"])

@@ -142,6 +142,9 @@ def _example_protos() -> tuple[type, type]:
 
 SequenceExample, Example = _example_protos()
 Features = message_factory.GetMessageClass(SequenceExample.DESCRIPTOR.fields_by_name["context"].message_type)
+FeatureList = message_factory.GetMessageClass(SequenceExample.DESCRIPTOR.fields_by_name["feature_lists"].message_type
+                                              .fields_by_name["feature_list"].message_type.fields_by_name["value"]
+                                              .message_type)
 
 
 def parse_video(payload: bytes, name: str, index: int, offset: int, num_classes: int) -> Video:
@@ -209,16 +212,19 @@ def _strided(payload: bytes):
     spans = _spans(payload)
     if spans is None or not {"rgb", "audio"} <= spans[1].keys():
         return None
+    spans = (spans[0], spans[1], [*spans[2], *(span for key, span in spans[1].items() if key not in ("rgb", "audio"))])
     frames = {key: _fixed_width_frames(payload, *spans[1][key], width)
               for key, width in (("rgb", RGB_DIM), ("audio", AUDIO_DIM))}
     if any(f is None for f in frames.values()):
         return None
     context = Features()
-    if spans[0] is not None:
-        try:
+    try:
+        if spans[0] is not None:
             context.ParseFromString(payload[spans[0][0]:spans[0][1]])
-        except Exception:  # protobuf's DecodeError: the whole parse names it
-            return None
+        for start, end in spans[2]:  # every other feature list: protobuf parses it, so it must parse
+            FeatureList().ParseFromString(payload[start:end])
+    except Exception:  # protobuf's DecodeError: the whole parse names it
+        return None
     return context, frames
 
 
@@ -252,13 +258,17 @@ def _length_delimited(data: bytes, start: int, end: int) -> Iterator[tuple[int, 
             position += 8 if wire == 1 else 4
         else:
             raise ValueError(f"wire type {wire}")
+    if position != end:  # a field that ran past its message's end
+        raise ValueError("field runs past its message")
 
 
-def _spans(payload: bytes) -> tuple[tuple[int, int] | None, dict[str, tuple[int, int]]] | None:
+def _spans(payload: bytes) -> tuple[tuple[int, int] | None, dict[str, tuple[int, int]], list[tuple[int, int]]] | None:
     """Where the context (once at most) and each feature list's FeatureList message lie in the payload,
-    read from the wire format; None when the bytes do not walk as such a SequenceExample."""
+    read from the wire format, and the FeatureLists no key names any more (an entry without a key, or one a
+    later entry of its key replaced: protobuf parses them all the same); None when the bytes do not walk
+    as such a SequenceExample."""
     try:
-        context, lists = None, {}
+        context, lists, replaced = None, {}, []
         for number, start, end in _length_delimited(payload, 0, len(payload)):
             if number == 1:  # SequenceExample.context: a second one would be merged into the first
                 if context is not None:
@@ -274,9 +284,11 @@ def _spans(payload: bytes) -> tuple[tuple[int, int] | None, dict[str, tuple[int,
                             key = payload[field_start:field_end].decode("utf-8")
                         elif field == 2:
                             value = (field_start, field_end)
+                    if value is not None and (key is None or key in lists):
+                        replaced.append(value if key is None else lists[key])
                     if key is not None and value is not None:
                         lists[key] = value  # a later entry of the same key wins, as in protobuf's map parsing
-        return context, lists
+        return context, lists, replaced
     except (IndexError, ValueError, UnicodeDecodeError):
         return None
 
