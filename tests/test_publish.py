@@ -210,10 +210,28 @@ def test_the_served_student_answers_a_request_of_shard_columns(grid, tmp_path):
         for row in answer:
             assert [(c, pytest.approx(s, rel=1e-5)) for c, s in zip(row["labels"], row["scores"])] == \
                 expected[row["id"]]
-        data[0][1] += 1  # num_frames that the bytes do not hold
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            _post(url + "/invocations", {"dataframe_split": {"columns": columns, "data": data}})
-        assert refused.value.code == 400 and "field 'rgb' holds" in refused.value.read().decode()
+        first, frames = videos[0]["id"], videos[0]["num_frames"]
+        bad = {  # each refused with 400 and the project's one line (MLflow's generic one had the stack trace)
+            "frames that the bytes do not hold": ((0, 1, frames + 1), {}, f"request, video '{first}': field 'rgb' "
+                                                  f"holds {frames * 1024} bytes, expected num_frames x 1024"),
+            "no frames": ((0, 1, 0), {}, f"video '{first}': field 'num_frames' must be a whole number in "
+                          "[1, 2147483647], got 0"),
+            "negative frames": ((0, 1, -3), {}, "got -3"),
+            "frames past an int32": ((0, 1, 10**12), {}, "got 1000000000000"),
+            "a null id": ((0, 0, None), {}, "request, row 0: field 'id' must be a non-empty string, got None"),
+            "top_k 0": (None, {"top_k": 0}, "params: top_k must be >= 1, got 0"),
+            "top_k negative": (None, {"top_k": -2}, "params: top_k must be >= 1, got -2"),
+        }
+        for case, (change, params, message) in bad.items():
+            rows = [list(row) for row in data]
+            if change is not None:
+                rows[change[0]][change[1]] = change[2]
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                _post(url + "/invocations", {"dataframe_split": {"columns": columns, "data": rows}, "params": params})
+            answer = json.loads(refused.value.read())
+            assert refused.value.code == 400 and message in answer["message"], (case, answer)
+            assert "stack_trace" not in answer and "Traceback" not in answer["message"], case
+            assert answer["message"].startswith(("request", "params")), (case, answer)  # not the request's DataFrame
     finally:
         server.terminate()
         server.wait(timeout=30)

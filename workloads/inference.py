@@ -29,6 +29,7 @@ from workloads.metrics import TOP_K, TopKAccumulator
 from workloads.models import ModelSpec, VideoModel
 
 SUBMISSION_HEADER = "VideoId,LabelConfidencePairs"
+MAX_FRAMES_FIELD = 2**31 - 1  # a shard's num_frames is an int32
 CARD_VERSION = 1
 
 
@@ -144,7 +145,14 @@ class Classifier:
 
     def predict_columns(self, ids: list[str], num_frames: list[int], rgb: list[bytes], audio: list[bytes],
                         top_k: int, batch_size: int = 64) -> Iterator[Predictions]:
-        """Videos sent as shard columns (a server's request): checked as a shard's rows would be."""
+        """Videos sent as shard columns (a server's request): checked as a shard's rows would be, each id a
+        non-empty string and each frame count one a shard can hold."""
+        for row, (video, frames) in enumerate(zip(ids, num_frames)):
+            if not isinstance(video, str) or not video:
+                raise DataError(f"request, row {row}: field 'id' must be a non-empty string, got {video!r}")
+            if not isinstance(frames, int) or not 1 <= frames <= MAX_FRAMES_FIELD:
+                raise DataError(f"request, video {video!r}: field 'num_frames' must be a whole number in "
+                                f"[1, {MAX_FRAMES_FIELD}], got {frames!r}")
         try:
             table = pa.table({"id": pa.array(ids, pa.string()),
                               "labels": pa.array([[] for _ in ids], SCHEMA.field("labels").type),

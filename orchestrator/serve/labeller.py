@@ -12,10 +12,13 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
 
 from workloads.data.format import AUDIO_DIM, RGB_DIM
+from workloads.errors import WorkloadError
 from workloads.inference import Classifier, ModelCard, Predictions, load_weights
 
 TOP_K_DEFAULT = 20
@@ -37,13 +40,32 @@ class VideoLabeller(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         top_k = int((params or {}).get("top_k", TOP_K_DEFAULT))
+        if top_k < 1:
+            raise BadRequest(f"params: top_k must be >= 1, got {top_k}")
         missing = [name for name in INPUT.input_names() if name not in model_input.columns]
         if missing:
-            raise ValueError(f"request: missing column(s) {', '.join(missing)}; send id, num_frames, rgb, audio")
-        batches = self.classifier.predict_columns(
-            model_input["id"].astype(str).tolist(), model_input["num_frames"].astype(int).tolist(),
-            list(model_input["rgb"]), list(model_input["audio"]), top_k)
-        return frame_of(list(batches), top_k)
+            raise BadRequest(f"request: missing column(s) {', '.join(missing)}; send id, num_frames, rgb, audio")
+        try:
+            batches = list(self.classifier.predict_columns(
+                [None if pd.isna(video) else video for video in model_input["id"]],
+                [int(frames) for frames in model_input["num_frames"]],
+                list(model_input["rgb"]), list(model_input["audio"]), top_k))
+        except WorkloadError as error:  # names the video and the field
+            raise BadRequest(str(error)) from None
+        return frame_of(batches, top_k)
+
+
+class BadRequest(MlflowException):
+    """A request the model cannot label: answered 400 with this message alone. MLflow's scoring server
+    answers any other error with a generic message and the stack trace (absolute paths in it), and puts
+    the request's whole DataFrame before an MlflowException's message, by assigning `message`: that
+    assignment is ignored here."""
+
+    def __init__(self, text: str):
+        self._text = text
+        super().__init__(text, error_code=INVALID_PARAMETER_VALUE)
+
+    message = property(lambda self: self._text, lambda self, value: None)
 
 
 def frame_of(batches: list[Predictions], top_k: int) -> pd.DataFrame:
