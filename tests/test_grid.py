@@ -193,6 +193,23 @@ def test_a_rerun_of_a_finished_grid_trains_nothing_and_logs_each_cell_once(tiny_
     assert relogged.info.status == "FINISHED" and schema.outcome_of_run(relogged).gap == kept["gap"]
     assert relogged.data.tags[schema.TEACHER_RUN_TAG] == skyline.info.run_id
 
+    # The finished store under another experiment name: its finished cells are logged there (it held only
+    # a parent run, and its report said to run the grid first); back under the first name, each cell's run
+    # there is adopted again, none logged twice.
+    other = grid("--preset", "tiny", "--store", str(store), "--experiment", "fewer-frames-again")
+    assert other.returncode == 0 and "0 jobs to run" in other.stdout, other.stderr
+    _, found = runs(store, "fewer-frames-again")
+    there = {r.info.run_name: r for r in of_kind(found, RunKind.CELL)}
+    assert sorted(there) == sorted(cells) and {r.info.status for r in there.values()} == {"FINISHED"}
+    assert schema.outcome_of_run(there["hrnn/serial/rep+pred+ce/k10/s0"]).gap == kept["gap"]
+    assert there["hrnn/serial/rep+pred+ce/k10/s0"].data.tags[schema.TEACHER_RUN_TAG] == \
+        there["hrnn/skyline/all/s0"].info.run_id
+    assert "| Serial Lrep + Lpred + LCE |" in (store / "reports" / "fewer-frames-again" / schema.REPORT_MD).read_text()
+    back = grid("--preset", "tiny", "--store", str(store))
+    assert back.returncode == 0, back.stderr
+    _, found = runs(store, "fewer-frames-tiny")
+    assert sorted(r.info.run_id for r in of_kind(found, RunKind.CELL)) == sorted(r.info.run_id for r in cells.values())
+
 
 @pytest.mark.slow
 def test_a_failing_cell_is_recorded_and_the_others_go_on(tmp_path):

@@ -58,8 +58,9 @@ class Ledger:
         self.live.clear()
 
     def load(self, cells: list[Cell]) -> list[Cell]:
-        """Read the kept results of `cells`; returns those whose MLflow run was never noted. A result file
-        that cannot be read is set aside (renamed, kept) and its cell runs again."""
+        """Read the kept results of `cells`; returns those whose MLflow run was never noted, or was logged
+        in another experiment (a grid over a finished store under a new experiment name logs its finished
+        cells there). A result file that cannot be read is set aside (renamed, kept) and its cell runs again."""
         self.skylines.update({c.teacher.id: c for c in cells if c.mode is Mode.SKYLINE})
         for cell in cells:
             try:
@@ -70,7 +71,8 @@ class Ledger:
                 continue
             if found is not None:
                 self.results[cell.id] = found
-        return [cell for cell in cells if cell.id in self.results and self.results[cell.id].run_id is None]
+        here = self.runs.logged_here() if any(result.run_id for result in self.results.values()) else set()
+        return [cell for cell in cells if cell.id in self.results and self.results[cell.id].run_id not in here]
 
     def tags(self, cell: Cell, result: CellResult | None = None) -> dict[str, str]:
         """A skyline's run points at its teacher's cache and checkpoint; a student's at its teacher's run; a

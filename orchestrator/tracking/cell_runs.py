@@ -96,6 +96,18 @@ class CellRuns:
             self.client.delete_run(run_id)
         return len(retired)
 
+    def logged_here(self) -> set[str]:
+        """The ids of this experiment's cell runs (not deleted): a kept result noting a run that is not
+        among them was logged in another experiment over the same store."""
+        found, token = set(), None
+        while True:
+            page = self.client.search_runs([self.experiment_id], schema.kind_filter(RunKind.CELL),
+                                           max_results=1000, page_token=token)
+            found.update(run.info.run_id for run in page)
+            token = page.token
+            if not token:
+                return found
+
     def _finished(self, cell_id: str) -> list:
         return self.client.search_runs([self.experiment_id], max_results=100, filter_string=schema.both(
             schema.tag_filter(schema.CELL_ID_TAG, cell_id), schema.status_filter("FINISHED")))
