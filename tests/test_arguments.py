@@ -75,6 +75,15 @@ def test_an_unreachable_tracking_server(tmp_path):
     assert not (tmp_path / "store").exists()
     refused(driver("grid", "--preset", "tiny", "--store", str(tmp_path / "store"), "--tracking-uri",
                    f"sqlite:///{tmp_path}/nowhere/mlflow.db"), f"the folder {tmp_path}/nowhere does not exist")
+    # A password in a URI is never printed: the tracking server's shown masked, a store's refused.
+    result = driver("grid", "--preset", "tiny", "--store", str(tmp_path / "store"), "--tracking-uri",
+                    f"http://fewer:s3cret@127.0.0.1:{port}")
+    refused(result, f"--tracking-uri http://fewer:***@127.0.0.1:{port}: no MLflow server answers there")
+    assert "s3cret" not in result.stderr
+    result = driver("grid", "--preset", "tiny", "--store", "s3://AKIA:s3cret@bucket/store", "--tracking-uri",
+                    f"http://127.0.0.1:{port}")
+    refused(result, "--store s3://AKIA:***@bucket/store: credentials in the store's URI would be written")
+    assert "s3cret" not in result.stderr
 
 
 def shards(root: Path, split: str, videos: int = 8, classes: int = 5, seed: int = 0) -> Path:

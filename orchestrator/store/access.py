@@ -17,7 +17,7 @@ import os
 import tempfile
 import uuid
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, masked
 from orchestrator.store.layout import Store
 from workloads.data.fs import resolve, write_bytes
 
@@ -82,7 +82,12 @@ def store_lost(location: str) -> OrchestratorError | None:
 
 
 def store_of(root: str) -> Store:
-    """The store, checked without writing anything: reachable (a bucket), not a file (a folder)."""
+    """The store, checked without writing anything: no credentials in its URI, reachable (a bucket), not a
+    file (a folder)."""
+    if masked(root) != root:  # every path into the store is a run's tag or param: the secret would be in each
+        raise OrchestratorError(f"--store {masked(root)}: credentials in the store's URI would be written into "
+                                "every MLflow run; give them as AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                                "(or a profile) instead")
     store = Store(root)
     check_store(store.root)
     if "://" not in store.root and os.path.exists(store.root) and not os.path.isdir(store.root):
