@@ -29,7 +29,7 @@ from orchestrator.driver import session
 from orchestrator.errors import OrchestratorError, masked, one_line
 from orchestrator.tracking.uri import DEFAULT_TRACKING, check_existing_tracking
 from workloads.data.format import SHARD_SUFFIX, read_info, read_metadata
-from workloads.data.fs import list_files
+from workloads.data.fs import list_files, resolve
 from workloads.errors import WorkloadError
 from workloads.inference import SUBMISSION_HEADER, Classifier, Predictions, Scores, submission_lines
 from workloads.memory import keep_freed_memory
@@ -114,8 +114,6 @@ def check_shards(classifier: Classifier, data: str) -> tuple[list[str], int]:
 def check_out(out: str) -> None:
     """`--out` names a CSV to write: not a folder, not a video shard (a shard of `--data` would be replaced
     by the CSV), and its folder exists."""
-    from workloads.data.fs import resolve
-
     try:
         fs, path = resolve(out)
         kind = fs.get_file_info(path).type
@@ -123,7 +121,8 @@ def check_out(out: str) -> None:
     except (OSError, WorkloadError) as error:
         raise OrchestratorError(f"--out {out}: {one_line(error)}") from None
     if kind == pafs.FileType.Directory:
-        raise OrchestratorError(f"--out {out}: a folder; give the CSV file's name (e.g. {out.rstrip('/')}/predictions.csv)")
+        raise OrchestratorError(f"--out {out}: a folder; give the CSV file's name "
+                                f"(e.g. {out.rstrip('/')}/predictions.csv)")
     if out.endswith(SHARD_SUFFIX):
         raise OrchestratorError(f"--out {out}: a video shard's name ({SHARD_SUFFIX}); the predictions are a CSV "
                                 "(name it .csv): nothing was written")
@@ -152,8 +151,6 @@ def write_predictions(batches: Iterator[Predictions], job: Job, total: int, scor
     """Stream the rows into a temporary file beside `job.out` and rename it when complete; returns the
     number of videos."""
     from tqdm import tqdm
-
-    from workloads.data.fs import resolve
 
     fs, path = resolve(job.out)
     folder, name = os.path.split(path)

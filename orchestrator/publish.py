@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> tuple[list[Published], list[str]]:
     try:
         found = client.get_run(args.run_id)
     except MlflowException:
-        raise OrchestratorError(f"--run-id {args.run_id}: no such MLflow run at {masked(args.tracking_uri)}") from None
+        raise OrchestratorError(f"--run-id {args.run_id}: no such MLflow run at "
+                                f"{masked(args.tracking_uri)}") from None
     if schema.kind_of(found) == RunKind.PARENT:
         return publish_experiment(client, client.get_experiment(found.info.experiment_id).name)
     cell = schema.outcome_of_run(found)

@@ -287,7 +287,7 @@ def test_a_tracking_uri_with_a_password_is_accepted_and_never_shown(grid, mlflow
     for done in (report, publish, labelled):
         assert done.returncode == 0, done.stdout + done.stderr
         assert secret not in done.stdout + done.stderr
-    assert shown in (tmp_path / "report" / "report.md").read_text()
+    assert shown in (tmp_path / "report" / schema.REPORT_MD).read_text()
     assert not [path for path in (tmp_path / "report").iterdir() if secret.encode() in path.read_bytes()]
     closed = f"http://fewer:{secret}@127.0.0.1:{free_port()}"
     for module, args in (("orchestrator.report.__main__", ["--experiment", "x"]), ("orchestrator.publish", ["--experiment", "x"]),

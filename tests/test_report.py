@@ -3,6 +3,7 @@
 
 import contextlib
 import dataclasses
+import io
 import re
 import sqlite3
 import subprocess
@@ -14,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.experiment.presets import load_preset
 from orchestrator.experiment.matrix import expand
-from orchestrator.report.build import write_report
+from orchestrator.report.build import folder_name, write_report
 from orchestrator.tracking import schema
 from orchestrator.experiment.results import CellResult
 from orchestrator.tracking.tracker import Tracker
@@ -112,6 +113,21 @@ def report(*args):
                           timeout=300, cwd=REPO)
 
 
+def report_here(*args):
+    """The command in this process (a new one spends seconds importing MLflow): its status and output."""
+    from orchestrator.report.__main__ import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(list(args))
+    return subprocess.CompletedProcess(args, status, out.getvalue(), err.getvalue())
+
+
+def test_a_report_folder_is_named_for_its_experiment_and_stays_in_reports():
+    assert [folder_name(name) for name in ("fewer-frames-tiny", "../../etc", "a/b", "..", "my exp")] == \
+        ["fewer-frames-tiny", "_.._etc", "a_b", "_", "my_exp"]
+
+
 def test_the_command_says_in_one_line_when_there_is_nothing_to_report(logged, tmp_path):
     _, uri, _, _ = logged
     for args, message in (
@@ -129,7 +145,7 @@ def test_the_command_says_in_one_line_when_there_is_nothing_to_report(logged, tm
     assert done.returncode == 0 and (tmp_path / "r" / schema.REPORT_HTML).exists(), done.stderr
     (tmp_path / "a-file").write_text("kept")
     for out, where in ((tmp_path / "a-file", ""), (tmp_path / "a-file" / "r", f" ({tmp_path / 'a-file'} is a file)")):
-        done = report("--experiment", "exp", "--tracking-uri", uri, "--out", str(out))
+        done = report_here("--experiment", "exp", "--tracking-uri", uri, "--out", str(out))
         assert done.returncode == 2, done.stderr
         assert done.stderr == f"error: --out {out}: not a folder{where}; give a folder for the report\n"
     assert (tmp_path / "a-file").read_text() == "kept"
@@ -144,7 +160,7 @@ def test_a_finished_run_that_lost_its_metrics_is_named_and_left_out(logged, tmp_
     with contextlib.closing(sqlite3.connect(uri.removeprefix("sqlite:///"))) as db, db:
         for table in ("metrics", "latest_metrics"):
             db.execute(f"DELETE FROM {table} WHERE run_uuid = ? AND key = 'gap'", (run.info.run_id,))
-    done = report("--experiment", "exp", "--tracking-uri", uri, "--out", str(tmp_path / "r"))
+    done = report_here("--experiment", "exp", "--tracking-uri", uri, "--out", str(tmp_path / "r"))
     assert done.returncode == 0, done.stderr
     assert (f"note  {run.info.run_name}: MLflow run {run.info.run_id} is FINISHED without its metric(s) gap: "
             "left out of the numbers") in done.stdout

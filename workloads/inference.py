@@ -170,7 +170,8 @@ def submission_lines(predictions: Predictions, top_k: int) -> list[str]:
     """YouTube-8M's submission rows (the starter code's `format_lines`): id, then class and score pairs,
     best first, separated by spaces. An id holding a comma, a quote or a line break is quoted as RFC 4180
     (and Python's `csv`, pandas and Kaggle's reader) has it."""
-    return [_quoted(video) + "," + " ".join(f"{c} {s:g}" for c, s in zip(classes[:top_k].tolist(), scores[:top_k].tolist()))
+    return [_quoted(video) + "," + " ".join(f"{c} {s:g}" for c, s in zip(classes[:top_k].tolist(),
+                                                                          scores[:top_k].tolist()))
             for video, classes, scores in zip(predictions.ids, predictions.classes, predictions.scores)]
 
 

@@ -13,7 +13,7 @@ from orchestrator.errors import note, one_line
 from orchestrator.experiment.presets import Preset
 from orchestrator.jobs.data_sets import DataSet
 from orchestrator.jobs.timing import time_models, timed, timing_job
-from orchestrator.report.build import Written, write_report
+from orchestrator.report.build import Written, folder_name, write_report
 from orchestrator.store.layout import Store
 from orchestrator.tracking import schema
 from orchestrator.tracking.tracker import Tracker
@@ -63,7 +63,7 @@ def report_folder(store: Store, experiment: str) -> Iterator[str]:
     """Where a grid's closing report is written: in a local store (`reports/<experiment>`); elsewhere a
     scratch folder, removed once the report is logged as the parent run's artifacts."""
     if store.is_local:
-        yield store.path(f"reports/{experiment}")
+        yield store.path(f"reports/{folder_name(experiment)}")
     else:
         with tempfile.TemporaryDirectory(prefix="fewer-frames-report-") as folder:
             yield folder

@@ -222,8 +222,9 @@ class Preset:
         workers = self.resources.teacher.num_workers
         for family, role in ((family, role) for family in self.families for role in Role):
             batch = self.train_settings(family, role).batch_size
+            what = f"per batch ({family}: {batch:,} videos of {self.data.max_frames:,} float32 frames)"
             if problem := bounds.too_large(bounds.batch_bytes(batch, self.data.max_frames), bounds.MAX_BATCH_BYTES,
-                                           f"per batch ({family}: {batch:,} videos of {self.data.max_frames:,} float32 frames)", "B"):
+                                           what, "B"):
                 raise Invalid(f"{role.value}_train.batch_size", problem)
         for family in self.families:
             batch = self.train_settings(family, Role.TEACHER).batch_size

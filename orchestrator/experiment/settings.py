@@ -41,9 +41,10 @@ class SyntheticData:
             self.generator.validate()
         if problem := bounds.too_large(self.generator.num_classes, bounds.MAX_CLASSES):
             raise Invalid("classes", problem)
-        stored = bounds.synthetic_bytes(sum(self.split_videos.values()), self.generator.max_frames)
-        if problem := bounds.too_large(stored, bounds.MAX_SYNTHETIC_BYTES, f"of frames ({sum(self.split_videos.values()):,} "
-                                       f"videos of up to {self.generator.max_frames} frames)", "B"):
+        videos = sum(self.split_videos.values())
+        stored = bounds.synthetic_bytes(videos, self.generator.max_frames)
+        what = f"of frames ({videos:,} videos of up to {self.generator.max_frames} frames)"
+        if problem := bounds.too_large(stored, bounds.MAX_SYNTHETIC_BYTES, what, "B"):
             raise Invalid("train_videos", problem)
 
     @classmethod

@@ -30,9 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         check_existing_tracking(args.tracking_uri)
         from mlflow.tracking import MlflowClient
 
-        from orchestrator.report.build import write_report
+        from orchestrator.report.build import folder_name, write_report
 
-        out = args.out or os.path.join("reports", args.experiment)
+        out = args.out or os.path.join("reports", folder_name(args.experiment))
         written = write_report(MlflowClient(args.tracking_uri), args.experiment, out)
     except OrchestratorError as error:
         print(f"error: {error}", file=sys.stderr)

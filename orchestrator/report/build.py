@@ -6,6 +6,7 @@ grid's parent run shows as its description (`orchestrator.driver.closing`)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -78,7 +79,8 @@ def _figures(client: MlflowClient, experiment: Experiment, of: dict[str, list[Ce
 def _preamble(client: MlflowClient, experiment: Experiment) -> list[str]:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     presets = ", ".join(dict.fromkeys(experiment.presets)) or "unknown"
-    return [f"MLflow experiment {experiment.name!r} (id {experiment.experiment_id}) at {masked(client.tracking_uri)}: "
+    where = masked(client.tracking_uri)
+    return [f"MLflow experiment {experiment.name!r} (id {experiment.experiment_id}) at {where}: "
             f"{sum(c.finished for c in experiment.cells)} finished cells, preset {presets}; made {stamp}.",
             "Scores are each cell's test split (GAP over each video's top 20, mAP over classes); validation only "
             "chose the best epoch. a ± b is the mean and sample standard deviation over seeds; – is a cell "
@@ -86,6 +88,12 @@ def _preamble(client: MlflowClient, experiment: Experiment) -> list[str]:
             "minus another's with its 95% interval from a paired bootstrap over test videos (1,000 resamples, "
             "every model scored on the same ones); a finding holds only where its intervals exclude 0.",
             comparability(experiment.cells)]
+
+
+def folder_name(experiment: str) -> str:
+    """The experiment's name as one folder's name (`reports/<it>`): an MLflow experiment may be called
+    anything, `../x` or `a/b` included, and its report stays in `reports/` all the same."""
+    return re.sub(r"[^\w.-]+", "_", experiment).strip(".") or "_"
 
 
 def check_folder(path: str, option: str) -> None:

@@ -48,7 +48,7 @@ class VideoLabeller(mlflow.pyfunc.PythonModel):
         try:
             batches = list(self.classifier.predict_columns(
                 [None if pd.isna(video) else video for video in model_input["id"]],
-                [int(frames) for frames in model_input["num_frames"]],
+                [None if pd.isna(frames) else int(frames) for frames in model_input["num_frames"]],
                 list(model_input["rgb"]), list(model_input["audio"]), top_k))
         except WorkloadError as error:  # names the video and the field
             raise BadRequest(str(error)) from None

@@ -61,7 +61,8 @@ def check_tracking(uri: str) -> None:
             pass
         except (urllib.error.URLError, OSError, ValueError) as error:
             reason = str(getattr(error, "reason", None) or error).replace(uri, masked(uri))
-            raise OrchestratorError(f"--tracking-uri {masked(uri)}: no MLflow server answers there ({reason})") from None
+            raise OrchestratorError(f"--tracking-uri {masked(uri)}: no MLflow server answers there "
+                                    f"({reason})") from None
     elif scheme in ("sqlite", "file"):
         if scheme == "sqlite":  # sqlite:///relative.db or sqlite:////absolute.db
             folder = os.path.dirname(uri.split(":///", 1)[1]) if ":///" in uri else ""

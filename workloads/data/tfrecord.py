@@ -40,9 +40,6 @@ class RecordError(DataError):
         super().__init__(f"{file}: record {index} at byte {offset}: {problem}")
         self.file, self.index, self.offset, self.problem = file, index, offset, problem
 
-    def __reduce__(self):  # raised in a Ray task, it crosses to the driver whole (not as Ray's wrapper)
-        return type(self), (self.file, self.index, self.offset, self.problem)
-
     def __reduce__(self):
         # Converter processes send errors back pickled; rebuild from the fields, not the message.
         return RecordError, (self.file, self.index, self.offset, self.problem)
@@ -212,7 +209,8 @@ def _strided(payload: bytes):
     spans = _spans(payload)
     if spans is None or not {"rgb", "audio"} <= spans[1].keys():
         return None
-    spans = (spans[0], spans[1], [*spans[2], *(span for key, span in spans[1].items() if key not in ("rgb", "audio"))])
+    # every FeatureList but the frames': protobuf parses them when it parses the record, so they must parse
+    others = [*spans[2], *(span for key, span in spans[1].items() if key not in ("rgb", "audio"))]
     frames = {key: _fixed_width_frames(payload, *spans[1][key], width)
               for key, width in (("rgb", RGB_DIM), ("audio", AUDIO_DIM))}
     if any(f is None for f in frames.values()):
@@ -221,7 +219,7 @@ def _strided(payload: bytes):
     try:
         if spans[0] is not None:
             context.ParseFromString(payload[spans[0][0]:spans[0][1]])
-        for start, end in spans[2]:  # every other feature list: protobuf parses it, so it must parse
+        for start, end in others:
             FeatureList().ParseFromString(payload[start:end])
     except Exception:  # protobuf's DecodeError: the whole parse names it
         return None
