@@ -8,6 +8,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 
 import itertools
+import signal
 import subprocess
 import sys
 
@@ -49,17 +50,19 @@ def tiny_grid(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def mlflow_ui(tiny_grid):
-    """`mlflow server` over the session's tiny grid's store, as the grid's closing line says to start it: its URL."""
-    from grids import tracking
+    """MLflow's UI over the session's tiny grid's store, started by the very command the grid printed
+    (pasted into a shell, on a free port): its URL."""
+    import re
+
     from ports import free_port, wait_until_answering
 
+    printed = re.search(r"open it: (.+?)  then ", tiny_grid.printed).group(1)
     port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                               tracking(tiny_grid.store), "--host", "127.0.0.1", "--port", str(port),
-                               "--workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    server = subprocess.Popen(["bash", "-c", printed.replace("--port 5000", f"--port {port}")], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    wait_until_answering(url + "/health", server, "mlflow server", timeout=120)
+    wait_until_answering(url + "/health", server, "mlflow ui", timeout=120)
     yield url
-    server.terminate()
+    os.killpg(server.pid, signal.SIGTERM)  # the shell and the server it started
     server.wait(timeout=30)

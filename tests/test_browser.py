@@ -61,6 +61,22 @@ def test_the_runs_view_the_grid_points_at_lists_every_cell_with_its_gap(tiny_gri
     assert re.search(rf"\b{schema.GAP}\b", text) and f"Sort: {schema.GAP}" in text
 
 
+def test_the_experiment_is_marked_model_training_and_its_page_opens_on_its_runs(tiny_grid, mlflow_ui, browser, screenshots):
+    """The experiment carries MLflow's kind tag for model training. MLflow 3.17's UI takes its mode from the
+    URL (or the user's GenAI / Model training switch) before the tag, and a fresh browser lands on the GenAI
+    overview (traces, token usage); so every link the project prints carries the mode, and the experiment's
+    own page, so linked, opens on its runs table."""
+    client = MlflowClient(tracking(tiny_grid.store))
+    experiment = client.get_experiment_by_name("fewer-frames-tiny")
+    assert experiment.tags[schema.EXPERIMENT_KIND_TAG] == schema.MODEL_TRAINING
+    assert "workflowType=machine_learning" in tiny_grid.printed
+    browser.open(f"{mlflow_ui}/#/experiments/{experiment.experiment_id}?workflowType=machine_learning",
+                 "document.body.innerText.includes('Run Name')")
+    browser.screenshot(str(screenshots / "experiment_page.png"))
+    text = browser.text()
+    assert "/runs" in browser.evaluate("location.hash") and "Token Usage" not in text, text[:1000]
+
+
 def test_the_parent_runs_report_renders_its_tables_and_figures_in_mlflow(tiny_grid, mlflow_ui, browser, screenshots):
     parent = MlflowClient(tracking(tiny_grid.store)).search_runs(["1"], schema.kind_filter(RunKind.PARENT))[0]
     browser.open(f"{mlflow_ui}/#/experiments/1/runs/{parent.info.run_id}/artifacts/{schema.REPORT_HTML}"

@@ -96,7 +96,7 @@ def test_the_plan_fits_a_teacher_only_when_a_cell_needs_it():
 @pytest.mark.slow
 def test_the_tiny_grid_records_every_cell_live_and_whole(tiny_grid):
     store, printed, seen_running = tiny_grid
-    assert "Teacher-Skyline" in printed and "mlflow ui --backend-store-uri" in printed
+    assert "Teacher-Skyline" in printed and "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=true mlflow ui --backend-store-uri" in printed
     # Live: cell runs were RUNNING, with their params, while their cells trained.
     assert seen_running and all(schema.FAMILY in params for params in seen_running.values()), seen_running
     client, found = runs(store, "fewer-frames-tiny")

@@ -42,6 +42,9 @@ PARENT_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"  # a run's description in the UI
 SHARED_VIEW_TAG = "mlflow.sharedViewState."  # + a key: a saved runs view, opened with ?viewStateShareKey=<key>
 CELLS_VIEW = "cells"
+# The experiment's kind, which MLflow's UI (3.x) reads to choose its mode: without it an experiment opens on
+# the GenAI overview (traces, token usage); model training is its runs table.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 # The project's tags.
 KIND_TAG = "fewer_frames.grid"

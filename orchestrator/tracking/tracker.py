@@ -26,6 +26,9 @@ from orchestrator.tracking.cell_runs import CellRuns
 from orchestrator.tracking.schema import RunKind
 
 
+UI_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=true"  # before a printed `mlflow ui`
+
+
 class Tracker:
     def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None):
         mlflow.set_tracking_uri(tracking_uri)
@@ -36,6 +39,8 @@ class Tracker:
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
         else:
             self.experiment_id = found.experiment_id
+        # model training, so that the experiment's own page opens on its runs, not MLflow's GenAI overview
+        self.client.set_experiment_tag(self.experiment_id, schema.EXPERIMENT_KIND_TAG, schema.MODEL_TRAINING)
         self.experiment = experiment
         self.parent_id: str | None = None
         self.cells = CellRuns(self.client, self.experiment_id, lambda: self.parent_id)
@@ -82,8 +87,9 @@ class Tracker:
                 f"&viewStateShareKey={schema.CELLS_VIEW}")
         if self.tracking_uri.startswith(("http://", "https://")):
             return f"runs view: {masked(self.tracking_uri).rstrip('/')}/{view}"
-        return (f"open it: mlflow ui --backend-store-uri {self.tracking_uri} --host 127.0.0.1 --port 5000  "
-                f"then http://127.0.0.1:5000/{view}")
+        # MLflow's job runner and its default workers take about 2 GB for a UI one person reads: off, and one
+        return (f"open it: {UI_ENV} mlflow ui --backend-store-uri {self.tracking_uri} --host 127.0.0.1 "
+                f"--port 5000 --workers 1  then http://127.0.0.1:5000/{view}")
 
     def parent_with_metrics(self, names: list[str]) -> str | None:
         """The newest grid parent run of this experiment that holds all of these metrics, if any."""
