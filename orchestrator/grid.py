@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator.report.evidence import Evidence
     from orchestrator.report.summary import summarize
     from orchestrator.tracking import schema
-    from orchestrator.tracking.registry import publish_after_grid
+    from orchestrator.tracking.registry import commands, publish_after_grid
     from orchestrator.tracking.tracker import Tracker
 
     ray = session.start_ray()
@@ -79,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
         where = report.files[0] if store.is_local else f"the parent run's {schema.REPORT_HTML} artifact"
         print(f"report (the paper's tables and figures): {where}")
     print(tracker.how_to_open())
-    for entry in published:
-        print(entry.line())
+    for line in [entry.line() for entry in published] + commands(published, tracking_uri):
+        print(line)
     if grid.ledger.failed:
         print(f"error: {len(grid.ledger.failed)} cell(s) failed: {', '.join(grid.ledger.failed)}", file=sys.stderr)
         return session.EXIT_FAILED

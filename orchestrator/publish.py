@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.errors import OrchestratorError, masked
 from orchestrator.tracking import schema
-from orchestrator.tracking.registry import Published, publish_cell, publish_experiment, registered_name
+from orchestrator.tracking.registry import Published, commands, publish_cell, publish_experiment, registered_name
 from orchestrator.tracking.schema import RunKind
 from orchestrator.tracking.uri import DEFAULT_TRACKING, check_existing_tracking
 
@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     except OrchestratorError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    for entry in published:
-        print(entry.line())
+    for line in [entry.line() for entry in published] + commands(published, args.tracking_uri):
+        print(line)
     if refused:
         print(f"error: {len(refused)} of {len(refused) + len(published)} model(s) not registered (why above): "
               f"{', '.join(refused)}", file=sys.stderr)

@@ -7,7 +7,9 @@ import importlib
 import io
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -151,6 +153,25 @@ def test_predict_spreads_shards_over_a_ray_cluster_with_the_same_rows(grid, tmp_
     assert sorted(here_out.read_text().splitlines()) == sorted(spread_out.read_text().splitlines())
 
 
+def shell_env() -> dict[str, str]:
+    """A shell's environment with this Python's scripts first on PATH (`python`, `mlflow`), and no
+    MLFLOW_TRACKING_URI: a printed command must carry its own."""
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    return {**env, "PATH": os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")}
+
+
+def test_the_printed_predict_command_works_as_pasted_anywhere(grid, tmp_path):
+    _, printed, tracking_uri, _, test_split = grid
+    command = re.search(r"^label videos with the k=10 student: (.+)$", printed, re.MULTILINE).group(1)
+    assert f"--data {test_split} " in command and f"--tracking-uri {tracking_uri}" in command
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=tmp_path, env=shell_env(),
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with open(tmp_path / "predictions.csv", newline="") as handle:
+        assert len(read_submission(handle, "predictions.csv")) == 48
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv"]  # MLflow wrote nothing here
+
+
 def test_publish_on_demand_registers_once_and_a_chosen_cell_leaves_best_alone(grid):
     _, _, tracking, client, _ = grid
     before = client.get_model_version_by_alias(STUDENT, "best")
@@ -194,10 +215,11 @@ def test_the_served_student_answers_a_request_of_shard_columns(grid, tmp_path):
         expected = read_submission(handle, str(out))
     videos = pq.read_table(next(test_split.glob("*.parquet"))).slice(0, 2).to_pylist()
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{STUDENT}@best",
-                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-                              env={**os.environ, "MLFLOW_TRACKING_URI": tracking}, cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The grid's printed command, pasted into a shell in another folder (on a free port)
+    printed = re.search(r"^serve it: (.+)$", grid[1], re.MULTILINE).group(1)
+    assert f"models:/{STUDENT}@best" in printed and "-p 5001" in printed
+    server = subprocess.Popen(["bash", "-c", printed.replace("-p 5001", f"-p {port}")], env=shell_env(), cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_answering(url + "/ping", server, "mlflow models serve")
@@ -233,8 +255,9 @@ def test_the_served_student_answers_a_request_of_shard_columns(grid, tmp_path):
             assert "stack_trace" not in answer and "Traceback" not in answer["message"], case
             assert answer["message"].startswith(("request", "params")), (case, answer)  # not the request's DataFrame
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+    assert not list(tmp_path.glob("mlflow.db")) and not (tmp_path / "mlruns").exists()  # MLflow wrote nothing here
 
 
 def test_bad_input_is_one_line_and_leaves_no_file(grid, tmp_path):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 import tempfile
 from dataclasses import dataclass
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from orchestrator.errors import OrchestratorError, note, one_line
+from orchestrator.errors import OrchestratorError, masked, note, one_line
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.outcome import CellOutcome
 from orchestrator.serve.package import log_package
@@ -47,6 +48,31 @@ class Published:
         uri = f"models:/{self.name}@{ALIAS}" if self.aliased else f"models:/{self.name}/{self.version}"
         return (f"{what} {self.name} version {self.version} ({uri}): {self.cell.name}, test GAP "
                 f"{self.cell.gap:.4f}, {_millions(self.cell.macs)} M multiply-adds per video")
+
+
+def commands(published: list[Published], tracking_uri: str) -> list[str]:
+    """How to use the student of the largest k just registered (the most accurate of the cheap ones), as
+    commands to paste in a shell from any folder: label its test split into a CSV, and serve it (a password
+    in the tracking URI shown masked: put it back). Nothing when no student was registered."""
+    students = [entry for entry in published if entry.cell.k is not None and entry.aliased]
+    if not students:
+        return []
+    entry = max(students, key=lambda e: e.cell.k)
+    uri = masked(_pasteable(tracking_uri))
+    model = f"models:/{entry.name}@{ALIAS}"
+    data = entry.cell.test_split if "://" in entry.cell.test_split else os.path.abspath(entry.cell.test_split)
+    return [f"label videos with the k={entry.cell.k} student: python -m orchestrator.predict --model {model} "
+            f"--data {shlex.quote(data)} --out predictions.csv --tracking-uri {shlex.quote(uri)}",
+            f"serve it: MLFLOW_TRACKING_URI={shlex.quote(uri)} mlflow models serve -m {model} --env-manager local "
+            "-h 127.0.0.1 -p 5001"]
+
+
+def _pasteable(tracking_uri: str) -> str:
+    """A SQLite tracking URI with an absolute path (`sqlite:///runs/mlflow.db` is relative to where it runs)."""
+    prefix = "sqlite:///"
+    if tracking_uri.startswith(prefix) and not tracking_uri.startswith(prefix + "/"):
+        return prefix + os.path.abspath(tracking_uri[len(prefix):])
+    return tracking_uri
 
 
 def winners(cells: list[CellOutcome]) -> dict[str, CellOutcome]:
