@@ -124,6 +124,10 @@ def test_the_tiny_grid_records_every_cell_live_and_whole(tiny_grid):
         assert None not in (cell.gap, cell.map, cell.macs, cell.params, cell.train_seconds, cell.inference_seconds)
         curve = client.get_metric_history(run.info.run_id, schema.VAL_GAP)
         assert [m.step for m in curve] == ([1, 2] if cell.variant == "rep_then_ce" else [1])
+        # The run began when its job began on its worker (told over the epoch channel), not when it was
+        # queued, nor when its result came in: it spans the training, and each epoch ended within it.
+        assert run.info.start_time <= curve[0].timestamp <= run.info.end_time, run.info.run_name
+        assert run.info.end_time - run.info.start_time >= 1000 * cell.train_seconds, run.info.run_name
     # Each epoch's metrics were streamed to the driver, stamped with when the epoch ended: logged from the
     # result at the cell's end, both epochs would carry one time.
     two_stages = next(r for r in children if cells[r.info.run_name].variant == "rep_then_ce")

@@ -75,3 +75,11 @@ def on_cpu(value):
     if isinstance(value, (list, tuple)):
         return type(value)(on_cpu(v) for v in value)
     return value
+
+
+def announce_start(on_epoch: EpochCallback | None) -> None:
+    """Tell whoever listens on `on_epoch` that the job runs now (a callback with a `started` method: the
+    grid's driver begins the job's MLflow run then, not when it was queued); other callbacks are not told."""
+    started = getattr(on_epoch, "started", None)
+    if callable(started):
+        started()

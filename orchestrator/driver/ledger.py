@@ -32,9 +32,9 @@ class Ledger:
         self.live: dict[str, str] = {}  # cell id -> the RUNNING run of a cell that is training
         self.skylines: dict[str, Cell] = {}  # teacher id -> its skyline cell, whose run a student's names
 
-    def start(self, cell: Cell) -> None:
-        """The cell starts: its run is RUNNING from now, with its params."""
-        self.live[cell.id] = self.runs.start(cell, self.tags(cell))
+    def start(self, cell: Cell, at: float | None = None) -> None:
+        """The cell started (at unix time `at`; None: now): its run is RUNNING from then, with its params."""
+        self.live[cell.id] = self.runs.start(cell, self.tags(cell), at)
 
     def epoch(self, cell_id: str, metrics: EpochMetrics, ended: float) -> None:
         """An epoch of a running cell ended (at unix time `ended`): its metrics on the cell's run."""

@@ -35,6 +35,7 @@ class Scheduler:
     def __init__(self, preset: Preset, ledger: Ledger, data: DataSet, ray):
         self.preset, self.ledger, self.data, self.ray = preset, ledger, data, ray
         self.teachers, self.cells = expand(preset, data.id)
+        self.by_id = {cell.id: cell for cell in self.cells}
         self.similarity = Similarity(self.teachers, self.cells, ledger)
         self.healer = CacheHealer(ledger, self.job)
         self.in_flight = InFlight()
@@ -89,16 +90,25 @@ class Scheduler:
                       total=len(self.cells), teachers=teachers, queued=submitted - running)
 
     def _stream(self) -> None:
-        """Log the epochs that ended since the last look on their cells' live runs."""
-        for cell_id, metrics, ended in self.epochs.receive():
-            self.ledger.epoch(cell_id, metrics, ended)
+        """Start the runs of the jobs that started, and log the epochs that ended, since the last look."""
+        for cell_id, metrics, at in self.epochs.receive():
+            if metrics is None:
+                self._began(cell_id, at)
+            else:
+                self.ledger.epoch(cell_id, metrics, at)
+
+    def _began(self, cell_id: str, at: float) -> None:
+        """A job began on its worker at unix time `at`: its cell's run is RUNNING from then. A queued cell
+        has no run yet (the progress line counts it queued), so a run's duration is its cell's."""
+        if cell_id in self.ledger.results or cell_id in self.ledger.live:
+            return  # recorded already (its start was heard late), or a retried teacher's second start
+        self.ledger.start(self.by_id[cell_id], at)
 
     def _start_teacher(self, teacher: TeacherSpec) -> None:
         """Start fitting a teacher; its skyline's run is live from now, unless the skyline is done already
         (the teacher's caches are only written again)."""
         job, skyline = self.job(teacher), self.ledger.skylines[teacher.id]
-        if skyline.id not in self.ledger.results:
-            self.ledger.start(skyline)
+        if skyline.id not in self.ledger.results:  # its run begins when its training does (`_stream`)
             job = dataclasses.replace(job, on_epoch=self.epochs.sender(skyline.id))
         self.in_flight.teachers[self.teacher_task.remote(job)] = job
         self.started += 1
@@ -167,7 +177,6 @@ class Scheduler:
         store, cache = self.ledger.store, self.healer.cache_of(cell)
         kept = Kept(sample=store.representations(cell.id), predictions=store.predictions(cell.id),
                     weights=store.weights(cell.id) if weights.slot(cell) else None)
-        self.ledger.start(cell)
         ref = self.cell_task.remote(cell, self.data, cache, self.preset.resources.cell.device,
                                     self.epochs.sender(cell.id), kept)
         self.in_flight.cells[ref] = cell

@@ -25,7 +25,7 @@ from workloads.data.reader import VideoShards
 from workloads.evaluation import evaluate
 from workloads.flops import ModelCost, count_macs
 from workloads.models import VideoModel
-from workloads.progress import EpochCallback, TrainResult
+from workloads.progress import EpochCallback, TrainResult, announce_start
 from workloads.representations import represent
 from workloads.train import TrainConfig, seed_everything, train_classifier, train_parallel, train_serial_student
 from workloads.variants import Stage, stages
@@ -123,7 +123,9 @@ def run_cell(cell: Cell, data: DataSet, cache_uri: str | None, device: str,
     is one); `cache_uri` is a serial student's teacher cache; `on_epoch` sees each epoch's validation
     scores as they come (a search's early stopping)."""
     started = time.perf_counter()
+    announce_start(on_epoch)
     return run_recipe(resolve(cell, data.num_classes, device), data, cache_uri, on_epoch, started, kept)
+
 
 
 def run_recipe(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: EpochCallback | None = None,

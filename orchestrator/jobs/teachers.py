@@ -43,7 +43,7 @@ from workloads.distributed import gather_objects, replicate
 from workloads.evaluation import evaluate
 from workloads.flops import count_macs
 from workloads.models import VideoModel
-from workloads.progress import EpochMetrics, Progress
+from workloads.progress import EpochMetrics, Progress, announce_start
 from workloads.representations import represent
 from workloads.teacher_outputs import export_teacher, student_intermediate_positions
 from workloads.train import seed_everything, train_classifier
@@ -130,6 +130,8 @@ def teacher_train_loop(config: dict) -> None:
             ray.train.report({"epoch": progress.epoch},
                              checkpoint=ray.train.Checkpoint.from_directory(folder) if rank == 0 else None)
 
+    if rank == 0:
+        announce_start(job.on_epoch)  # its workers have their CPUs: the teacher trains from now
     trained = train_classifier(
         replicate(model, device), data.training(batch, shuffle=True, seed=spec.seed, fraction=spec.data_fraction, **share),
         data.validation(batch, **share), spec.train.config(spec.seed, str(device)),

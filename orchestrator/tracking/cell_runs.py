@@ -31,11 +31,13 @@ class CellRuns:
         self.client, self.experiment_id, self.parent_id = client, experiment_id, parent_id
         self._streamed: dict[str, set[int]] = {}  # run id -> epochs whose metrics were logged as they ended
 
-    def start(self, cell: Cell, tags: dict[str, str] | None = None) -> str:
-        """A RUNNING run for a cell that starts now, with its params: `finish` or `fail` ends it."""
+    def start(self, cell: Cell, tags: dict[str, str] | None = None, at: float | None = None) -> str:
+        """A RUNNING run for a cell that started at unix time `at` (None: now), with its params: `finish` or
+        `fail` ends it."""
         all_tags = {schema.PARENT_TAG: self.parent_id() or "", schema.KIND_TAG: RunKind.CELL,
                     schema.CELL_ID_TAG: cell.id, **(tags or {})}
-        run_id = self.client.create_run(self.experiment_id, run_name=cell.name, tags=all_tags).info.run_id
+        run_id = self.client.create_run(self.experiment_id, run_name=cell.name, tags=all_tags,
+                                        start_time=None if at is None else int(at * 1000)).info.run_id
         self.client.log_batch(run_id, params=schema.params(schema.cell_params(cell)))
         return run_id
 
