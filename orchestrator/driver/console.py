@@ -29,6 +29,7 @@ class Counts:
     total: int
     teachers: int  # teachers training now
     queued: int = 0  # cells submitted to Ray, waiting for resources
+    left_seconds: float | None = None  # the time left, learned kind by kind (`orchestrator.driver.pace`)
 
 
 def _duration(seconds: float) -> str:
@@ -37,12 +38,12 @@ def _duration(seconds: float) -> str:
 
 
 class GridProgress:
-    """Cells done / running / failed / total, teachers training, elapsed and estimated time left (from the
-    pace of the cells finished in this invocation)."""
+    """Cells done / running / failed / total, teachers training, elapsed and the estimated time left (the
+    counts carry it: `orchestrator.driver.pace`)."""
 
     def __init__(self, counts: Counts, live: bool | None = None):
         global _bar
-        self.started, self.first_done, self.last = time.monotonic(), counts.done, None
+        self.started, self.last = time.monotonic(), None
         self.live = sys.stderr.isatty() if live is None else live
         if self.live:
             _bar = tqdm(total=counts.total, initial=counts.done, unit="cell", dynamic_ncols=True, file=sys.stderr,
@@ -52,9 +53,8 @@ class GridProgress:
 
     def line(self, counts: Counts) -> str:
         elapsed = time.monotonic() - self.started
-        finished_here = counts.done - self.first_done
         left = counts.total - counts.done - counts.failed
-        eta = f"about {_duration(elapsed / finished_here * left)} left" if finished_here and left else "time left: ?"
+        eta = f"about {_duration(counts.left_seconds)} left" if counts.left_seconds is not None else "time left: ?"
         eta = "" if not left else f", {eta}"
         queued = f", {counts.queued} queued" if counts.queued else ""
         return (f"{counts.done}/{counts.total} cells done, {counts.running} running{queued}, {counts.failed} failed, "

@@ -32,9 +32,12 @@ class Ledger:
         self.live: dict[str, str] = {}  # cell id -> the RUNNING run of a cell that is training
         self.skylines: dict[str, Cell] = {}  # teacher id -> its skyline cell, whose run a student's names
 
-    def start(self, cell: Cell, at: float | None = None) -> None:
-        """The cell started (at unix time `at`; None: now): its run is RUNNING from then, with its params."""
-        self.live[cell.id] = self.runs.start(cell, self.tags(cell), at)
+    def began(self, cell: Cell, at: float) -> None:
+        """The cell's job began on its worker at unix time `at`: its run is RUNNING from then, with its
+        params, so that its duration is the cell's; unless it was recorded already (its start heard late)
+        or runs already (a retried teacher's second start)."""
+        if cell.id not in self.results and cell.id not in self.live:
+            self.live[cell.id] = self.runs.start(cell, self.tags(cell), at)
 
     def epoch(self, cell_id: str, metrics: EpochMetrics, ended: float) -> None:
         """An epoch of a running cell ended (at unix time `ended`): its metrics on the cell's run."""
@@ -73,6 +76,11 @@ class Ledger:
                 self.results[cell.id] = found
         here = self.runs.logged_here() if any(result.run_id for result in self.results.values()) else set()
         return [cell for cell in cells if cell.id in self.results and self.results[cell.id].run_id not in here]
+
+    def unfinished(self, cells: list[Cell]) -> list[Cell]:
+        """Those of `cells` neither recorded nor failed."""
+        failed = set(self.failed)
+        return [cell for cell in cells if cell.id not in self.results and cell.name not in failed]
 
     def tags(self, cell: Cell, result: CellResult | None = None) -> dict[str, str]:
         """A skyline's run points at its teacher's cache and checkpoint; a student's at its teacher's run; a

@@ -14,6 +14,7 @@ from orchestrator.driver.console import Counts, GridProgress
 from orchestrator.driver.healing import CacheHealer
 from orchestrator.driver.ledger import Ledger
 from orchestrator.driver.live import EpochChannel
+from orchestrator.driver.pace import Pace
 from orchestrator.driver.session import cell_slots, is_storage_failure, teacher_task
 from orchestrator.driver.similarity import Similarity
 from orchestrator.errors import OrchestratorError, one_line
@@ -40,6 +41,7 @@ class Scheduler:
         self.healer = CacheHealer(ledger, self.job)
         self.in_flight = InFlight()
         self.started = 0  # jobs started by this invocation
+        self.pace = Pace()  # how long the cells left will take
         self.todo = Backlog()
         self.epochs = EpochChannel()  # per-epoch metrics from the jobs, for their live runs
         resources = preset.resources.cell
@@ -87,22 +89,16 @@ class Scheduler:
         teachers, submitted = len(self.in_flight.teachers), len(self.in_flight.cells)
         running = min(submitted, cell_slots(self.ray, self.preset.resources, teachers)) if submitted else 0
         return Counts(done=len(self.ledger.results), running=running, failed=len(self.ledger.failed),
-                      total=len(self.cells), teachers=teachers, queued=submitted - running)
+                      total=len(self.cells), teachers=teachers, queued=submitted - running,
+                      left_seconds=self.pace.left(self.ledger.unfinished(self.cells)))
 
     def _stream(self) -> None:
         """Start the runs of the jobs that started, and log the epochs that ended, since the last look."""
         for cell_id, metrics, at in self.epochs.receive():
-            if metrics is None:
-                self._began(cell_id, at)
+            if metrics is None:  # its job began on its worker (a queued cell has no run yet)
+                self.ledger.began(self.by_id[cell_id], at)
             else:
                 self.ledger.epoch(cell_id, metrics, at)
-
-    def _began(self, cell_id: str, at: float) -> None:
-        """A job began on its worker at unix time `at`: its cell's run is RUNNING from then. A queued cell
-        has no run yet (the progress line counts it queued), so a run's duration is its cell's."""
-        if cell_id in self.ledger.results or cell_id in self.ledger.live:
-            return  # recorded already (its start was heard late), or a retried teacher's second start
-        self.ledger.start(self.by_id[cell_id], at)
 
     def _start_teacher(self, teacher: TeacherSpec) -> None:
         """Start fitting a teacher; its skyline's run is live from now, unless the skyline is done already
@@ -140,6 +136,7 @@ class Scheduler:
         """Record a finished cell; under `keep_weights: best` the students of its family and k that it
         beats lose their kept weights."""
         self.ledger.record(cell, self.similarity.measured(cell, result))
+        self.pace.finished(cell, result.wall_seconds)
         if self.preset.keep_weights == "best":
             for loser in weights.losers(cell, self.cells, self.ledger.results):
                 self.ledger.drop_weights(loser, f"not the best {cell.family} k{cell.k} student by validation GAP")
@@ -153,6 +150,7 @@ class Scheduler:
                 self.ledger.fail(cell, f"its teacher {teacher.name} failed: {one_line(error)}")
             return
         self.ledger.fitted(skyline, result, self.healer.why(teacher))
+        self.pace.finished(skyline, result.wall_seconds)
         self.similarity.measure_against(teacher)
         self.healer.fitted(teacher, result.caches)
         self.todo.release(teacher)

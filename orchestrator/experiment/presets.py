@@ -219,19 +219,23 @@ class Preset:
                 find_family(name)
             for base in (self.teacher_train, self.student_train):
                 fill(TrainSettings, {**dataclasses.asdict(base), **settings}, f"train_overrides.{name}")
+        _check_batches(self)
         workers = self.resources.teacher.num_workers
-        for family, role in ((family, role) for family in self.families for role in Role):
-            batch = self.train_settings(family, role).batch_size
-            what = f"per batch ({family}: {batch:,} videos of {self.data.max_frames:,} float32 frames)"
-            if problem := bounds.too_large(bounds.batch_bytes(batch, self.data.max_frames), bounds.MAX_BATCH_BYTES,
-                                           what, "B"):
-                raise Invalid(f"{role.value}_train.batch_size", problem)
         for family in self.families:
             batch = self.train_settings(family, Role.TEACHER).batch_size
             if batch % workers:
                 # The batch is global: each data-parallel worker reads an equal part of it.
                 raise Invalid("resources.teacher.num_workers", f"{family}'s teacher batch_size {batch} does not "
                               f"divide among {workers} workers")
+
+
+def _check_batches(preset: Preset) -> None:
+    """Every family's teacher and student batch within `bounds.MAX_BATCH_BYTES`."""
+    for family, role in ((family, role) for family in preset.families for role in Role):
+        batch, frames = preset.train_settings(family, role).batch_size, preset.data.max_frames
+        what = f"per batch ({family}: {batch:,} videos of {frames:,} float32 frames)"
+        if problem := bounds.too_large(bounds.batch_bytes(batch, frames), bounds.MAX_BATCH_BYTES, what, "B"):
+            raise Invalid(f"{role.value}_train.batch_size", problem)
 
 
 def check_model_sizes(preset: Preset, num_classes: int) -> None:
