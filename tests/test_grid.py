@@ -20,6 +20,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.experiment.matrix import expand
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.presets import load_preset
+from orchestrator.experiment.rows import display_name
 from orchestrator.tracking import schema
 from orchestrator.tracking.schema import RunKind
 
@@ -116,8 +117,12 @@ def test_the_tiny_grid_records_every_cell_live_and_whole(tiny_grid):
     cells = {r.info.run_name: schema.outcome_of_run(r) for r in children}
     assert "hrnn/serial/rep+pred+ce/k10/s0" in cells and "hrnn/skyline/all/s0" in cells
     skyline = next(r for r in children if r.info.run_name == "hrnn/skyline/all/s0")
+    # One name a person reads for a row, in the terminal, the report and MLflow alike
+    assert "  done  Serial Lrep, then LCE, k=10, seed 0 (hrnn/serial/rep_then_ce/k10/s0): GAP" in printed
+    assert "| Serial Lrep, then LCE |" in printed
     for run in children:
         cell = cells[run.info.run_name]
+        assert run.data.tags[schema.ROW_TAG] == display_name(cell), run.info.run_name
         assert run.data.tags[schema.PARENT_TAG] == parent.info.run_id and cell.cell_id.startswith("c-")
         assert {schema.FAMILY, schema.MODE, schema.SELECTION, schema.K, schema.J, schema.VARIANT, schema.INTERMEDIATE,
                 schema.DATA_FRACTION, schema.SEED} <= set(run.data.params), run.info.run_name

@@ -13,6 +13,7 @@ from orchestrator.errors import note, one_line, say
 from orchestrator.experiment.matrix import Cell
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.results import CellResult
+from orchestrator.experiment.rows import display_name
 from orchestrator.store import weights
 from orchestrator.store.files import DamagedFile, read_result, set_aside, write_result
 from orchestrator.store.layout import Store, owner_id
@@ -119,7 +120,8 @@ class Ledger:
         noted = result.noted(cell.name, run_id)
         write_result(self.store, cell.id, noted)
         self.results[cell.id] = noted
-        say(f"  done  {cell.name}: GAP {noted.gap:.3f}  mAP {noted.map:.3f}  ({noted.train_seconds:.0f} s)")
+        say(f"  done  {display_name(cell)} ({cell.name}): GAP {noted.gap:.3f}  mAP {noted.map:.3f}  "
+            f"({noted.train_seconds:.0f} s)")
         if noted.run_snapshot:
             note(cell.name, noted.run_snapshot)
         return noted
@@ -168,7 +170,7 @@ class Ledger:
     def fail(self, cell: Cell, error: BaseException | str) -> None:
         self.runs.fail(cell, error, run_id=self.live.pop(cell.id, None))
         self.failed.append(cell.name)
-        say(f"  FAILED {cell.name}: {one_line(error)}")
+        say(f"  FAILED {display_name(cell)} ({cell.name}): {one_line(error)}")
 
 
 def skyline_tags(result: CellResult) -> dict[str, str]:

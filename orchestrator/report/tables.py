@@ -11,13 +11,13 @@ from typing import Callable, Iterable
 
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.outcome import CellOutcome
+from orchestrator.experiment.rows import SKYLINE, parts, row_key, row_label  # noqa: F401  (the report's names)
 from orchestrator.report.evidence import Evidence, scores_alone
 from workloads.frames import SELECTORS
-from workloads.variants import REGISTRY, VARIANTS
+from workloads.variants import VARIANTS
 
 FAMILY_NAMES = {"hrnn": "H-RNN", "netvlad": "NetVLAD", "nextvlad": "NeXtVLAD"}
 MISSING = "–"
-SKYLINE = "skyline"  # the row key of the teacher's skyline
 UNIFORM = "baseline:uniform"  # the row every other is compared with
 REFERENCE = "(reference)"
 _ROW_ORDER = (Mode.SKYLINE, Mode.BASELINE, Mode.PARALLEL, Mode.SERIAL)  # as Table 1 lists them
@@ -32,40 +32,11 @@ class Table:
     published: Table | None = None  # the paper's, rows and columns the grid also has
 
 
-def row_key(cell: CellOutcome) -> str:
-    """The key of the table row a cell belongs to (the keys of `published`): "skyline",
-    "baseline:<selection>", "<mode>:<variant>" with "+intermediate" and "@own" (its own classifier)."""
-    if cell.mode is Mode.SKYLINE:
-        return SKYLINE
-    if cell.mode.named_by_selection:
-        return f"{cell.mode}:{cell.selection}"
-    key = f"{cell.mode}:{cell.variant}" + ("+intermediate" if cell.intermediate else "")
-    return key + ("@own" if cell.mode is Mode.PARALLEL and cell.parallel_classifier == "own" else "")
-
-
-def _parts(key: str) -> tuple[Mode, str, bool, bool]:
-    """(mode, selection or variant, intermediate, own classifier) of a row key."""
-    mode, _, what = key.partition(":")
-    own, what = what.endswith("@own"), what.removesuffix("@own")
-    intermediate, what = what.endswith("+intermediate"), what.removesuffix("+intermediate")
-    return Mode(mode), what, intermediate, own
-
-
-def row_label(key: str) -> str:
-    if key == SKYLINE:
-        return "Teacher-Skyline (all frames)"
-    mode, what, intermediate, own = _parts(key)
-    if mode.named_by_selection:
-        return "-".join(part.capitalize() for part in what.split("_")) + "-k"
-    return (f"{mode.capitalize()} {REGISTRY[what].label}" + (" (intermediate)" if intermediate else "")
-            + (" (own classifier)" if own else ""))
-
-
 def _order(key: str) -> tuple:
     """Baselines in the paper's order, then parallel, then serial students, as Table 1 lists them."""
     if key == SKYLINE:
         return (0, 0, key)
-    mode, what, _, _ = _parts(key)
+    mode, what, _, _ = parts(key)
     place = list(SELECTORS) if mode.named_by_selection else list(VARIANTS[mode.training])
     return (_ROW_ORDER.index(mode), place.index(what) if what in place else len(place), key)
 

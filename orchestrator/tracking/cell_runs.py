@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.experiment.matrix import Cell
 from orchestrator.experiment.results import CellResult
+from orchestrator.experiment.rows import display_name
 from orchestrator.tracking import schema
 from orchestrator.tracking.schema import RunKind
 from workloads.data.fs import resolve
@@ -35,7 +36,7 @@ class CellRuns:
         """A RUNNING run for a cell that started at unix time `at` (None: now), with its params: `finish` or
         `fail` ends it."""
         all_tags = {schema.PARENT_TAG: self.parent_id() or "", schema.KIND_TAG: RunKind.CELL,
-                    schema.CELL_ID_TAG: cell.id, **(tags or {})}
+                    schema.CELL_ID_TAG: cell.id, schema.ROW_TAG: display_name(cell), **(tags or {})}
         run_id = self.client.create_run(self.experiment_id, run_name=cell.name, tags=all_tags,
                                         start_time=None if at is None else int(at * 1000)).info.run_id
         self.client.log_batch(run_id, params=schema.params(schema.cell_params(cell)))

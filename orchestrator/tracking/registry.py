@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from orchestrator.errors import OrchestratorError, masked, note, one_line
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.outcome import CellOutcome
+from orchestrator.experiment.rows import display_name
 from orchestrator.serve.package import log_package
 from orchestrator.store import weights
 from orchestrator.tracking import schema
@@ -46,7 +47,7 @@ class Published:
     def line(self) -> str:
         what = "registered" if self.new else "already registered"
         uri = f"models:/{self.name}@{ALIAS}" if self.aliased else f"models:/{self.name}/{self.version}"
-        return (f"{what} {self.name} version {self.version} ({uri}): {self.cell.name}, test GAP "
+        return (f"{what} {self.name} version {self.version} ({uri}): {display_name(self.cell)} ({self.cell.name}), test GAP "
                 f"{self.cell.gap:.4f}, {_millions(self.cell.macs)} M multiply-adds per video")
 
 

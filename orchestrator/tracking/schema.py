@@ -53,6 +53,7 @@ DRIVER_TAG = "fewer_frames.driver"  # liveness.identity() of the process that op
 HEARTBEAT_TAG = "fewer_frames.heartbeat"  # unix seconds, refreshed while that process runs
 PRESET_TAG = "preset"  # a grid's parent run: its preset's name
 CELL_ID_TAG = "cell_id"
+ROW_TAG = "row"  # a cell's display name, as the terminal and the report name it (`experiment.rows`)
 TEACHER_RUN_TAG = "teacher_run_id"  # a student's: its teacher's skyline run
 WEIGHTS_TAG = "weights"  # where a cell's model is kept (`orchestrator.store.weights`)
 DEVICE_TAG = "device"
@@ -151,7 +152,7 @@ def cells_view() -> str:
     """The saved "cells" runs view: every cell run flat, best test GAP first, the columns that compare them."""
     return json.dumps({"searchFilter": kind_filter(RunKind.CELL), "orderByKey": f"metrics.`{GAP}`",
                        "orderByAsc": False,
-                       "selectedColumns": [f"params.`{name}`" for name in _VIEW_PARAMS]
+                       "selectedColumns": [f"tags.`{ROW_TAG}`"] + [f"params.`{name}`" for name in _VIEW_PARAMS]
                        + [f"metrics.`{name}`" for name in _VIEW_METRICS]})
 
 
