@@ -124,8 +124,14 @@ def report_here(*args):
 
 
 def test_a_report_folder_is_named_for_its_experiment_and_stays_in_reports():
+    from orchestrator.report.__main__ import default_folder
+
     assert [folder_name(name) for name in ("fewer-frames-tiny", "../../etc", "a/b", "..", "my exp")] == \
         ["fewer-frames-tiny", "_.._etc", "a_b", "_", "my_exp"]
+    # where the grid writes it (its store's root holds the SQLite file), unless on a server
+    assert default_folder("sqlite:///runs/mlflow.db", "fewer-frames-smoke") == "runs/reports/fewer-frames-smoke"
+    assert default_folder("sqlite:////s/mlflow.db", "a/b") == "/s/reports/a_b"
+    assert default_folder("http://127.0.0.1:5000", "x") == "reports/x"
 
 
 def test_the_command_says_in_one_line_when_there_is_nothing_to_report(logged, tmp_path):

@@ -20,8 +20,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--experiment", required=True, help="the grid's MLflow experiment, e.g. fewer-frames-smoke")
     parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING,
                         help=f"MLflow tracking URI (default: {DEFAULT_TRACKING}, the default grid's)")
-    parser.add_argument("--out", help="folder to write into (default: reports/<experiment>)")
+    parser.add_argument("--out", help="folder to write into (default: reports/<experiment> beside a SQLite "
+                                      "tracking file, as the grid writes it: runs/reports/<experiment>)")
     return parser.parse_args(argv)
+
+
+def default_folder(tracking_uri: str, experiment: str) -> str:
+    """Where the grid writes its report: `reports/<experiment>` beside a SQLite tracking file (in a local
+    store, its root: `runs/reports/...` for the default grid); else `reports/<experiment>` here."""
+    from orchestrator.report.build import folder_name
+
+    database = tracking_uri.split(":///", 1)[1] if tracking_uri.startswith("sqlite:///") else None
+    return os.path.join(os.path.dirname(database) if database else "", "reports", folder_name(experiment))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         check_existing_tracking(args.tracking_uri)
         from mlflow.tracking import MlflowClient
 
-        from orchestrator.report.build import folder_name, write_report
+        from orchestrator.report.build import write_report
 
-        out = args.out or os.path.join("reports", folder_name(args.experiment))
+        out = args.out or default_folder(args.tracking_uri, args.experiment)
         written = write_report(MlflowClient(args.tracking_uri), args.experiment, out)
     except OrchestratorError as error:
         print(f"error: {error}", file=sys.stderr)
