@@ -2,8 +2,10 @@
 `python -m orchestrator.report` and its pieces."""
 
 import contextlib
+import csv
 import dataclasses
 import io
+import os
 import re
 import sqlite3
 import subprocess
@@ -190,3 +192,20 @@ def test_the_comparability_line_names_every_way_a_grid_differs_from_the_papers_s
     assert changed.startswith("Not comparable with the paper: its L2 on the output layer is 0 x ||W||^2 / 2")
     assert "its loss weights (rep=0.01) are not the paper's (1 each)" in changed
     assert "Table 3's time excludes reading the data" in changed
+
+
+def test_the_tables_come_out_as_csv_and_latex_alone_when_asked(logged, tmp_path):
+    client, uri, _, _ = logged
+    written = write_report(client, "exp", str(tmp_path / "t"), formats=("csv", "tex"))
+    names = sorted(os.path.basename(path) for path in written.files)
+    assert names == sorted(os.listdir(tmp_path / "t")) and "table1_hrnn.csv" in names and "table2_hrnn.tex" in names
+    assert not [n for n in names if n.endswith((".html", ".md", ".png"))]  # only what was asked
+    with open(tmp_path / "t" / "table1_hrnn.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0][:3] == ["model", "k=10 GAP", "k=10 mAP"] and ["Uniform-k", "0.615 ± 0.007"] == rows[1][:2]
+    tex = (tmp_path / "t" / "table1_hrnn.tex").read_text()
+    assert "\\label{tab:table1_hrnn}" in tex and "\\toprule" in tex and "\\bottomrule" in tex
+    assert "GAP $-$ Uniform [95\\%]" in tex and "0.615 $\\pm$ 0.007" in tex  # escaped, not raw
+    assert (tmp_path / "t" / "table1_hrnn_published.csv").read_text().startswith("model,")
+    done = report_here("--experiment", "exp", "--tracking-uri", uri, "--out", str(tmp_path / "u"), "--format", "csv")
+    assert done.returncode == 0 and sorted(os.listdir(tmp_path / "u")) == sorted(n for n in names if n.endswith(".csv"))

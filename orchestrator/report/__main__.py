@@ -1,6 +1,7 @@
-"""python -m orchestrator.report --experiment NAME [--tracking-uri URI] [--out DIR]
+"""python -m orchestrator.report --experiment NAME [--tracking-uri URI] [--out DIR] [--format md,html,csv,tex]
 
-Writes the report of a grid's MLflow experiment (report.html, self-contained; report.md; the PNGs) from
+Writes the report of a grid's MLflow experiment (report.html, self-contained; report.md; the PNGs; each
+table as CSV and LaTeX) from
 MLflow alone, so it works against a remote tracking server and its artifact store as against the default
 SQLite file. Exit status 0, or 2 with one line when the experiment does not exist or has no finished cell.
 """
@@ -12,6 +13,7 @@ import os
 import sys
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.report.exports import FORMATS
 from orchestrator.tracking.uri import DEFAULT_TRACKING, check_existing_tracking
 
 
@@ -22,7 +24,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"MLflow tracking URI (default: {DEFAULT_TRACKING}, the default grid's)")
     parser.add_argument("--out", help="folder to write into (default: reports/<experiment> beside a SQLite "
                                       "tracking file, as the grid writes it: runs/reports/<experiment>)")
-    return parser.parse_args(argv)
+    parser.add_argument("--format", default=",".join(FORMATS),
+                        help=f"what to write, comma-separated, of {', '.join(FORMATS)} (default: all: the page, "
+                             "the Markdown with its figures, and each table as CSV and LaTeX)")
+    args = parser.parse_args(argv)
+    args.formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    unknown = [f for f in args.formats if f not in FORMATS]
+    if unknown or not args.formats:
+        parser.error(f"--format: {', '.join(unknown) or 'nothing'} is not one of {', '.join(FORMATS)}")
+    return args
 
 
 def default_folder(tracking_uri: str, experiment: str) -> str:
@@ -43,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         from orchestrator.report.build import write_report
 
         out = args.out or default_folder(args.tracking_uri, args.experiment)
-        written = write_report(MlflowClient(args.tracking_uri), args.experiment, out)
+        written = write_report(MlflowClient(args.tracking_uri), args.experiment, out, args.formats)
     except OrchestratorError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

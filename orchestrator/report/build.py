@@ -20,6 +20,7 @@ from orchestrator.report import figures
 from orchestrator.report.accuracy import by_fraction, by_k, intermediate
 from orchestrator.report.cost import cost
 from orchestrator.report.evidence import Evidence
+from orchestrator.report.exports import FORMATS, write_tables
 from orchestrator.report.findings import findings
 from orchestrator.report.render import Report, Section, markdown, page, table_markdown
 from orchestrator.report.tables import FAMILY_NAMES, comparability
@@ -106,18 +107,22 @@ def check_folder(path: str, option: str) -> None:
         raise OrchestratorError(f"{option} {path}: not a folder{where}; give a folder for the report")
 
 
-def write_report(client: MlflowClient, experiment_name: str, out: str) -> Written:
+def write_report(client: MlflowClient, experiment_name: str, out: str, formats: tuple[str, ...] = FORMATS) -> Written:
     """Make the report of `experiment_name` into folder `out` (created once the report is made, so a failure
-    leaves nothing; files of the same names replaced)."""
+    leaves nothing; files of the same names replaced): `report.html`, `report.md` (with the PNGs) and each
+    table as CSV and LaTeX, as many of them as `formats` names."""
     check_folder(out, "--out")
     experiment = read_experiment(client, experiment_name)
     with tempfile.TemporaryDirectory(prefix="fewer-frames-report-") as scratch:
         report = Report(f"Fewer Frames: {experiment.name}", _preamble(client, experiment),
                         _sections(client, experiment, scratch))
-        for name, text in ((schema.REPORT_MD, markdown(report)), (schema.REPORT_HTML, page(report))):
+        pages = [(name, render) for kind, name, render in (("html", schema.REPORT_HTML, page),
+                                                           ("md", schema.REPORT_MD, markdown)) if kind in formats]
+        for name, render in pages:
             with open(os.path.join(scratch, name), "w", encoding="utf-8") as file:
-                file.write(text)
-        names = [schema.REPORT_HTML, schema.REPORT_MD] + sorted(n for n in os.listdir(scratch) if n.endswith(".png"))
+                file.write(render(report))
+        figures = sorted(n for n in os.listdir(scratch) if n.endswith(".png")) if pages else []
+        names = [name for name, _ in pages] + figures + write_tables(report, scratch, formats)
         try:
             os.makedirs(out, exist_ok=True)
         except OSError as error:
