@@ -61,11 +61,12 @@ def commands(published: list[Published], tracking_uri: str) -> list[str]:
     entry = max(students, key=lambda e: e.cell.k)
     uri = masked(_pasteable(tracking_uri))
     model = f"models:/{entry.name}@{ALIAS}"
-    data = entry.cell.test_split if "://" in entry.cell.test_split else os.path.abspath(entry.cell.test_split)
-    return [f"label videos with the k={entry.cell.k} student: python -m orchestrator.predict --model {model} "
-            f"--data {shlex.quote(data)} --out predictions.csv --tracking-uri {shlex.quote(uri)}",
-            f"serve it: MLFLOW_TRACKING_URI={shlex.quote(uri)} mlflow models serve -m {model} --env-manager local "
-            "-h 127.0.0.1 -p 5001"]
+    split = entry.cell.test_split  # a run logged before the split was a param has none: no folder to name
+    data = split if "://" in split or not split else os.path.abspath(split)
+    label = [f"label videos with the k={entry.cell.k} student: python -m orchestrator.predict --model {model} "
+             f"--data {shlex.quote(data)} --out predictions.csv --tracking-uri {shlex.quote(uri)}"] if data else []
+    return label + [f"serve it: MLFLOW_TRACKING_URI={shlex.quote(uri)} mlflow models serve -m {model} "
+                    "--env-manager local -h 127.0.0.1 -p 5001"]
 
 
 def _pasteable(tracking_uri: str) -> str:
