@@ -3,11 +3,12 @@
     python -m orchestrator.tune --space search_spaces/serial_loss_weights.yaml [--preset tiny] [--trials 20]
         [--store runs] [--tracking-uri URI] [--experiment NAME] [--concurrency N]
 
-Optuna samples each trial (multi-objective: validation GAP up, multiply-adds down); ASHA stops trials
-whose per-epoch validation GAP falls behind. Trials read the teacher cache the grid uses (the teacher is
-trained once, the grid's way, when it is missing). The study lives in `<store>/tune/<name>`: the same
+Optuna samples each trial (multi-objective: validation GAP up, multiply-adds down), each a distinct cell
+(a duplicate is answered from its first's result); early stopping (the space's: ASHA by Pareto dominance
+by default, ASHA on GAP, or off) ends trials that fall behind. Trials read the teacher cache the grid
+uses (the teacher is trained once, the grid's way, when it is missing). The study lives in `<store>/tune/<name>`: the same
 command resumes an interrupted study and keeps its finished trials. MLflow gets a parent run per study,
-a child run per trial (FINISHED; KILLED when ASHA stopped it, with the epoch and validation GAP it stopped
+a child run per trial (FINISHED; KILLED when early stopping ended it, with the epoch and validation GAP it stopped
 at; FAILED with its error), and on the parent `pareto.json`, `pareto.png` and `best.yaml` (an
 override for `orchestrator.grid`). Exit 0 when the study finished, 1 when no trial did, 2 for bad input.
 """
@@ -15,6 +16,7 @@ override for `orchestrator.grid`). Exit 0 when the study finished, 1 when no tri
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from orchestrator.driver import session
@@ -52,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator.tracking.studies import open_study
     from orchestrator.tracking.tracker import Tracker
 
+    # Tune's own reporter prints a box and a TensorBoard command (TensorBoard is not installed) even when
+    # silent; the study prints its own lines (`search_algorithms.TrialProgress`)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     ray = session.start_ray()
     session.refuse_local_store_on_a_cluster(ray, store, preset.resources)
     tracker = Tracker(tracking_uri, args.experiment or f"fewer-frames-search-{space.name}", store.path("mlartifacts"))

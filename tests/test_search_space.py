@@ -57,6 +57,7 @@ def test_there_is_a_weights_study_and_a_stride_study():
     ({"search": {"w_rep": {"choice": ["a lot"]}}}, "search.w_rep.choice: a number"),
     ({"epochs": 0}, "epochs: an integer >= 1"),
     ({"name": "a/b"}, "name: letters, digits"),
+    ({"early_stopping": "median"}, "early_stopping: one of pareto, gap, off"),
 ])
 def test_bad_spaces_name_the_key(change, message):
     with pytest.raises(OrchestratorError, match=message) as caught:

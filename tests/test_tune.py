@@ -21,7 +21,7 @@ from orchestrator.tracking import schema
 from orchestrator.tracking.schema import RunKind
 
 REPO = Path(__file__).resolve().parents[1]
-SPACE = {"name": "small-study", "family": "hrnn", "variant": "rep+pred+ce", "epochs": 2,
+SPACE = {"name": "small-study", "family": "hrnn", "variant": "rep+pred+ce", "epochs": 2, "early_stopping": "gap",
          "search": {"w_rep": {"loguniform": [1.0e-3, 1.0]}, "j": {"int": [3, 12]}}}
 
 
@@ -107,6 +107,42 @@ def test_a_study_records_its_trials_and_front_and_resumes_after_an_interruption(
     assert max(t["gap"] for t in front["front"]) == max(r.data.metrics[schema.GAP] for r in trials)
     # The teacher the trials read is recorded the grid's way: a grid on this store reuses it.
     assert glob.glob(f"{store}/results/*.json") and glob.glob(f"{store}/teachers/*/cache/base/_manifest.json")
+
+
+@pytest.mark.slow
+def test_a_stride_study_trains_each_cell_once_draws_every_trial_and_keeps_the_cheap_end(tmp_path):
+    # 60 frames: j in [6, 14] gives k = 10, 8, 7, 6, 6, 5, 5, 5, 4: six distinct cells for nine strides
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"name": "small-study", "family": "hrnn", "variant": "rep+pred+ce", "epochs": 3,
+                                     "search": {"j": {"int": [6, 14]}}, "fixed": {"w_rep": 0.001}}))
+    store = tmp_path / "store"
+    study = tune(store, space, 9, "--concurrency", "2")
+    out, err = study.communicate(timeout=600)
+    assert study.returncode == 0, out[-3000:] + err[-3000:]
+    assert "its space holds 6 distinct cells: 6 trials, not 9" in out
+    # live: a line as each trial starts and ends, with the counts
+    assert out.count(" started: k=") == 6
+    ended = [line for line in out.splitlines() if " finished: validation GAP" in line or " stopped early after" in line]
+    assert len(ended) == 6 and "0 running" in ended[-1]
+    assert "tensorboard" not in out.lower()  # Tune's own reporter, and the command it prints, are off
+    client, logged = runs(store)
+    trials = of_kind(logged, RunKind.TRIAL)
+    ks = [int(t.data.params["k"]) for t in trials]
+    assert sorted(ks) == [4, 5, 6, 7, 8, 10]  # each cell once
+    for trial in trials:  # the stride that ran is the one logged, the sampled one beside it when it differs
+        k, j = int(trial.data.params["k"]), int(trial.data.params["j"])
+        assert j == 60 // k
+        if "sampled_j" in trial.data.params:
+            assert int(trial.data.params["sampled_j"]) != j and 60 // int(trial.data.params["sampled_j"]) == k
+    cheapest = next(t for t in trials if t.data.params["k"] == "4")
+    assert cheapest.info.status == "FINISHED"  # nothing dominates the cheapest cell: Pareto ASHA never stops it
+    parent = of_kind(logged, RunKind.STUDY)[0]
+    summary = json.loads(Path(client.download_artifacts(parent.info.run_id, schema.PARETO_JSON, str(tmp_path)))
+                         .read_text())
+    assert sorted(p["settings"]["k"] for p in summary["points"]) == sorted(ks)  # every trial drawn, stopped too
+    stopped = [t for t in trials if t.info.status == "KILLED"]
+    assert sorted(p["outcome"] for p in summary["points"]).count("stopped") == len(stopped)
+    assert 4 in [p["settings"]["k"] for p in summary["front"]]
 
 
 def test_bad_arguments_exit_2_before_anything_starts(tmp_path):

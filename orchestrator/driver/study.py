@@ -29,7 +29,7 @@ from orchestrator.experiment.search_space import SearchSpace
 from orchestrator.jobs.cells import resolve, run_recipe
 from orchestrator.jobs.data_sets import DataSet
 from orchestrator.jobs.teachers import TeacherJob
-from orchestrator.report.pareto import best_override, pareto_front, plot_front
+from orchestrator.report.pareto import best_override, pareto_front, plot_front, ran_settings
 from orchestrator.store.files import DamagedFile, read_json, set_aside, write_json
 from orchestrator.store.layout import Store
 from orchestrator.tracking import schema
@@ -105,30 +105,42 @@ def study_record(store: Store, space: SearchSpace, trials: int) -> dict:
     return found
 
 
-def make_tuner(space: SearchSpace, study: dict, trainable, template: Cell, store: Store, slots: int):
+def planned_trials(space: SearchSpace, template: Cell, asked: int) -> int:
+    """The trials a study runs: those asked for, or as many distinct cells as a finite space holds."""
+    from orchestrator.driver.search_algorithms import CellKey, distinct_configurations
+
+    candidates = distinct_configurations(space, CellKey(space, template))
+    if candidates is not None and len(candidates) < asked:
+        print(f"study {space.name}: its space holds {len(candidates)} distinct cells: {len(candidates)} trials, "
+              f"not {asked}", flush=True)
+        return len(candidates)
+    return asked
+
+
+def make_tuner(space: SearchSpace, trials: int, trainable, template: Cell, store: Store, slots: int):
     """The study's Tuner: restored from the store when it was started before, else a new one."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
+
+    from orchestrator.driver.search_algorithms import (CellKey, DistinctOptunaSearch, TrialProgress,
+                                                       distinct_configurations, early_stopping)
 
     path = store.path("tune", space.name)
     if tune.Tuner.can_restore(path):
         print(f"resuming study {space.name} from {path}: finished trials are kept", flush=True)
         return tune.Tuner.restore(path, trainable, resume_errored=True)
-    epochs = space.trial_cell(template, {}).train.epochs
+    key = CellKey(space, template)
     return tune.Tuner(
         trainable,
         param_space=space.tune_space(),
         tune_config=tune.TuneConfig(
-            # Multi-objective: metric and mode go to the searcher and the scheduler, not here.
-            search_alg=OptunaSearch(metric=["gap", "macs"], mode=["max", "min"], seed=space.seed),
-            # A trial reports once per epoch and once more at the end: max_t = epochs + 1 iterations.
-            scheduler=ASHAScheduler(metric="gap", mode="max", max_t=epochs + 1, grace_period=space.grace_period,
-                                    reduction_factor=space.reduction_factor),
-            num_samples=study["trials"],
+            # Multi-objective: the objectives go to the searcher and the scheduler, not here.
+            search_alg=DistinctOptunaSearch(key, distinct_configurations(space, key), space.seed),
+            scheduler=early_stopping(space, space.trial_cell(template, {}).train.epochs),
+            num_samples=trials,
             max_concurrent_trials=slots,
         ),
-        run_config=tune.RunConfig(storage_path=store.path("tune"), name=space.name, verbose=0),
+        run_config=tune.RunConfig(storage_path=store.path("tune"), name=space.name, verbose=0,
+                                  callbacks=[TrialProgress(trials, key)]),
     )
 
 
@@ -190,42 +202,52 @@ def run_study(study: Study, data: DataSet | None, ledger: Ledger, tracker: Track
     )
     record = study_record(store, space, study.trials)
     slots = study.concurrency or cell_slots(ray, preset.resources)
-    grid = make_tuner(space, record, trainable, template, store, slots).fit()
+    planned = planned_trials(space, template, record["trials"])
+    grid = make_tuner(space, planned, trainable, template, store, slots).fit()
     # A trial cut off before it recorded even its sampled values (an interruption as it started) is not
     # done, whatever Tune counted it as: the study resumes it.
     started = all(result.config for result in grid)
-    complete = started and grid.num_terminated + grid.num_errors >= record["trials"]
+    complete = started and grid.num_terminated + grid.num_errors >= planned
     everything = study_trials(grid, space, template, complete)
     for trial in everything:
         log_trial(tracker, template, trial)
     trials = [t for t in everything if t.outcome == "finished"]
     if not complete:
         # Tune stops on SIGINT (SIGTERM is turned into one) and saves the study where `restore` finds it.
-        raise KeyboardInterrupt(f"the study stopped with {len(trials)} of {record['trials']} trials finished")
+        raise KeyboardInterrupt(f"the study stopped with {len(trials)} of {planned} trials finished")
     stopped = [t for t in everything if t.outcome == "stopped"]
     failed = [t for t in everything if t.outcome == "failed"]
-    print(f"study {space.name}: {len(trials)} trials finished, {len(stopped)} stopped early by ASHA, "
+    print(f"study {space.name}: {len(trials)} trials finished, {len(stopped)} stopped early, "
           f"{len(failed)} failed", flush=True)
     for trial in failed:
         print(f"  FAILED trial {trial.trial_id}: {trial.error}", flush=True)
     if not trials:
         print("error: no trial finished: no Pareto front", file=sys.stderr)
         return EXIT_FAILED
-    record_outcome(tracker, space, study.preset_name, trials, store)
+    record_outcome(tracker, space, study.preset_name, trials + stopped, store)
     return 0
 
 
+def _without_history(trial: Trial) -> dict:
+    return {k: v for k, v in dataclasses.asdict(trial).items() if k != "val_gaps"}
+
+
 def record_outcome(tracker: Tracker, space: SearchSpace, preset: str, trials: list[Trial], store: Store) -> None:
-    """pareto.json, pareto.png and best.yaml on the parent run, best.yaml also in the store; the front printed."""
-    front = pareto_front(trials)
-    best = max(trials, key=lambda t: t.gap)
-    summary = {"objectives": {"gap": "max", "macs": "min"}, "trials": len(trials),
-               "front": [{k: v for k, v in dataclasses.asdict(t).items() if k != "val_gaps"} for t in front]}
+    """pareto.json, pareto.png and best.yaml on the parent run, best.yaml also in the store; the front printed.
+    The front and the best are of the finished trials (a stopped one's GAP is of an earlier epoch); the
+    plot and pareto.json's `points` hold every trial with a score, stopped ones marked."""
+    finished = [t for t in trials if t.outcome == "finished"]
+    front = pareto_front(finished)
+    best = max(finished, key=lambda t: t.gap)
+    summary = {"objectives": {"gap": "max", "macs": "min"}, "trials": len(finished),
+               "front": [_without_history(t) for t in front],
+               "points": [_without_history(t) for t in trials if t.gap is not None and t.macs is not None]}
     with tempfile.TemporaryDirectory() as folder:
         files = [os.path.join(folder, name) for name in (schema.PARETO_JSON, schema.PARETO_PNG, schema.BEST_YAML)]
         with open(files[0], "w") as out:
             json.dump(summary, out, indent=1, default=str)
-        plot_front(trials, front, f"{space.name}: GAP vs multiply-adds", files[1])
+        plot_front([t for t in trials if t.gap is not None and t.macs is not None], front,
+                   f"{space.name}: GAP vs multiply-adds", files[1])
         override = best_override(space, preset, best)
         with open(files[2], "w") as out:
             out.write(override)
@@ -234,8 +256,7 @@ def record_outcome(tracker: Tracker, space: SearchSpace, preset: str, trials: li
     write_bytes(best_location, override.encode())
     print("Pareto front (validation GAP vs multiply-adds):")
     for trial in front:
-        shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(trial.config.items()))
-        print(f"  GAP {trial.gap:.4f}  {trial.macs / 1e9:7.3f} G  k={trial.settings['k']}  {shown}")
+        print(f"  GAP {trial.gap:.4f}  {trial.macs / 1e9:7.3f} G  k={trial.settings['k']}  {ran_settings(trial.config, trial.settings)}")
     print(f"best configuration (GAP {best.gap:.4f}): {best_location}, also {schema.BEST_YAML} on MLflow run "
           f"{tracker.parent_id}")
     if store.is_local:

@@ -35,6 +35,7 @@ _TUNE = {
     "choice": lambda tune, values: tune.choice(list(values)),
 }
 KINDS = tuple(_TUNE)
+EARLY_STOPPING = ("pareto", "gap", "off")
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,10 @@ class SearchSpace:
     search: dict[str, Distribution]
     fixed: dict[str, Any] = field(default_factory=dict)
     epochs: int | None = None  # the student's; None keeps the preset's
-    grace_period: int = 1  # epochs every trial runs before ASHA may stop it
+    # pareto: ASHA ranking trials by dominance on (GAP, multiply-adds), so a trial is not stopped only for
+    # being cheap; gap: ASHA on GAP alone; off: every trial runs its epochs
+    early_stopping: str = "pareto"
+    grace_period: int = 1  # epochs every trial runs before early stopping may stop it
     reduction_factor: int = 3  # ASHA keeps the best 1/reduction_factor of the trials at each rung
     seed: int = 0  # the sampler's
     description: str = ""
@@ -100,6 +104,8 @@ class SearchSpace:
             _check_value(f"fixed.{name}", name, value)
         if len({name for name in (*self.search, *self.fixed) if PARAMETERS[name].integer}) > 1:
             raise Invalid("j/k", "give the stride j or the frame count k, not both")
+        if self.early_stopping not in EARLY_STOPPING:
+            raise Invalid("early_stopping", f"one of {', '.join(EARLY_STOPPING)}")
         for key, minimum in (("epochs", 1), ("grace_period", 1), ("reduction_factor", 2), ("seed", 0)):
             value = getattr(self, key)
             if value is not None and value < minimum:
@@ -107,6 +113,13 @@ class SearchSpace:
 
     def tune_space(self) -> dict:
         return {name: distribution.to_tune() for name, distribution in self.search.items()}
+
+    def finite_values(self) -> dict[str, tuple] | None:
+        """Every value of each searched parameter when all take finitely many (int and choice); else None."""
+        if any(d.kind not in ("int", "choice") for d in self.search.values()):
+            return None
+        return {name: tuple(range(d.values[0], d.values[1] + 1)) if d.kind == "int" else d.values
+                for name, d in self.search.items()}
 
     def trial_cell(self, template: Cell, values: dict[str, Any]) -> Cell:
         """The serial cell a trial trains: the template with the sampled and fixed values."""

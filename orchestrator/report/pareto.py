@@ -28,14 +28,32 @@ def pareto_front(trials: list[Scored]) -> list[Scored]:
     return sorted(front, key=lambda t: (t.macs, -t.gap))
 
 
+def _shown(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(values.items()))
+
+
+def ran_settings(config: dict[str, Any], settings: dict[str, Any]) -> str:
+    """The searched settings as the trial's cell ran them (a stride gives k = max_frames // j, and the cell's
+    stride is max_frames // k), with the sampled values beside those that differ."""
+    ran = {name: settings.get(name, value) for name, value in config.items()}
+    sampled = {name: value for name, value in config.items() if ran[name] != value}
+    return _shown(ran) + (f" (sampled {_shown(sampled)})" if sampled else "")
+
+
 def plot_front(trials: list[Trial], front: list[Trial], title: str, path: str) -> None:
+    """Every trial with a score: finished ones as dots, those stopped early as crosses at the validation GAP
+    they had when stopped; the front (of finished trials) as a line."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on a cluster node
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    axes.scatter([t.macs / 1e9 for t in trials], [t.gap for t in trials], s=18, color="0.6", label="trials")
+    for outcome, marker, label in (("finished", "o", "finished trials"), ("stopped", "x", "stopped early (GAP then)")):
+        shown = [t for t in trials if t.outcome == outcome]
+        if shown:
+            axes.scatter([t.macs / 1e9 for t in shown], [t.gap for t in shown], s=22, marker=marker, color="0.45",
+                         label=f"{label}: {len(shown)}")
     axes.plot([t.macs / 1e9 for t in front], [t.gap for t in front], "o-", color="tab:red", label="Pareto front")
     axes.set_xlabel("multiply-adds per video (G)")
     axes.set_ylabel("validation GAP")

@@ -45,8 +45,10 @@ def log_trial(tracker: Tracker, template: Cell, trial: Trial) -> str | None:
     run_id = client.create_run(tracker.experiment_id, run_name=f"trial {trial.trial_id}", tags=tags).info.run_id
     status = RunStatus.to_string(RunStatus.FAILED)
     try:
-        values = {schema.FAMILY: template.family, schema.STUDY_VARIANT: template.variant, **trial.settings,
-                  **trial.config}
+        # What the cell ran (a sampled stride j gives k, and k the stride the cell reads), and beside it a
+        # sampled value that is not what ran
+        sampled = {f"sampled_{name}": value for name, value in trial.config.items() if trial.settings.get(name) != value}
+        values = {schema.FAMILY: template.family, schema.STUDY_VARIANT: template.variant, **trial.settings, **sampled}
         client.log_batch(run_id, metrics=schema.trial_metrics(trial), params=schema.params(values))
         if trial.error:
             client.set_tag(run_id, schema.ERROR_TAG, trial.error[:5000])
