@@ -17,55 +17,17 @@ and validate splits. `--save` keeps the measured seconds per video for `python -
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 from orchestrator.experiment.presets import load_preset
 from orchestrator.driver.cost import YOUTUBE8M_TRAIN, YOUTUBE8M_VALIDATE, Rates, device_hours
 from orchestrator.experiment.matrix import expand
-from workloads.data.format import FEATURE_DIM
-from workloads.losses import Objective
 from workloads.memory import keep_freed_memory
-from workloads.models import build_model
+from workloads.throughput import seconds_per_video
 from machine import describe_machine  # benchmarks/machine.py, beside this script
 
 CLASSES = 3862
-
-
-def seconds_per_video(family: str, k: int | None, frames: int, batch: int, steps: int, device: str) -> tuple[float, float]:
-    """(training step, inference) seconds per video of a paper-size model on `frames` frames."""
-    model = build_model(family, "paper", CLASSES, **({"k": k} if k else {})).to(device)
-    x = torch.randn(batch, frames, FEATURE_DIM, device=device)
-    mask = torch.ones(batch, frames, dtype=torch.bool, device=device)
-    positions = torch.arange(frames, device=device).expand(batch, frames)
-    labels = (torch.rand(batch, CLASSES, device=device) < 0.001).float()
-    optimizer = torch.optim.Adam(model.parameters())
-    objective = Objective({"ce": 1.0})
-
-    def step():
-        loss, _ = objective(model(x, mask, positions), labels, None)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    def infer():
-        model.eval()  # inference as it is served: batch norm on its running statistics, no dropout
-        with torch.no_grad():
-            model(x, mask, positions)
-
-    timings = []
-    for work in (step, infer):
-        work()  # warm-up: allocations, kernels
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(steps):
-            work()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        timings.append((time.perf_counter() - start) / (steps * batch))
-    return timings[0], timings[1]
 
 
 def main() -> None:
@@ -86,7 +48,8 @@ def main() -> None:
     for family in preset.families:
         batch = args.batch_size or preset.train_settings(family, "student").batch_size
         for k in (None, *preset.ks):
-            seconds[(family, k)] = seconds_per_video(family, k, k or frames, batch, args.steps, args.device)
+            seconds[(family, k)] = seconds_per_video(family, "paper", CLASSES, k, k or frames, batch, args.steps,
+                                                     args.device)
             train, infer = seconds[(family, k)]
             print(f"  {family:<9} {'teacher' if k is None else f'k={k}':<8} train {1 / train:8.1f} videos/s   "
                   f"inference {1 / infer:8.1f} videos/s", flush=True)

@@ -92,6 +92,27 @@ def test_the_parent_runs_report_renders_its_tables_and_figures_in_mlflow(tiny_gr
     browser.screenshot(str(screenshots / "report_in_mlflow.png"))
 
 
+def test_table_1_at_a_glance_shows_on_the_parent_runs_page_without_a_click(tiny_grid, mlflow_ui, browser, screenshots):
+    """MLflow shows a run's description clipped to 150 pixels until "Show more" is clicked: the description
+    opens with Table 1 at a glance, whose every row lies inside what is shown."""
+    parent = MlflowClient(tracking(tiny_grid.store)).search_runs(["1"], schema.kind_filter(RunKind.PARENT))[0]
+    browser.open(f"{mlflow_ui}/#/experiments/1/runs/{parent.info.run_id}?workflowType=machine_learning",
+                 "document.body.innerText.includes('At a glance')")
+    browser.screenshot(str(screenshots / "parent_run_page.png"))
+    # Each row of the first table of the description, and the box that clips it (an ancestor that hides
+    # its overflow): the rows' bottoms within the box's.
+    shown = browser.evaluate("""(() => {
+        const title = Array.from(document.querySelectorAll('strong')).find(e => e.innerText.includes('At a glance'));
+        let box = title.parentElement;
+        while (box && getComputedStyle(box).overflow !== 'hidden') box = box.parentElement;
+        const table = title.closest('p').nextElementSibling.querySelector('table') || title.closest('p').nextElementSibling;
+        const bottom = box.getBoundingClientRect().bottom;
+        return Array.from(table.querySelectorAll('tr')).map(r => [r.innerText, r.getBoundingClientRect().bottom <= bottom]);
+    })()""")
+    assert len(shown) >= 2 and all(inside for _, inside in shown), shown
+    assert shown[1][0].split("\t")[:2] == ["H-RNN", "10"] and "Lrep" in shown[1][0], shown  # the row of k=10
+
+
 def test_the_report_opens_from_disk_with_nothing_fetched(tiny_grid, browser, screenshots):
     page = tiny_grid.store / "reports" / "fewer-frames-tiny" / schema.REPORT_HTML
     browser.open(page.as_uri(), "document.readyState === 'complete'")

@@ -1,5 +1,6 @@
 """The orchestrator end to end: real local Ray, a real MLflow store on SQLite, synthetic data."""
 
+import csv
 import json
 import os
 import signal
@@ -107,7 +108,8 @@ def test_the_tiny_grid_records_every_cell_live_and_whole(tiny_grid):
     parent = parents[0]
     logged = [a.path for a in client.list_artifacts(parent.info.run_id)]
     assert {schema.SUMMARY, schema.REPORT_HTML, schema.REPORT_MD, "gap_vs_cost.png", "figure3_hrnn.png"} <= set(logged)
-    assert parent.data.tags[schema.NOTE_TAG].startswith("**Table 1: H-RNN")  # the run page's description
+    note = parent.data.tags[schema.NOTE_TAG]  # the run page's description: Table 1 at a glance, then Table 1
+    assert note.startswith("**At a glance**") and "\n| H-RNN | 10 | " in note and "**Table 1: H-RNN" in note
     assert (store / "reports" / "fewer-frames-tiny" / schema.REPORT_HTML).is_file()
     assert "/#/experiments/1/runs?workflowType=machine_learning&viewStateShareKey=cells" in printed
     # Table 3's time: the timing job, the teacher and the k=10 student side by side, on the parent run.
@@ -166,6 +168,11 @@ def test_a_rerun_of_a_finished_grid_trains_nothing_and_logs_each_cell_once(tiny_
     store = copy_store(tiny_grid.store, tmp_path / "store")
     planned = grid("--plan", "--preset", "tiny", "--store", str(store))
     assert "7 done in the store, 0 to run" in planned.stdout and "| baseline | hrnn | 2/2 |" in planned.stdout
+    # No --rates: measured here, briefly; nothing left to run, so nothing left to wait for
+    assert re.search(r"calibrated on this machine in \d+ s", planned.stdout), planned.stdout
+    assert re.search(r"device-hours on cpu here, 1 thread a cell, .*; total [\d.]+, of which left to run 0.00",
+                     planned.stdout), planned.stdout
+    assert "cell(s) at once: about 1 min of training and evaluation left" in planned.stdout
 
     again = grid("--preset", "tiny", "--store", str(store))
     assert again.returncode == 0, again.stderr
@@ -199,7 +206,7 @@ def test_a_rerun_of_a_finished_grid_trains_nothing_and_logs_each_cell_once(tiny_
     assert len(cells) == 7
     relogged = cells["hrnn/serial/rep+pred+ce/k10/s0"]
     assert relogged.info.run_id == json.loads(path.read_text())["run_id"] != serial.info.run_id
-    assert relogged.info.status == "FINISHED" and schema.outcome_of_run(relogged).gap == kept["gap"]
+    assert relogged.info.status == "FINISHED" and schema.outcome_of_run(relogged).gap == schema.readable(kept["gap"])
     assert relogged.data.tags[schema.TEACHER_RUN_TAG] == skyline.info.run_id
 
     # The finished store under another experiment name: its finished cells are logged there (it held only
@@ -210,10 +217,24 @@ def test_a_rerun_of_a_finished_grid_trains_nothing_and_logs_each_cell_once(tiny_
     _, found = runs(store, "fewer-frames-again")
     there = {r.info.run_name: r for r in of_kind(found, RunKind.CELL)}
     assert sorted(there) == sorted(cells) and {r.info.status for r in there.values()} == {"FINISHED"}
-    assert schema.outcome_of_run(there["hrnn/serial/rep+pred+ce/k10/s0"]).gap == kept["gap"]
+    assert schema.outcome_of_run(there["hrnn/serial/rep+pred+ce/k10/s0"]).gap == schema.readable(kept["gap"])
     assert there["hrnn/serial/rep+pred+ce/k10/s0"].data.tags[schema.TEACHER_RUN_TAG] == \
         there["hrnn/skyline/all/s0"].info.run_id
     assert "| Serial Lrep + Lpred + LCE |" in (store / "reports" / "fewer-frames-again" / schema.REPORT_MD).read_text()
+    # The two grids side by side: the same rows, a column group each, the differences with their intervals
+    # (both scored the same test videos, with the same models: nothing between them)
+    compared = subprocess.run([sys.executable, "-m", "orchestrator.report", "--experiment", "fewer-frames-tiny",
+                               "--experiment", "fewer-frames-again", "--tracking-uri", tracking(store), "--format",
+                               "md,csv"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert compared.returncode == 0, compared.stderr
+    folder = store / "reports" / "fewer-frames-tiny_vs_fewer-frames-again"
+    assert f"comparison of 'fewer-frames-tiny' and 'fewer-frames-again': {folder / schema.REPORT_MD}" in compared.stdout
+    with open(folder / "table1_compared_hrnn.csv", newline="") as file:
+        rows = list(csv.reader(file))
+    assert rows[0] == ["model", "k=10 A GAP", "k=10 A mAP", "k=10 B GAP", "k=10 B mAP", "k=10 B − A [95%]"]
+    assert [row[0] for row in rows[1:]][-1] == "Teacher-Skyline (all frames)" and len(rows) == 1 + 6
+    assert all(row[1:3] == row[3:5] and row[5] == "+0.000 [+0.000, +0.000]" for row in rows[1:]), rows
+    assert sorted(os.listdir(folder)) == [schema.REPORT_MD, "table1_compared_hrnn.csv"]
     back = grid("--preset", "tiny", "--store", str(store))
     assert back.returncode == 0, back.stderr
     _, found = runs(store, "fewer-frames-tiny")
@@ -373,7 +394,7 @@ def test_the_plan_says_what_would_run_and_what_it_costs_and_writes_nothing(tmp_p
     cell = 96 * 0.002 + 48 * 0.0005 + 48 * 0.0005
     parallel = cell + 96 * 0.01 + 48 * 0.002
     total = (teacher + 5 * cell + parallel) / 3600
-    assert f"total {total:,.1f}, of which left to run {total:,.1f}" in shown.stdout, shown.stdout
+    assert f"total {total:,.2f}, of which left to run {total:,.2f}" in shown.stdout, shown.stdout
     assert not store.exists()  # nothing written, nothing started
     rates.write_text(json.dumps({"device": "cuda", "size": "paper", "seconds_per_video": {"hrnn": per_video}}))
     other = grid("--plan", "--preset", "tiny", "--store", str(store), "--rates", str(rates))

@@ -21,7 +21,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from grids import copy_store, tracking
+from orchestrator.experiment.modes import Mode
 from orchestrator.tracking import schema
+from orchestrator.tracking.front_registry import validation_front
 from orchestrator.tracking.schema import RunKind
 from ports import free_port, wait_until_answering
 from workloads.inference import read_submission
@@ -187,6 +189,34 @@ def test_publish_on_demand_registers_once_and_a_chosen_cell_leaves_best_alone(gr
     assert refused.returncode == 2 and "its weights are not kept" in refused.stderr
     unknown = command("orchestrator.publish", "--run-id", "0" * 32, "--tracking-uri", tracking)
     assert unknown.returncode == 2 and "no such MLflow run" in unknown.stderr
+
+
+def test_publish_pareto_registers_the_validation_front_with_each_models_place(grid, tmp_path):
+    """On a copy of the store (its registry changes): every front member with kept weights registered once,
+    aliased by its place, the cheapest first; a member whose weights are not kept named, exit 1."""
+    store = copy_store(grid[0], tmp_path / "store")
+    client, uri = MlflowClient(tracking(store)), tracking(store)
+    cells = [schema.outcome_of_run(run) for run in cell_runs(client).values()]
+    front = validation_front([c for c in cells if c.family == "hrnn"])
+    assert front and all(not any(o.val_gap >= c.val_gap and o.macs < c.macs for o in cells if o.finished
+                                 and (o.mode is Mode.SKYLINE or o.mode.is_student)) for c in front)
+    kept = [c for c in front if c.weights]
+    done = command("orchestrator.publish", "--experiment", "fewer-frames-tiny", "--pareto", "--tracking-uri", uri)
+    assert done.returncode == (0 if len(kept) == len(front) else 1), done.stdout + done.stderr
+    versions = {v.version: v for v in client.search_model_versions("name = 'fewer-frames-hrnn-pareto'")}
+    assert len(versions) == len(kept)
+    for place, cell in enumerate(front, 1):
+        if not cell.weights:
+            assert f"place {place} of {len(front)} ({cell.name}): not registered: its weights are not kept" in done.stderr
+            continue
+        version = client.get_model_version_by_alias("fewer-frames-hrnn-pareto", f"front-{place}")
+        assert version.tags[schema.CELL_ID_TAG] == cell.cell_id
+        assert version.tags["pareto_place"] == f"{place} of {len(front)}, cheapest first"
+        assert f"models:/fewer-frames-hrnn-pareto@front-{place}" in done.stdout
+    # Again: nothing new, the same places
+    again = command("orchestrator.publish", "--experiment", "fewer-frames-tiny", "--pareto", "--tracking-uri", uri)
+    assert again.returncode == done.returncode and "already registered fewer-frames-hrnn-pareto" in again.stdout
+    assert len(client.search_model_versions("name = 'fewer-frames-hrnn-pareto'")) == len(kept)
 
 
 def test_publish_with_every_winners_weights_gone_fails_and_names_them(grid, tmp_path):

@@ -98,3 +98,4 @@ def test_non_dominated_sorting(scores, ranks):
 def test_a_front_that_crosses_the_cut_is_kept_whole():
     scores = {"a": (0.9, 3.0), "b": (0.7, 1.0), "c": (0.8, 2.0), "d": (0.6, 2.5)}
     assert [survives(name, scores, 3) for name in "abcd"] == [True, True, True, False]
+

@@ -1,13 +1,15 @@
 """python -m orchestrator.grid --plan : what a preset would run, and what of it the store holds already,
 without training, starting Ray or writing anything: teachers, cells by mode, family and k (done / all),
-and, given seconds per video measured on the cluster's device (`--rates`, from `benchmarks/paper_cost.py
---save`), the device-hours of the whole grid and of what is left.
+and the device-hours of the whole grid and of what is left: from seconds per video measured on the
+cluster's device (`--rates`, from `benchmarks/paper_cost.py --save`), or else from a short calibration on
+this machine (`orchestrator.driver.calibration`), with the wall time the grid would take here.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 
+from orchestrator.driver.calibration import BATCH, calibrate, cells_at_once, wall_hours
 from orchestrator.driver.cost import YOUTUBE8M_TRAIN, YOUTUBE8M_VALIDATE, Rates, device_hours
 from orchestrator.driver.session import check_stores
 from orchestrator.experiment.matrix import Cell, TeacherSpec, expand
@@ -74,15 +76,29 @@ def _videos(preset: Preset) -> tuple[int, int, str]:
     return YOUTUBE8M_TRAIN, YOUTUBE8M_VALIDATE, "YouTube-8M frame level"
 
 
-def _hours(preset: Preset, teachers: list[TeacherSpec], cells: list[Cell], done: set[str], rates: Rates) -> list[str]:
+def _hours(preset: Preset, teachers: list[TeacherSpec], cells: list[Cell], done: set[str], rates: Rates,
+           here: bool = False) -> list[str]:
+    """The device-hours of the grid and of what is left; `here` (rates measured on this machine): the wall
+    time it would take on it too."""
     train, validate, what = _videos(preset)
     whole = device_hours(teachers, cells, rates, train, validate)
     skylines = {c.teacher.id: c.id for c in cells if c.mode is Mode.SKYLINE}
-    left = device_hours([t for t in teachers if skylines[t.id] not in done],
-                        [c for c in cells if c.id not in done], rates, train, validate)
-    kinds = ", ".join(f"{kind} {hours:,.1f}" for kind, hours in sorted(whole.items()))
-    return [f"device-hours on {rates.device} ({what}: {train:,} training and {validate:,} validation videos): "
-            f"{kinds}; total {sum(whole.values()):,.1f}, of which left to run {sum(left.values()):,.1f}"]
+    todo = [t for t in teachers if skylines[t.id] not in done]
+    left = device_hours(todo, [c for c in cells if c.id not in done], rates, train, validate)
+    kinds = ", ".join(f"{kind} {hours:,.2f}" for kind, hours in sorted(whole.items()))
+    lines = [f"device-hours on {rates.device} ({what}: {train:,} training and {validate:,} validation videos): "
+             f"{kinds}; total {sum(whole.values()):,.2f}, of which left to run {sum(left.values()):,.2f}"]
+    if here:
+        slots = cells_at_once(preset)
+        wall = wall_hours(left, len(todo), slots)
+        lines.append(f"wall time here, {slots} cell(s) at once: about {_duration(wall)} of training and evaluation "
+                     "left (reading the data, Ray and MLflow add to it)")
+    return lines
+
+
+def _duration(hours: float) -> str:
+    minutes = round(hours * 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{max(minutes, 1)} min"
 
 
 def describe(preset: Preset, teachers: list[TeacherSpec], cells: list[Cell], done: set[str], store: Store,
@@ -95,8 +111,11 @@ def describe(preset: Preset, teachers: list[TeacherSpec], cells: list[Cell], don
              f"cells: {len(cells)} ({', '.join(f'{n} {mode}' for mode, n in modes.items())}), {len(done)} done in "
              f"the store, {len(cells) - len(done)} to run", ""] + _matrix(cells, done) + [""] + _parts(preset, cells)
     if rates is None:
-        lines.append("device-hours: give --rates FILE, seconds per video measured on the cluster's device by "
-                     "`python benchmarks/paper_cost.py --device cuda --save FILE`")
+        rates, took = calibrate(preset)
+        lines.append(f"calibrated on this machine in {took:.0f} s ({BATCH}-video batches of each model; for a "
+                     "cluster, give --rates FILE from `python benchmarks/paper_cost.py --device cuda --save FILE` "
+                     "run on its device):")
+        lines += _hours(preset, teachers, cells, done, rates, here=True)
     elif rates.size != preset.size:
         lines.append(f"device-hours: the rates are of {rates.size}-size models, this preset's are {preset.size}; "
                      "no estimate")

@@ -1,6 +1,6 @@
 """A grid's report, made from its MLflow experiment alone: the paper's tables and figures beside the
 published ones, written as `report.md`, `report.html` and the PNGs into a folder (all at once: every file
-is made in a scratch folder first, so a failure leaves none behind). Its `headline` (Table 1) is what a
+is made in a scratch folder first, so a failure leaves none behind). Its `headline` (Table 1 at a glance, then Table 1) is what a
 grid's parent run shows as its description (`orchestrator.driver.closing`)."""
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from orchestrator.experiment.outcome import CellOutcome
 from orchestrator.report import figures
 from orchestrator.report.accuracy import by_fraction, by_k, intermediate
 from orchestrator.report.cost import cost
+from orchestrator.report.compare import comparison
 from orchestrator.report.evidence import Evidence
 from orchestrator.report.exports import FORMATS, write_tables
 from orchestrator.report.findings import findings
+from orchestrator.report.glance import glance
 from orchestrator.report.render import Report, Section, markdown, page, table_markdown
 from orchestrator.report.tables import FAMILY_NAMES, comparability
 from orchestrator.tracking import schema
@@ -32,10 +34,11 @@ from orchestrator.tracking.runs import Experiment, read_experiment
 class Written:
     folder: str
     files: list[str]  # paths, report.html and report.md first
-    headline: str  # Table 1 (of each family) as Markdown: the parent run's description
+    headline: str  # Table 1 at a glance, then Table 1 (of each family), as Markdown: the parent run's description
 
 
-def _sections(client: MlflowClient, experiment: Experiment, scratch: str) -> list[Section]:
+def _sections(client: MlflowClient, experiment: Experiment, scratch: str) -> tuple[list[Section], str]:
+    """The report's sections, and Table 1 at a glance (`glance`)."""
     families = sorted({c.family for c in experiment.cells})
     unlike = comparability(experiment.cells)
     evidence = Evidence.in_mlflow(client)
@@ -53,7 +56,7 @@ def _sections(client: MlflowClient, experiment: Experiment, scratch: str) -> lis
     if not matching.tables:
         matching.text.append("The grid has no student that matched intermediate states (the preset's "
                              "`intermediate` and `parallel_intermediate`).")
-    return [accuracy, measured, fractions, costs, matching, _figures(client, experiment, of, scratch)]
+    return [accuracy, measured, fractions, costs, matching, _figures(client, experiment, of, scratch)], glance(of, evidence)
 
 
 def _figures(client: MlflowClient, experiment: Experiment, of: dict[str, list[CellOutcome]], scratch: str) -> Section:
@@ -114,20 +117,35 @@ def write_report(client: MlflowClient, experiment_name: str, out: str, formats: 
     check_folder(out, "--out")
     experiment = read_experiment(client, experiment_name)
     with tempfile.TemporaryDirectory(prefix="fewer-frames-report-") as scratch:
-        report = Report(f"Fewer Frames: {experiment.name}", _preamble(client, experiment),
-                        _sections(client, experiment, scratch))
-        pages = [(name, render) for kind, name, render in (("html", schema.REPORT_HTML, page),
-                                                           ("md", schema.REPORT_MD, markdown)) if kind in formats]
-        for name, render in pages:
-            with open(os.path.join(scratch, name), "w", encoding="utf-8") as file:
-                file.write(render(report))
-        figures = sorted(n for n in os.listdir(scratch) if n.endswith(".png")) if pages else []
-        names = [name for name, _ in pages] + figures + write_tables(report, scratch, formats)
-        try:
-            os.makedirs(out, exist_ok=True)
-        except OSError as error:
-            raise OrchestratorError(f"--out {out}: cannot be made a folder: {error.strerror}") from None
-        for name in names:
-            shutil.move(os.path.join(scratch, name), os.path.join(out, name))
-    headline = "\n".join(table_markdown(table) for table in report.sections[0].tables)
+        sections, at_a_glance = _sections(client, experiment, scratch)
+        report = Report(f"Fewer Frames: {experiment.name}", _preamble(client, experiment), sections)
+        names = _written(report, scratch, out, formats)
+    headline = "\n\n".join(part for part in [at_a_glance, *(table_markdown(table) for table in report.sections[0].tables)] if part)
     return Written(out, [os.path.join(out, name) for name in names], headline)
+
+
+def write_comparison(client: MlflowClient, experiments: list[str], out: str, formats: tuple[str, ...] = FORMATS) -> Written:
+    """The grids `experiments` side by side (`orchestrator.report.compare`), written as `write_report` writes."""
+    check_folder(out, "--out")
+    report = comparison(client, experiments)
+    with tempfile.TemporaryDirectory(prefix="fewer-frames-report-") as scratch:
+        names = _written(report, scratch, out, formats)
+    return Written(out, [os.path.join(out, name) for name in names], "")
+
+
+def _written(report: Report, scratch: str, out: str, formats: tuple[str, ...]) -> list[str]:
+    """The report's files made in `scratch` (which holds its figures), then moved into `out`: their names."""
+    pages = [(name, render) for kind, name, render in (("html", schema.REPORT_HTML, page),
+                                                       ("md", schema.REPORT_MD, markdown)) if kind in formats]
+    for name, render in pages:
+        with open(os.path.join(scratch, name), "w", encoding="utf-8") as file:
+            file.write(render(report))
+    figures = sorted(n for n in os.listdir(scratch) if n.endswith(".png")) if pages else []
+    names = [name for name, _ in pages] + figures + write_tables(report, scratch, formats)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as error:
+        raise OrchestratorError(f"--out {out}: cannot be made a folder: {error.strerror}") from None
+    for name in names:
+        shutil.move(os.path.join(scratch, name), os.path.join(out, name))
+    return names

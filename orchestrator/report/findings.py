@@ -44,7 +44,7 @@ def findings(cells: list[CellOutcome], evidence: Evidence | None = None) -> list
     ks = [c.k for c in cells if c.k is not None]
     if not ks:
         return []
-    measure = _Means(cells, max(ks), evidence or scores_alone())
+    measure = Means(cells, max(ks), evidence or scores_alone())
     lines = []
     for fraction in sorted({c.data_fraction for c in cells}, reverse=True):
         lines += [line for line in (_ordering(measure, fraction), _gap_closed(measure, fraction),
@@ -58,7 +58,7 @@ def findings(cells: list[CellOutcome], evidence: Evidence | None = None) -> list
 Match = Callable[[CellOutcome], bool]
 
 
-class _Means:
+class Means:
     """Means over seeds of one family's cells at k (and at a data fraction): validation GAP as a number,
     test GAP and representation cosine as `Resampled` scores."""
 
@@ -111,7 +111,7 @@ def _baseline(selection: str) -> Match:
     return lambda c: c.mode is Mode.BASELINE and c.selection == selection
 
 
-def _ordering(measure: _Means, fraction: float) -> str | None:
+def _ordering(measure: Means, fraction: float) -> str | None:
     skyline, serial, uniform = measure.skyline(fraction), measure.best_serial(fraction), measure.baseline("uniform", fraction)
     contiguous = {name: measure.baseline(name, fraction) for name in CONTIGUOUS}
     if skyline is None or serial is None or uniform is None or None in contiguous.values():
@@ -125,7 +125,7 @@ def _ordering(measure: _Means, fraction: float) -> str | None:
             f"{'; '.join(_shown(step) for step in steps)})")
 
 
-def _gap_closed(measure: _Means, fraction: float) -> str | None:
+def _gap_closed(measure: Means, fraction: float) -> str | None:
     skyline, serial, uniform = measure.skyline(fraction), measure.best_serial(fraction), measure.baseline("uniform", fraction)
     if skyline is None or serial is None or uniform is None or skyline.estimate <= uniform.estimate:
         return None
@@ -139,7 +139,7 @@ def _gap_closed(measure: _Means, fraction: float) -> str | None:
             f"{_shown(edge)}, {_verdict([edge])}")
 
 
-def _against_strongest(measure: _Means, fraction: float) -> str | None:
+def _against_strongest(measure: Means, fraction: float) -> str | None:
     skyline, serial = measure.skyline(fraction), measure.best_serial(fraction)
     strongest = measure.strongest_baseline(fraction)
     if skyline is None or serial is None or strongest is None or strongest[0] == "uniform":
@@ -185,7 +185,7 @@ def _compute(cells: list[CellOutcome]) -> str | None:
     return f"Unmatched training, so rows of different epochs do not compare like for like: {shown}"
 
 
-def _closer(measure: _Means, fraction: float) -> str | None:
+def _closer(measure: Means, fraction: float) -> str | None:
     students = measure.cosine(lambda c: c.mode is Mode.SERIAL and not c.intermediate
                               and learns_representation(c.variant), fraction)
     uniform = measure.cosine(_baseline("uniform"), fraction)
@@ -196,7 +196,7 @@ def _closer(measure: _Means, fraction: float) -> str | None:
             f"{_shown(students - uniform)}: {_verdict([students - uniform])}")
 
 
-def _intermediate(measure: _Means, fraction: float) -> str | None:
+def _intermediate(measure: Means, fraction: float) -> str | None:
     changes = []
     for mode, variant in sorted({(c.mode, c.variant) for c in measure.cells if c.intermediate}):
         matched = measure.gap(lambda c: (c.mode, c.variant, c.intermediate) == (mode, variant, True), fraction)
@@ -209,7 +209,7 @@ def _intermediate(measure: _Means, fraction: float) -> str | None:
             "(the paper, Table 4: no gain)")
 
 
-def _scarce_data(measure: _Means) -> str | None:
+def _scarce_data(measure: Means) -> str | None:
     edges: dict[float, Resampled] = {}
     for fraction in sorted({c.data_fraction for c in measure.cells}):
         serial, uniform = measure.best_serial(fraction), measure.baseline("uniform", fraction)

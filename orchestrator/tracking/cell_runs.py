@@ -86,9 +86,9 @@ class CellRuns:
         return run_id
 
     def logged_run(self, cell_id: str, gap: float) -> str | None:
-        """The FINISHED run of this experiment that holds this cell's result (its test GAP, to the bit)."""
+        """The FINISHED run of this experiment that holds this cell's result (its test GAP as it was logged)."""
         return next((run.info.run_id for run in self._finished(cell_id)
-                     if run.data.metrics.get(schema.GAP) == float(gap)), None)
+                     if run.data.metrics.get(schema.GAP) == schema.readable(gap)), None)  # as logged
 
     def retire(self, cell_id: str, keep: str) -> int:
         """Delete (restorably) the FINISHED runs of this cell other than `keep`, so the experiment shows the

@@ -41,26 +41,30 @@ class Published:
     name: str
     version: str
     cell: CellOutcome
-    new: bool  # False: already registered as this name's `best`
+    new: bool  # False: already registered (as this name's `best`, or as this cell's version)
     aliased: bool  # whether `best` points at it
+    alias: str = ""  # another alias that points at it (`front-<i>`: its place on a Pareto front)
+    place: str = ""  # that place in words ("1 of 3, cheapest first")
 
     def line(self) -> str:
         what = "registered" if self.new else "already registered"
-        uri = f"models:/{self.name}@{ALIAS}" if self.aliased else f"models:/{self.name}/{self.version}"
+        uri = (f"models:/{self.name}@{ALIAS}" if self.aliased else f"models:/{self.name}@{self.alias}" if self.alias
+               else f"models:/{self.name}/{self.version}")
+        place = f"; on the validation front (validation GAP {self.cell.val_gap:.4f}), place {self.place}" if self.place else ""
         return (f"{what} {self.name} version {self.version} ({uri}): {display_name(self.cell)} ({self.cell.name}), test GAP "
-                f"{self.cell.gap:.4f}, {_millions(self.cell.macs)} M multiply-adds per video")
+                f"{self.cell.gap:.4f}, {_millions(self.cell.macs)} M multiply-adds per video{place}")
 
 
 def commands(published: list[Published], tracking_uri: str) -> list[str]:
     """How to use the student of the largest k just registered (the most accurate of the cheap ones), as
     commands to paste in a shell from any folder: label its test split into a CSV, and serve it (a password
     in the tracking URI shown masked: put it back). Nothing when no student was registered."""
-    students = [entry for entry in published if entry.cell.k is not None and entry.aliased]
+    students = [entry for entry in published if entry.cell.k is not None and (entry.aliased or entry.alias)]
     if not students:
         return []
     entry = max(students, key=lambda e: e.cell.k)
     uri = masked(_pasteable(tracking_uri))
-    model = f"models:/{entry.name}@{ALIAS}"
+    model = f"models:/{entry.name}@{ALIAS if entry.aliased else entry.alias}"
     split = entry.cell.test_split  # a run logged before the split was a param has none: no folder to name
     data = split if "://" in split or not split else os.path.abspath(split)
     label = [f"label videos with the k={entry.cell.k} student: python -m orchestrator.predict --model {model} "
