@@ -211,7 +211,7 @@ def test_publish_pareto_registers_the_validation_front_with_each_models_place(gr
             continue
         version = client.get_model_version_by_alias("fewer-frames-hrnn-pareto", f"front-{place}")
         assert version.tags[schema.CELL_ID_TAG] == cell.cell_id
-        assert version.tags["pareto_place"] == f"{place} of {len(front)}, cheapest first"
+        assert version.tags[schema.PARETO_PLACE_TAG] == f"{place} of {len(front)}, cheapest first"
         assert f"models:/fewer-frames-hrnn-pareto@front-{place}" in done.stdout
     # Again: nothing new, the same places
     again = command("orchestrator.publish", "--experiment", "fewer-frames-tiny", "--pareto", "--tracking-uri", uri)

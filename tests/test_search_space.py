@@ -10,7 +10,8 @@ from orchestrator.jobs.cells import cell_stages
 from orchestrator.experiment.presets import load_preset
 from orchestrator.errors import OrchestratorError
 from orchestrator.experiment.matrix import expand
-from orchestrator.report.pareto import best_override, pareto_front
+from orchestrator.experiment.fronts import pareto_front
+from orchestrator.report.pareto import best_override
 from orchestrator.experiment.results import Trial
 from orchestrator.experiment.search_space import load_space, parse_space
 

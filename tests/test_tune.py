@@ -127,14 +127,15 @@ def test_a_stride_study_trains_each_cell_once_draws_every_trial_and_keeps_the_ch
     assert "tensorboard" not in out.lower()  # Tune's own reporter, and the command it prints, are off
     client, logged = runs(store)
     trials = of_kind(logged, RunKind.TRIAL)
-    ks = [int(t.data.params["k"]) for t in trials]
+    ks = [int(t.data.params[schema.K]) for t in trials]
     assert sorted(ks) == [4, 5, 6, 7, 8, 10]  # each cell once
     for trial in trials:  # the stride that ran is the one logged, the sampled one beside it when it differs
-        k, j = int(trial.data.params["k"]), int(trial.data.params["j"])
+        k, j = int(trial.data.params[schema.K]), int(trial.data.params[schema.J])
         assert j == 60 // k
-        if "sampled_j" in trial.data.params:
-            assert int(trial.data.params["sampled_j"]) != j and 60 // int(trial.data.params["sampled_j"]) == k
-    cheapest = next(t for t in trials if t.data.params["k"] == "4")
+        sampled = trial.data.params.get(schema.SAMPLED_PREFIX + schema.J)
+        if sampled is not None:
+            assert int(sampled) != j and 60 // int(sampled) == k
+    cheapest = next(t for t in trials if t.data.params[schema.K] == "4")
     assert cheapest.info.status == "FINISHED"  # nothing dominates the cheapest cell: Pareto ASHA never stops it
     parent = of_kind(logged, RunKind.STUDY)[0]
     summary = json.loads(Path(client.download_artifacts(parent.info.run_id, schema.PARETO_JSON, str(tmp_path)))

@@ -29,7 +29,8 @@ from orchestrator.experiment.search_space import SearchSpace
 from orchestrator.jobs.cells import resolve, run_recipe
 from orchestrator.jobs.data_sets import DataSet
 from orchestrator.jobs.teachers import TeacherJob
-from orchestrator.report.pareto import best_override, pareto_front, plot_front, ran_settings
+from orchestrator.experiment.fronts import pareto_front
+from orchestrator.report.pareto import best_override, plot_front, ran_settings
 from orchestrator.store.files import DamagedFile, read_json, set_aside, write_json
 from orchestrator.store.layout import Store
 from orchestrator.tracking import schema

@@ -19,7 +19,7 @@ import numpy as np
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.outcome import CellOutcome
 from orchestrator.report.evidence import run_artifact
-from orchestrator.report.pareto import pareto_front
+from orchestrator.experiment.fronts import pareto_front
 from orchestrator.report.tables import FAMILY_NAMES, row_label
 from orchestrator.store.samples import read_sample
 from orchestrator.tracking import schema

@@ -1,31 +1,15 @@
-"""A study's outcome: the Pareto front of GAP against multiply-adds, its plot, the best configuration as a
-grid override."""
+"""A study's outcome: its Pareto front's plot (the front itself: `orchestrator.experiment.fronts`), the
+settings a trial ran, the best configuration as a grid override."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import yaml
 
 from orchestrator.experiment.results import Trial
 from orchestrator.experiment.search_parameters import override_of
 from orchestrator.experiment.search_space import SearchSpace
-
-
-class _HasScore(Protocol):
-    gap: float
-    macs: float
-
-
-Scored = TypeVar("Scored", bound=_HasScore)
-
-
-def pareto_front(trials: list[Scored]) -> list[Scored]:
-    """The trials (or cells) no other beats on both objectives (GAP higher or equal and multiply-adds lower
-    or equal, one of them strictly), by multiply-adds ascending."""
-    front = [t for t in trials
-             if not any(o.gap >= t.gap and o.macs <= t.macs and (o.gap > t.gap or o.macs < t.macs) for o in trials)]
-    return sorted(front, key=lambda t: (t.macs, -t.gap))
 
 
 def _shown(values: dict[str, Any]) -> str:

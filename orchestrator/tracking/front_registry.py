@@ -19,13 +19,10 @@ from mlflow.tracking import MlflowClient
 from orchestrator.errors import OrchestratorError, note
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.outcome import CellOutcome
-from orchestrator.report.pareto import pareto_front
+from orchestrator.experiment.fronts import pareto_front
 from orchestrator.tracking import schema
 from orchestrator.tracking.registry import Published, publish_cell
 from orchestrator.tracking.runs import read_experiment
-
-PLACE_TAG = "pareto_place"
-
 
 def front_name(family: str) -> str:
     return f"fewer-frames-{family}-pareto"
@@ -72,7 +69,7 @@ def publish_front(client: MlflowClient, experiment: str) -> tuple[list[Published
                 continue
             client.set_registered_model_alias(name, f"front-{place}", entry.version)
             words = f"{place} of {len(front)}, cheapest first"
-            client.set_model_version_tag(name, entry.version, PLACE_TAG, words)
+            client.set_model_version_tag(name, entry.version, schema.PARETO_PLACE_TAG, words)
             published.append(Published(name, entry.version, cell, entry.new, aliased=False, alias=f"front-{place}",
                                         place=words))
         _drop_stale_aliases(client, name, len(front))

@@ -110,6 +110,8 @@ PARETO_JSON, PARETO_PNG, BEST_YAML = "pareto.json", "pareto.png", "best.yaml"  #
 # A registered model's tags: the model's own (`REGISTERED_*`) and each version's.
 REGISTERED_FAMILY, REGISTERED_K = "family", "k"
 VERSION_CELL, VERSION_RUN, VERSION_STRIDE, VERSION_CLASSES = "cell", "run_id", "stride", "classes"
+PARETO_PLACE_TAG = "pareto_place"  # a version of fewer-frames-<family>-pareto: its place on the validation front
+SAMPLED_PREFIX = "sampled_"  # a trial's param: the sampled value of a setting, where the cell ran another
 VERSION_SCORES = {"gap": TEST_GAP, "map": TEST_MAP, "val_gap": BEST_VAL_GAP, "macs": MACS}  # outcome field -> tag
 
 _VIEW_PARAMS = (FAMILY, MODE, SELECTION, VARIANT, K, INTERMEDIATE, DATA_FRACTION, SEED)

@@ -47,7 +47,7 @@ def log_trial(tracker: Tracker, template: Cell, trial: Trial) -> str | None:
     try:
         # What the cell ran (a sampled stride j gives k, and k the stride the cell reads), and beside it a
         # sampled value that is not what ran
-        sampled = {f"sampled_{name}": value for name, value in trial.config.items() if trial.settings.get(name) != value}
+        sampled = {schema.SAMPLED_PREFIX + name: value for name, value in trial.config.items() if trial.settings.get(name) != value}
         values = {schema.FAMILY: template.family, schema.STUDY_VARIANT: template.variant, **trial.settings, **sampled}
         client.log_batch(run_id, metrics=schema.trial_metrics(trial), params=schema.params(values))
         if trial.error:
