@@ -283,6 +283,7 @@ def cost(plan: dict, rows: list[dict], device: str, out: str) -> dict:
             hours = device_hours(teachers, cells, rates, YOUTUBE8M_TRAIN, YOUTUBE8M_VALIDATE)
         except Exception as error:  # noqa: BLE001 - a model the budget skipped has no rate
             found["device_hours"][name] = f"not estimated: {error}"
+            print(f"  {name}: {found['device_hours'][name]}", flush=True)
             continue
         found["device_hours"][name] = {"cells": len(cells), "teachers": len(teachers),
                                        **{kind: round(value, 1) for kind, value in sorted(hours.items())},

@@ -410,3 +410,27 @@ def test_the_papers_l2_penalises_the_output_layers_weights_as_the_starter_code_d
             assert "l2" not in result.history[0].losses
     assert weights["on"] < weights["off"]
     assert TrainConfig().regularization_penalty == 2.0 and TrainConfig().l2_penalty == 1e-8  # the paper's
+
+
+@pytest.mark.parametrize("setting, expected", [("auto", torch.float32), ("float16", torch.float32),
+                                               ("bfloat16", torch.bfloat16), ("float32", torch.float32)])
+def test_a_presets_precision_setting_reaches_the_loop_and_its_result(data, setting, expected):
+    """From a preset's `student_train` to the training loop: on a CPU auto and float16 train in float32
+    (mixed precision is CUDA's), bfloat16 runs the model under bfloat16 autocast there too."""
+    from orchestrator.experiment.presets import load_preset
+
+    preset = load_preset("tiny", {"student_train": {"precision": setting}})
+    config = dataclasses.replace(preset.train_settings("hrnn", "student").config(seed=0, device="cpu"), epochs=1)
+    assert config.precision == setting
+    seed_everything(0)
+    model = build_model("hrnn", "small", CLASSES)
+    seen = set()
+    model.classifier.register_forward_hook(lambda module, args, out: seen.add(out.dtype) if model.training else None)
+    result = train_classifier(model, *loaders(data), config)
+    assert seen == {expected}
+    assert result.precision == {torch.float32: "float32", torch.bfloat16: "bfloat16"}[expected]
+
+
+def test_an_unknown_precision_is_refused_by_name():
+    with pytest.raises(WorkloadError, match="precision must be one of auto, bfloat16, float16, float32, got 'half'"):
+        TrainConfig(precision="half")

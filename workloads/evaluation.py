@@ -33,7 +33,7 @@ def evaluate(
     data: Iterable[VideoBatch],
     device: torch.device | str = "cpu",
     selection: FrameSelection | None = None,
-    amp: bool = False,
+    precision: str = "float32",
     keep_predictions: bool = False,
 ) -> Evaluation:
     """GAP@20 and mAP of `model` on `data`; `selection` subsamples all-frames batches first.
@@ -44,7 +44,7 @@ def evaluate(
     device = torch.device(device)
     model = unwrap(model)
     share = check_share(data)
-    precision = Precision(device, amp)
+    running = Precision(device, precision)
     was_training = model.training
     model.eval()
     accumulator = None
@@ -53,7 +53,7 @@ def evaluate(
         batch = batch.to(device)
         if selection is not None:
             batch = subsample(batch, selection)
-        with precision.autocast():
+        with running.autocast():
             out = model(batch.frames, batch.mask, batch.positions)
         scores = torch.sigmoid(out.logits.float()).cpu().numpy()
         if accumulator is None:

@@ -33,6 +33,7 @@ class TrainResult:
     map: float
     history: list[EpochMetrics] = field(default_factory=list)
     train_seconds: float = 0.0
+    precision: str = "float32"  # what the loop's math ran at (`workloads.precision.Precision.name`)
 
 
 EpochCallback = Callable[[EpochMetrics], None]

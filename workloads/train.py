@@ -10,7 +10,7 @@ losses (`workloads.variants`), a config and callbacks.
 
 All three run one epoch skeleton (`_fit`): Adam with exponential learning-rate decay per epoch (a fresh
 one per stage), L2 penalty as weight decay, validation GAP/mAP after every epoch, the best epoch's weights
-restored at the end, seeded, CPU or CUDA (mixed precision on CUDA). Each hands a `Progress` to
+restored at the end, seeded, CPU or CUDA (mixed precision on CUDA: `workloads.precision`). Each hands a `Progress` to
 `on_progress` after every epoch and goes on from one given as `resume=`, ending with the same weights, to
 the bit, as a loop never stopped. Each trains data-parallel too: given each replica's share of the data
 (and, for the first two, a model from `workloads.distributed.replicate`), it pools the epoch's loss and
@@ -37,6 +37,7 @@ from workloads.evaluation import Evaluation, evaluate
 from workloads.models import VideoModel
 from workloads.parallel_pair import ParallelPair
 from workloads.precision import Precision
+from workloads.precision import check as check_precision
 from workloads.progress import EpochCallback, EpochMetrics, Progress, ProgressCallback, TrainResult, on_cpu
 from workloads.teacher_outputs import TeacherSource
 from workloads.variants import Stage, check_own_classifier
@@ -59,7 +60,7 @@ class TrainConfig:
     max_grad_norm: float | None = None
     seed: int = 0
     device: str = "auto"  # "cpu", "cuda", "cuda:N" or "auto" (CUDA when there is one)
-    amp: bool = True  # float16 autocast with loss scaling, CUDA only
+    precision: str = "auto"  # `workloads.precision`: bfloat16 where the GPU has it, float16 + scaling else, CPU float32
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -67,6 +68,7 @@ class TrainConfig:
         if self.regularization_penalty < 0 or self.l2_penalty < 0:
             raise WorkloadError(f"need regularization_penalty >= 0 and l2_penalty >= 0, got "
                                 f"{self.regularization_penalty}, {self.l2_penalty}")
+        check_precision(self.precision)
         if self.learning_rate <= 0 or not 0 < self.lr_decay <= 1:
             raise WorkloadError(f"need learning_rate > 0 and 0 < lr_decay <= 1, got {self.learning_rate}, {self.lr_decay}")
 
@@ -184,15 +186,17 @@ def train_parallel(
             teacher_loss, student_loss, parts = model(batch, stage.objective)
         return teacher_loss + student_loss, parts
 
-    def scores(val, device, amp) -> tuple[Evaluation, Evaluation]:
-        return (evaluate(student, val, device, selection=selection, amp=amp), evaluate(teacher, val, device, amp=amp))
+    def scores(val, device, precision) -> tuple[Evaluation, Evaluation]:
+        return (evaluate(student, val, device, selection=selection, precision=precision),
+                evaluate(teacher, val, device, precision=precision))
 
     # The teacher's LCE trains its output layer whatever the student's stage: the pair's are always penalised.
     learner = _Learner(model, loss, scores, penalised=lambda stage: _output_weights(model))
     result = _fit(learner, stages, train, val, config, on_epoch, resume, on_progress)
     best = result.history[result.best_epoch - 1] if result.best_epoch else None
     teacher_result = TrainResult(result.best_epoch, best.teacher_val_gap if best else -1.0,
-                                 best.teacher_val_map if best else 0.0, result.history, result.train_seconds)
+                                 best.teacher_val_map if best else 0.0, result.history, result.train_seconds,
+                                 result.precision)
     return result, teacher_result
 
 
@@ -215,7 +219,7 @@ class _Learner(NamedTuple):
 
 
 def _scores_of(model: torch.nn.Module) -> Scores:
-    return lambda val, device, amp: (evaluate(model, val, device, amp=amp), None)
+    return lambda val, device, precision: (evaluate(model, val, device, precision=precision), None)
 
 
 def _fit(learner: _Learner, stages: tuple[Stage, ...], train, val, config: TrainConfig,
@@ -226,7 +230,7 @@ def _fit(learner: _Learner, stages: tuple[Stage, ...], train, val, config: Train
     torch.manual_seed(config.seed)
     model = learner.model
     model.to(device)
-    precision = Precision(device, config.amp)
+    precision = Precision(device, config.precision)
     run = _Run.start(model, device, resume)
     epoch = 0
     for stage in stages:
@@ -249,7 +253,7 @@ def _fit(learner: _Learner, stages: tuple[Stage, ...], train, val, config: Train
             epoch_start = time.perf_counter()
             mean = _train_epoch(learner, stage, train, epoch, precision, optimizer, params, config)
             schedule.step()
-            scores, teacher = learner.scores(val, device, config.amp)
+            scores, teacher = learner.scores(val, device, config.precision)
             metrics = EpochMetrics(epoch, stage.name, mean.loss(), mean.losses(), scores.gap, scores.map,
                                    time.perf_counter() - epoch_start, *_teacher_scores(teacher))
             run.ended(metrics, model, keep_weights=on_progress is not None)
@@ -257,6 +261,7 @@ def _fit(learner: _Learner, stages: tuple[Stage, ...], train, val, config: Train
                 on_epoch(metrics)
             if on_progress:
                 on_progress(run.progress(optimizer, schedule, precision, device))
+    run.result.precision = precision.name
     return run.finish(model)
 
 

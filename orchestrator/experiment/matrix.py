@@ -28,6 +28,15 @@ def stable_id(payload: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# Training settings added later: at its default a setting is left out of the id, so ids (and the stores
+# that hold their results) outlive the addition. `precision` "auto" was float16 on every GPU before bfloat16.
+_LATER_TRAIN_DEFAULTS = {"precision": "auto"}
+
+
+def _train_payload(train: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in train.items() if _LATER_TRAIN_DEFAULTS.get(key, object()) != value}
+
+
 @dataclass(frozen=True)
 class TeacherSpec:
     family: str
@@ -40,7 +49,9 @@ class TeacherSpec:
 
     @property
     def id(self) -> str:
-        return "t-" + stable_id(dataclasses.asdict(self))
+        payload = dataclasses.asdict(self)
+        payload["train"] = _train_payload(payload["train"])
+        return "t-" + stable_id(payload)
 
     @property
     def name(self) -> str:
@@ -79,6 +90,7 @@ class Cell:
     @property
     def id(self) -> str:
         payload = dataclasses.asdict(self)
+        payload["train"] = _train_payload(payload["train"])
         payload["teacher"] = self.teacher.id if self.teacher else None
         payload["loss"] = payload.pop("variant")  # the field's first name: ids (and stores) outlive the rename
         for key, default in (("parallel_classifier", "shared"), ("parallel_targets", "train"),

@@ -54,7 +54,10 @@ class CellResult:
            roles: dict[str, Any], **details: Any) -> CellResult:
         """A model's result: its training (the best epoch's validation scores), its test `Evaluation`, its
         cost, where it trained and where its scores came from (`DataSet.roles()`); `details` fill the
-        fields of its kind (a parallel pair's teacher scores, a teacher's caches)."""
+        fields of its kind (a parallel pair's teacher scores, a teacher's caches). Its `device` says the
+        mixed precision it trained at too, where there was one ("cuda, bfloat16")."""
+        if trained.precision != "float32":
+            device = f"{device}, {trained.precision}"
         return cls(gap=test.gap, map=test.map, val_gap=trained.gap, val_map=trained.map,
                    best_epoch=trained.best_epoch, train_seconds=trained.train_seconds,
                    inference_seconds=test.seconds, macs=cost.macs, frame_macs=cost.frame_macs, params=cost.params,

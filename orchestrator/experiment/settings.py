@@ -126,6 +126,9 @@ class TrainSettings:
     # the output layer's weights; 0 turns it off.
     regularization_penalty: float = 2.0
     l2_penalty: float = 1e-8
+    # Mixed precision on CUDA (`workloads.precision`): auto is bfloat16 where the GPU supports it, float16
+    # with loss scaling elsewhere; CPUs train in float32 whatever it says but bfloat16
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -137,7 +140,8 @@ class TrainSettings:
         """The training loop's config for a job of this seed on `device` ("auto": CUDA when there is one)."""
         return TrainConfig(epochs=self.epochs, learning_rate=self.learning_rate, lr_decay=self.lr_decay,
                            weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm, seed=seed, device=device,
-                           regularization_penalty=self.regularization_penalty, l2_penalty=self.l2_penalty)
+                           regularization_penalty=self.regularization_penalty, l2_penalty=self.l2_penalty,
+                           precision=self.precision)
 
 
 def _check_custom(custom: dict[str, float]) -> None:
