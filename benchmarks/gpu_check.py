@@ -55,6 +55,7 @@ from workloads.throughput import inputs, measure  # noqa: E402
 
 FAMILIES = ("hrnn", "netvlad", "nextvlad")
 MEASURED = ("float32", "float16", "bfloat16")
+REPLICA_SECONDS = 120  # two replicas' start (a Python and PyTorch each) and one step
 
 
 class Budget:
@@ -164,8 +165,14 @@ def _two_replicas(backend: str, device: str, plan: dict) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         address = os.path.join(scratch, "rendezvous")
         started = time.perf_counter()
-        mp.start_processes(_replica, args=(2, backend, device, address, plan, scratch), nprocs=2, join=True,
-                           start_method="spawn")
+        replicas = mp.start_processes(_replica, args=(2, backend, device, address, plan, scratch), nprocs=2,
+                                      join=False, start_method="spawn")
+        # A backend that cannot put two ranks on one GPU may hang rather than fail: bounded, then killed
+        while not replicas.join(timeout=1):
+            if time.perf_counter() - started > REPLICA_SECONDS:
+                for process in replicas.processes:
+                    process.kill()
+                raise TimeoutError(f"the two replicas did not finish their step in {REPLICA_SECONDS} s")
         seconds = time.perf_counter() - started
         first, second = (torch.load(os.path.join(scratch, f"replica{r}.pt")) for r in (0, 1))
     return {"backend": backend, "replicas": 2, "seconds": round(seconds, 2),
