@@ -1,0 +1,83 @@
+"""Students that read as many frames as each video needs (`workloads.adaptive`): the coarse-to-fine order,
+predictions after each step, where each video stops, and the threshold calibrated on validation."""
+
+import numpy as np
+import pytest
+import torch
+
+from workloads.adaptive import (Point, anytime, calibrate, coarse_to_fine, curve, frames_read, macs_of, prefix,
+                                stops)
+from workloads.data.batch import FrameSelection, subsample
+from workloads.data.reader import VideoShards
+from workloads.data.synth import SynthConfig, generate
+from workloads.errors import WorkloadError
+from workloads.flops import ModelCost
+from workloads.models import build_model
+
+
+def test_every_prefix_of_the_order_is_spread_over_the_video():
+    assert coarse_to_fine(8).tolist() == [0, 4, 2, 6, 1, 5, 3, 7]
+    for k in (1, 3, 10, 30):
+        assert sorted(coarse_to_fine(k).tolist()) == list(range(k))
+    assert coarse_to_fine(10)[:2].tolist() == [0, 5]  # two frames: the start and the middle
+    assert prefix(300, 30, 3).tolist() == [0, 70, 150]  # 3 of uniform-30's 0, 10, ..., 290: start, quarter, middle
+    assert prefix(300, 30, 30).tolist() == list(range(0, 300, 10))
+    assert prefix(5, 30, 4).tolist() == [0, 1, 2, 3]  # a video shorter than k: its own 5 frames, in the same order
+
+
+def test_a_video_stops_once_its_prediction_settles():
+    # 3 steps, 2 videos, 25 classes: video 0 settles after step 2, video 1 keeps moving
+    p = np.full((3, 2, 25), 0.1)
+    p[1, 0, 0], p[2, 0, 0] = 0.5, 0.51
+    p[1, 1, 0], p[2, 1, 0] = 0.5, 0.9
+    assert stops(p, 0.05).tolist() == [2, 2]  # step 1 moved 0.4 from step 0 for both
+    p[1, 0, 0] = 0.11  # video 0 barely moves from step 0 to 1
+    assert stops(p, 0.05).tolist() == [1, 2]
+    assert stops(p, 0.0).tolist() == [2, 2]  # threshold 0: every video reads everything
+    assert stops(p[:1], 1.0).tolist() == [0, 0]
+
+
+def test_multiply_adds_count_every_step_run():
+    cost = ModelCost(macs=10 * 100 + 50, frame_macs=10 * 100, video_macs=50, params=1)
+    read = frames_read(np.array([300, 3]), 10, (2, 5, 10))
+    assert read.tolist() == [[2, 2], [5, 3], [10, 3]]
+    spent = macs_of(read, np.array([1, 2]), cost, 10)
+    assert spent.tolist() == [(2 * 100 + 50) + (5 * 100 + 50), (2 * 100 + 50) + (3 * 100 + 50) * 2]
+
+
+def test_the_calibrated_threshold_is_the_most_frugal_within_tolerance():
+    points = [Point(0.0, 0.80, 30, 9e6), Point(0.01, 0.795, 18, 6e6), Point(0.05, 0.78, 9, 3e6)]
+    assert calibrate(points, 0.01).threshold == 0.01
+    assert calibrate(points, 0.03).threshold == 0.05
+    assert calibrate(points, 0.0).threshold == 0.0
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adaptive")
+    generate(str(root), 24, seed=3, config=SynthConfig(num_classes=30, min_frames=8, max_frames=60))
+    return next(iter(VideoShards(str(root), 24)))
+
+
+@pytest.mark.parametrize("family", ["hrnn", "netvlad"])
+def test_each_steps_prediction_is_the_student_on_the_frames_read(batch, family):
+    torch.manual_seed(0)
+    student = build_model(family, "small", 30, k=10).eval()
+    probabilities = anytime(student, batch, 10, (2, 5, 10))
+    assert probabilities.shape == (3, 24, 30)
+    uniform = subsample(batch, FrameSelection("uniform", k=10))
+    with torch.no_grad():
+        whole = torch.sigmoid(student(uniform.frames, uniform.mask, uniform.positions).logits).numpy()
+    np.testing.assert_allclose(probabilities[-1], whole, rtol=1e-5, atol=1e-6)  # all k read: the student itself
+    labels = batch.labels.numpy()
+    cost = ModelCost(macs=1000, frame_macs=900, video_macs=100, params=1)
+    points = curve(probabilities, labels, batch.num_frames.numpy(), 10, (2, 5, 10), (0.0, 1.0), cost)
+    everything, first = points
+    assert everything.frames == pytest.approx(np.minimum(batch.num_frames.numpy(), 10).mean())
+    assert first.frames == pytest.approx(np.minimum(batch.num_frames.numpy(), 5).mean())  # stops at step 2
+    assert first.macs < everything.macs
+
+
+def test_steps_must_rise_to_k(batch):
+    with pytest.raises(WorkloadError, match="steps must rise from >= 1 to k=10"):
+        anytime(build_model("netvlad", "small", 30, k=10), batch, 10, (5, 2, 10))

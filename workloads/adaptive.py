@@ -1,0 +1,151 @@
+"""Reading only as many frames as each video needs: the paper's own next step ("we simply select frames
+uniformly"), as FrameExit (Ghodrati et al. 2021) and AdaFrame (Wu et al. 2019) stop per video.
+
+A k-frame student reads its k uniform frames in a coarse-to-fine order: the first m of the order cover the
+video evenly for every m (the van der Corput order of the k slots: 0, k/2, k/4, 3k/4, ...), so every prefix
+is itself a spread-out selection. After each step (m in `steps`, the last being k) the student predicts from
+the frames read so far, in time order. A video stops at the first step whose prediction moved less than a
+threshold since the step before (the largest change of the probabilities of its top 20 classes), or when
+all k are read. The threshold is calibrated on the validation split: the one that reads fewest frames on
+average while its validation GAP stays within a tolerance of reading all k (`calibrate`); the test split
+then reports GAP against mean frames read and mean multiply-adds (`curve`), for every threshold.
+
+Multiply-adds are counted as the loop runs them: each step runs the student again over the frames read so
+far (a recurrent student's blocks change as frames are inserted between them), so a video stopping at
+step s costs the sum of steps 1..s, per-frame work for the frames of each step plus the per-video work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from workloads.data.batch import FrameSelection, VideoBatch, layout
+from workloads.errors import WorkloadError
+from workloads.flops import ModelCost
+from workloads.metrics import TOP_K, TopKAccumulator, gap
+from workloads.models import VideoModel
+
+
+def coarse_to_fine(k: int) -> np.ndarray:
+    """A permutation of range(k) whose every prefix is spread over the k slots (van der Corput order)."""
+    if k < 1:
+        raise WorkloadError(f"k must be >= 1, got {k}")
+    bits = max(1, (k - 1).bit_length())
+    order, seen = [], set()
+    for i in range(1 << bits):
+        reversed_i = int(format(i, f"0{bits}b")[::-1], 2)
+        slot = reversed_i * k >> bits
+        if slot not in seen:
+            seen.add(slot)
+            order.append(slot)
+    return np.array(order, dtype=np.int64)
+
+
+def prefix(num_frames: int, k: int, m: int) -> np.ndarray:
+    """The frames a video of `num_frames` has read after m steps of its k uniform frames' coarse-to-fine
+    order, in time order."""
+    uniform = FrameSelection("uniform", k=k).indices(num_frames)
+    return np.sort(uniform[coarse_to_fine(len(uniform))[:m]]) if len(uniform) else uniform
+
+
+def check_steps(steps: tuple[int, ...], k: int) -> None:
+    if not steps or list(steps) != sorted(set(steps)) or steps[0] < 1 or steps[-1] != k:
+        raise WorkloadError(f"steps must rise from >= 1 to k={k}, got {list(steps)}")
+
+
+def _read(batch: VideoBatch, k: int, m: int) -> VideoBatch:
+    """The frames read after m steps, of an all-frames batch (every frame of each video, in order)."""
+    picks = [prefix(int(n), k, m) for n in batch.num_frames.tolist()]
+    positions = torch.from_numpy(layout(picks, m)[3]).to(batch.frames.device)
+    mask = positions >= 0
+    frames = batch.frames.gather(1, positions.clamp(min=0).unsqueeze(-1).expand(-1, -1, batch.frames.shape[-1]))
+    return batch._replace(frames=frames * mask.unsqueeze(-1).to(frames.dtype), mask=mask, positions=positions)
+
+
+@torch.no_grad()
+def anytime(model: VideoModel, batch: VideoBatch, k: int, steps: tuple[int, ...]) -> np.ndarray:
+    """(steps, videos, classes) probabilities of `model` after each step, on an all-frames batch."""
+    check_steps(steps, k)
+    was_training = model.training
+    model.eval()
+    try:
+        out = []
+        for m in steps:
+            read = _read(batch, k, m)
+            out.append(torch.sigmoid(model(read.frames, read.mask, read.positions).logits.float()).cpu().numpy())
+    finally:
+        model.train(was_training)
+    return np.stack(out)
+
+
+def frames_read(num_frames: np.ndarray, k: int, steps: tuple[int, ...]) -> np.ndarray:
+    """(steps, videos): the frames each video has read after each step (a short video has fewer)."""
+    return np.minimum(np.asarray(steps)[:, None], np.minimum(num_frames, k)[None, :])
+
+
+def stops(probabilities: np.ndarray, threshold: float) -> np.ndarray:
+    """Per video, the step at which it stops: the first (after the first) whose top-20 probabilities moved
+    less than `threshold` since the step before, else the last."""
+    steps = probabilities.shape[0]
+    last = np.full(probabilities.shape[1], steps - 1, dtype=np.int64)
+    if steps == 1:
+        return last
+    top = np.argsort(-probabilities, axis=2)[:, :, :TOP_K]  # each step's own top 20
+    current = np.take_along_axis(probabilities[1:], top[1:], axis=2)
+    before = np.take_along_axis(probabilities[:-1], top[1:], axis=2)
+    calm = np.abs(current - before).max(axis=2) < threshold  # (steps - 1, videos)
+    first = np.where(calm.any(axis=0), calm.argmax(axis=0) + 1, steps - 1)
+    return np.minimum(first, last)
+
+
+@dataclass(frozen=True)
+class Point:
+    """Reading with one threshold: GAP, mean frames read and mean multiply-adds per video."""
+
+    threshold: float
+    gap: float
+    frames: float
+    macs: float
+
+
+def chosen(probabilities: np.ndarray, stop: np.ndarray) -> np.ndarray:
+    """(videos, classes): each video's prediction at its stop."""
+    return probabilities[stop, np.arange(probabilities.shape[1])]
+
+
+def macs_of(read: np.ndarray, stop: np.ndarray, cost: ModelCost, k: int) -> np.ndarray:
+    """Per video, the multiply-adds of steps 1..stop: each runs the student over the frames read so far."""
+    per_frame = cost.frame_macs / k
+    per_step = per_frame * read + cost.video_macs  # (steps, videos)
+    spent = np.cumsum(per_step, axis=0)
+    return spent[stop, np.arange(read.shape[1])]
+
+
+def curve(probabilities: np.ndarray, labels: np.ndarray, num_frames: np.ndarray, k: int, steps: tuple[int, ...],
+          thresholds: tuple[float, ...], cost: ModelCost) -> list[Point]:
+    """GAP, mean frames and mean multiply-adds for each threshold (0: every video reads all k)."""
+    read = frames_read(num_frames, k, steps)
+    points = []
+    for threshold in thresholds:
+        stop = stops(probabilities, threshold)
+        points.append(Point(threshold, gap(chosen(probabilities, stop), labels),
+                            float(read[stop, np.arange(len(stop))].mean()), float(macs_of(read, stop, cost, k).mean())))
+    return points
+
+
+def calibrate(points: list[Point], tolerance: float) -> Point:
+    """Of validation's points, the one that reads fewest frames on average with a GAP within `tolerance`
+    of the all-k reading's (threshold 0, or the highest GAP when there is none)."""
+    full = next((p for p in points if p.threshold == 0), max(points, key=lambda p: p.gap))
+    good = [p for p in points if p.gap >= full.gap - tolerance]
+    return min(good, key=lambda p: (p.frames, -p.gap))
+
+
+def accumulated(probabilities: np.ndarray, labels: np.ndarray, ids: list[str]) -> TopKAccumulator:
+    """Predictions as the report's intervals take them (`workloads.bootstrap.resampled_gap`)."""
+    accumulator = TopKAccumulator(probabilities.shape[1])
+    accumulator.add(probabilities, labels, ids)
+    return accumulator
