@@ -108,6 +108,16 @@ def test_the_tiny_grid_records_every_cell_live_and_whole(tiny_grid):
     parent = parents[0]
     logged = [a.path for a in client.list_artifacts(parent.info.run_id)]
     assert {schema.SUMMARY, schema.REPORT_HTML, schema.REPORT_MD, "gap_vs_cost.png", "figure3_hrnn.png"} <= set(logged)
+    # Serial students are read adaptively too: their reading, its curve, its predictions for the intervals
+    for run in of_kind(found, RunKind.CELL):
+        if run.data.params[schema.MODE] == "serial" and run.data.params[schema.INTERMEDIATE] == "False":
+            assert {schema.ADAPTIVE_GAP, schema.ADAPTIVE_FRAMES, schema.ADAPTIVE_MACS,
+                    schema.ADAPTIVE_THRESHOLD} <= set(run.data.metrics)
+            assert 1 <= run.data.metrics[schema.ADAPTIVE_FRAMES] <= 10
+            assert len(client.get_metric_history(run.info.run_id, schema.ADAPTIVE_CURVE[1])) == 7
+            assert schema.ADAPTIVE_PREDICTIONS in [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert re.search(r"Adaptive reading at k=10 .* reads [\d.]+ of 10 frames on average, .* reading all 10: "
+                     r"[+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]; reaching its 10-frame GAP", printed), printed
     note = parent.data.tags[schema.NOTE_TAG]  # the run page's description: Table 1 at a glance, then Table 1
     assert note.startswith("**At a glance**") and "\n| H-RNN | 10 | " in note and "**Table 1: H-RNN" in note
     assert (store / "reports" / "fewer-frames-tiny" / schema.REPORT_HTML).is_file()

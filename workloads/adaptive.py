@@ -25,7 +25,7 @@ import torch
 from workloads.data.batch import FrameSelection, VideoBatch, layout
 from workloads.errors import WorkloadError
 from workloads.flops import ModelCost
-from workloads.metrics import TOP_K, TopKAccumulator, gap
+from workloads.metrics import TOP_K, TopKAccumulator
 from workloads.models import VideoModel
 
 
@@ -124,16 +124,44 @@ def macs_of(read: np.ndarray, stop: np.ndarray, cost: ModelCost, k: int) -> np.n
     return spent[stop, np.arange(read.shape[1])]
 
 
+class Curve:
+    """GAP, frames read and multiply-adds of each threshold, accumulated batch by batch (a split's whole
+    probabilities, steps x videos x classes, would not fit in memory on YouTube-8M)."""
+
+    def __init__(self, k: int, steps: tuple[int, ...], thresholds: tuple[float, ...], cost: ModelCost,
+                 num_classes: int):
+        check_steps(steps, k)
+        self.k, self.steps, self.thresholds, self.cost = k, steps, thresholds, cost
+        self.scores = {t: TopKAccumulator(num_classes) for t in thresholds}
+        self.frames = dict.fromkeys(thresholds, 0.0)
+        self.macs = dict.fromkeys(thresholds, 0.0)
+        self.videos = 0
+
+    def add(self, probabilities: np.ndarray, labels: np.ndarray, num_frames: np.ndarray,
+            ids: list[str] | None = None) -> None:
+        read = frames_read(np.asarray(num_frames), self.k, self.steps)
+        videos = np.arange(probabilities.shape[1])
+        for threshold in self.thresholds:
+            stop = stops(probabilities, threshold)
+            self.scores[threshold].add(chosen(probabilities, stop), labels, ids)
+            self.frames[threshold] += float(read[stop, videos].sum())
+            self.macs[threshold] += float(macs_of(read, stop, self.cost, self.k).sum())
+        self.videos += probabilities.shape[1]
+
+    def points(self) -> list[Point]:
+        if not self.videos:
+            raise WorkloadError("no videos were read")
+        return [Point(t, self.scores[t].gap(), self.frames[t] / self.videos, self.macs[t] / self.videos)
+                for t in self.thresholds]
+
+
 def curve(probabilities: np.ndarray, labels: np.ndarray, num_frames: np.ndarray, k: int, steps: tuple[int, ...],
           thresholds: tuple[float, ...], cost: ModelCost) -> list[Point]:
-    """GAP, mean frames and mean multiply-adds for each threshold (0: every video reads all k)."""
-    read = frames_read(num_frames, k, steps)
-    points = []
-    for threshold in thresholds:
-        stop = stops(probabilities, threshold)
-        points.append(Point(threshold, gap(chosen(probabilities, stop), labels),
-                            float(read[stop, np.arange(len(stop))].mean()), float(macs_of(read, stop, cost, k).mean())))
-    return points
+    """GAP, mean frames and mean multiply-adds for each threshold (0: every video reads all k), of
+    probabilities held whole."""
+    found = Curve(k, steps, thresholds, cost, probabilities.shape[2])
+    found.add(probabilities, labels, num_frames)
+    return found.points()
 
 
 def calibrate(points: list[Point], tolerance: float) -> Point:
@@ -142,10 +170,3 @@ def calibrate(points: list[Point], tolerance: float) -> Point:
     full = next((p for p in points if p.threshold == 0), max(points, key=lambda p: p.gap))
     good = [p for p in points if p.gap >= full.gap - tolerance]
     return min(good, key=lambda p: (p.frames, -p.gap))
-
-
-def accumulated(probabilities: np.ndarray, labels: np.ndarray, ids: list[str]) -> TopKAccumulator:
-    """Predictions as the report's intervals take them (`workloads.bootstrap.resampled_gap`)."""
-    accumulator = TopKAccumulator(probabilities.shape[1])
-    accumulator.add(probabilities, labels, ids)
-    return accumulator

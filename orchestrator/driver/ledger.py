@@ -108,7 +108,8 @@ class Ledger:
         FINISHED run of the cell (logged for a result since lost) is retired: each cell shows once."""
         owner = owner_id(cell)
         kept = {schema.REPRESENTATIONS: self.store.representations(owner),
-                schema.PREDICTIONS: self.store.predictions(owner)}
+                schema.PREDICTIONS: self.store.predictions(owner),
+                schema.ADAPTIVE_PREDICTIONS: self.store.adaptive_predictions(cell.id)}
         artifacts = {name: location for name, location in kept.items() if is_file(location)}
         tags = self.tags(cell, result)
         adopted = self.runs.logged_run(cell.id, result.gap)

@@ -174,7 +174,8 @@ class Scheduler:
     def _submit(self, cell: Cell) -> None:
         store, cache = self.ledger.store, self.healer.cache_of(cell)
         kept = Kept(sample=store.representations(cell.id), predictions=store.predictions(cell.id),
-                    weights=store.weights(cell.id) if weights.slot(cell) else None)
+                    weights=store.weights(cell.id) if weights.slot(cell) else None,
+                    adaptive_predictions=store.adaptive_predictions(cell.id) if cell.adaptive else None)
         ref = self.cell_task.remote(cell, self.data, cache, self.preset.resources.cell.device,
                                     self.epochs.sender(cell.id), kept)
         self.in_flight.cells[ref] = cell

@@ -16,7 +16,7 @@ from typing import Any
 
 from orchestrator.experiment.modes import Mode, Role
 from orchestrator.experiment.presets import Preset
-from orchestrator.experiment.settings import TrainSettings
+from orchestrator.experiment.settings import AdaptiveReading, TrainSettings
 from workloads.models import FAMILIES, ModelSpec
 from workloads.variants import CLASSIFIER
 
@@ -86,6 +86,7 @@ class Cell:
     serial_classifier: str = "shared"  # a serial student's output layer: the teacher's frozen, or tuned
     stage_epochs: str = "split"  # a variant of several stages: its epochs shared among them, or each all
     intermediate_points: str = "frames"  # an intermediate-matching student's: after each frame, or block ends
+    adaptive: AdaptiveReading | None = None  # a serial student's: read adaptively as well (`workloads.adaptive`)
 
     @property
     def id(self) -> str:
@@ -95,7 +96,7 @@ class Cell:
         payload["loss"] = payload.pop("variant")  # the field's first name: ids (and stores) outlive the rename
         for key, default in (("parallel_classifier", "shared"), ("parallel_targets", "train"),
                              ("serial_classifier", "shared"), ("stage_epochs", "split"),
-                             ("intermediate_points", "frames")):
+                             ("intermediate_points", "frames"), ("adaptive", None)):
             if payload[key] == default:  # settings added later: a default leaves the id as it was
                 del payload[key]
         return "c-" + stable_id(payload)
@@ -160,7 +161,8 @@ def _cross_product(preset: Preset, data_id: str) -> tuple[list[TeacherSpec], lis
                                           train=student_train, loss_weights=(), teacher=None, **common))
                     for variant in preset.serial:
                         cells.append(Cell(mode=Mode.SERIAL, k=k, variant=variant, intermediate=False, teacher=teacher,
-                                          serial_classifier=preset.serial_classifier, **student))
+                                          serial_classifier=preset.serial_classifier, adaptive=preset.adaptive,
+                                          **student))
                     for variant in preset.intermediate if has_intermediates else ():
                         cells.append(Cell(mode=Mode.SERIAL, k=k, variant=variant, intermediate=True, teacher=teacher,
                                           serial_classifier=preset.serial_classifier,

@@ -19,7 +19,7 @@ import yaml
 from orchestrator.errors import OrchestratorError
 from orchestrator.experiment import bounds
 from orchestrator.experiment.modes import Mode, Role
-from orchestrator.experiment.settings import DataConfig, Resources, TrainSettings
+from orchestrator.experiment.settings import AdaptiveReading, DataConfig, Resources, TrainSettings
 from orchestrator.experiment.validation import Invalid, checking, fill
 from workloads.data.batch import FrameSelection
 from workloads.frames import SELECTORS
@@ -117,6 +117,8 @@ class Preset:
     resources: Resources = field(default_factory=Resources)
     # Which students' weights the store keeps: the best by validation GAP of each family and k (what the
     # registry gets), or every one (a paper-size model is 0.36-1.2 GB).
+    # Serial students also read adaptively (`AdaptiveReading`): recorded beside their k-frame reading
+    adaptive: AdaptiveReading | None = None
     keep_weights: str = "best"
     publish: bool = True  # register each family's teacher and best student per k as MLflow Models at the end
     # The matrix as a union of cross-products (empty: the one cross-product of the lists above, which then

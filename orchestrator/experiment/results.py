@@ -46,6 +46,15 @@ class CellResult:
     test_split: str = ""  # where `gap` and `map` came from
     classes: int | None = None  # the data set's class count
     weights: str | None = None  # where its model's card and weights are kept (students and teachers)
+    # A serial student read adaptively (`workloads.adaptive`): the threshold calibrated on validation, its
+    # validation GAP; on the test split its GAP, mean frames read and multiply-adds per video; and the test
+    # curve, (threshold, GAP, frames, multiply-adds) for each threshold
+    adaptive_threshold: float | None = None
+    adaptive_val_gap: float | None = None
+    adaptive_gap: float | None = None
+    adaptive_frames: float | None = None
+    adaptive_macs: float | None = None
+    adaptive_curve: tuple[tuple[float, float, float, float], ...] = ()
     cell: str = ""  # the cell's name, for whoever reads the store
     run_id: str | None = None  # its MLflow run, once logged
 

@@ -151,6 +151,29 @@ def _check_custom(custom: dict[str, float]) -> None:
 
 
 @dataclass(frozen=True)
+class AdaptiveReading:
+    """A serial student read as many frames as each video needs (`workloads.adaptive`): its k frames coarse
+    to fine in `steps` steps, each video stopping once its top-20 probabilities settle; the threshold is the
+    most frugal of `thresholds` whose validation GAP is within `tolerance` of reading all k."""
+
+    steps: int = 5
+    tolerance: float = 0.005
+    thresholds: tuple[float, ...] = (0.0, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise Invalid("steps", f"must be >= 1, got {self.steps}")
+        if self.tolerance < 0:
+            raise Invalid("tolerance", f"must be >= 0, got {self.tolerance}")
+        if not self.thresholds or 0.0 not in self.thresholds or any(t < 0 for t in self.thresholds):
+            raise Invalid("thresholds", "thresholds >= 0, 0 among them (reading all k: the reference)")
+
+    def steps_for(self, k: int) -> tuple[int, ...]:
+        """The frames read after each step: evenly up to k."""
+        return tuple(sorted({max(1, round(k * (i + 1) / self.steps)) for i in range(self.steps)}))
+
+
+@dataclass(frozen=True)
 class TeacherResources:
     num_workers: int = 1
     cpus_per_worker: float = 1.0

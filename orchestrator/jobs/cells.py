@@ -16,6 +16,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.experiment.matrix import Cell
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.results import CellResult
+from orchestrator.jobs.adaptive_reading import read_adaptively
 from orchestrator.jobs.data_sets import DataSet
 from orchestrator.store import weights
 from orchestrator.store.predictions import write_predictions
@@ -115,6 +116,7 @@ class Kept:
     sample: str | None = None
     weights: str | None = None
     predictions: str | None = None
+    adaptive_predictions: str | None = None  # an adaptive reading's test predictions at its threshold
 
 
 def run_cell(cell: Cell, data: DataSet, cache_uri: str | None, device: str,
@@ -145,6 +147,8 @@ def run_recipe(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: E
         write_sample(kept.sample, represent(recipe.model, data.sampled(batch, recipe.selection), recipe.device), theirs)
     if kept.weights is not None:
         weights.save(kept.weights, weights.student_card(recipe.cell, data.num_classes), recipe.model)
+    adaptive = {} if recipe.cell.adaptive is None else read_adaptively(recipe, data, kept.adaptive_predictions)
     return CellResult.of(result, test, recipe.cost, time.perf_counter() - started, recipe.device.type, data.roles(),
                          teacher_gap=None if teacher_test is None else teacher_test.gap,
-                         teacher_map=None if teacher_test is None else teacher_test.map, weights=kept.weights)
+                         teacher_map=None if teacher_test is None else teacher_test.map, weights=kept.weights,
+                         **adaptive)

@@ -33,11 +33,13 @@ Sample = tuple[Representations, Representations | None]  # a model's, and a para
 
 class Evidence:
     def __init__(self, predictions: Callable[[CellOutcome], TopKPredictions | None],
-                 samples: Callable[[CellOutcome], Sample | None]):
-        self._read_predictions, self._read_sample = predictions, samples
+                 samples: Callable[[CellOutcome], Sample | None],
+                 adaptive: Callable[[CellOutcome], TopKPredictions | None] = lambda cell: None):
+        self._read_predictions, self._read_sample, self._read_adaptive = predictions, samples, adaptive
         self._resamples: dict[tuple[str, ...], Resamples] = {}
         # By the whole outcome (hashable, frozen): the same cell of another grid, or a rerun, is another key.
         self._gaps: dict[CellOutcome, Resampled] = {}
+        self._adaptive_gaps: dict[CellOutcome, Resampled] = {}
         self._samples: dict[CellOutcome, Sample | None] = {}
 
     @classmethod
@@ -45,17 +47,33 @@ class Evidence:
         """Read from a grid's store: `cells` say whose files each finished cell's are."""
         owners = {cell.id: owner_id(cell) for cell in cells}
         return cls(lambda c: read_predictions(store.predictions(owners[c.cell_id])),
-                   lambda c: read_sample(store.representations(owners[c.cell_id])))
+                   lambda c: read_sample(store.representations(owners[c.cell_id])),
+                   lambda c: read_predictions(store.adaptive_predictions(c.cell_id)))
 
     @classmethod
     def in_mlflow(cls, client) -> Evidence:
         """Read from each cell's MLflow run (its `predictions.parquet` and `representations.parquet`)."""
         return cls(lambda c: run_artifact(client, c.run_id, schema.PREDICTIONS, read_predictions),
-                   lambda c: run_artifact(client, c.run_id, schema.REPRESENTATIONS, read_sample))
+                   lambda c: run_artifact(client, c.run_id, schema.REPRESENTATIONS, read_sample),
+                   lambda c: run_artifact(client, c.run_id, schema.ADAPTIVE_PREDICTIONS, read_predictions))
 
     def gap(self, cells: list[CellOutcome]) -> Resampled | None:
         """The mean test GAP of `cells` (one row's seeds); None without any."""
         return mean([self._gap(c) for c in cells]) if cells else None
+
+    def adaptive_gap(self, cells: list[CellOutcome]) -> Resampled | None:
+        """The mean test GAP of `cells` read adaptively (serial students with an adaptive reading), paired
+        with their k-frame readings on the same videos; None when one has no adaptive reading."""
+        if not cells or any(c.adaptive_gap is None for c in cells):
+            return None
+        return mean([self._adaptive(c) for c in cells])
+
+    def _adaptive(self, cell: CellOutcome) -> Resampled:
+        if cell not in self._adaptive_gaps:
+            predictions = _readable(self._read_adaptive, cell)
+            self._adaptive_gaps[cell] = (Resampled(cell.adaptive_gap) if predictions is None else resampled_gap(
+                predictions, self._resamples_of(predictions.ids), cell.adaptive_gap))
+        return self._adaptive_gaps[cell]
 
     def cosine(self, cells: list[CellOutcome], everyone: list[CellOutcome]) -> Resampled | None:
         """The mean cosine of `cells`' test representations to their teachers' (a parallel pair's own, any

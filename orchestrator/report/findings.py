@@ -50,8 +50,8 @@ def findings(cells: list[CellOutcome], evidence: Evidence | None = None) -> list
         lines += [line for line in (_ordering(measure, fraction), _gap_closed(measure, fraction),
                                     _against_strongest(measure, fraction)) if line]
     most = max(c.data_fraction for c in cells)
-    lines += [line for line in (_closer(measure, most), _intermediate(measure, most), _scarce_data(measure),
-                                _still_improving(cells), _compute(cells)) if line]
+    lines += [line for line in (_adaptive(measure, most), _closer(measure, most), _intermediate(measure, most),
+                                _scarce_data(measure), _still_improving(cells), _compute(cells)) if line]
     return lines
 
 
@@ -151,6 +151,33 @@ def _against_strongest(measure: Means, fraction: float) -> str | None:
     return (f"The strongest baseline on validation is {name}-{measure.k}, not Uniform{_of(fraction)}: test GAP "
             f"{gap.estimate:.3f}; the best serial student on validation {serial[1].estimate:.3f}, {_shown(edge)}"
             f"{closed}; ahead of it: {_verdict([edge])}")
+
+
+def _adaptive(measure: Means, fraction: float) -> str | None:
+    """The best serial student on validation read adaptively (`workloads.adaptive`) against its own reading
+    of all k frames, on the same test videos: does it keep that GAP with at most k/2 frames on average?"""
+    serial = measure.best_serial(fraction)
+    if serial is None:
+        return None
+    cells = measure._cells(lambda c: c.mode is Mode.SERIAL and not c.intermediate and c.variant == serial[0],
+                           fraction)
+    adaptive = measure.evidence.adaptive_gap(cells)
+    if adaptive is None:
+        return None
+    k, frames = measure.k, statistics.fmean(c.adaptive_frames for c in cells)
+    share = statistics.fmean(c.adaptive_macs for c in cells) / statistics.fmean(c.macs for c in cells)
+    edge = adaptive - serial[1]
+    interval = edge.interval()
+    reaches = interval is not None and interval.high >= 0
+    # "Reaches" is not shown worse: the interval of the difference reaches 0 or lies above it
+    verdict = ("holds (not shown worse: its interval reaches 0)" if reaches and frames <= k / 2
+               else "not shown (no interval: test predictions not kept)" if interval is None
+               else "DOES NOT HOLD (" + ("more than half the frames" if reaches else "its interval lies below 0") + ")")
+    return (f"Adaptive reading at k={k}{_of(fraction)} (frames coarse to fine, each video stopping once its "
+            f"prediction settles, the threshold calibrated on validation): the best serial student on validation "
+            f"({serial[0]}) reads {frames:.1f} of {k} frames on average, {share:.0%} of its k-frame "
+            f"multiply-adds, at test GAP {adaptive.estimate:.3f} against {serial[1].estimate:.3f} reading all "
+            f"{k}: {_shown(edge)}; reaching its {k}-frame GAP with at most {k // 2} frames: {verdict}")
 
 
 def _still_improving(cells: list[CellOutcome]) -> str | None:

@@ -6,6 +6,7 @@
     <root>/results/<cell id>.json                     a finished cell: its metrics and MLflow run id
     <root>/representations/<cell or teacher id>.parquet   E of the test split's representation sample
     <root>/predictions/<cell or teacher id>.parquet   each test video's top 20 (a paired bootstrap's input)
+    <root>/predictions/<cell id>.adaptive.parquet     the same of a serial student read adaptively
     <root>/models/<cell or teacher id>.pt             a kept model's card and weights
     <root>/checked/<data id>.json                     the shards of a data set that were checked
     <root>/mlflow.db, <root>/mlartifacts/             the default MLflow store for a local root
@@ -57,6 +58,10 @@ class Store:
     def predictions(self, owner_id: str) -> str:
         """The test predictions of a cell's or a teacher's model (`orchestrator.store.predictions`)."""
         return self.path("predictions", f"{owner_id}.parquet")
+
+    def adaptive_predictions(self, cell_id: str) -> str:
+        """A serial student's test predictions read adaptively, at its calibrated threshold."""
+        return self.path("predictions", f"{cell_id}.adaptive.parquet")
 
     def weights(self, owner_id: str) -> str:
         """A trained model's card and weights (`orchestrator.store.weights`): a teacher's by its id, a

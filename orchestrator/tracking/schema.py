@@ -85,8 +85,13 @@ STUDY_VARIANT = "variant"
 
 # A cell's metrics: a result's numbers (`CellResult` fields of these names), the best epoch's validation
 # scores, and the per-epoch curves (step: the epoch).
+ADAPTIVE_THRESHOLD, ADAPTIVE_GAP, ADAPTIVE_FRAMES, ADAPTIVE_MACS = ("adaptive_threshold", "adaptive_gap",
+                                                                     "adaptive_frames", "adaptive_macs")
 RESULT_METRICS = ("gap", "map", "macs", "frame_macs", "params", "train_seconds", "inference_seconds", "best_epoch",
-                  "teacher_gap", "teacher_map", "workers", "resumed_at_epoch", "rep_cosine", "rep_mse")
+                  "teacher_gap", "teacher_map", "workers", "resumed_at_epoch", "rep_cosine", "rep_mse",
+                  ADAPTIVE_THRESHOLD, "adaptive_val_gap", ADAPTIVE_GAP, ADAPTIVE_FRAMES, ADAPTIVE_MACS)
+# An adaptive reading's test curve, a point per threshold (step: the threshold's place in `adaptive.thresholds`)
+ADAPTIVE_CURVE = ("adaptive_curve_gap", "adaptive_curve_frames", "adaptive_curve_macs")
 GAP, MAP, MACS = "gap", "map", "macs"
 BEST_VAL_GAP, BEST_VAL_MAP = "best_val_gap", "best_val_map"
 VAL_GAP, VAL_MAP, TRAIN_LOSS, TEACHER_VAL_GAP = "val_gap", "val_map", "train_loss", "teacher_val_gap"
@@ -104,6 +109,8 @@ HISTORY = "history.json"  # a cell's epochs
 ERROR_TEXT = "error.txt"
 REPRESENTATIONS = "representations.parquet"  # a cell's representation sample (`orchestrator.store.samples`)
 PREDICTIONS = "predictions.parquet"  # a cell's test predictions, each video's top 20 (`orchestrator.store.predictions`)
+ADAPTIVE_PREDICTIONS = "adaptive_predictions.parquet"  # a serial student's, read adaptively at its threshold
+ADAPTIVE_PREFIX = "adaptive."  # + an adaptive reading's setting (steps, tolerance, thresholds)
 REPORT_HTML, REPORT_MD = "report.html", "report.md"
 PARETO_JSON, PARETO_PNG, BEST_YAML = "pareto.json", "pareto.png", "best.yaml"  # a study's
 
@@ -197,6 +204,7 @@ def cell_params(cell: Cell) -> dict[str, Any]:
         **({SERIAL_CLASSIFIER: cell.serial_classifier} if cell.mode is Mode.SERIAL else {}),
         STAGE_EPOCHS: cell.stage_epochs,
         **({INTERMEDIATE_POINTS: cell.intermediate_points} if cell.intermediate else {}),
+        **({ADAPTIVE_PREFIX + k: v for k, v in dataclasses.asdict(cell.adaptive).items()} if cell.adaptive else {}),
         EPOCHS_TRAINED: epochs_trained(cell.train.epochs, cell.variant, cell.stage_epochs),
     }
 
@@ -236,6 +244,8 @@ def result_metrics(result: CellResult, streamed: set[int] = frozenset()) -> list
     for epoch in result.history:
         if epoch.epoch not in streamed:
             metrics += epoch_metrics(epoch, now)
+    for step, point in enumerate(result.adaptive_curve):
+        metrics += [Metric(name, readable(value), now, step) for name, value in zip(ADAPTIVE_CURVE, point[1:])]
     return metrics
 
 
