@@ -33,6 +33,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"what to write, comma-separated, of {', '.join(FORMATS)} (default: all: the page, "
                              "the Markdown with its figures, and each table as CSV and LaTeX)")
     args = parser.parse_args(argv)
+    if len(args.experiment) > 10:
+        parser.error(f"--experiment: {len(args.experiment)} given; a comparison takes at most 10 grids (A to J)")
     if len(set(args.experiment)) != len(args.experiment):
         parser.error(f"--experiment: {', '.join(sorted({e for e in args.experiment if args.experiment.count(e) > 1}))} "
                      "given more than once; compare different grids")
