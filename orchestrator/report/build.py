@@ -73,9 +73,10 @@ def _figures(client: MlflowClient, experiment: Experiment, of: dict[str, list[Ce
             else:
                 pictures.figures.append((f"{caption} ({family})", path))
     finished = [c for c in experiment.cells if c.finished]
-    pareto = figures.gap_against_cost(finished, os.path.join(scratch, "gap_vs_cost.png"))
+    pareto = figures.gap_against_cost(finished, os.path.join(scratch, "gap_vs_cost.png"), client)
     if pareto is not None:
-        pictures.figures.append(("Test GAP against multiply-adds per video, every cell, with the Pareto front",
+        pictures.figures.append(("Test GAP against multiply-adds per video, every cell (and serial students read "
+                                 "adaptively), with the Pareto front",
                                  pareto))
     return pictures
 

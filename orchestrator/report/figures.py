@@ -13,6 +13,7 @@ Each function returns the file it wrote, or None when the grid has not the cells
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -160,8 +161,29 @@ def embedding(client, family: str, cells: list[CellOutcome], path: str) -> str |
     return path
 
 
-def gap_against_cost(cells: list[CellOutcome], path: str) -> str | None:
-    """Test GAP against multiply-adds per video of every cell (log scale), by mode, with the Pareto front."""
+@dataclass(frozen=True)
+class _Reading:
+    """A serial student read adaptively, as the front compares it."""
+
+    gap: float
+    macs: float
+
+
+def _adaptive_curve(client, cells: list[CellOutcome]) -> tuple[str, list[float], list[float]] | None:
+    """(whose, multiply-adds, GAP) of the test curve of the adaptive reading best on validation."""
+    read = [c for c in cells if c.adaptive_val_gap is not None and c.run_id]
+    if client is None or not read:
+        return None
+    best = max(read, key=lambda c: c.adaptive_val_gap)
+    _, macs = _history(client, best.run_id, schema.ADAPTIVE_CURVE[2])
+    _, gaps = _history(client, best.run_id, schema.ADAPTIVE_CURVE[0])
+    return (best.name, macs, gaps) if macs and len(macs) == len(gaps) else None
+
+
+def gap_against_cost(cells: list[CellOutcome], path: str, client=None) -> str | None:
+    """Test GAP against multiply-adds per video of every cell (log scale), by mode; serial students read
+    adaptively at their calibrated thresholds, and (with `client`) the whole test curve of the one best on
+    validation; the Pareto front of all of them."""
     scored = [c for c in cells if c.macs is not None and np.isfinite(c.macs) and c.macs > 0]
     if not scored:
         return None
@@ -171,7 +193,16 @@ def gap_against_cost(cells: list[CellOutcome], path: str) -> str | None:
         mine = [c for c in scored if c.mode == mode]
         if mine:
             axis.scatter([c.macs / 1e9 for c in mine], [c.gap for c in mine], marker=marker, s=30, label=mode)
-    front = pareto_front(scored)
+    readings = [_Reading(c.adaptive_gap, c.adaptive_macs) for c in scored
+                if c.adaptive_gap is not None and c.adaptive_macs]
+    if readings:
+        axis.scatter([r.macs / 1e9 for r in readings], [r.gap for r in readings], marker="^", s=30,
+                     label="serial, adaptive")
+    curve = _adaptive_curve(client, scored)
+    if curve is not None:
+        axis.plot([m / 1e9 for m in curve[1]], curve[2], ":", marker=".", color="tab:green", alpha=0.8,
+                  label=f"adaptive, every threshold ({curve[0]})")
+    front = pareto_front([*scored, *readings])
     axis.plot([c.macs / 1e9 for c in front], [c.gap for c in front], "-", color="tab:red", alpha=0.7,
               label="Pareto front")
     axis.set_xscale("log")
