@@ -81,3 +81,40 @@ def test_each_steps_prediction_is_the_student_on_the_frames_read(batch, family):
 def test_steps_must_rise_to_k(batch):
     with pytest.raises(WorkloadError, match="steps must rise from >= 1 to k=10"):
         anytime(build_model("netvlad", "small", 30, k=10), batch, 10, (5, 2, 10))
+
+
+def test_a_prefix_of_a_selected_batch_is_what_the_reading_has_after_m_steps(batch):
+    from workloads.adaptive import read_prefix
+
+    selected = subsample(batch, FrameSelection("uniform", k=10))
+    for m in (1, 4, 10):
+        cut = read_prefix(selected, m)
+        for row, n in enumerate(batch.num_frames.tolist()):
+            assert cut.positions[row][cut.mask[row]].tolist() == prefix(n, 10, m).tolist()
+        assert bool((cut.frames[~cut.mask] == 0).all())
+
+
+def test_a_student_trained_on_prefixes_sees_every_count_and_refuses_intermediates(tmp_path):
+    from workloads.data.batch import FrameSelection as Selection
+    from workloads.teacher_outputs import InMemoryTeacherCache, export_teacher
+    from workloads.train import TrainConfig, seed_everything, train_serial_student
+    from workloads.variants import stages
+
+    generate(str(tmp_path / "t"), 48, seed=1, config=SynthConfig(num_classes=10, min_frames=20, max_frames=40))
+    generate(str(tmp_path / "v"), 16, seed=1, split="validate", config=SynthConfig(num_classes=10, min_frames=20,
+                                                                                   max_frames=40))
+    teacher = build_model("hrnn", "small", 10)
+    cache = InMemoryTeacherCache(export_teacher(teacher, VideoShards([str(tmp_path / "t"), str(tmp_path / "v")], 16)),
+                                 teacher.classifier.state_dict())
+    seed_everything(0)
+    student = build_model("hrnn", "small", 10, k=10)
+    widths = set()
+    student.register_forward_pre_hook(lambda module, args: widths.add(int(args[1].sum(1).max())) if module.training else None)
+    train = VideoShards(str(tmp_path / "t"), 8, Selection("uniform", k=10), shuffle=True, seed=0)
+    val = VideoShards(str(tmp_path / "v"), 16, Selection("uniform", k=10))
+    config = TrainConfig(epochs=2, learning_rate=3e-3)
+    train_serial_student(student, cache, train, val, "rep+ce", config, prefixes=(2, 5, 10))
+    assert widths == {2, 5, 10}  # 12 batches: every count drawn
+    with pytest.raises(WorkloadError, match="reads all its frames: no prefixes"):
+        train_serial_student(build_model("hrnn", "small", 10, k=10), cache, train, val,
+                             stages("rep+ce", intermediate=True), config, prefixes=(2, 10))

@@ -65,6 +65,20 @@ def _read(batch: VideoBatch, k: int, m: int) -> VideoBatch:
     return batch._replace(frames=frames * mask.unsqueeze(-1).to(frames.dtype), mask=mask, positions=positions)
 
 
+def read_prefix(batch: VideoBatch, m: int) -> VideoBatch:
+    """What a student has read after m steps, of a batch read with its k-frame selection (each row's frames
+    first, in time order): the first m of each row's frames in their coarse-to-fine order. Training on
+    such prefixes (`train_serial_student(prefixes=)`) teaches a student to predict from any of them."""
+    lengths = batch.mask.sum(1).tolist()
+    picks = [np.sort(coarse_to_fine(int(n))[:m]) if n else np.zeros(0, np.int64) for n in lengths]
+    slots = torch.from_numpy(layout(picks, min(m, batch.mask.shape[1]))[3]).to(batch.frames.device)
+    mask = slots >= 0
+    index = slots.clamp(min=0)
+    frames = batch.frames.gather(1, index.unsqueeze(-1).expand(-1, -1, batch.frames.shape[-1]))
+    positions = torch.where(mask, batch.positions.gather(1, index), torch.full_like(index, -1))
+    return batch._replace(frames=frames * mask.unsqueeze(-1).to(frames.dtype), mask=mask, positions=positions)
+
+
 @torch.no_grad()
 def anytime(model: VideoModel, batch: VideoBatch, k: int, steps: tuple[int, ...]) -> np.ndarray:
     """(steps, videos, classes) probabilities of `model` after each step, on an all-frames batch."""

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from workloads import variants
+from workloads.adaptive import read_prefix
 from workloads.data.batch import FrameSelection, VideoBatch
 from workloads.distributed import check_share, gather_objects, joined, replicate, unwrap
 from workloads.errors import WorkloadError
@@ -118,12 +119,15 @@ def train_serial_student(
     resume: Progress | None = None,
     on_progress: ProgressCallback | None = None,
     classifier: str = "shared",
+    prefixes: tuple[int, ...] = (),
 ) -> TrainResult:
     """A student learns from the teacher's outputs; its output layer is the teacher's: frozen (`shared`, the
     paper: "the parameters of the output layer are shared between the teacher and the student") or
     trained on from there (`tuned`).
 
-    `stages` is a tuple of `Stage`s or the name of a serial variant (`workloads.variants`)."""
+    `stages` is a tuple of `Stage`s or the name of a serial variant (`workloads.variants`). `prefixes`: each
+    training batch is cut to one of these frame counts, drawn at random, its frames taken coarse to fine
+    (`workloads.adaptive.read_prefix`), so the student learns to predict from as few as it may read."""
     if isinstance(stages, str):
         stages = variants.stages(stages)
     if classifier not in SERIAL_CLASSIFIERS:
@@ -135,9 +139,13 @@ def train_serial_student(
     frozen = tuple(model.classifier.parameters()) if classifier == "shared" else ()
     if any(stage.objective.needs_intermediates for stage in stages) and not model.supports_intermediates:
         raise WorkloadError(f"{type(model).__name__} has no intermediate states to match")
+    if prefixes and any(stage.objective.needs_intermediates for stage in stages):
+        raise WorkloadError("a student matching intermediate states reads all its frames: no prefixes")
 
     def loss(stage: Stage, batch: VideoBatch, precision: Precision):
         targets = teacher.targets(batch.ids, batch.frames.device) if stage.objective.needs_teacher else None
+        if prefixes:  # torch's generator: its state is in a `Progress`, so a resumed loop draws the same
+            batch = read_prefix(batch, prefixes[int(torch.randint(len(prefixes), ()))])
         with precision.autocast():
             out = student(batch.frames, batch.mask, batch.positions)
         return stage.objective(out, batch.labels, targets)
