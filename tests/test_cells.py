@@ -47,7 +47,7 @@ def test_ids_outlive_refactoring(tiny):
     assert cells["hrnn/skyline/all/s0"].id == "c-323103747d8a07a2"
     # tiny's serial students are read adaptively as well (#27), which their ids say; without it they are
     # the ids they were
-    assert cells["hrnn/serial/rep+pred+ce/k10/s0"].id == "c-970b5a3a12a9a430"
+    assert cells["hrnn/serial/rep+pred+ce/k10/s0"].id == "c-d7b2b0a2825d5e29"
     assert dataclasses.replace(cells["hrnn/serial/rep+pred+ce/k10/s0"], adaptive=None).id == "c-5bec088466ec3312"
     assert cells["hrnn/serial/rep+ce+intermediate/k10/s0"].id == "c-f2dfc3de46663a99"
     assert cells["hrnn/parallel/rep+ce/k10/s0"].id == "c-4178fcf7f4ab95e4"

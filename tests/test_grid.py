@@ -114,7 +114,7 @@ def test_the_tiny_grid_records_every_cell_live_and_whole(tiny_grid):
             assert {schema.ADAPTIVE_GAP, schema.ADAPTIVE_FRAMES, schema.ADAPTIVE_MACS,
                     schema.ADAPTIVE_THRESHOLD} <= set(run.data.metrics)
             assert 1 <= run.data.metrics[schema.ADAPTIVE_FRAMES] <= 10
-            assert len(client.get_metric_history(run.info.run_id, schema.ADAPTIVE_CURVE[1])) == 7
+            assert len(client.get_metric_history(run.info.run_id, schema.ADAPTIVE_CURVE[1])) == 10  # thresholds
             assert schema.ADAPTIVE_PREDICTIONS in [a.path for a in client.list_artifacts(run.info.run_id)]
     assert re.search(r"Adaptive reading at k=10 .* reads [\d.]+ of 10 frames on average, .* reading all 10: "
                      r"[+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]; reaching its 10-frame GAP", printed), printed
