@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from workloads.data.batch import FrameSelection, VideoBatch, layout
+from workloads.data.batch import FrameSelection, VideoBatch, layout, subsample
 from workloads.errors import WorkloadError
 from workloads.flops import ModelCost
 from workloads.metrics import TOP_K, TopKAccumulator
@@ -56,15 +56,6 @@ def check_steps(steps: tuple[int, ...], k: int) -> None:
         raise WorkloadError(f"steps must rise from >= 1 to k={k}, got {list(steps)}")
 
 
-def _read(batch: VideoBatch, k: int, m: int) -> VideoBatch:
-    """The frames read after m steps, of an all-frames batch (every frame of each video, in order)."""
-    picks = [prefix(int(n), k, m) for n in batch.num_frames.tolist()]
-    positions = torch.from_numpy(layout(picks, m)[3]).to(batch.frames.device)
-    mask = positions >= 0
-    frames = batch.frames.gather(1, positions.clamp(min=0).unsqueeze(-1).expand(-1, -1, batch.frames.shape[-1]))
-    return batch._replace(frames=frames * mask.unsqueeze(-1).to(frames.dtype), mask=mask, positions=positions)
-
-
 def read_prefix(batch: VideoBatch, m: int) -> VideoBatch:
     """What a student has read after m steps, of a batch read with its k-frame selection (each row's frames
     first, in time order): the first m of each row's frames in their coarse-to-fine order. Training on
@@ -83,12 +74,13 @@ def read_prefix(batch: VideoBatch, m: int) -> VideoBatch:
 def anytime(model: VideoModel, batch: VideoBatch, k: int, steps: tuple[int, ...]) -> np.ndarray:
     """(steps, videos, classes) probabilities of `model` after each step, on an all-frames batch."""
     check_steps(steps, k)
+    selected = subsample(batch, FrameSelection("uniform", k=k))  # its k frames; each step a prefix of them
     was_training = model.training
     model.eval()
     try:
         out = []
         for m in steps:
-            read = _read(batch, k, m)
+            read = read_prefix(selected, m)
             out.append(torch.sigmoid(model(read.frames, read.mask, read.positions).logits.float()).cpu().numpy())
     finally:
         model.train(was_training)

@@ -32,7 +32,7 @@ class Counts:
     left_seconds: float | None = None  # the time left, learned kind by kind (`orchestrator.driver.pace`)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
@@ -54,11 +54,11 @@ class GridProgress:
     def line(self, counts: Counts) -> str:
         elapsed = time.monotonic() - self.started
         left = counts.total - counts.done - counts.failed
-        eta = f"about {_duration(counts.left_seconds)} left" if counts.left_seconds is not None else "time left: ?"
+        eta = f"about {duration(counts.left_seconds)} left" if counts.left_seconds is not None else "time left: ?"
         eta = "" if not left else f", {eta}"
         queued = f", {counts.queued} queued" if counts.queued else ""
         return (f"{counts.done}/{counts.total} cells done, {counts.running} running{queued}, {counts.failed} failed, "
-                f"{counts.teachers} teacher{'s' * (counts.teachers != 1)} training; {_duration(elapsed)} elapsed{eta}")
+                f"{counts.teachers} teacher{'s' * (counts.teachers != 1)} training; {duration(elapsed)} elapsed{eta}")
 
     def update(self, counts: Counts) -> None:
         if _bar is not None:

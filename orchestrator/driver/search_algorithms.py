@@ -20,12 +20,13 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from orchestrator.driver.console import duration
 from orchestrator.driver.rungs import ParetoRungs
 from orchestrator.errors import say
 from orchestrator.experiment.matrix import Cell
 from orchestrator.experiment.search_parameters import settings_of
 from orchestrator.experiment.search_space import SearchSpace
-from orchestrator.report.pareto import ran_settings
+from orchestrator.report.pareto import ran_settings, shown
 
 OBJECTIVES = {"gap": "max", "macs": "min"}
 _ATTEMPTS = 50  # samples per suggestion before a finite space is walked for a cell not yet run
@@ -98,7 +99,7 @@ class DistinctOptunaSearch(OptunaSearch):
         waiting = self._ot_trials.pop(trial_id)
         if key not in self._said:  # once a cell: Optuna may propose a cheap integer space's cells many times
             self._said.add(key)
-            say(f"sampled {_shown(config)}: the cell of trial {self._first[key]} (k={dict(key).get('k')}); this "
+            say(f"sampled {shown(config)}: the cell of trial {self._first[key]} (k={dict(key).get('k')}); this "
                 "and later duplicates of it are answered from its result, not trained twice")
         if key in self._answers:
             self._tell(waiting, *self._answers[key])
@@ -148,15 +149,6 @@ def early_stopping(space: SearchSpace, epochs: int) -> TrialScheduler:
     return FIFOScheduler()
 
 
-def _shown(config: dict) -> str:
-    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(config.items()))
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 class TrialProgress(Callback):
     """A line per trial event while the study runs (started, each epoch on a terminal, finished, stopped,
     failed), with the study's counts and elapsed time: a search is never silent for a trial's length."""
@@ -172,7 +164,7 @@ class TrialProgress(Callback):
         outcomes = list(self.ended.values())
         parts = [f"{outcomes.count('finished')}/{self.total} trials finished", f"{len(self.running)} running"]
         parts += [f"{outcomes.count(o)} {o}" for o in ("stopped", "failed") if o in outcomes]
-        return ", ".join(parts) + f"; {_duration(time.monotonic() - self.started)} elapsed"
+        return ", ".join(parts) + f"; {duration(time.monotonic() - self.started)} elapsed"
 
     def _cell(self, trial) -> str:
         settings = dict(self.key(trial.config))

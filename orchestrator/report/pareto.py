@@ -12,7 +12,8 @@ from orchestrator.experiment.search_parameters import override_of
 from orchestrator.experiment.search_space import SearchSpace
 
 
-def _shown(values: dict[str, Any]) -> str:
+def shown(values: dict[str, Any]) -> str:
+    """Settings as a person reads them: `j=15, w_rep=0.001`."""
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(values.items()))
 
 
@@ -21,7 +22,7 @@ def ran_settings(config: dict[str, Any], settings: dict[str, Any]) -> str:
     stride is max_frames // k), with the sampled values beside those that differ."""
     ran = {name: settings.get(name, value) for name, value in config.items()}
     sampled = {name: value for name, value in config.items() if ran[name] != value}
-    return _shown(ran) + (f" (sampled {_shown(sampled)})" if sampled else "")
+    return shown(ran) + (f" (sampled {shown(sampled)})" if sampled else "")
 
 
 def plot_front(trials: list[Trial], front: list[Trial], title: str, path: str) -> None:
