@@ -244,6 +244,7 @@ def _checkpoint_to_cpu(plan: dict, device: str) -> dict:
 
 def reader(plan: dict, rows: list[dict]) -> dict:
     """One core's reader (all frames) against each family's teacher step at its best precision."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with tempfile.TemporaryDirectory() as scratch:
@@ -258,7 +259,7 @@ def reader(plan: dict, rows: list[dict]) -> dict:
                 videos += len(batch.ids)
             per_core = videos / (time.perf_counter() - started)
     finally:
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(threads)
     found = {"reader_videos_per_s_per_core": per_core, "cores_a_gpu_needs": {}}
     for family in plan["families"]:
         teacher = [r for r in rows if r["family"] == family and r["k"] is None and "train_videos_per_s" in r]

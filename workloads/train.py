@@ -37,8 +37,7 @@ from workloads.errors import WorkloadError
 from workloads.evaluation import Evaluation, evaluate
 from workloads.models import VideoModel
 from workloads.parallel_pair import ParallelPair
-from workloads.precision import Precision
-from workloads.precision import check as check_precision
+from workloads.precision import Precision, check as check_precision
 from workloads.progress import EpochCallback, EpochMetrics, Progress, ProgressCallback, TrainResult, on_cpu
 from workloads.teacher_outputs import TeacherSource
 from workloads.variants import Stage, check_own_classifier

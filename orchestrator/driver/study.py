@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import tempfile
+from typing import TYPE_CHECKING
 
 from orchestrator.cache.keys import check_caches
 from orchestrator.driver.ledger import Ledger
@@ -37,6 +38,9 @@ from orchestrator.tracking import schema
 from orchestrator.tracking.studies import log_trial
 from orchestrator.tracking.tracker import Tracker
 from workloads.data.fs import write_bytes
+
+if TYPE_CHECKING:  # it imports Ray, which a study's driver loads only once its input is checked
+    from orchestrator.driver.search_algorithms import CellKey
 
 
 def study_cells(preset: Preset, space: SearchSpace, data: DataSet) -> tuple[Cell, Cell]:
@@ -106,11 +110,9 @@ def study_record(store: Store, space: SearchSpace, trials: int) -> dict:
     return found
 
 
-def planned_trials(space: SearchSpace, template: Cell, asked: int) -> int:
-    """The trials a study runs: those asked for, or as many distinct cells as a finite space holds."""
-    from orchestrator.driver.search_algorithms import CellKey, distinct_configurations
-
-    candidates = distinct_configurations(space, CellKey(space, template))
+def planned_trials(space: SearchSpace, candidates: list[dict] | None, asked: int) -> int:
+    """The trials a study runs: those asked for, or as many distinct cells as a finite space holds
+    (`candidates`, one configuration per distinct cell; None when the space is not finite)."""
     if candidates is not None and len(candidates) < asked:
         print(f"study {space.name}: its space holds {len(candidates)} distinct cells: {len(candidates)} trials, "
               f"not {asked}", flush=True)
@@ -118,25 +120,24 @@ def planned_trials(space: SearchSpace, template: Cell, asked: int) -> int:
     return asked
 
 
-def make_tuner(space: SearchSpace, trials: int, trainable, template: Cell, store: Store, slots: int):
+def make_tuner(space: SearchSpace, trials: int, trainable, key: CellKey, candidates: list[dict] | None, store: Store,
+               slots: int):
     """The study's Tuner: restored from the store when it was started before, else a new one."""
     from ray import tune
 
-    from orchestrator.driver.search_algorithms import (CellKey, DistinctOptunaSearch, TrialProgress,
-                                                       distinct_configurations, early_stopping)
+    from orchestrator.driver.search_algorithms import DistinctOptunaSearch, TrialProgress, early_stopping
 
     path = store.path("tune", space.name)
     if tune.Tuner.can_restore(path):
         print(f"resuming study {space.name} from {path}: finished trials are kept", flush=True)
         return tune.Tuner.restore(path, trainable, resume_errored=True)
-    key = CellKey(space, template)
     return tune.Tuner(
         trainable,
         param_space=space.tune_space(),
         tune_config=tune.TuneConfig(
             # Multi-objective: the objectives go to the searcher and the scheduler, not here.
-            search_alg=DistinctOptunaSearch(key, distinct_configurations(space, key), space.seed),
-            scheduler=early_stopping(space, space.trial_cell(template, {}).train.epochs),
+            search_alg=DistinctOptunaSearch(key, candidates, space.seed),
+            scheduler=early_stopping(space, space.trial_cell(key.template, {}).train.epochs),
             num_samples=trials,
             max_concurrent_trials=slots,
         ),
@@ -192,6 +193,8 @@ class Study:
 def run_study(study: Study, data: DataSet | None, ledger: Ledger, tracker: Tracker, ray) -> int:
     from ray import tune
 
+    from orchestrator.driver.search_algorithms import CellKey, distinct_configurations
+
     store, space, preset = ledger.store, study.space, study.preset
     data = data or generated_data(ray, preset, store)
     template, skyline = study_cells(preset, space, data)
@@ -203,8 +206,10 @@ def run_study(study: Study, data: DataSet | None, ledger: Ledger, tracker: Track
     )
     record = study_record(store, space, study.trials)
     slots = study.concurrency or cell_slots(ray, preset.resources)
-    planned = planned_trials(space, template, record["trials"])
-    grid = make_tuner(space, planned, trainable, template, store, slots).fit()
+    key = CellKey(space, template)
+    candidates = distinct_configurations(space, key)
+    planned = planned_trials(space, candidates, record["trials"])
+    grid = make_tuner(space, planned, trainable, key, candidates, store, slots).fit()
     # A trial cut off before it recorded even its sampled values (an interruption as it started) is not
     # done, whatever Tune counted it as: the study resumes it.
     started = all(result.config for result in grid)
@@ -257,7 +262,8 @@ def record_outcome(tracker: Tracker, space: SearchSpace, preset: str, trials: li
     write_bytes(best_location, override.encode())
     print("Pareto front (validation GAP vs multiply-adds):")
     for trial in front:
-        print(f"  GAP {trial.gap:.4f}  {trial.macs / 1e9:7.3f} G  k={trial.settings['k']}  {ran_settings(trial.config, trial.settings)}")
+        settings = ran_settings(trial.config, trial.settings)
+        print(f"  GAP {trial.gap:.4f}  {trial.macs / 1e9:7.3f} G  k={trial.settings['k']}  {settings}")
     print(f"best configuration (GAP {best.gap:.4f}): {best_location}, also {schema.BEST_YAML} on MLflow run "
           f"{tracker.parent_id}")
     if store.is_local:

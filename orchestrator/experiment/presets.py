@@ -117,8 +117,7 @@ class Preset:
     resources: Resources = field(default_factory=Resources)
     # Which students' weights the store keeps: the best by validation GAP of each family and k (what the
     # registry gets), or every one (a paper-size model is 0.36-1.2 GB).
-    # Serial students also read adaptively (`AdaptiveReading`): recorded beside their k-frame reading
-    adaptive: AdaptiveReading | None = None
+    adaptive: AdaptiveReading | None = None  # serial students also read adaptively, beside their k frames
     keep_weights: str = "best"
     publish: bool = True  # register each family's teacher and best student per k as MLflow Models at the end
     # The matrix as a union of cross-products (empty: the one cross-product of the lists above, which then
