@@ -57,7 +57,7 @@ def test_the_runs_view_the_grid_points_at_lists_every_cell_with_its_gap(tiny_gri
     browser.wait_until(f"document.body.innerText.includes({json.dumps(str(best.gap)[:6])})")
     browser.screenshot(str(screenshots / "runs_view.png"))
     text = browser.text()
-    assert len(cells) == 7 and all(cell.name in text for cell in cells)
+    assert len(cells) == 8 and all(cell.name in text for cell in cells)
     assert re.search(rf"\b{schema.GAP}\b", text) and f"Sort: {schema.GAP}" in text
 
 

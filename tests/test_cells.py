@@ -14,6 +14,8 @@ from orchestrator.experiment.presets import load_preset
 from orchestrator.experiment.results import CellResult
 from orchestrator.jobs.cells import RUNNERS, cell_stages, resolve, run_cell
 from orchestrator.jobs.data_sets import DataSet, data_id
+from orchestrator.experiment.rows import row_key, row_label
+from orchestrator.store import weights
 from orchestrator.store.files import read_result, write_result
 from orchestrator.store.layout import Store
 from workloads.data.synth import SynthConfig, generate
@@ -70,6 +72,22 @@ def test_a_cell_resolves_into_its_recipe(tiny):
     # The same seed builds the same initial weights, whichever way the cell is resolved.
     again = resolve(baseline, 10, "cpu").model.state_dict()
     assert all(torch.equal(v, again[k]) for k, v in resolve(baseline, 10, "cpu").model.state_dict().items())
+
+
+def test_a_content_student_reads_every_frame_and_pays_for_choosing(tiny):
+    _, _, cells = tiny
+    cell = cells["hrnn/serial/rep+pred+ce@salient_segments/k10/s0"]
+    control = resolve(cells["hrnn/serial/rep+pred+ce/k10/s0"], 10, "cpu")
+    recipe = resolve(cell, 10, "cpu")
+    assert cell.chooses_by_content and recipe.selection is None  # the reader keeps every frame
+    assert (recipe.content.rule, recipe.content.k) == ("salient_segments", 10)
+    # The scorer over every frame of the longest videos (60): 1152 x 32 + 32 x 10 multiply-adds each
+    choosing = 60 * (1152 * 32 + 32 * 10)
+    assert recipe.cost.macs == control.cost.macs + choosing and recipe.cost.frame_macs == control.cost.frame_macs
+    assert weights.slot(cell) == ("hrnn", 10)  # it competes for the k=10 model, and leaves with its scorer
+    assert set(recipe.product.state_dict()) == {f"student.{k}" for k in recipe.model.state_dict()} | {
+        f"scorer.{k}" for k in recipe.content.scorer.state_dict()}
+    assert row_label(row_key(cell)) == "Serial Lrep + Lpred + LCE, frames by content (salient_segments)"
 
 
 def test_every_mode_but_the_skyline_has_a_runner(tiny):

@@ -46,7 +46,7 @@ def test_job_submit_runs_the_grid_on_a_started_cluster(tmp_path):
         client = MlflowClient(f"sqlite:///{store}/mlflow.db")
         experiment = client.get_experiment_by_name("fewer-frames-tiny")
         found = client.search_runs([experiment.experiment_id])
-        assert len(found) == 8 and all(r.info.status == "FINISHED" for r in found)
+        assert len(found) == 9 and all(r.info.status == "FINISHED" for r in found)
     finally:
         subprocess.run([RAY, "stop", "--force"], capture_output=True, env=env, timeout=120)
         shutil.rmtree(temp_dir, ignore_errors=True)

@@ -125,19 +125,38 @@ def test_a_matrix_of_parts_is_the_union_of_their_cross_products_and_a_part_only_
                                       "parallel": [], "intermediate": []}]}
     preset = load_preset("tiny", two)
     teachers, cells = expand(preset, "d")
-    assert len(teachers) == 1 and len(cells) == 7 + 1  # the skyline once; at k=20 Uniform-k alone
+    # the skyline once, 6 + 1 content student at k=10; at k=20 Uniform-k alone (no serial student: no content one)
+    assert len(teachers) == 1 and len(cells) == 8 + 1
     assert {c.name for c in cells if c.k == 20} == {"hrnn/baseline/uniform/k20/s0"}
     assert all(c.teacher is None or c.teacher is teachers[0] for c in cells)  # one teacher object: one job
     # An override of the preset's lists narrows its parts too: a part left without a k is out.
     narrowed = load_preset("tiny", {**two, "ks": [10]})
     assert [name for name, product in ((p.name, q) for p, q in narrowed.part_products()) if product is None] == \
-        ["uniform at k=20"] and len(expand(narrowed, "d")[1]) == 7
+        ["uniform at k=20"] and len(expand(narrowed, "d")[1]) == 8
     with pytest.raises(OrchestratorError, match=r"parts\[1\]\.baselines: unknown frame selector 'unifrm'"):
         load_preset("tiny", {"parts": [{"name": "a"}, {"name": "b", "baselines": ["unifrm"]}]})
     with pytest.raises(OrchestratorError, match=r"parts: every part names none of the preset's"):
         load_preset("tiny", {"parts": [{"name": "a", "ks": [20]}]})
     with pytest.raises(OrchestratorError, match=r"parts\[0\]: .*missing|parts\[0\]\.name: missing"):
         load_preset("tiny", {"parts": [{"ks": [10]}]})
+
+
+def test_content_students_are_checked_and_made_beside_their_controls():
+    from orchestrator.experiment.matrix import expand
+    with pytest.raises(OrchestratorError, match=r"content\.rules: unknown content selection 'salient_frames'"):
+        load_preset("tiny", {"content": {"rules": ["salient_frames"]}})
+    with pytest.raises(OrchestratorError, match=r"content\.serial: unknown serial variant 'rep\+pc'"):
+        load_preset("tiny", {"content": {"serial": ["rep+pc"]}})
+    with pytest.raises(OrchestratorError, match=r"content\.rules: must not be empty"):
+        load_preset("tiny", {"content": {"rules": []}})
+    # Only for a variant and k the uniform serial students also have: each content student has its control
+    wide = {"ks": [10, 20], "content": {"rules": ["salient", "salient_segments"], "serial": ["rep+pred+ce", "pred"],
+                                       "ks": [10, 30]}}
+    made = [c.name for c in expand(load_preset("tiny", wide), "d")[1] if c.chooses_by_content]
+    assert made == ["hrnn/serial/rep+pred+ce@salient/k10/s0", "hrnn/serial/rep+pred+ce@salient_segments/k10/s0"]
+    every = {"content": {"rules": ["salient"], "serial": []}}  # no variants named: every serial student's
+    assert [c.name for c in expand(load_preset("tiny", every), "d")[1] if c.chooses_by_content] == [
+        "hrnn/serial/rep_then_ce@salient/k10/s0", "hrnn/serial/rep+pred+ce@salient/k10/s0"]
 
 
 def test_what_each_cell_trains_is_its_preset_settings_and_is_recorded_as_params():

@@ -103,14 +103,15 @@ def test_the_tiny_grid_records_every_cell_live_and_whole(tiny_grid):
     assert seen_running and all(schema.FAMILY in params for params in seen_running.values()), seen_running
     client, found = runs(store, "fewer-frames-tiny")
     parents, children = of_kind(found, RunKind.PARENT), of_kind(found, RunKind.CELL)
-    assert len(parents) == 1 and len(children) == 7
+    assert len(parents) == 1 and len(children) == 8
     assert all(r.info.status == "FINISHED" for r in found)
     parent = parents[0]
     logged = [a.path for a in client.list_artifacts(parent.info.run_id)]
     assert {schema.SUMMARY, schema.REPORT_HTML, schema.REPORT_MD, "gap_vs_cost.png", "figure3_hrnn.png"} <= set(logged)
     # Serial students are read adaptively too: their reading, its curve, its predictions for the intervals
     for run in of_kind(found, RunKind.CELL):
-        if run.data.params[schema.MODE] == "serial" and run.data.params[schema.INTERMEDIATE] == "False":
+        if (run.data.params[schema.MODE] == "serial" and run.data.params[schema.INTERMEDIATE] == "False"
+                and run.data.params[schema.SELECTION] == "uniform"):
             assert {schema.ADAPTIVE_GAP, schema.ADAPTIVE_FRAMES, schema.ADAPTIVE_MACS,
                     schema.ADAPTIVE_THRESHOLD} <= set(run.data.metrics)
             assert 1 <= run.data.metrics[schema.ADAPTIVE_FRAMES] <= 10
@@ -118,13 +119,18 @@ def test_the_tiny_grid_records_every_cell_live_and_whole(tiny_grid):
             assert schema.ADAPTIVE_PREDICTIONS in [a.path for a in client.list_artifacts(run.info.run_id)]
     assert re.search(r"Adaptive reading at k=10 .* reads [\d.]+ of 10 frames on average, .* reading all 10: "
                      r"[+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]; reaching its 10-frame GAP", printed), printed
+    # A serial student on frames chosen by content, set against the best on uniform frames and its control
+    assert re.search(r"Frames chosen by content \(salient_segments, .*\): serial rep\+pred\+ce on 10 of them reaches "
+                     r"test GAP \d\.\d{3} .* against the same student on 10 uniform frames", printed), printed
     note = parent.data.tags[schema.NOTE_TAG]  # the run page's description: Table 1 at a glance, then Table 1
     assert note.startswith("**At a glance**") and "\n| H-RNN | 10 | " in note and "**Table 1: H-RNN" in note
     assert (store / "reports" / "fewer-frames-tiny" / schema.REPORT_HTML).is_file()
     assert "/#/experiments/1/runs?workflowType=machine_learning&viewStateShareKey=cells" in printed
     # Table 3's time: the timing job, the teacher and the k=10 student side by side, on the parent run.
     timed = schema.timing_of(parent.data.metrics)
-    assert set(timed) == {("hrnn", "all"), ("hrnn", "k10")} and min(timed.values()) > 0
+    # The content student too: its scorer over every frame, its student over the 10 it picks
+    assert set(timed) == {("hrnn", "all"), ("hrnn", "k10"), ("hrnn", "k10-salient_segments")}
+    assert min(timed.values()) > 0
     assert parent.data.tags[schema.TIMING_DEVICE_TAG].startswith("cpu")
     cells = {r.info.run_name: schema.outcome_of_run(r) for r in children}
     assert "hrnn/serial/rep+pred+ce/k10/s0" in cells and "hrnn/skyline/all/s0" in cells
@@ -177,7 +183,7 @@ def test_the_tiny_grid_records_every_cell_live_and_whole(tiny_grid):
 def test_a_rerun_of_a_finished_grid_trains_nothing_and_logs_each_cell_once(tiny_grid, tmp_path):
     store = copy_store(tiny_grid.store, tmp_path / "store")
     planned = grid("--plan", "--preset", "tiny", "--store", str(store))
-    assert "7 done in the store, 0 to run" in planned.stdout and "| baseline | hrnn | 2/2 |" in planned.stdout
+    assert "8 done in the store, 0 to run" in planned.stdout and "| baseline | hrnn | 2/2 |" in planned.stdout
     # No --rates: measured here, briefly; nothing left to run, so nothing left to wait for
     assert re.search(r"calibrated on this machine in \d+ s", planned.stdout), planned.stdout
     assert re.search(r"device-hours on cpu here, 1 thread a cell, .*; total [\d.]+, of which left to run 0.00",
@@ -186,16 +192,20 @@ def test_a_rerun_of_a_finished_grid_trains_nothing_and_logs_each_cell_once(tiny_
 
     again = grid("--preset", "tiny", "--store", str(store))
     assert again.returncode == 0, again.stderr
-    assert "7 already done, 0 jobs to run" in again.stdout
+    assert "8 already done, 0 jobs to run" in again.stdout
     client, found = runs(store, "fewer-frames-tiny")
     cells = {r.info.run_name: r for r in of_kind(found, RunKind.CELL)}
-    assert len(cells) == 7
+    assert len(cells) == 8
     # Nothing trained: no second timing (the first stands, and the rerun's report reads it).
     first, rerun = sorted(of_kind(found, RunKind.PARENT), key=lambda r: r.info.start_time)
     assert not schema.timing_of(rerun.data.metrics)
     report = (store / "reports" / "fewer-frames-tiny" / schema.REPORT_MD).read_text()
     student = schema.outcome_of_run(cells["hrnn/serial/rep+pred+ce/k10/s0"])
     assert f"| k=10 | {student.frame_macs / 1e9:.3f} | {student.macs / 1e9:.3f} |" in report
+    chooser = schema.outcome_of_run(cells["hrnn/serial/rep+pred+ce@salient_segments/k10/s0"])
+    assert chooser.macs > student.macs and chooser.frame_macs == student.frame_macs  # the scorer is per video
+    assert re.search(rf"\| k=10, frames by content \(salient_segments\) \| {chooser.frame_macs / 1e9:.3f} \| "
+                     rf"{chooser.macs / 1e9:.3f} \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", report), report
     assert "Time per video: measured side by side" in report
 
     # A driver stopped after keeping a result but before noting its MLflow run in it: the next driver
@@ -213,7 +223,7 @@ def test_a_rerun_of_a_finished_grid_trains_nothing_and_logs_each_cell_once(tiny_
     assert logged.returncode == 0 and "0 jobs to run" in logged.stdout, logged.stderr
     _, found = runs(store, "fewer-frames-tiny")
     cells = {r.info.run_name: r for r in of_kind(found, RunKind.CELL)}
-    assert len(cells) == 7
+    assert len(cells) == 8
     relogged = cells["hrnn/serial/rep+pred+ce/k10/s0"]
     assert relogged.info.run_id == json.loads(path.read_text())["run_id"] != serial.info.run_id
     assert relogged.info.status == "FINISHED" and schema.outcome_of_run(relogged).gap == schema.readable(kept["gap"])
@@ -287,7 +297,7 @@ def test_killed_driver_then_rerun_does_only_what_is_missing(tmp_path):
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
     before = {p.name: json.loads(p.read_text())["run_id"] for p in results.glob("*.json")}
-    assert 2 <= len(before) < 7, "the grid should have been killed half-way"
+    assert 2 <= len(before) < 8, "the grid should have been killed half-way"
     _, found = runs(store, "fewer-frames-tiny")
     # The killed driver's parent run, and the live runs of the cells that were training.
     running = sorted(schema.kind_of(r) for r in found if r.info.status == "RUNNING")
@@ -299,11 +309,11 @@ def test_killed_driver_then_rerun_does_only_what_is_missing(tmp_path):
     assert f"ended {len(running)} run(s)" in again.stdout, again.stdout
     after = {p.name: json.loads(p.read_text())["run_id"] for p in results.glob("*.json")}
     # A result kept just before the kill, its run not yet noted (None), gets its run now.
-    assert len(after) == 7 and all(after[name] == run_id for name, run_id in before.items() if run_id)
+    assert len(after) == 8 and all(after[name] == run_id for name, run_id in before.items() if run_id)
     _, found = runs(store, "fewer-frames-tiny")
     assert not any(r.info.status == "RUNNING" for r in found)
     cells = [(r.info.run_name, r.info.status) for r in of_kind(found, RunKind.CELL)]
-    assert len(cells) == 7 and {status for _, status in cells} == {"FINISHED"}  # each cell once, whole
+    assert len(cells) == 8 and {status for _, status in cells} == {"FINISHED"}  # each cell once, whole
 
 
 def test_a_second_grid_on_a_running_experiment_is_refused(tmp_path):
@@ -397,8 +407,8 @@ def test_the_plan_says_what_would_run_and_what_it_costs_and_writes_nothing(tmp_p
     shown = grid("--plan", "--preset", "tiny", "--store", str(store), "--rates", str(rates))
     assert shown.returncode == 0, shown.stderr
     assert "teachers: 1 (hrnn/teacher/s0), 0 trained" in shown.stdout
-    assert "cells: 7 (1 skyline, 2 baseline, 3 serial, 1 parallel), 0 done in the store, 7 to run" in shown.stdout
-    assert "| serial | hrnn | 0/3 |  |" in shown.stdout and "| skyline | hrnn |  | 0/1 |" in shown.stdout
+    assert "cells: 8 (1 skyline, 2 baseline, 4 serial, 1 parallel), 0 done in the store, 8 to run" in shown.stdout
+    assert "| serial | hrnn | 0/4 |  |" in shown.stdout and "| skyline | hrnn |  | 0/1 |" in shown.stdout
     # The tiny preset: 96 training, 48 validation videos, one epoch each.
     teacher = (96 * 0.01 + 48 * 0.002) + 2 * 96 * 0.002 + 48 * 0.002  # epochs, two exports (k=10 states), test
     cell = 96 * 0.002 + 48 * 0.0005 + 48 * 0.0005

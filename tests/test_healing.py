@@ -31,7 +31,7 @@ def cells_once_and_finished(store: Path) -> dict:
     """The experiment's cell runs, by name, asserting each cell shows once and finished."""
     _, found = runs(store, "fewer-frames-tiny")
     cells = of_kind(found, RunKind.CELL)
-    assert sorted(r.info.run_name for r in cells) == sorted({r.info.run_name for r in cells}) and len(cells) == 7
+    assert sorted(r.info.run_name for r in cells) == sorted({r.info.run_name for r in cells}) and len(cells) == 8
     assert {r.info.status for r in found} == {"FINISHED"}
     return {r.info.run_name: r for r in cells}
 
@@ -46,7 +46,7 @@ def test_a_result_file_cut_short_is_set_aside_and_its_cell_runs_again(store):
     path.write_bytes(path.read_bytes()[:300])
     again = grid("--preset", "tiny", "--store", str(store))
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "6 already done, 1 jobs to run" in again.stdout
+    assert "7 already done, 1 jobs to run" in again.stdout
     assert f"note  {SERIAL}: {path}: cannot be read (300 bytes, cut short?)" in again.stdout
     assert len(list(path.parent.glob(f"{path.name}.unreadable-*"))) == 1
     assert json.loads(path.read_text())["cell"] == SERIAL
@@ -60,7 +60,7 @@ def test_a_cache_part_cut_short_is_written_again_from_the_teachers_checkpoint(st
     again = grid("--preset", "tiny", "--store", str(store))
     assert again.returncode == 0, again.stdout + again.stderr
     assert "note  hrnn/teacher/s0: cache base: part-00000.parquet holds 1000 bytes" in again.stdout
-    assert "7 already done, 1 jobs to run" in again.stdout  # the teacher alone, to export again
+    assert "8 already done, 1 jobs to run" in again.stdout  # the teacher alone, to export again
     skyline = cells_once_and_finished(store)["hrnn/skyline/all/s0"]
     assert "part-00000.parquet holds 1000 bytes" in skyline.data.tags[schema.CACHE_REBUILT_TAG]
     kept = json.loads(result_file(store, "hrnn/skyline/all/s0").read_text())
@@ -75,7 +75,7 @@ def test_a_removed_manifest_is_written_again_without_a_second_skyline_run(store)
     result_file(store, SERIAL).unlink()  # a student that needs the cache
     again = grid("--preset", "tiny", "--store", str(store))
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "6 already done, 2 jobs to run" in again.stdout
+    assert "7 already done, 2 jobs to run" in again.stdout
     cells = cells_once_and_finished(store)
     assert cells["hrnn/skyline/all/s0"].data.tags[schema.CACHE_REBUILT_TAG].endswith("its caches were missing")
 
@@ -105,5 +105,5 @@ def test_a_synthetic_shard_cut_short_is_generated_again(store):
     again = grid("--preset", "tiny", "--store", str(store))
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"{shard}: not a readable Parquet file (cut short?)" in again.stdout
-    assert "the synthetic data set is generated again" in again.stdout and "7 already done, 0 jobs to run" in again.stdout
+    assert "the synthetic data set is generated again" in again.stdout and "8 already done, 0 jobs to run" in again.stdout
     assert shard.read_bytes() == whole  # the same videos: a function of the seed, split and index alone

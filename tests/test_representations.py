@@ -128,9 +128,10 @@ def test_the_cells_still_improving_at_their_last_epoch_are_named():
     # tiny trains serial (a) one epoch a stage: twice as long as the rest, and said so.
     assert lines[-1] == ("Unmatched training, so rows of different epochs do not compare like for like: 1 epochs: "
                          "First-k, Parallel Lrep + LCE, Serial Lrep + LCE (intermediate), Serial Lrep + Lpred + LCE, "
-                         "Uniform-k; 2 epochs: Serial Lrep, then LCE")
+                         "Serial Lrep + Lpred + LCE, frames by content (salient_segments), Uniform-k; 2 epochs: "
+                         "Serial Lrep, then LCE")
     line = lines[-2]
-    assert line.startswith("Best epoch the last one trained, still improving when training stopped: 6 of 7 "
+    assert line.startswith("Best epoch the last one trained, still improving when training stopped: 7 of 8 "
                            "finished cells: ")
     assert "Teacher-Skyline (all frames) (1 of 1)" in line and "Serial Lrep, then LCE" not in line
 

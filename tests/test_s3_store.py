@@ -181,7 +181,7 @@ def test_a_grid_on_s3_loses_its_store_stops_cleanly_resumes_and_keeps_everything
         assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
         assert f"{kept} already done" in first.stdout
         found = keys()
-        assert len(results()) == 7
+        assert len(results()) == 8
         assert any(k.startswith("runs/teachers/") and k.endswith("_manifest.json") for k in found)
         assert any(k.startswith("runs/ray/") and k.endswith("model.pt") for k in found)  # the Ray Train checkpoint
         assert any(k.startswith("runs/mlartifacts/") and k.endswith(schema.SUMMARY) for k in found)  # MLflow artifacts
@@ -211,7 +211,7 @@ def test_a_grid_on_s3_loses_its_store_stops_cleanly_resumes_and_keeps_everything
         body = server.client().get_object(Bucket=bucket, Key="out/submission.csv")["Body"].read().decode()
         assert len(read_submission(body.splitlines(keepends=True), "submission.csv")) == 48
         again = subprocess.run(command, capture_output=True, text=True, env=env, cwd=repo, timeout=600)
-        assert again.returncode == 0 and "7 already done, 0 jobs to run" in again.stdout
+        assert again.returncode == 0 and "8 already done, 0 jobs to run" in again.stdout
     finally:
         server.stop()
 

@@ -13,6 +13,7 @@ from orchestrator.experiment.matrix import expand
 from orchestrator.experiment.fronts import pareto_front
 from orchestrator.report.pareto import best_override
 from orchestrator.experiment.results import Trial
+from orchestrator.experiment.search_parameters import override_of, settings_of
 from orchestrator.experiment.search_space import load_space, parse_space
 
 SPACES = sorted((Path(__file__).resolve().parents[1] / "search_spaces").glob("*.yaml"))
@@ -131,3 +132,19 @@ def test_a_study_resumes_with_its_own_space_and_refuses_a_changed_one(tmp_path, 
     assert study_record(store, changed, 5)["trials"] == 5
     assert "set aside as s.json.unreadable-" in capsys.readouterr().out
     assert len(list(record.parent.glob("s.json.unreadable-*"))) == 1
+
+
+def test_a_content_trial_trains_a_content_student_that_the_grid_reproduces():
+    space = load_space(str(next(p for p in SPACES if p.name == "frames_by_content.yaml")))
+    cell = space.trial_cell(template(), {"selection": "salient", "k": 8})
+    assert cell.chooses_by_content and cell.k == 8 and cell.adaptive is None
+    assert settings_of(cell)["selection"] == "salient"
+    assert "selection" not in settings_of(space.trial_cell(template(), {"selection": "uniform", "k": 8}))
+    override = override_of({"selection": "salient", "k": 8})
+    assert override == {"content": {"rules": ["salient"]}, "ks": [8]}
+    # The grid with that override trains the trial's student, and its control on uniform frames beside it
+    _, cells = expand(load_preset("tiny", {**override, "serial": ["rep+pred+ce"]}), "data-1")
+    assert cell.id in {c.id for c in cells}
+    assert any(c.k == 8 and c.variant == "rep+pred+ce" and c.selection == "uniform" for c in cells)
+    with pytest.raises(OrchestratorError, match=r"search\.selection\.choice: unknown content selection 'salience'"):
+        parse_space({**BASE, "search": {"selection": {"choice": ["uniform", "salience"]}}}, "space.yaml")

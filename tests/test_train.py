@@ -17,6 +17,7 @@ from workloads.models import FAMILIES, build_model
 from workloads.evaluation import evaluate
 from workloads.parallel_pair import ParallelPair, parallel_losses
 from workloads.progress import load_progress
+from workloads.precision import cpu_has_bfloat16
 from workloads.teacher_outputs import InMemoryTeacherCache, export_teacher, student_intermediate_positions
 from workloads.train import (
     PREFETCH_BATCHES,
@@ -416,7 +417,8 @@ def test_the_papers_l2_penalises_the_output_layers_weights_as_the_starter_code_d
                                                ("bfloat16", torch.bfloat16), ("float32", torch.float32)])
 def test_a_presets_precision_setting_reaches_the_loop_and_its_result(data, setting, expected):
     """From a preset's `student_train` to the training loop: on a CPU auto and float16 train in float32
-    (mixed precision is CUDA's), bfloat16 runs the model under bfloat16 autocast there too."""
+    (mixed precision is CUDA's), bfloat16 runs the model under bfloat16 autocast there too (where the CPU
+    has it)."""
     from orchestrator.experiment.presets import load_preset
 
     preset = load_preset("tiny", {"student_train": {"precision": setting}})
@@ -426,6 +428,10 @@ def test_a_presets_precision_setting_reaches_the_loop_and_its_result(data, setti
     model = build_model("hrnn", "small", CLASSES)
     seen = set()
     model.classifier.register_forward_hook(lambda module, args, out: seen.add(out.dtype) if model.training else None)
+    if setting == "bfloat16" and not cpu_has_bfloat16():  # a CPU without AVX-512 BF16 or AMX: refused by name
+        with pytest.raises(WorkloadError, match="precision bfloat16: this CPU has no bfloat16 support in oneDNN"):
+            train_classifier(model, *loaders(data), config)
+        return
     result = train_classifier(model, *loaders(data), config)
     assert seen == {expected}
     assert result.precision == {torch.float32: "float32", torch.bfloat16: "bfloat16"}[expected]

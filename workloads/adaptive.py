@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from workloads.data.batch import FrameSelection, VideoBatch, layout, subsample
+from workloads.data.batch import FrameSelection, VideoBatch, subsample, take
 from workloads.errors import WorkloadError
 from workloads.flops import ModelCost
 from workloads.metrics import TOP_K, TopKAccumulator
@@ -62,12 +62,7 @@ def read_prefix(batch: VideoBatch, m: int) -> VideoBatch:
     such prefixes (`train_serial_student(prefixes=)`) teaches a student to predict from any of them."""
     lengths = batch.mask.sum(1).tolist()
     picks = [np.sort(coarse_to_fine(int(n))[:m]) if n else np.zeros(0, np.int64) for n in lengths]
-    slots = torch.from_numpy(layout(picks, min(m, batch.mask.shape[1]))[3]).to(batch.frames.device)
-    mask = slots >= 0
-    index = slots.clamp(min=0)
-    frames = batch.frames.gather(1, index.unsqueeze(-1).expand(-1, -1, batch.frames.shape[-1]))
-    positions = torch.where(mask, batch.positions.gather(1, index), torch.full_like(index, -1))
-    return batch._replace(frames=frames * mask.unsqueeze(-1).to(frames.dtype), mask=mask, positions=positions)
+    return take(batch, picks, min(m, batch.mask.shape[1]))
 
 
 @torch.no_grad()

@@ -10,7 +10,6 @@ unpickler, so a model file in a shared store cannot run code in whoever loads it
 from __future__ import annotations
 
 import csv
-
 import io
 import json
 import pickle
@@ -27,6 +26,7 @@ from workloads.data.reader import VideoShards, check_table, decode_rows
 from workloads.errors import DataError, WorkloadError
 from workloads.metrics import TOP_K, TopKAccumulator
 from workloads.models import ModelSpec, VideoModel
+from workloads.saliency import RULES, ContentStudent, FrameScorer
 
 SUBMISSION_HEADER = "VideoId,LabelConfidencePairs"
 MAX_FRAMES_FIELD = 2**31 - 1  # a shard's num_frames is an int32
@@ -40,7 +40,7 @@ class ModelCard:
     family: str
     size: str
     num_classes: int
-    selection: str  # a frame selector, or "all" (a teacher: every frame)
+    selection: str  # a frame selector, a content selection rule (`workloads.saliency`), or "all" (a teacher)
     k: int | None  # frames the model reads; None for "all"
     max_frames: int  # the longest videos of its data (the nominal stride j = max_frames // k)
     overrides: dict[str, Any] = field(default_factory=dict)  # the family's settings that differ from the size's
@@ -49,6 +49,8 @@ class ModelCard:
     def __post_init__(self) -> None:
         self.model_spec.config()  # names an unknown family, size or setting
         self.frame_selection  # names an unknown selector
+        if self.chooses_by_content and self.k is None:
+            raise WorkloadError(f"model card: frames chosen by content ({self.selection}) need k")
         if self.num_classes < 1:
             raise WorkloadError(f"model card: num_classes must be >= 1, got {self.num_classes}")
 
@@ -57,15 +59,32 @@ class ModelCard:
         return ModelSpec(self.family, self.size, tuple(sorted(self.overrides.items())))
 
     @property
+    def chooses_by_content(self) -> bool:
+        return self.selection in RULES
+
+    @property
     def frame_selection(self) -> FrameSelection | None:
-        return None if self.selection == "all" else FrameSelection(self.selection, k=self.k)
+        """The frames the reader keeps: None (every frame) for a teacher and for a model choosing by content."""
+        return None if self.selection == "all" or self.chooses_by_content else FrameSelection(self.selection, k=self.k)
+
+    @property
+    def reads(self) -> str:
+        """What the model reads of a video, in words."""
+        if self.k is None:
+            return "every frame"
+        if self.chooses_by_content:
+            return f"k={self.k} frames chosen by content ({self.selection}: a frame scorer reads every frame)"
+        return f"k={self.k} frames (every {self.stride}th, {self.selection})"
 
     @property
     def stride(self) -> int:
         return 1 if self.k is None else max(1, self.max_frames // self.k)
 
-    def build(self) -> VideoModel:
-        return self.model_spec.build(self.num_classes, k=self.k)
+    def build(self) -> VideoModel | ContentStudent:
+        model = self.model_spec.build(self.num_classes, k=self.k)
+        if self.chooses_by_content:
+            return ContentStudent(model, FrameScorer(self.num_classes), self.selection, self.k)
+        return model
 
     def to_json(self) -> dict[str, Any]:
         return {"version": CARD_VERSION, **asdict(self)}
@@ -81,7 +100,7 @@ class ModelCard:
             raise WorkloadError(f"{where}: malformed model card: {error}") from None
 
 
-def weights_bytes(card: ModelCard, model: VideoModel) -> bytes:
+def weights_bytes(card: ModelCard, model: VideoModel | ContentStudent) -> bytes:
     """One file holding the card and the model's weights (what a trained cell keeps)."""
     buffer = io.BytesIO()
     torch.save({"card": json.dumps(card.to_json()), "state": model.state_dict()}, buffer)

@@ -2,7 +2,8 @@
 
     auto      bfloat16 autocast on a CUDA device that supports it (Ampere and later: no loss scaling, the
               range of float32), float16 autocast with loss scaling on an older one; float32 on a CPU
-    bfloat16  bfloat16 autocast on CUDA (refused where the GPU lacks it) or on the CPU
+    bfloat16  bfloat16 autocast on CUDA or on the CPU (refused where the GPU, or the CPU's oneDNN, lacks
+              it: without AVX-512 BF16 or AMX, oneDNN cannot build the LSTM of an H-RNN in bfloat16)
     float16   float16 autocast with loss scaling on CUDA; float32 on a CPU (float16 there is no faster)
     float32   no autocast anywhere
 """
@@ -35,7 +36,16 @@ def resolve(setting: str, device: torch.device) -> torch.dtype | None:
     if setting == "bfloat16" and cuda and not torch.cuda.is_bf16_supported():
         raise WorkloadError(f"precision bfloat16: {torch.cuda.get_device_name(device)} does not support it "
                             "(use auto: float16 with loss scaling there)")
+    if setting == "bfloat16" and not cuda and not cpu_has_bfloat16():
+        raise WorkloadError("precision bfloat16: this CPU has no bfloat16 support in oneDNN (AVX-512 BF16 or AMX), "
+                            "whose LSTM then fails; use auto or float32")
     return torch.bfloat16 if setting == "bfloat16" else torch.float16
+
+
+def cpu_has_bfloat16() -> bool:
+    """Whether oneDNN runs bfloat16 on this CPU (a private probe of PyTorch's; where it is gone, assume so)."""
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return True if probe is None else bool(probe())
 
 
 class Precision:

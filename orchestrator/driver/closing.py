@@ -11,8 +11,9 @@ from typing import Any, Iterator
 
 from orchestrator.errors import note, one_line
 from orchestrator.experiment.presets import Preset
+from orchestrator.experiment.rows import timed
 from orchestrator.jobs.data_sets import DataSet
-from orchestrator.jobs.timing import time_models, timed, timing_job
+from orchestrator.jobs.timing import content_timed, time_models, timing_job
 from orchestrator.report.build import Written, folder_name, write_report
 from orchestrator.store.layout import Store
 from orchestrator.tracking import schema
@@ -21,7 +22,8 @@ from orchestrator.tracking.tracker import Tracker
 
 def timing_metrics(preset: Preset) -> list[str]:
     """The parent-run metrics a timing of `preset`'s models logs."""
-    return [schema.timing_metric(family, what) for family in preset.families for what in timed(tuple(preset.ks))]
+    whats = timed(tuple(preset.ks), content_timed(preset))
+    return [schema.timing_metric(family, what) for family in preset.families for what in whats]
 
 
 def time_on_parent(ray: Any, preset: Preset, data: DataSet, tracker: Tracker, trained: bool) -> bool:

@@ -18,6 +18,7 @@ from orchestrator.experiment.modes import Mode, Role
 from orchestrator.experiment.presets import Preset
 from orchestrator.experiment.settings import AdaptiveReading, TrainSettings
 from workloads.models import FAMILIES, ModelSpec
+from workloads.saliency import RULES
 from workloads.variants import CLASSIFIER
 
 ID_VERSION = 1  # bump when the meaning of a field changes, so old results are not reused
@@ -107,8 +108,14 @@ class Cell:
         return 1 if self.k is None else max(1, self.max_frames // self.k)
 
     @property
+    def chooses_by_content(self) -> bool:
+        """Whether its frames are chosen by a scorer that reads the video (`workloads.saliency`)."""
+        return self.selection in RULES
+
+    @property
     def name(self) -> str:
         what = self.selection if self.mode.named_by_selection else self.variant
+        what += f"@{self.selection}" if self.chooses_by_content else ""
         parts = [self.family, self.mode, what + ("+intermediate" if self.intermediate else "")]
         if self.k is not None:
             parts.append(f"k{self.k}")
@@ -177,4 +184,10 @@ def _cross_product(preset: Preset, data_id: str) -> tuple[list[TeacherSpec], lis
                                           teacher=None, parallel_classifier=preset.parallel_classifier,
                                           parallel_targets=preset.parallel_targets, intermediate_points=points,
                                           **pair))
+                for k in preset.content.controlled_ks(preset.ks) if preset.content else ():
+                    for rule in preset.content.rules:
+                        for variant in preset.content.controlled_serial(preset.serial):
+                            cells.append(Cell(mode=Mode.SERIAL, k=k, variant=variant, intermediate=False,
+                                              teacher=teacher, serial_classifier=preset.serial_classifier,
+                                              **dict(student, selection=rule)))
     return teachers, cells

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from orchestrator.experiment.matrix import Cell
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.results import CellResult
+from workloads.saliency import RULES
 from workloads.variants import epochs_trained
 
 # The scores an outcome carries: a `CellResult`'s fields of the same names (None where a cell has none).
@@ -31,7 +32,7 @@ class CellOutcome:
     cell_id: str
     family: str
     mode: Mode
-    selection: str  # a frame selector, or "all" for the skyline
+    selection: str  # a frame selector, a content selection rule, or "all" for the skyline
     k: int | None  # None: all frames (the skyline)
     variant: str
     intermediate: bool
@@ -72,6 +73,16 @@ class CellOutcome:
     classes: int | None = None  # the data set's class count
     l2: float | None = None  # its L2 on the output layer: regularization_penalty x l2_penalty
     loss_weights: tuple[tuple[str, float], ...] = ()  # a student's
+
+    @property
+    def chooses_by_content(self) -> bool:
+        """Whether a scorer that reads the video chose its frames (`workloads.saliency`)."""
+        return self.selection in RULES
+
+    @property
+    def on_uniform_serial(self) -> bool:
+        """A serial student of the paper's: every j-th frame, no intermediate matching."""
+        return self.mode is Mode.SERIAL and not self.intermediate and not self.chooses_by_content
 
     @property
     def still_improving(self) -> bool:

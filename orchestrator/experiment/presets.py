@@ -19,7 +19,7 @@ import yaml
 from orchestrator.errors import OrchestratorError
 from orchestrator.experiment import bounds
 from orchestrator.experiment.modes import Mode, Role
-from orchestrator.experiment.settings import AdaptiveReading, DataConfig, Resources, TrainSettings
+from orchestrator.experiment.settings import AdaptiveReading, ContentStudents, DataConfig, Resources, TrainSettings
 from orchestrator.experiment.validation import Invalid, checking, fill
 from workloads.data.batch import FrameSelection
 from workloads.frames import SELECTORS
@@ -118,6 +118,7 @@ class Preset:
     # Which students' weights the store keeps: the best by validation GAP of each family and k (what the
     # registry gets), or every one (a paper-size model is 0.36-1.2 GB).
     adaptive: AdaptiveReading | None = None  # serial students also read adaptively, beside their k frames
+    content: ContentStudents | None = None  # serial students on frames chosen by content (`workloads.saliency`)
     keep_weights: str = "best"
     publish: bool = True  # register each family's teacher and best student per k as MLflow Models at the end
     # The matrix as a union of cross-products (empty: the one cross-product of the lists above, which then
@@ -201,7 +202,8 @@ class Preset:
             Objective(pred_distance=self.pred_distance)
         for key, mode, variants in (("serial", Mode.SERIAL, self.serial), ("parallel", Mode.PARALLEL, self.parallel),
                                     ("intermediate", Mode.SERIAL, self.intermediate),
-                                    ("parallel_intermediate", Mode.PARALLEL, self.parallel_intermediate)):
+                                    ("parallel_intermediate", Mode.PARALLEL, self.parallel_intermediate),
+                                    ("content.serial", Mode.SERIAL, self.content.serial if self.content else ())):
             for variant in variants:
                 for family in self.families:
                     with checking(key):

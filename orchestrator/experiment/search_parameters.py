@@ -6,6 +6,7 @@ trains exactly what the grid would with those values and the best one reproduces
     j (stride: k = max_frames // j) or k      the frames the student sees
     learning_rate                             the student's
     pred_distance                             kl | mse
+    selection                                 uniform, or a content rule (`workloads.saliency`)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from orchestrator.experiment.matrix import Cell
 from orchestrator.experiment.validation import Invalid
 from workloads.data.batch import FrameSelection
 from workloads.losses import LOSSES, Objective
+from workloads.saliency import check_rule
 from workloads.train import TrainConfig
 from workloads.variants import DEFAULT_WEIGHTS
 
@@ -70,6 +72,18 @@ def _with_learning_rate(cell: Cell, value: Any) -> Cell:
     return dataclasses.replace(cell, train=dataclasses.replace(cell.train, learning_rate=float(value)))
 
 
+def _selection(value: Any, key: str) -> None:
+    if value != "uniform":
+        check_rule(value)
+
+
+def _with_selection(cell: Cell, value: Any) -> Cell:
+    """The cell on `value`'s frames; a content student is not read adaptively (its reading is uniform's)."""
+    if value == "uniform":
+        return dataclasses.replace(cell, selection="uniform")
+    return dataclasses.replace(cell, selection=str(value), adaptive=None)
+
+
 _REGISTERED = (
     *(_weight(loss) for loss in LOSSES),
     Parameter("j", _frames("j"), lambda cell, j: dataclasses.replace(cell, k=max(1, cell.max_frames // int(j))),
@@ -81,6 +95,9 @@ _REGISTERED = (
     Parameter("pred_distance", lambda value, key: Objective(pred_distance=value),
               lambda cell, distance: dataclasses.replace(cell, pred_distance=str(distance)),
               lambda cell: cell.pred_distance, lambda distance: {"pred_distance": str(distance)}),
+    # Read back only where it is a content rule: a uniform trial's settings are what they always were
+    Parameter("selection", _selection, _with_selection, lambda cell: cell.selection if cell.chooses_by_content else None,
+              lambda rule: {} if rule == "uniform" else {"content": {"rules": [str(rule)]}}),
 )
 PARAMETERS: dict[str, Parameter] = {parameter.name: parameter for parameter in _REGISTERED}
 

@@ -14,6 +14,7 @@ from typing import Any
 from orchestrator.experiment import bounds
 from orchestrator.experiment.validation import Invalid, checking, convert, fill
 from workloads.data.synth import SynthConfig
+from workloads.saliency import check_rule
 from workloads.train import TrainConfig
 
 PRESET_CLASSES = 50  # a preset's synthetic class count when it gives none
@@ -174,6 +175,34 @@ class AdaptiveReading:
     def steps_for(self, k: int) -> tuple[int, ...]:
         """The frames read after each step: evenly up to k."""
         return tuple(sorted({max(1, round(k * (i + 1) / self.steps)) for i in range(self.steps)}))
+
+
+@dataclass(frozen=True)
+class ContentStudents:
+    """Serial students that read the k frames a cheap frame scorer, trained from the teacher cache, picks
+    by content (`workloads.saliency`): each rule of `rules` with each serial variant of `serial`, at each k
+    of `ks` (none given: the preset's variants, the preset's ks). Each has its control beside it, the same
+    variant on k uniform frames: they are made only for the variants and ks the preset's (or a part's)
+    serial students also have."""
+
+    rules: tuple[str, ...] = ("salient_segments",)
+    serial: tuple[str, ...] = ()
+    ks: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.rules:
+            raise Invalid("rules", "must not be empty")
+        for rule in self.rules:
+            with checking("rules"):
+                check_rule(rule)
+
+    def controlled_ks(self, ks: tuple[int, ...]) -> tuple[int, ...]:
+        """Its ks that are among `ks` (the serial students' on uniform frames)."""
+        return tuple(k for k in self.ks or ks if k in ks)
+
+    def controlled_serial(self, serial: tuple[str, ...]) -> tuple[str, ...]:
+        """Its variants that are among `serial`."""
+        return tuple(v for v in self.serial or serial if v in serial)
 
 
 @dataclass(frozen=True)

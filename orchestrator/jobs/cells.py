@@ -5,9 +5,10 @@ trial) runs; it talks to no tracking store, so the driver alone records results.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 
@@ -21,13 +22,15 @@ from orchestrator.jobs.data_sets import DataSet
 from orchestrator.store import weights
 from orchestrator.store.predictions import write_predictions
 from orchestrator.store.samples import write_sample
-from workloads.data.batch import FrameSelection
+from workloads.data.batch import FrameSelection, VideoBatch
 from workloads.data.reader import VideoShards
 from workloads.evaluation import evaluate
 from workloads.flops import ModelCost, count_macs
 from workloads.models import VideoModel
 from workloads.progress import EpochCallback, TrainResult, announce_start
 from workloads.representations import represent
+from workloads.saliency import (ContentSelected, ContentSelector, ContentStudent, FrameScorer, ScorerTraining,
+                                train_scorer)
 from workloads.train import TrainConfig, seed_everything, train_classifier, train_parallel, train_serial_student
 from workloads.variants import Stage, stages
 
@@ -39,14 +42,27 @@ class Recipe:
     cell: Cell
     model: VideoModel  # the model the cell trains and reports: a baseline, a student
     teacher: VideoModel | None  # a parallel pair's teacher, trained alongside
-    selection: FrameSelection  # the frames the model sees
+    selection: FrameSelection | None  # the frames the reader keeps (None: every frame, for `content`)
     stages: tuple[Stage, ...]
     config: TrainConfig
-    cost: ModelCost  # multiply-adds of the model on one video of k frames
+    cost: ModelCost  # multiply-adds on one video: the model on k frames, and choosing them by content
+    content: ContentSelector | None = None  # frames chosen by content: its scorer trains with the cell
 
     @property
     def device(self) -> torch.device:
         return self.config.torch_device()
+
+    @property
+    def product(self) -> VideoModel | ContentStudent:
+        """The trained model as it leaves: the student, with its frame scorer when it chooses by content."""
+        if self.content is None:
+            return self.model
+        return ContentStudent(self.model, self.content.scorer, self.content.rule, self.content.k)
+
+    def reads(self, shards: VideoShards) -> Iterable[VideoBatch]:
+        """What the model reads of `shards` (read with `selection`): each batch cut to the content
+        selector's frames, when it has one."""
+        return shards if self.content is None else ContentSelected(shards, self.content)
 
 
 def cell_stages(cell: Cell) -> tuple[Stage, ...]:
@@ -65,8 +81,16 @@ def resolve(cell: Cell, num_classes: int, device: str) -> Recipe:
     if cell.intermediate:
         model.match_intermediates_at(cell.intermediate_points)
     teacher = cell.model_spec.build(num_classes) if cell.mode is Mode.PARALLEL else None
-    return Recipe(cell, model, teacher, FrameSelection(cell.selection, k=cell.k), cell_stages(cell),
-                  cell.train.config(cell.seed, device), count_macs(model, cell.k))
+    cost = count_macs(model, cell.k)
+    if not cell.chooses_by_content:
+        return Recipe(cell, model, teacher, FrameSelection(cell.selection, k=cell.k), cell_stages(cell),
+                      cell.train.config(cell.seed, device), cost)
+    content = ContentSelector(FrameScorer(num_classes), cell.selection, cell.k)
+    # The scorer reads every frame: counted on the longest videos, as a teacher's cost is.
+    choosing = content.macs(cell.max_frames)
+    cost = dataclasses.replace(cost, macs=cost.macs + choosing, video_macs=cost.video_macs + choosing,
+                               params=cost.params + sum(p.numel() for p in content.scorer.parameters()))
+    return Recipe(cell, model, teacher, None, cell_stages(cell), cell.train.config(cell.seed, device), cost, content)
 
 
 Trained = tuple[TrainResult, VideoModel | None]  # the result, and a parallel pair's trained teacher
@@ -81,8 +105,12 @@ def _baseline(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: Ep
 def _serial(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: EpochCallback | None) -> Trained:
     if cache_uri is None:
         raise OrchestratorError(f"{recipe.cell.name}: a serial student needs its teacher's cache")
-    train, val = _student_data(recipe, data)
     teacher = ParquetTeacherCache(cache_uri)
+    if recipe.content is not None:  # the scorer first: the student then reads what it picks
+        all_frames = data.training(recipe.cell.train.batch_size, shuffle=True, seed=recipe.cell.seed,
+                                   fraction=recipe.cell.data_fraction)
+        train_scorer(recipe.content.scorer, teacher, all_frames, ScorerTraining(), recipe.device, recipe.cell.seed)
+    train, val = _student_data(recipe, data)
     return train_serial_student(recipe.model, teacher, train, val, recipe.stages, recipe.config, on_epoch,
                                 classifier=recipe.cell.serial_classifier), None
 
@@ -100,11 +128,11 @@ def _parallel(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: Ep
 RUNNERS: dict[Mode, Runner] = {Mode.BASELINE: _baseline, Mode.SERIAL: _serial, Mode.PARALLEL: _parallel}
 
 
-def _student_data(recipe: Recipe, data: DataSet) -> tuple[VideoShards, VideoShards]:
-    """Training and validation data read with the student's frame selection."""
+def _student_data(recipe: Recipe, data: DataSet) -> tuple[Iterable[VideoBatch], Iterable[VideoBatch]]:
+    """Training and validation data as the student reads them."""
     cell, batch = recipe.cell, recipe.cell.train.batch_size
     train = data.training(batch, recipe.selection, shuffle=True, seed=cell.seed, fraction=cell.data_fraction)
-    return train, data.validation(batch, recipe.selection)
+    return recipe.reads(train), recipe.reads(data.validation(batch, recipe.selection))
 
 
 @dataclass(frozen=True)
@@ -137,16 +165,17 @@ def run_recipe(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: E
     started = time.perf_counter() if started is None else started
     result, teacher = RUNNERS[recipe.cell.mode](recipe, data, cache_uri, on_epoch)
     batch = recipe.cell.train.batch_size
-    test = evaluate(recipe.model, data.testing(batch, recipe.selection), recipe.device,
+    test = evaluate(recipe.model, recipe.reads(data.testing(batch, recipe.selection)), recipe.device,
                     keep_predictions=kept.predictions is not None)
     teacher_test = None if teacher is None else evaluate(teacher, data.testing(batch), recipe.device)
     if kept.predictions is not None:
         write_predictions(kept.predictions, test.predictions)
     if kept.sample is not None:
         theirs = None if teacher is None else represent(teacher, data.sampled(batch), recipe.device)
-        write_sample(kept.sample, represent(recipe.model, data.sampled(batch, recipe.selection), recipe.device), theirs)
+        mine = represent(recipe.model, recipe.reads(data.sampled(batch, recipe.selection)), recipe.device)
+        write_sample(kept.sample, mine, theirs)
     if kept.weights is not None:
-        weights.save(kept.weights, weights.student_card(recipe.cell, data.num_classes), recipe.model)
+        weights.save(kept.weights, weights.student_card(recipe.cell, data.num_classes), recipe.product)
     adaptive = {} if recipe.cell.adaptive is None else read_adaptively(recipe, data, kept.adaptive_predictions)
     return CellResult.of(result, test, recipe.cost, time.perf_counter() - started, recipe.device.type, data.roles(),
                          teacher_gap=None if teacher_test is None else teacher_test.gap,

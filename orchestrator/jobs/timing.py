@@ -13,9 +13,11 @@ import torch
 
 from orchestrator.experiment.modes import Role
 from orchestrator.experiment.presets import Preset
+from orchestrator.experiment.rows import timed, timed_content
 from orchestrator.jobs.data_sets import DataSet
 from workloads.data.batch import FrameSelection, VideoBatch
 from workloads.models import ModelSpec
+from workloads.saliency import ContentStudent, FrameScorer
 from workloads.timing import milliseconds_per_video
 from workloads.train import seed_everything
 
@@ -28,12 +30,20 @@ class TimingJob:
     ks: tuple[int, ...]
     data: DataSet
     device: str  # "cpu", or "auto": CUDA when the task was given a GPU
+    content: tuple[tuple[int, str], ...] = ()  # (k, rule) of each content student (`workloads.saliency`)
 
 
 def timing_job(preset: Preset, data: DataSet) -> TimingJob:
     specs = tuple((ModelSpec(family, preset.size, tuple(sorted(preset.model_overrides.get(family, {}).items()))),
                    preset.train_settings(family, Role.STUDENT).batch_size) for family in preset.families)
-    return TimingJob(specs, tuple(preset.ks), data, preset.resources.cell.device)
+    return TimingJob(specs, tuple(preset.ks), data, preset.resources.cell.device, content_timed(preset))
+
+
+def content_timed(preset: Preset) -> tuple[tuple[int, str], ...]:
+    """(k, rule) of the content students the preset makes (those with a control: `ContentStudents`)."""
+    if preset.content is None or not preset.content.controlled_serial(preset.serial):
+        return ()
+    return tuple((k, rule) for k in preset.content.controlled_ks(preset.ks) for rule in preset.content.rules)
 
 
 def _batches(data: DataSet, batch_size: int, selection: FrameSelection | None) -> list[VideoBatch]:
@@ -47,11 +57,6 @@ def _batches(data: DataSet, batch_size: int, selection: FrameSelection | None) -
     return batches
 
 
-def timed(ks: tuple[int, ...]) -> tuple[str, ...]:
-    """What the timing job times of each family: its teacher ("all") and its student at each k ("k<k>")."""
-    return ("all", *(f"k{k}" for k in ks))
-
-
 def time_models(job: TimingJob) -> tuple[str, dict[tuple[str, str], float]]:
     """(the device, (family, "all" | "k<k>") -> milliseconds per video)."""
     device = torch.device("cuda" if job.device == "auto" and torch.cuda.is_available() else "cpu")
@@ -60,9 +65,13 @@ def time_models(job: TimingJob) -> tuple[str, dict[tuple[str, str], float]]:
     found: dict[str, float] = {}
     for spec, batch_size in job.models:
         seed_everything(0)  # weights do not change the work; a fixed seed keeps runs alike
-        models = {what: (spec.build(job.data.num_classes, k=k),
+        classes = job.data.num_classes
+        models = {what: (spec.build(classes, k=k),
                          _batches(job.data, batch_size, None if k is None else FrameSelection("uniform", k=k)))
                   for what, k in zip(timed(job.ks), (None, *job.ks))}
+        for k, rule in job.content:  # handed every frame, as `predict` hands it them
+            student = ContentStudent(spec.build(classes, k=k), FrameScorer(classes), rule, k)
+            models[timed_content(k, rule)] = (student, _batches(job.data, batch_size, None))
         for what, ms in milliseconds_per_video(models, device).items():
             found[(spec.family, what)] = ms
         del models

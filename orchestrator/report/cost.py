@@ -11,6 +11,7 @@ import statistics
 
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.outcome import CellOutcome
+from orchestrator.experiment.rows import timed_content
 from orchestrator.report import published
 from orchestrator.report.tables import FAMILY_NAMES, MISSING, Table, state
 from orchestrator.tracking.runs import Timing
@@ -34,11 +35,16 @@ def _ratio(value: float | None, reference: float | None) -> str:
 
 def cost(family: str, cells: list[CellOutcome], timing: Timing | None, unlike_paper: str | None) -> Table:
     """Table 3 for one family: the teacher (all frames), then each k of its students (the k-frame model
-    every student and baseline at that k shares)."""
+    every student and baseline at that k shares), then each k and rule of its content students."""
     teacher = [c for c in cells if c.mode is Mode.SKYLINE]
-    ks = sorted({c.k for c in cells if c.k is not None})
+    ks = sorted({c.k for c in cells if c.k is not None and not c.chooses_by_content})
     rows = [("all", "Teacher-Skyline (all frames)", teacher)]
-    rows += [(f"k{k}", f"k={k}", [c for c in cells if c.k == k and c.mode is not Mode.PARALLEL]) for k in ks]
+    rows += [(f"k{k}", f"k={k}", [c for c in cells if c.k == k and c.mode is not Mode.PARALLEL
+                                   and not c.chooses_by_content]) for k in ks]
+    # A content student's pass holds its frame scorer over every frame: a row of its own
+    chosen = sorted({(c.k, c.selection) for c in cells if c.chooses_by_content})
+    rows += [(timed_content(k, rule), f"k={k}, frames by content ({rule})",
+              [c for c in cells if c.k == k and c.selection == rule]) for k, rule in chosen]
     name = FAMILY_NAMES.get(family, family)
     table = Table(f"Table 3: {name}, multiply-adds and inference time per video", list(HEADER), [])
     whole = _mean(teacher, "macs")

@@ -57,7 +57,7 @@ def serial_parallel(client, family: str, cells: list[CellOutcome], path: str) ->
     """Figure 2 for one family at its largest k with both serial and parallel students."""
     def student(mode: Mode, variant: str, k: int) -> CellOutcome | None:
         return _first([c for c in cells if c.mode == mode and c.variant == variant and c.k == k
-                       and not c.intermediate and c.parallel_classifier == "shared"])
+                       and not c.intermediate and c.parallel_classifier == "shared" and not c.chooses_by_content])
 
     ks = sorted({c.k for c in cells if c.mode is Mode.PARALLEL} & {c.k for c in cells if c.mode is Mode.SERIAL})
     skyline = _first([c for c in cells if c.mode is Mode.SKYLINE])
@@ -115,7 +115,7 @@ def embedded_pair(cells: list[CellOutcome]) -> tuple[CellOutcome, CellOutcome] |
     """Figure 3's teacher (skyline) and student: the serial student that learns the representation with the
     highest validation GAP at the largest k (the test split never picks), of the skyline's seed and data share."""
     skyline = _first([c for c in cells if c.mode is Mode.SKYLINE])
-    students = [c for c in cells if c.mode is Mode.SERIAL and learns_representation(c.variant) and not c.intermediate]
+    students = [c for c in cells if c.on_uniform_serial and learns_representation(c.variant)]
     if skyline is None or not students:
         return None
     k = max(c.k for c in students)
@@ -190,9 +190,13 @@ def gap_against_cost(cells: list[CellOutcome], path: str, client=None) -> str | 
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6.8, 4.4), dpi=110)
     for mode, marker in ((Mode.SKYLINE, "*"), (Mode.BASELINE, "x"), (Mode.SERIAL, "o"), (Mode.PARALLEL, "s")):
-        mine = [c for c in scored if c.mode == mode]
+        mine = [c for c in scored if c.mode == mode and not c.chooses_by_content]
         if mine:
             axis.scatter([c.macs / 1e9 for c in mine], [c.gap for c in mine], marker=marker, s=30, label=mode)
+    by_content = [c for c in scored if c.chooses_by_content]
+    if by_content:
+        axis.scatter([c.macs / 1e9 for c in by_content], [c.gap for c in by_content], marker="D", s=30,
+                     label="serial, frames by content")
     readings = [_Reading(c.adaptive_gap, c.adaptive_macs) for c in scored
                 if c.adaptive_gap is not None and c.adaptive_macs]
     if readings:

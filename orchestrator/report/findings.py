@@ -9,6 +9,9 @@ split reports a winner, it never picks one.
 - whether students that learn the representation (Lrep) lie closer to the teacher than Uniform-k does,
   by the cosine of their representations of the same test videos (the paper's Figure 3);
 - what matching intermediate states as well changes (Table 4: nothing, on YouTube-8M);
+- beyond the paper: whether a serial student on frames chosen by content (`workloads.saliency`), or one read
+  adaptively (`workloads.adaptive`), reaches the best serial student's GAP at the largest k with at most
+  half its frames;
 - with several data fractions, whether distillation's edge over Uniform-k grows as data shrinks (Table 2:
   +0.056 at 10% of YouTube-8M, +0.032 at 25%, +0.020 at 50%, +0.011 with all of it);
 - which cells picked their last epoch as their best: still improving when training stopped, so their scores
@@ -50,6 +53,7 @@ def findings(cells: list[CellOutcome], evidence: Evidence | None = None) -> list
         lines += [line for line in (_ordering(measure, fraction), _gap_closed(measure, fraction),
                                     _against_strongest(measure, fraction)) if line]
     most = max(c.data_fraction for c in cells)
+    lines += _by_content(cells, measure, most)
     lines += [line for line in (_adaptive(measure, most), _closer(measure, most), _intermediate(measure, most),
                                 _scarce_data(measure), _still_improving(cells), _compute(cells)) if line]
     return lines
@@ -92,10 +96,9 @@ class Means:
 
     def best_serial(self, fraction: float) -> tuple[str, Resampled] | None:
         """(the serial variant of the highest mean validation GAP, its test GAP)."""
-        variants = sorted({c.variant for c in self.cells if c.mode is Mode.SERIAL and not c.intermediate})
+        variants = sorted({c.variant for c in self.cells if c.on_uniform_serial})
         return self._chosen_on_validation(
-            {name: lambda c, v=name: c.mode is Mode.SERIAL and not c.intermediate and c.variant == v
-             for name in variants}, fraction)
+            {name: lambda c, v=name: c.on_uniform_serial and c.variant == v for name in variants}, fraction)
 
     def _chosen_on_validation(self, rows: dict[str, Match], fraction: float) -> tuple[str, Resampled] | None:
         """(the row of the highest mean validation GAP, its test GAP); on a tie, the first of `rows`."""
@@ -159,8 +162,7 @@ def _adaptive(measure: Means, fraction: float) -> str | None:
     serial = measure.best_serial(fraction)
     if serial is None:
         return None
-    cells = measure._cells(lambda c: c.mode is Mode.SERIAL and not c.intermediate and c.variant == serial[0],
-                           fraction)
+    cells = measure._cells(lambda c: c.on_uniform_serial and c.variant == serial[0], fraction)
     adaptive = measure.evidence.adaptive_gap(cells)
     if adaptive is None:
         return None
@@ -178,6 +180,42 @@ def _adaptive(measure: Means, fraction: float) -> str | None:
             f"({serial[0]}) reads {frames:.1f} of {k} frames on average, {share:.0%} of its k-frame "
             f"multiply-adds, at test GAP {adaptive.estimate:.3f} against {serial[1].estimate:.3f} reading all "
             f"{k}: {_shown(edge)}; reaching its {k}-frame GAP with at most {k // 2} frames: {verdict}")
+
+
+def _by_content(cells: list[CellOutcome], measure: Means, fraction: float) -> list[str]:
+    """Each serial student on frames chosen by content (`workloads.saliency`) against the best serial
+    student on validation at the largest k on uniform frames (does it reach that GAP with at most k/2
+    frames?), and against its control: the same variant on k uniform frames."""
+    serial = measure.best_serial(fraction)
+    rows = sorted({(c.k, c.selection, c.variant) for c in cells if c.chooses_by_content and c.finished})
+    if serial is None or not rows:
+        return []
+    top = measure.k
+    top_macs = statistics.fmean(c.macs for c in measure._cells(lambda c: c.on_uniform_serial and c.variant == serial[0],
+                                                               fraction))
+    lines = []
+    for k, rule, variant in rows:
+        at = Means(cells, k, measure.evidence)
+        mine = at._cells(lambda c: c.selection == rule and c.variant == variant and c.mode is Mode.SERIAL, fraction)
+        gap = measure.evidence.gap(mine) if mine else None
+        if gap is None:
+            continue
+        control = at.gap(lambda c: c.on_uniform_serial and c.variant == variant, fraction)
+        edge = gap - serial[1]
+        interval = edge.interval()
+        reaches = interval is not None and interval.high >= 0
+        verdict = ("holds (not shown worse: its interval reaches 0)" if reaches and k <= top // 2
+                   else "not shown (no interval: test predictions not kept)" if interval is None
+                   else "DOES NOT HOLD (" + ("more than half the frames" if reaches else "its interval lies below 0") + ")")
+        share = statistics.fmean(c.macs for c in mine) / top_macs
+        against = ("" if control is None else
+                   f"; against the same student on {k} uniform frames ({control.estimate:.3f}): {_shown(gap - control)}")
+        lines.append(f"Frames chosen by content ({rule}, a frame scorer trained from the teacher cache){_of(fraction)}: "
+                     f"serial {variant} on {k} of them reaches test GAP {gap.estimate:.3f} against {serial[1].estimate:.3f} "
+                     f"of the best serial student on validation ({serial[0]}) on {top} uniform frames: {_shown(edge)}, at "
+                     f"{share:.0%} of its multiply-adds (the scorer reading every frame counted){against}; reaching "
+                     f"its {top}-frame GAP with at most {top // 2} frames: {verdict}")
+    return lines
 
 
 def _still_improving(cells: list[CellOutcome]) -> str | None:

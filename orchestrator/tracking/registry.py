@@ -160,8 +160,7 @@ def _exists(client: MlflowClient, name: str) -> bool:
 
 
 def _first_version(client: MlflowClient, name: str, model_uri: str, cell: CellOutcome, card):
-    family = "teacher reading every frame" if card.k is None else \
-        f"student reading k={card.k} frames (every {card.stride}th, {card.selection})"
+    family = f"{'teacher' if card.k is None else 'student'} reading {card.reads}"
     client.create_registered_model(name, tags={schema.REGISTERED_FAMILY: cell.family,
                                                schema.REGISTERED_K: _k(card.k)},
                                    description=f"Fewer Frames {cell.family} {family}, for {card.num_classes} classes. "

@@ -1,5 +1,6 @@
 """A batch of videos as tensors, which frames it holds (`FrameSelection`), and what is done to batches:
-dequantising frames, concatenating pieces, keeping a selection's frames of an all-frames batch."""
+dequantising frames, concatenating pieces, keeping some of each row's frames (a selection's, of an
+all-frames batch)."""
 
 from __future__ import annotations
 
@@ -93,13 +94,18 @@ def subsample(batch: VideoBatch, selection: FrameSelection, seed: int = 0) -> Vi
         raise DataError("subsample needs a batch read with every frame (selection=None)")
     lengths = batch.num_frames.tolist()
     rng = np.random.default_rng(seed) if selection.name == "random" else None
-    picks = [selection.indices(int(n), rng) for n in lengths]
-    positions = torch.from_numpy(layout(picks, selection.k or 0)[3]).to(batch.frames.device)
-    mask = positions >= 0
-    index = positions.clamp(min=0)
+    return take(batch, [selection.indices(int(n), rng) for n in lengths], selection.k or 0)
+
+
+def take(batch: VideoBatch, picks: list[np.ndarray], width: int) -> VideoBatch:
+    """Of each row of `batch`, the frames at the slots `picks` gives it (sorted), padded to `width` (or
+    the most picked): their positions in the video carried along. Works on any device."""
+    slots = torch.from_numpy(layout(picks, width)[3]).to(batch.frames.device)
+    mask = slots >= 0
+    index = slots.clamp(min=0)
     frames = batch.frames.gather(1, index.unsqueeze(-1).expand(-1, -1, batch.frames.shape[-1]))
-    frames = frames * mask.unsqueeze(-1).to(frames.dtype)
-    return batch._replace(frames=frames, mask=mask, positions=positions)
+    positions = torch.where(mask, batch.positions.gather(1, index), torch.full_like(index, -1))
+    return batch._replace(frames=frames * mask.unsqueeze(-1).to(frames.dtype), mask=mask, positions=positions)
 
 
 def layout(picks: list[np.ndarray], width: int):
