@@ -147,9 +147,9 @@ def predict_on_cluster(classifier: Classifier, shards: list[str], job: Job) -> I
         ray.shutdown()
 
 
-def write_predictions(batches: Iterator[Predictions], job: Job, total: int, scores: Scores | None) -> int:
+def write_predictions(batches: Iterator[Predictions], job: Job, total: int, scores: Scores | None) -> tuple[int, int]:
     """Stream the rows into a temporary file beside `job.out` and rename it when complete; returns the
-    number of videos."""
+    number of videos and of the frames the model read of them."""
     from tqdm import tqdm
 
     fs, path = resolve(job.out)
@@ -159,7 +159,7 @@ def write_predictions(batches: Iterator[Predictions], job: Job, total: int, scor
         stream = fs.open_output_stream(temporary)
     except OSError as error:
         raise OrchestratorError(f"--out {job.out}: cannot be written: {one_line(error)}") from None
-    written = 0
+    written = read = 0
     try:
         with stream, tqdm(total=total, unit="video", desc="predict", file=sys.stderr, mininterval=2) as bar:
             stream.write((SUBMISSION_HEADER + "\n").encode())
@@ -168,12 +168,13 @@ def write_predictions(batches: Iterator[Predictions], job: Job, total: int, scor
                 if scores is not None:
                     scores.add(predictions)
                 written += len(predictions.ids)
+                read += int(predictions.frames.sum()) if predictions.frames is not None else 0
                 bar.update(len(predictions.ids))
         fs.move(temporary, path)
     except BaseException:
         _remove(fs, temporary)
         raise
-    return written
+    return written, read
 
 
 def _remove(fs, path: str) -> None:
@@ -195,7 +196,7 @@ def run(job: Job, tracking_uri: str) -> str:
     source = predict_on_cluster if job.address or os.environ.get("RAY_ADDRESS") else predict_here
     labelling = time.perf_counter()
     try:
-        videos = write_predictions(source(classifier, shards, job), job, total, scores)
+        videos, read = write_predictions(source(classifier, shards, job), job, total, scores)
     except WorkloadError as error:
         raise OrchestratorError(str(error)) from None
     ended = time.perf_counter()
@@ -203,7 +204,8 @@ def run(job: Job, tracking_uri: str) -> str:
     # footers come before it, said apart.
     lines = [f"{videos} videos of {len(shards)} shard(s) labelled by {job.model} in {ended - labelling:.1f} s "
              f"({videos / max(ended - labelling, 1e-9):.0f} videos/s; {labelling - started:.1f} s before it to load "
-             f"the model and read the shards' footers): {job.out}"]
+             f"the model and read the shards' footers): {job.out}",
+             f"the model read {read / max(videos, 1):.1f} frames per video on average ({classifier.card.reads})"]
     if scores is not None:
         lines.append(f"GAP {scores.gap():.4f}  mAP {scores.map():.4f}  over {scores.labelled} labelled videos"
                      if scores.labelled else "--labels: no video carries labels; no GAP or mAP")

@@ -78,6 +78,29 @@ def test_each_steps_prediction_is_the_student_on_the_frames_read(batch, family):
     assert first.macs < everything.macs
 
 
+@pytest.mark.parametrize("threshold", [0.0, 0.02, 1.0])
+def test_the_adaptive_student_stops_each_video_where_the_reading_did(batch, threshold):
+    """The product (`AdaptiveStudent`, handed the k frames a reader gives) and the test split's reading
+    (`anytime`, `stops`) agree video by video: the prediction at the stop and the frames read."""
+    from workloads.adaptive import AdaptiveStudent, chosen
+
+    torch.manual_seed(0)
+    student = build_model("hrnn", "small", 30, k=10).eval()
+    steps = (2, 5, 10)
+    probabilities = anytime(student, batch, 10, steps)
+    stop = stops(probabilities, threshold)
+    selected = subsample(batch, FrameSelection("uniform", k=10))
+    logits, read = AdaptiveStudent(student, 10, steps, threshold).read(selected.frames, selected.mask,
+                                                                       selected.positions)
+    np.testing.assert_allclose(torch.sigmoid(logits).numpy(), chosen(probabilities, stop), rtol=1e-5, atol=1e-6)
+    expected = frames_read(batch.num_frames.numpy(), 10, steps)[stop, np.arange(len(stop))]
+    assert read.tolist() == expected.tolist()
+    if threshold == 0.0:
+        assert (stop == 2).all()  # never calm enough: every video reads all it has of its 10
+    with pytest.raises(WorkloadError, match="threshold is >= 0"):
+        AdaptiveStudent(student, 10, steps, -0.1)
+
+
 def test_steps_must_rise_to_k(batch):
     with pytest.raises(WorkloadError, match="steps must rise from >= 1 to k=10"):
         anytime(build_model("netvlad", "small", 30, k=10), batch, 10, (5, 2, 10))
@@ -118,3 +141,27 @@ def test_a_student_trained_on_prefixes_sees_every_count_and_refuses_intermediate
     with pytest.raises(WorkloadError, match="reads all its frames: no prefixes"):
         train_serial_student(build_model("hrnn", "small", 10, k=10), cache, train, val,
                              stages("rep+ce", intermediate=True), config, prefixes=(2, 10))
+
+
+def test_a_registered_adaptive_student_reads_by_its_rule_and_says_how_many_frames(batch):
+    from workloads.adaptive import AdaptiveStudent
+    from workloads.inference import Classifier, ModelCard, load_weights, weights_bytes
+
+    rule = {"threshold": 1.0, "steps": [2, 5, 10]}  # every video stops at its second step: 5 frames at most
+    plain = ModelCard("hrnn", "small", 30, "uniform", 10, 60, stopping=rule)
+    assert not isinstance(plain.build(), AdaptiveStudent)  # the rule kept, all k read
+    card = ModelCard("hrnn", "small", 30, "uniform", 10, 60, stopping=rule, adaptive=True)
+    assert card.reads.startswith("up to k=10 frames (every 6th, uniform), coarse to fine")
+    torch.manual_seed(0)
+    model = card.build()
+    loaded_card, loaded = load_weights(weights_bytes(card, model), "m.pt")
+    assert loaded_card == card and isinstance(loaded, AdaptiveStudent) and loaded.threshold == 1.0
+    selected = subsample(batch, FrameSelection("uniform", k=10))
+    predictions = Classifier(loaded_card, loaded).predict(selected, top_k=5)
+    assert predictions.frames.tolist() == np.minimum(batch.num_frames.numpy(), 5).tolist()
+    whole = Classifier(plain, plain.build()).predict(selected, top_k=5)
+    assert whole.frames.tolist() == np.minimum(batch.num_frames.numpy(), 10).tolist()
+    with pytest.raises(WorkloadError, match="an adaptive reading needs a stopping rule and uniform frames"):
+        ModelCard("hrnn", "small", 30, "uniform", 10, 60, adaptive=True)
+    with pytest.raises(WorkloadError, match="steps must rise"):
+        ModelCard("hrnn", "small", 30, "uniform", 10, 60, stopping={"threshold": 0.1, "steps": [5, 2]})

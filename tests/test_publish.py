@@ -30,6 +30,7 @@ from workloads.inference import read_submission
 
 REPO = Path(__file__).resolve().parents[1]
 STUDENT, TEACHER = "fewer-frames-hrnn-k10", "fewer-frames-hrnn-all"
+ADAPTIVE = STUDENT + "-adaptive"  # the student best read adaptively: it stops per video by its calibrated rule
 pytestmark = pytest.mark.slow
 
 
@@ -74,12 +75,14 @@ def test_the_grid_registers_its_teacher_and_best_student_and_keeps_only_their_we
         assert float(version.tags[schema.MACS]) == pytest.approx(cell.macs, rel=1e-5)
         assert f"registered {name} version {version.version} (models:/{name}@best)" in printed
     assert client.get_model_version_by_alias(STUDENT, "best").tags[schema.K] == "10"
-    # keep_weights: best. The store holds the teacher's and the winner's models; the others' runs say why not.
+    # keep_weights: best. The store holds the teacher's, the winner's and the winner read adaptively's
+    # models; the others' runs say why not.
+    adaptive = max((c for c in students if c.adaptive_val_gap is not None), key=lambda c: c.adaptive_val_gap)
     kept = sorted(path.stem for path in (store / "models").glob("*.pt"))
-    assert kept == sorted([best.cell_id, Path(runs["hrnn/skyline/all/s0"].weights).stem])
+    assert kept == sorted({best.cell_id, adaptive.cell_id, Path(runs["hrnn/skyline/all/s0"].weights).stem})
     dropped = schema.dropped(schema.WEIGHTS_TAG)
     for run in cell_runs(client).values():
-        if schema.outcome_of_run(run).mode.is_student and run.info.run_id != best.run_id:
+        if schema.outcome_of_run(run).mode.is_student and run.info.run_id not in (best.run_id, adaptive.run_id):
             assert schema.WEIGHTS_TAG not in run.data.tags and "not the best hrnn k10 student" in run.data.tags[dropped]
     # The logged model is complete for inference: the card and weights, its code, pinned requirements, a
     # signature and an example.
@@ -228,8 +231,8 @@ def test_publish_with_every_winners_weights_gone_fails_and_names_them(grid, tmp_
     shutil.rmtree(store / "models")
     done = command("orchestrator.publish", "--experiment", "fewer-frames-tiny", "--tracking-uri", tracking(store))
     assert done.returncode == 1, done.stdout + done.stderr
-    assert f"error: 2 of 2 model(s) not registered (why above): {TEACHER}, {STUDENT}" in done.stderr
-    assert done.stdout.count("its weights are no longer at") == 2 and not client.search_registered_models()
+    assert f"error: 3 of 3 model(s) not registered (why above): {TEACHER}, {STUDENT}, {ADAPTIVE}" in done.stderr
+    assert done.stdout.count("its weights are no longer at") == 3 and not client.search_registered_models()
 
 
 def _post(url: str, body: dict):
@@ -259,9 +262,10 @@ def test_the_served_student_answers_a_request_of_shard_columns(grid, tmp_path):
         answer = _post(url + "/invocations", {"dataframe_split": {"columns": columns, "data": data},
                                               "params": {"top_k": 3}})["predictions"]
         assert [row["id"] for row in answer] == [v["id"] for v in videos]
-        for row in answer:
+        for row, video in zip(answer, videos):
             assert [(c, pytest.approx(s, rel=1e-5)) for c, s in zip(row["labels"], row["scores"])] == \
                 expected[row["id"]]
+            assert row["frames"] == min(10, video["num_frames"])  # what the k=10 student read of it
         first, frames = videos[0]["id"], videos[0]["num_frames"]
         bad = {  # each refused with 400 and the project's one line (MLflow's generic one had the stack trace)
             "frames that the bytes do not hold": ((0, 1, frames + 1), {}, f"request, video '{first}': field 'rgb' "
@@ -288,6 +292,44 @@ def test_the_served_student_answers_a_request_of_shard_columns(grid, tmp_path):
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
     assert not list(tmp_path.glob("mlflow.db")) and not (tmp_path / "mlruns").exists()  # MLflow wrote nothing here
+
+
+def test_the_adaptive_student_predicts_and_answers_saying_how_many_frames_it_read(grid, tmp_path):
+    _, _, tracking_uri, client, test_split = grid
+    students = [schema.outcome_of_run(run) for run in cell_runs(client).values()]
+    cell = max((c for c in students if c.adaptive_val_gap is not None), key=lambda c: c.adaptive_val_gap)
+    version = client.get_model_version_by_alias(ADAPTIVE, "best")
+    assert version.run_id == cell.run_id and "coarse to fine" in client.get_registered_model(ADAPTIVE).description
+    # Over the test split's folder: the GAP of the cell's adaptive reading, and the frames it read
+    done, out = predict(grid, tmp_path, f"models:/{ADAPTIVE}@best", "adaptive.csv", "--labels")
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout.split("GAP ")[1].split()[0]) == pytest.approx(cell.adaptive_gap, abs=1e-4)
+    read = float(done.stdout.split("the model read ")[1].split()[0])
+    assert read == pytest.approx(cell.adaptive_frames, abs=0.051) and 1 <= read <= 10
+    with open(out) as handle:
+        expected = read_submission(handle, str(out))
+    # Served: each video's answer says how many of its 10 frames it read
+    videos = pq.read_table(next(test_split.glob("*.parquet"))).slice(0, 3).to_pylist()
+    port = free_port()
+    serve = ["mlflow", "models", "serve", "-m", f"models:/{ADAPTIVE}@best", "--env-manager", "local", "-h", "127.0.0.1",
+             "-p", str(port)]
+    env = {**shell_env(), "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    server = subprocess.Popen(serve, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_answering(url + "/ping", server, "mlflow models serve")
+        data = [[v["id"], v["num_frames"], base64.b64encode(v["rgb"]).decode(), base64.b64encode(v["audio"]).decode()]
+                for v in videos]
+        columns = ["id", "num_frames", "rgb", "audio"]
+        answer = _post(url + "/invocations", {"dataframe_split": {"columns": columns, "data": data},
+                                              "params": {"top_k": 20}})["predictions"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    for row, video in zip(answer, videos):
+        assert 1 <= row["frames"] <= min(10, video["num_frames"])
+        assert [(c, pytest.approx(s, rel=1e-5)) for c, s in zip(row["labels"], row["scores"])] == expected[row["id"]]
 
 
 def test_bad_input_is_one_line_and_leaves_no_file(grid, tmp_path):

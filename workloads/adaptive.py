@@ -10,6 +10,9 @@ all k are read. The threshold is calibrated on the validation split: the one tha
 average while its validation GAP stays within a tolerance of reading all k (`calibrate`); the test split
 then reports GAP against mean frames read and mean multiply-adds (`curve`), for every threshold.
 
+`AdaptiveStudent` is the reading as a product: a registered model that stops per video by the calibrated
+threshold, runs each step on the videos still reading only, and says how many frames each read.
+
 Multiply-adds are counted as the loop runs them: each step runs the student again over the frames read so
 far (a recurrent student's blocks change as frames are inserted between them), so a video stopping at
 step s costs the sum of steps 1..s, per-frame work for the frames of each step plus the per-video work.
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from workloads.data.batch import FrameSelection, VideoBatch, subsample, take
 from workloads.errors import WorkloadError
@@ -171,3 +175,54 @@ def calibrate(points: list[Point], tolerance: float) -> Point:
     full = next((p for p in points if p.threshold == 0), max(points, key=lambda p: p.gap))
     good = [p for p in points if p.gap >= full.gap - tolerance]
     return min(good, key=lambda p: (p.frames, -p.gap))
+
+
+class AdaptiveStudent(nn.Module):
+    """A k-frame student that reads as many of its k frames as each video needs, as a product: handed each
+    video's k frames (in time order, as the reader gives a k-frame model), it predicts after each step from
+    the frames read so far in their coarse-to-fine order, and a video stops at the first step whose top-20
+    probabilities moved less than `threshold` since the step before, exactly as `stops` decides on the
+    test split. Each step runs the student on the videos still reading only."""
+
+    def __init__(self, student: nn.Module, k: int, steps: tuple[int, ...], threshold: float):
+        super().__init__()
+        check_steps(tuple(steps), k)
+        if threshold < 0:
+            raise WorkloadError(f"a stopping threshold is >= 0, got {threshold}")
+        self.student, self.k, self.steps, self.threshold = student, k, tuple(steps), float(threshold)
+
+    @torch.no_grad()
+    def read(self, frames: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor | None = None):
+        """(logits at each video's stop, frames each video read)."""
+        if positions is None:
+            positions = torch.arange(frames.shape[1], device=frames.device).expand(frames.shape[0], -1)
+        batch = VideoBatch([], frames, mask, positions, frames.new_zeros(frames.shape[0], 0), mask.sum(1))
+        videos = frames.shape[0]
+        reading = torch.arange(videos, device=frames.device)
+        logits = before = None
+        read = torch.zeros(videos, dtype=torch.long, device=frames.device)
+        for step, m in enumerate(self.steps):
+            rows = batch._replace(frames=frames[reading], mask=mask[reading], positions=positions[reading])
+            part = read_prefix(rows, m)
+            now = self.student.predict_logits(part.frames, part.mask, part.positions)
+            if logits is None:
+                logits = now.new_empty(videos, now.shape[1])
+            logits[reading] = now
+            read[reading] = part.mask.sum(1)
+            probabilities = torch.sigmoid(now.float())
+            if step == len(self.steps) - 1:
+                break
+            if before is not None:
+                top = probabilities.topk(min(TOP_K, probabilities.shape[1]), dim=1).indices
+                moved = (probabilities.gather(1, top) - before[reading].gather(1, top)).abs().amax(1)
+                going = moved >= self.threshold
+                reading, probabilities = reading[going], probabilities[going]
+                if not len(reading):
+                    break
+            if before is None:
+                before = torch.zeros(videos, probabilities.shape[1], device=frames.device)
+            before[reading] = probabilities
+        return logits, read
+
+    def predict_logits(self, frames: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor | None = None):
+        return self.read(frames, mask, positions)[0]

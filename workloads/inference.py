@@ -26,6 +26,7 @@ from workloads.data.reader import VideoShards, check_table, decode_rows
 from workloads.errors import DataError, WorkloadError
 from workloads.metrics import TOP_K, TopKAccumulator
 from workloads.models import ModelSpec, VideoModel
+from workloads.adaptive import AdaptiveStudent, check_steps
 from workloads.saliency import RULES, ContentStudent, FrameScorer
 
 SUBMISSION_HEADER = "VideoId,LabelConfidencePairs"
@@ -45,12 +46,23 @@ class ModelCard:
     max_frames: int  # the longest videos of its data (the nominal stride j = max_frames // k)
     overrides: dict[str, Any] = field(default_factory=dict)  # the family's settings that differ from the size's
     source: dict[str, str] = field(default_factory=dict)  # where it was trained (cell name and id)
+    # A k-frame student's stopping rule, calibrated on validation (`workloads.adaptive`): {"threshold": t,
+    # "steps": [frames read after each step]}; empty when it was not read adaptively. With `adaptive` the
+    # model reads by it (a registered "-adaptive" model); without, it reads all k.
+    stopping: dict[str, Any] = field(default_factory=dict)
+    adaptive: bool = False
 
     def __post_init__(self) -> None:
         self.model_spec.config()  # names an unknown family, size or setting
         self.frame_selection  # names an unknown selector
         if self.chooses_by_content and self.k is None:
             raise WorkloadError(f"model card: frames chosen by content ({self.selection}) need k")
+        if self.adaptive and (not self.stopping or self.selection != "uniform"):
+            raise WorkloadError("model card: an adaptive reading needs a stopping rule and uniform frames")
+        if self.stopping:
+            check_steps(tuple(self.stopping.get("steps", ())), self.k or 0)
+            if not self.stopping.get("threshold", -1) >= 0:
+                raise WorkloadError(f"model card: a stopping threshold is >= 0, got {self.stopping.get('threshold')}")
         if self.num_classes < 1:
             raise WorkloadError(f"model card: num_classes must be >= 1, got {self.num_classes}")
 
@@ -74,16 +86,21 @@ class ModelCard:
             return "every frame"
         if self.chooses_by_content:
             return f"k={self.k} frames chosen by content ({self.selection}: a frame scorer reads every frame)"
+        if self.adaptive:
+            return (f"up to k={self.k} frames (every {self.stride}th, uniform), coarse to fine, each video stopping "
+                    f"once its prediction settles (threshold {self.stopping['threshold']:g})")
         return f"k={self.k} frames (every {self.stride}th, {self.selection})"
 
     @property
     def stride(self) -> int:
         return 1 if self.k is None else max(1, self.max_frames // self.k)
 
-    def build(self) -> VideoModel | ContentStudent:
+    def build(self) -> VideoModel | ContentStudent | AdaptiveStudent:
         model = self.model_spec.build(self.num_classes, k=self.k)
         if self.chooses_by_content:
             return ContentStudent(model, FrameScorer(self.num_classes), self.selection, self.k)
+        if self.adaptive:
+            return AdaptiveStudent(model, self.k, tuple(self.stopping["steps"]), self.stopping["threshold"])
         return model
 
     def to_json(self) -> dict[str, Any]:
@@ -128,6 +145,15 @@ class Predictions:
     classes: np.ndarray  # (videos, top) int64
     scores: np.ndarray  # (videos, top) float32, descending
     labels: list[np.ndarray]  # each video's label classes (empty for unlabelled videos)
+    frames: np.ndarray | None = None  # (videos,) frames the model read of each (None: not said)
+
+
+def frames_read(model, batch: VideoBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the model's logits, the frames it read of each video): a model that chooses how many (`read`: an
+    adaptive or content student) says so; any other reads every frame it is handed."""
+    if hasattr(model, "read"):
+        return model.read(batch.frames, batch.mask, batch.positions)
+    return model.predict_logits(batch.frames, batch.mask, batch.positions), batch.mask.sum(1)
 
 
 class Classifier:
@@ -139,7 +165,7 @@ class Classifier:
     @torch.no_grad()
     def predict(self, batch: VideoBatch, top_k: int) -> Predictions:
         batch = batch.to(self.device)
-        logits = self.model.predict_logits(batch.frames, batch.mask, batch.positions)
+        logits, read = frames_read(self.model, batch)
         scores = torch.sigmoid(logits.float()).cpu().numpy()  # as `workloads.evaluation` scores
         top = min(max(top_k, TOP_K), self.card.num_classes)  # what the CSV shows and what GAP needs
         # The starter code's call (`argpartition`), so ties at the last place keep the same classes.
@@ -148,7 +174,8 @@ class Classifier:
         order = np.argsort(-picked, axis=1, kind="stable")
         labels = batch.labels.cpu().numpy()
         return Predictions(list(batch.ids), np.take_along_axis(classes, order, axis=1).astype(np.int64),
-                           np.take_along_axis(picked, order, axis=1), [np.flatnonzero(row) for row in labels])
+                           np.take_along_axis(picked, order, axis=1), [np.flatnonzero(row) for row in labels],
+                           read.cpu().numpy())
 
     def shard(self, location: str, batch_size: int) -> VideoShards:
         """A shard read with the model's frame selection, after checking it is for the model's classes."""

@@ -221,9 +221,13 @@ class ContentStudent(nn.Module):
         whole = VideoBatch([], frames, mask, positions, frames.new_zeros(frames.shape[0], 0), mask.sum(1))
         return self.selector.pick(whole)
 
-    def predict_logits(self, frames: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor | None = None):
+    def read(self, frames: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor | None = None):
+        """(logits, frames its student read of each video: the k picked; its scorer read them all)."""
         picked = self._picked(frames, mask, positions)
-        return self.student.predict_logits(picked.frames, picked.mask, picked.positions)
+        return self.student.predict_logits(picked.frames, picked.mask, picked.positions), picked.mask.sum(1)
+
+    def predict_logits(self, frames: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor | None = None):
+        return self.read(frames, mask, positions)[0]
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor | None = None):
         picked = self._picked(frames, mask, positions)

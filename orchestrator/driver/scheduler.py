@@ -133,13 +133,14 @@ class Scheduler:
             raise OrchestratorError(f"{name}: recording it failed: {one_line(failure)}") from None
 
     def _cell_done(self, cell: Cell, result: CellResult) -> None:
-        """Record a finished cell; under `keep_weights: best` the students of its family and k that it
-        beats lose their kept weights."""
+        """Record a finished cell; under `keep_weights: best` the students of its family and k that are the
+        best neither read whole nor read adaptively lose their kept weights."""
         self.ledger.record(cell, self.similarity.measured(cell, result))
         self.pace.finished(cell, result.wall_seconds)
         if self.preset.keep_weights == "best":
             for loser in weights.losers(cell, self.cells, self.ledger.results):
-                self.ledger.drop_weights(loser, f"not the best {cell.family} k{cell.k} student by validation GAP")
+                self.ledger.drop_weights(loser, f"not the best {cell.family} k{cell.k} student by validation GAP, "
+                                                "read whole or adaptively")
 
     def _teacher_done(self, teacher: TeacherSpec, result: CellResult | None, error: BaseException | None) -> None:
         skyline = self.ledger.skylines[teacher.id]

@@ -36,3 +36,11 @@ def read_adaptively(recipe, data, kept_predictions: str | None) -> dict[str, Any
     return {"adaptive_threshold": picked.threshold, "adaptive_val_gap": picked.gap, "adaptive_gap": at.gap,
             "adaptive_frames": at.frames, "adaptive_macs": at.macs,
             "adaptive_curve": tuple((p.threshold, p.gap, p.frames, p.macs) for p in test.points())}
+
+
+def stopping_rule(cell, reading: dict[str, Any]) -> dict[str, Any]:
+    """The rule a cell's reading (`read_adaptively`'s fields) calibrated, as a model card keeps it
+    (`ModelCard.stopping`: the threshold and the frames read after each step); {} without a reading."""
+    if not reading:
+        return {}
+    return {"threshold": reading["adaptive_threshold"], "steps": list(cell.adaptive.steps_for(cell.k))}

@@ -17,7 +17,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.experiment.matrix import Cell
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.results import CellResult
-from orchestrator.jobs.adaptive_reading import read_adaptively
+from orchestrator.jobs.adaptive_reading import read_adaptively, stopping_rule
 from orchestrator.jobs.data_sets import DataSet
 from orchestrator.store import weights
 from orchestrator.store.predictions import write_predictions
@@ -174,9 +174,10 @@ def run_recipe(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: E
         theirs = None if teacher is None else represent(teacher, data.sampled(batch), recipe.device)
         mine = represent(recipe.model, recipe.reads(data.sampled(batch, recipe.selection)), recipe.device)
         write_sample(kept.sample, mine, theirs)
-    if kept.weights is not None:
-        weights.save(kept.weights, weights.student_card(recipe.cell, data.num_classes), recipe.product)
     adaptive = {} if recipe.cell.adaptive is None else read_adaptively(recipe, data, kept.adaptive_predictions)
+    if kept.weights is not None:  # with the stopping rule its adaptive reading calibrated, if it has one
+        card = weights.student_card(recipe.cell, data.num_classes, stopping_rule(recipe.cell, adaptive))
+        weights.save(kept.weights, card, recipe.product)
     return CellResult.of(result, test, recipe.cost, time.perf_counter() - started, recipe.device.type, data.roles(),
                          teacher_gap=None if teacher_test is None else teacher_test.gap,
                          teacher_map=None if teacher_test is None else teacher_test.map, weights=kept.weights,

@@ -204,7 +204,8 @@ def _by_content(cells: list[CellOutcome], measure: Means, fraction: float) -> li
         edge = gap - serial[1]
         interval = edge.interval()
         reaches = interval is not None and interval.high >= 0
-        verdict = ("holds (not shown worse: its interval reaches 0)" if reaches and k <= top // 2
+        verdict = ("holds (and better: its interval lies above 0)" if reaches and k <= top // 2 and interval.low > 0
+                   else "holds (not shown worse: its interval reaches 0)" if reaches and k <= top // 2
                    else "not shown (no interval: test predictions not kept)" if interval is None
                    else "DOES NOT HOLD (" + ("more than half the frames" if reaches else "its interval lies below 0") + ")")
         share = statistics.fmean(c.macs for c in mine) / top_macs

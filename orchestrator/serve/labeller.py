@@ -2,7 +2,8 @@
 
 Its input is a video shard's columns, `id`, `num_frames`, `rgb` and `audio` (the quantised bytes; a server
 takes them base64-encoded, which MLflow's scoring server decodes for `binary` columns); its output, each
-video's best classes and scores, best first (`top_k`, a parameter, 20 by default). Dequantisation is the
+video's best classes and scores, best first (`top_k`, a parameter, 20 by default), and how many frames the
+model read of it (`frames`: an adaptive student's own count). Dequantisation is the
 data format's own (`workloads.data.format`), done as the model's reader does it.
 """
 
@@ -24,7 +25,9 @@ from workloads.inference import Classifier, ModelCard, Predictions, load_weights
 TOP_K_DEFAULT = 20
 INPUT = Schema([ColSpec("string", "id"), ColSpec("long", "num_frames"), ColSpec("binary", "rgb"),
                 ColSpec("binary", "audio")])
-OUTPUT = Schema([ColSpec("string", "id"), ColSpec(Array("long"), "labels"), ColSpec(Array("double"), "scores")])
+# `frames`: how many frames the model read of each video (an adaptive student stops when it is sure)
+OUTPUT = Schema([ColSpec("string", "id"), ColSpec(Array("long"), "labels"), ColSpec(Array("double"), "scores"),
+                 ColSpec("long", "frames")])
 SIGNATURE = ModelSignature(INPUT, OUTPUT, ParamSchema([ParamSpec("top_k", "long", TOP_K_DEFAULT)]))
 WEIGHTS, CARD = "weights", "card"  # the model's artifacts
 
@@ -72,7 +75,8 @@ def frame_of(batches: list[Predictions], top_k: int) -> pd.DataFrame:
     ids = [video for batch in batches for video in batch.ids]
     labels = [row[:top_k].tolist() for batch in batches for row in batch.classes]
     scores = [row[:top_k].astype(float).tolist() for batch in batches for row in batch.scores]
-    return pd.DataFrame({"id": ids, "labels": labels, "scores": scores})
+    frames = [int(n) for batch in batches for n in batch.frames]
+    return pd.DataFrame({"id": ids, "labels": labels, "scores": scores, "frames": frames})
 
 
 def example(card: ModelCard) -> pd.DataFrame:

@@ -27,7 +27,8 @@ class ShardLabeller:
         for shard in batch["shard"]:
             for predictions in self.classifier.predict_shard(str(shard), self.batch_size, self.top_k):
                 yield {"id": _objects(predictions.ids), "classes": predictions.classes,
-                       "scores": predictions.scores, "labels": _objects([l.tolist() for l in predictions.labels])}
+                       "scores": predictions.scores, "labels": _objects([l.tolist() for l in predictions.labels]),
+                       "frames": predictions.frames}
 
 
 def shard_predictions(ray, classifier: Classifier, shards: list[str], job) -> Iterator[Predictions]:
@@ -42,7 +43,8 @@ def shard_predictions(ray, classifier: Classifier, shards: list[str], job) -> It
                                "top_k": job.top_k, "gpus": job.gpus})
     for rows in labelled.iter_batches(batch_size=None, batch_format="numpy"):
         yield Predictions([str(video) for video in rows["id"]], np.asarray(rows["classes"]),
-                          np.asarray(rows["scores"]), [np.asarray(labels, dtype=np.int64) for labels in rows["labels"]])
+                          np.asarray(rows["scores"]), [np.asarray(labels, dtype=np.int64) for labels in rows["labels"]],
+                          np.asarray(rows["frames"]))
 
 
 def _objects(values: list) -> np.ndarray:

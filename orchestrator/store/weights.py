@@ -4,9 +4,9 @@ Every teacher and every student (serial or parallel) writes its card and weights
 to `<store>/models/<id>.pt` where it trains: a teacher by its id, a student by its cell's. A paper-size
 model is 0.36 GB (NeXtVLAD) to 1.2 GB (NetVLAD), and the paper's matrix has hundreds of students, so by
 default (`keep_weights: best`) the driver keeps only each family's best student at each k by validation
-GAP (the one the registry gets): when a student is recorded, the others of its family and k lose their
-files. Baselines keep none (they are the grid's points of comparison, not products); every teacher is
-kept (one per family, data fraction and seed: the skyline's model).
+GAP, and its best read adaptively (the ones the registry gets): when a student is recorded, the others of
+its family and k lose their files. Baselines keep none (they are the grid's points of comparison, not
+products); every teacher is kept (one per family, data fraction and seed: the skyline's model).
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from workloads.inference import ModelCard, load_weights, weights_bytes
 from workloads.models import VideoModel
 
 
-def student_card(cell: Cell, num_classes: int) -> ModelCard:
+def student_card(cell: Cell, num_classes: int, stopping: dict | None = None) -> ModelCard:
+    """A student's card; `stopping`: the rule its adaptive reading calibrated (`ModelCard.stopping`)."""
     return ModelCard(cell.family, cell.size, num_classes, cell.selection, cell.k, cell.max_frames,
-                     dict(cell.model), {"cell": cell.name, "cell_id": cell.id})
+                     dict(cell.model), {"cell": cell.name, "cell_id": cell.id}, stopping or {})
 
 
 def teacher_card(spec: TeacherSpec, num_classes: int, max_frames: int) -> ModelCard:
@@ -53,13 +54,27 @@ def slot(cell: Cell) -> tuple[str, int] | None:
 
 
 def losers(cell: Cell, cells: list[Cell], results: dict[str, CellResult]) -> list[Cell]:
-    """The recorded students of `cell`'s family and k whose weights are kept but are not the best there
-    by validation GAP (on a tie, the first in the matrix's order stays)."""
+    """The recorded students of `cell`'s family and k whose weights are kept but that are the best in none
+    of the registered models they compete for: the k-frame model by validation GAP, and the model read
+    adaptively by its reading's validation GAP (on a tie, the first in the matrix's order stays)."""
     rivals = [c for c in cells if slot(c) == slot(cell) and c.id in results and results[c.id].weights]
     if slot(cell) is None or len(rivals) < 2:
         return []
-    best = max(rivals, key=lambda c: results[c.id].val_gap)
-    return [c for c in rivals if c is not best]
+    best: dict[str, tuple[Cell, float]] = {}
+    for rival in rivals:
+        for model, score in _scores(results[rival.id]).items():
+            if model not in best or score > best[model][1]:
+                best[model] = (rival, score)
+    kept = {winner.id for winner, _ in best.values()}
+    return [c for c in rivals if c.id not in kept]
+
+
+def _scores(result: CellResult) -> dict[str, float]:
+    """A student's score for each registered model of its family and k it competes for."""
+    found = {"k-frame": result.val_gap}
+    if result.adaptive_val_gap is not None:
+        found["adaptive"] = result.adaptive_val_gap
+    return found
 
 
 def delete(location: str) -> None:

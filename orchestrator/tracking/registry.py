@@ -1,6 +1,8 @@
 """MLflow's Model Registry: a grid's models published. Each family's teacher as `fewer-frames-<family>-all`
 and its best student at each k (by validation GAP, among serial and parallel students whose weights are
-kept) as `fewer-frames-<family>-k<k>`, each an MLflow Model logged on its cell's run
+kept) as `fewer-frames-<family>-k<k>`, and its best student read adaptively (by that reading's validation
+GAP) as `fewer-frames-<family>-k<k>-adaptive`, a model that stops per video by its calibrated rule
+(`workloads.adaptive.AdaptiveStudent`); each an MLflow Model logged on its cell's run
 (`orchestrator.serve.package`), the alias `best` moved to the new version, and tags naming the cell, its
 test GAP/mAP and multiply-adds. A winner already registered under `best` is not registered again. The
 grid does this when it ends (`publish_after_grid`); `python -m orchestrator.publish` at any time.
@@ -8,6 +10,7 @@ grid does this when it ends (`publish_after_grid`); `python -m orchestrator.publ
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shlex
@@ -28,8 +31,10 @@ from orchestrator.tracking.runs import read_experiment
 from orchestrator.tracking.tracker import Tracker
 from workloads.data.fs import resolve
 from workloads.errors import WorkloadError
+from workloads.inference import ModelCard
 
 ALIAS = "best"
+ADAPTIVE = "-adaptive"  # a registered name's suffix: its student reads as many of its k frames as each video needs
 
 
 def registered_name(family: str, k: int | None) -> str:
@@ -51,8 +56,12 @@ class Published:
         uri = (f"models:/{self.name}@{ALIAS}" if self.aliased else f"models:/{self.name}@{self.alias}" if self.alias
                else f"models:/{self.name}/{self.version}")
         place = f"; on the validation front (validation GAP {self.cell.val_gap:.4f}), place {self.place}" if self.place else ""
-        return (f"{what} {self.name} version {self.version} ({uri}): {display_name(self.cell)} ({self.cell.name}), test GAP "
-                f"{self.cell.gap:.4f}, {_millions(self.cell.macs)} M multiply-adds per video{place}")
+        cell = self.cell
+        scored = (f"read adaptively: test GAP {cell.adaptive_gap:.4f}, {cell.adaptive_frames:.1f} of {cell.k} frames "
+                  f"and {_millions(cell.adaptive_macs)} M multiply-adds per video on average"
+                  if self.name.endswith(ADAPTIVE) and cell.adaptive_gap is not None
+                  else f"test GAP {cell.gap:.4f}, {_millions(cell.macs)} M multiply-adds per video")
+        return f"{what} {self.name} version {self.version} ({uri}): {display_name(cell)} ({cell.name}), {scored}{place}"
 
 
 def commands(published: list[Published], tracking_uri: str) -> list[str]:
@@ -83,16 +92,20 @@ def _pasteable(tracking_uri: str) -> str:
 
 def winners(cells: list[CellOutcome]) -> dict[str, CellOutcome]:
     """Registered name -> the cell that goes there: each family's teacher (skyline) and best student at
-    each k by validation GAP, among finished cells whose weights are kept."""
-    best: dict[str, CellOutcome] = {}
+    each k by validation GAP, among finished cells whose weights are kept; and, as "<name>-adaptive", the
+    student at each k best read adaptively (`workloads.adaptive`), by its reading's validation GAP."""
+    best: dict[str, tuple[CellOutcome, float]] = {}
     for cell in cells:
         if not (cell.finished and cell.weights and (cell.mode is Mode.SKYLINE or cell.mode.is_student)):
             continue
         name = registered_name(cell.family, cell.k)
-        score = cell.val_gap or 0.0
-        if name not in best or score > (best[name].val_gap or 0.0):
-            best[name] = cell
-    return dict(sorted(best.items()))
+        scores = {name: cell.val_gap or 0.0}
+        if cell.mode.is_student and cell.adaptive_val_gap is not None:
+            scores[name + ADAPTIVE] = cell.adaptive_val_gap
+        for model, score in scores.items():
+            if model not in best or score > best[model][1]:
+                best[model] = (cell, score)
+    return {name: cell for name, (cell, _) in sorted(best.items())}
 
 
 def publish_cell(client: MlflowClient, name: str, cell: CellOutcome, move_alias: bool = True) -> Published:
@@ -108,9 +121,11 @@ def publish_cell(client: MlflowClient, name: str, cell: CellOutcome, move_alias:
         local = os.path.join(scratch, "weights.pt")
         _download(cell.weights, local)
         try:
-            card, _ = weights.read(local)
+            card, model = weights.read(local)
         except WorkloadError as error:
             raise OrchestratorError(f"{cell.name}: {cell.weights}: {error}") from None
+        if name.endswith(ADAPTIVE):
+            card = _reading_adaptively(cell, card, model, local)
         model_uri = log_package(cell.run_id, local, card, client.tracking_uri)
     version = client.create_model_version(name, model_uri, run_id=cell.run_id, tags=_tags(cell, card),
                                           description=_describe(cell, card), model_id=_model_id(model_uri)) \
@@ -118,6 +133,17 @@ def publish_cell(client: MlflowClient, name: str, cell: CellOutcome, move_alias:
     if move_alias:
         client.set_registered_model_alias(name, ALIAS, version.version)
     return Published(name, version.version, cell, new=True, aliased=move_alias)
+
+
+def _reading_adaptively(cell: CellOutcome, card: ModelCard, model, local: str) -> ModelCard:
+    """The student's card and weights at `local` rewritten to read by its calibrated stopping rule."""
+    if not card.stopping:
+        raise OrchestratorError(f"{cell.name}: its weights hold no stopping rule (kept before models carried one)")
+    card = dataclasses.replace(card, adaptive=True)
+    reading = card.build()
+    reading.student.load_state_dict(model.state_dict())
+    weights.save(local, card, reading)
+    return card
 
 
 def publish_experiment(client: MlflowClient, experiment: str) -> tuple[list[Published], list[str]]:
