@@ -90,12 +90,14 @@ class FrameScorer(nn.Module):
 
     @torch.no_grad()
     def saliency(self, batch: VideoBatch) -> torch.Tensor:
-        """(batch, F): each frame's largest rise of a class probability above the prior, -inf on padding."""
+        """(batch, F): each frame's largest rise of a class probability above the prior, -inf on padding;
+        computed where the scorer is (a reader's batch may still be on the CPU)."""
         was_training = self.training
         self.eval()
-        scores = (torch.sigmoid(self(batch.frames.float())) - self.prior).amax(dim=-1)
+        device = self.prior.device
+        scores = (torch.sigmoid(self(batch.frames.to(device).float())) - self.prior).amax(dim=-1)
         self.train(was_training)
-        return scores.masked_fill(~batch.mask, float("-inf"))
+        return scores.masked_fill(~batch.mask.to(device), float("-inf"))
 
     @property
     def frame_macs(self) -> int:

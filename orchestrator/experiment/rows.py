@@ -20,8 +20,8 @@ SKYLINE = "skyline"  # the row key of the teacher's skyline
 
 def row_key(cell: Cell | CellOutcome) -> str:
     """The key of the table row a cell belongs to (the keys of `published`): "skyline",
-    "baseline:<selection>", "<mode>:<variant>" with "+intermediate", and "@own" (its own classifier) or "@<rule>" (frames chosen by
-    content)."""
+    "baseline:<selection>", "<mode>:<variant>" with "+intermediate", and "@own" (its own classifier) or
+    "@<rule>" (frames chosen by content)."""
     if cell.mode is Mode.SKYLINE:
         return SKYLINE
     if cell.mode.named_by_selection:

@@ -96,7 +96,8 @@ _REGISTERED = (
               lambda cell, distance: dataclasses.replace(cell, pred_distance=str(distance)),
               lambda cell: cell.pred_distance, lambda distance: {"pred_distance": str(distance)}),
     # Read back only where it is a content rule: a uniform trial's settings are what they always were
-    Parameter("selection", _selection, _with_selection, lambda cell: cell.selection if cell.chooses_by_content else None,
+    Parameter("selection", _selection, _with_selection,
+              lambda cell: cell.selection if cell.chooses_by_content else None,
               lambda rule: {} if rule == "uniform" else {"content": {"rules": [str(rule)]}}),
 )
 PARAMETERS: dict[str, Parameter] = {parameter.name: parameter for parameter in _REGISTERED}

@@ -169,17 +169,12 @@ def _adaptive(measure: Means, fraction: float) -> str | None:
     k, frames = measure.k, statistics.fmean(c.adaptive_frames for c in cells)
     share = statistics.fmean(c.adaptive_macs for c in cells) / statistics.fmean(c.macs for c in cells)
     edge = adaptive - serial[1]
-    interval = edge.interval()
-    reaches = interval is not None and interval.high >= 0
-    # "Reaches" is not shown worse: the interval of the difference reaches 0 or lies above it
-    verdict = ("holds (not shown worse: its interval reaches 0)" if reaches and frames <= k / 2
-               else "not shown (no interval: test predictions not kept)" if interval is None
-               else "DOES NOT HOLD (" + ("more than half the frames" if reaches else "its interval lies below 0") + ")")
     return (f"Adaptive reading at k={k}{_of(fraction)} (frames coarse to fine, each video stopping once its "
             f"prediction settles, the threshold calibrated on validation): the best serial student on validation "
             f"({serial[0]}) reads {frames:.1f} of {k} frames on average, {share:.0%} of its k-frame "
             f"multiply-adds, at test GAP {adaptive.estimate:.3f} against {serial[1].estimate:.3f} reading all "
-            f"{k}: {_shown(edge)}; reaching its {k}-frame GAP with at most {k // 2} frames: {verdict}")
+            f"{k}: {_shown(edge)}; reaching its {k}-frame GAP with at most {k // 2} frames: "
+            f"{_reaching(edge, frames, k)}")
 
 
 def _by_content(cells: list[CellOutcome], measure: Means, fraction: float) -> list[str]:
@@ -191,8 +186,8 @@ def _by_content(cells: list[CellOutcome], measure: Means, fraction: float) -> li
     if serial is None or not rows:
         return []
     top = measure.k
-    top_macs = statistics.fmean(c.macs for c in measure._cells(lambda c: c.on_uniform_serial and c.variant == serial[0],
-                                                               fraction))
+    best = measure._cells(lambda c: c.on_uniform_serial and c.variant == serial[0], fraction)
+    top_macs = statistics.fmean(c.macs for c in best)
     lines = []
     for k, rule, variant in rows:
         at = Means(cells, k, measure.evidence)
@@ -202,20 +197,15 @@ def _by_content(cells: list[CellOutcome], measure: Means, fraction: float) -> li
             continue
         control = at.gap(lambda c: c.on_uniform_serial and c.variant == variant, fraction)
         edge = gap - serial[1]
-        interval = edge.interval()
-        reaches = interval is not None and interval.high >= 0
-        verdict = ("holds (and better: its interval lies above 0)" if reaches and k <= top // 2 and interval.low > 0
-                   else "holds (not shown worse: its interval reaches 0)" if reaches and k <= top // 2
-                   else "not shown (no interval: test predictions not kept)" if interval is None
-                   else "DOES NOT HOLD (" + ("more than half the frames" if reaches else "its interval lies below 0") + ")")
         share = statistics.fmean(c.macs for c in mine) / top_macs
-        against = ("" if control is None else
-                   f"; against the same student on {k} uniform frames ({control.estimate:.3f}): {_shown(gap - control)}")
-        lines.append(f"Frames chosen by content ({rule}, a frame scorer trained from the teacher cache){_of(fraction)}: "
-                     f"serial {variant} on {k} of them reaches test GAP {gap.estimate:.3f} against {serial[1].estimate:.3f} "
-                     f"of the best serial student on validation ({serial[0]}) on {top} uniform frames: {_shown(edge)}, at "
-                     f"{share:.0%} of its multiply-adds (the scorer reading every frame counted){against}; reaching "
-                     f"its {top}-frame GAP with at most {top // 2} frames: {verdict}")
+        against = "" if control is None else (f"; against the same student on {k} uniform frames "
+                                              f"({control.estimate:.3f}): {_shown(gap - control)}")
+        lines.append(f"Frames chosen by content ({rule}, a frame scorer trained from the teacher cache)"
+                     f"{_of(fraction)}: serial {variant} on {k} of them reaches test GAP {gap.estimate:.3f} "
+                     f"against {serial[1].estimate:.3f} of the best serial student on validation ({serial[0]}) on "
+                     f"{top} uniform frames: {_shown(edge)}, at {share:.0%} of its multiply-adds (the scorer reading "
+                     f"every frame counted){against}; reaching its {top}-frame GAP with at most {top // 2} frames: "
+                     f"{_reaching(edge, k, top)}")
     return lines
 
 
@@ -252,8 +242,7 @@ def _compute(cells: list[CellOutcome]) -> str | None:
 
 
 def _closer(measure: Means, fraction: float) -> str | None:
-    students = measure.cosine(lambda c: c.mode is Mode.SERIAL and not c.intermediate
-                              and learns_representation(c.variant), fraction)
+    students = measure.cosine(lambda c: c.on_uniform_serial and learns_representation(c.variant), fraction)
     uniform = measure.cosine(_baseline("uniform"), fraction)
     if students is None or uniform is None:
         return None
@@ -292,6 +281,19 @@ def _scarce_data(measure: Means) -> str | None:
 
 def _of(fraction: float) -> str:
     return "" if fraction == 1 else f" on {fraction:.0%} of the training data"
+
+
+def _reaching(edge: Resampled, frames: float, k: int) -> str:
+    """Whether reading `frames` frames on average reaches the GAP of reading k (`edge`: the difference from
+    it) with at most k/2: "reaches" is not shown worse, the interval reaching 0 or lying above it."""
+    interval = edge.interval()
+    if interval is None:
+        return "not shown (no interval: test predictions not kept)"
+    reaches = interval.high >= 0
+    if reaches and frames <= k / 2:
+        return ("holds (and better: its interval lies above 0)" if interval.low > 0
+                else "holds (not shown worse: its interval reaches 0)")
+    return "DOES NOT HOLD (" + ("more than half the frames" if reaches else "its interval lies below 0") + ")"
 
 
 def _shown(difference: Resampled) -> str:
