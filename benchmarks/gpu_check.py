@@ -48,6 +48,7 @@ from orchestrator.experiment.presets import load_preset  # noqa: E402
 from workloads.data.convert import YOUTUBE8M_CLASSES  # noqa: E402
 from workloads.data.reader import VideoShards  # noqa: E402
 from workloads.data.synth import SynthConfig, generate  # noqa: E402
+from workloads.errors import WorkloadError  # noqa: E402
 from workloads.metrics import gap  # noqa: E402
 from workloads.models import build_model  # noqa: E402
 from workloads.precision import PRECISIONS, resolve  # noqa: E402
@@ -99,7 +100,7 @@ def throughput(plan: dict, device: str, budget: Budget) -> list[dict]:
                     try:
                         train, infer = measure(model, frames, batch, plan["steps"], device, precision)
                         row |= {"train_videos_per_s": 1 / train, "inference_videos_per_s": 1 / infer}
-                    except (RuntimeError, ValueError) as error:  # an out-of-memory batch, a dtype the device lacks
+                    except (RuntimeError, ValueError, WorkloadError) as error:  # out of memory, a dtype the device lacks
                         row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
                         if device == "cuda":
                             torch.cuda.empty_cache()

@@ -251,13 +251,18 @@ def test_an_out_that_is_a_file_is_refused_before_anything_starts(tmp_path):
     assert (tmp_path / "out").read_text() == "kept"
 
 
+FILES = 240
+
+
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
 def test_a_stopped_conversion_stops_its_workers_and_leaves_no_half_written_shard(tmp_path, stop):
     """Ctrl-C (SIGINT to the whole process group) or SIGTERM (to the converter alone, as a batch scheduler
     sends it): exit 130 in one line, the workers gone with it, the files left unconverted, nothing hidden."""
     src = tmp_path / "src"
     src.mkdir()
-    for f in range(40):
+    # Enough files that the first shard comes long before the last: 40 converted in about 0.1 s on a fast
+    # machine, before the signal was sent, and the conversion ended whole (exit 0)
+    for f in range(FILES):
         write_tfrecord(src / f"train{f:04d}.tfrecord", random_videos(30, seed=f, prefix=f"f{f}-"))
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), HERE]))
@@ -279,7 +284,7 @@ def test_a_stopped_conversion_stops_its_workers_and_leaves_no_half_written_shard
         time.sleep(0.05)
     assert not _group_alive(converting.pid)  # no worker converts on
     shards = os.listdir(out)
-    assert 1 <= len(shards) < 40 and not [name for name in shards if name.startswith(".")], shards
+    assert 1 <= len(shards) < FILES and not [name for name in shards if name.startswith(".")], shards
     for name in shards:
         assert read_info(str(out / name)).num_classes == 3862  # each one whole
 

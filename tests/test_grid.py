@@ -252,7 +252,8 @@ def test_a_rerun_of_a_finished_grid_trains_nothing_and_logs_each_cell_once(tiny_
     with open(folder / "table1_compared_hrnn.csv", newline="") as file:
         rows = list(csv.reader(file))
     assert rows[0] == ["model", "k=10 A GAP", "k=10 A mAP", "k=10 B GAP", "k=10 B mAP", "k=10 B − A [95%]"]
-    assert [row[0] for row in rows[1:]][-1] == "Teacher-Skyline (all frames)" and len(rows) == 1 + 6
+    # 7 rows: Uniform, First, parallel, serial (a) and (e), (e) on frames chosen by content, the skyline
+    assert [row[0] for row in rows[1:]][-1] == "Teacher-Skyline (all frames)" and len(rows) == 1 + 7
     assert all(row[1:3] == row[3:5] and row[5] == "+0.000 [+0.000, +0.000]" for row in rows[1:]), rows
     assert sorted(os.listdir(folder)) == [schema.REPORT_MD, "table1_compared_hrnn.csv"]
     back = grid("--preset", "tiny", "--store", str(store))

@@ -195,8 +195,10 @@ def test_a_grid_on_s3_loses_its_store_stops_cleanly_resumes_and_keeps_everything
         assert report.returncode == 0 and (tmp_path / "report" / "figure3_hrnn.png").is_file(), report.stderr
         # The teacher and the best student are kept on S3, registered with their MLflow Models on S3, and
         # predict reads the test split from S3 and writes its CSV there, with the student's logged GAP.
-        assert sum(k.startswith("runs/models/") and k.endswith(".pt") for k in found) == 2
-        assert sum(k.startswith("runs/mlartifacts/") and k.endswith("/MLmodel") for k in found) == 2
+        # (and the best student read adaptively, when it is another: three registered models either way, its
+        # weights logged with the card that reads by its stopping rule)
+        assert sum(k.startswith("runs/models/") and k.endswith(".pt") for k in found) in (2, 3)
+        assert sum(k.startswith("runs/mlartifacts/") and k.endswith("/MLmodel") for k in found) == 3
         assert "registered fewer-frames-hrnn-k10 version 1" in first.stdout, first.stdout[-2000:]
         student = schema.outcome_of_run(client.get_run(client.get_model_version_by_alias("fewer-frames-hrnn-k10",
                                                                                           "best").run_id))

@@ -77,7 +77,8 @@ def test_a_study_records_its_trials_and_front_and_resumes_after_an_interruption(
     assert len(ids) == len(set(ids)) == 6 and finished_before <= set(ids)  # every trial once, none lost
     for trial in every:
         assert trial.data.tags[schema.PARENT_TAG] == parents[0].info.run_id
-        assert set(PARAMETERS) - {"w_rep_intermediate"} <= set(trial.data.params)
+        # every setting a trial has (`selection` only where a trial reads frames chosen by content)
+        assert set(PARAMETERS) - {"w_rep_intermediate", "selection"} <= set(trial.data.params)
         assert {schema.GAP, schema.MAP, schema.MACS} <= set(trial.data.metrics)
         assert client.get_metric_history(trial.info.run_id, schema.VAL_GAP)
     trials = [r for r in every if r.info.status == "FINISHED"]
