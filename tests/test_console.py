@@ -56,6 +56,8 @@ def test_the_time_left_is_learned_kind_by_kind():
     pace.finished(parallel, 40.0)
     assert pace.estimate(other_baseline) == 10.0 and pace.estimate(parallel) == 40.0
     assert frames_read(parallel) == 7 * frames_read(baseline)  # k=10 of 60 frames, and its teacher's 60
+    chooser = next(c for c in cells if c.chooses_by_content)  # its 10, and the 60 its scorer reads first
+    assert frames_read(chooser) == 7 * frames_read(baseline)
     assert pace.estimate(serial) == pytest.approx(50.0 / (frames_read(baseline) + frames_read(parallel)) * 10)
     pace.began = time.monotonic() - 25.0  # two cells side by side: 50 s of work in 25 s
     assert pace.left([other_baseline, parallel]) == pytest.approx(25.0, rel=0.01)

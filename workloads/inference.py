@@ -117,7 +117,7 @@ class ModelCard:
             raise WorkloadError(f"{where}: malformed model card: {error}") from None
 
 
-def weights_bytes(card: ModelCard, model: VideoModel | ContentStudent) -> bytes:
+def weights_bytes(card: ModelCard, model: VideoModel | ContentStudent | AdaptiveStudent) -> bytes:
     """One file holding the card and the model's weights (what a trained cell keeps)."""
     buffer = io.BytesIO()
     torch.save({"card": json.dumps(card.to_json()), "state": model.state_dict()}, buffer)
@@ -148,7 +148,7 @@ class Predictions:
     frames: np.ndarray | None = None  # (videos,) frames the model read of each (None: not said)
 
 
-def frames_read(model, batch: VideoBatch) -> tuple[torch.Tensor, torch.Tensor]:
+def logits_and_frames(model, batch: VideoBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """(the model's logits, the frames it read of each video): a model that chooses how many (`read`: an
     adaptive or content student) says so; any other reads every frame it is handed."""
     if hasattr(model, "read"):
@@ -165,7 +165,7 @@ class Classifier:
     @torch.no_grad()
     def predict(self, batch: VideoBatch, top_k: int) -> Predictions:
         batch = batch.to(self.device)
-        logits, read = frames_read(self.model, batch)
+        logits, read = logits_and_frames(self.model, batch)
         scores = torch.sigmoid(logits.float()).cpu().numpy()  # as `workloads.evaluation` scores
         top = min(max(top_k, TOP_K), self.card.num_classes)  # what the CSV shows and what GAP needs
         # The starter code's call (`argpartition`), so ties at the last place keep the same classes.

@@ -22,8 +22,8 @@ from orchestrator.experiment.modes import Mode
 def frames_read(cell: Cell) -> float:
     """A cell's training work in frames read: what its cost scales with."""
     per_video = cell.max_frames if cell.k is None else cell.k
-    if cell.mode is Mode.PARALLEL:
-        per_video += cell.max_frames  # its teacher trains beside it, on every frame
+    if cell.mode is Mode.PARALLEL or cell.chooses_by_content:
+        per_video += cell.max_frames  # its teacher trains beside it, or its frame scorer reads, on every frame
     return max(1, cell.train.epochs) * cell.data_fraction * per_video
 
 
