@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from workloads.data.batch import FrameSelection, VideoBatch, subsample, take
+from workloads.data.batch import FrameSelection, VideoBatch, of_tensors, subsample, take
 from workloads.errors import WorkloadError
 from workloads.flops import ModelCost
 from workloads.metrics import TOP_K, TopKAccumulator
@@ -194,9 +194,8 @@ class AdaptiveStudent(nn.Module):
     @torch.no_grad()
     def read(self, frames: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor | None = None):
         """(logits at each video's stop, frames each video read)."""
-        if positions is None:
-            positions = torch.arange(frames.shape[1], device=frames.device).expand(frames.shape[0], -1)
-        batch = VideoBatch([], frames, mask, positions, frames.new_zeros(frames.shape[0], 0), mask.sum(1))
+        batch = of_tensors(frames, mask, positions)
+        frames, mask, positions = batch.frames, batch.mask, batch.positions
         videos = frames.shape[0]
         reading = torch.arange(videos, device=frames.device)
         logits = before = None

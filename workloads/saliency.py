@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from workloads.data.batch import VideoBatch, take
+from workloads.data.batch import VideoBatch, of_tensors, take
 from workloads.data.format import FEATURE_DIM
 from workloads.errors import WorkloadError
 from workloads.teacher_outputs import TeacherSource
@@ -218,10 +218,7 @@ class ContentStudent(nn.Module):
         self.selector = ContentSelector(scorer, rule, k)
 
     def _picked(self, frames: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor | None) -> VideoBatch:
-        if positions is None:
-            positions = torch.arange(frames.shape[1], device=frames.device).expand(frames.shape[0], -1)
-        whole = VideoBatch([], frames, mask, positions, frames.new_zeros(frames.shape[0], 0), mask.sum(1))
-        return self.selector.pick(whole)
+        return self.selector.pick(of_tensors(frames, mask, positions))
 
     def read(self, frames: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor | None = None):
         """(logits, frames its student read of each video: the k picked; its scorer read them all)."""

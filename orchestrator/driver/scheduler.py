@@ -139,8 +139,7 @@ class Scheduler:
         self.pace.finished(cell, result.wall_seconds)
         if self.preset.keep_weights == "best":
             for loser in weights.losers(cell, self.cells, self.ledger.results):
-                self.ledger.drop_weights(loser, f"not the best {cell.family} k{cell.k} student by validation GAP, "
-                                                "read whole or adaptively")
+                self.ledger.drop_weights(loser, f"not the best {cell.family} k{cell.k} student (validation GAP, whole or adaptive)")
 
     def _teacher_done(self, teacher: TeacherSpec, result: CellResult | None, error: BaseException | None) -> None:
         skyline = self.ledger.skylines[teacher.id]

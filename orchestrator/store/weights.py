@@ -62,18 +62,23 @@ def losers(cell: Cell, cells: list[Cell], results: dict[str, CellResult]) -> lis
         return []
     best: dict[str, tuple[Cell, float]] = {}
     for rival in rivals:
-        for model, score in _scores(results[rival.id]).items():
+        for model, score in competing(results[rival.id]).items():
             if model not in best or score > best[model][1]:
                 best[model] = (rival, score)
     kept = {winner.id for winner, _ in best.values()}
     return [c for c in rivals if c.id not in kept]
 
 
-def _scores(result: CellResult) -> dict[str, float]:
-    """A student's score for each registered model of its family and k it competes for."""
-    found = {"k-frame": result.val_gap}
-    if result.adaptive_val_gap is not None:
-        found["adaptive"] = result.adaptive_val_gap
+ADAPTIVE = "-adaptive"  # a registered name's suffix: its student reads as many of its k frames as each video needs
+
+
+def competing(scored) -> dict[str, float]:
+    """The registered models a kept model competes for, by name suffix ("": the one reading all its frames,
+    ADAPTIVE: the one read adaptively), each with its score there: validation GAP, and its adaptive
+    reading's. `scored`: a `CellResult` or a `CellOutcome`."""
+    found = {"": scored.val_gap or 0.0}
+    if scored.adaptive_val_gap is not None:
+        found[ADAPTIVE] = scored.adaptive_val_gap
     return found
 
 

@@ -34,7 +34,7 @@ from workloads.errors import WorkloadError
 from workloads.inference import ModelCard
 
 ALIAS = "best"
-ADAPTIVE = "-adaptive"  # a registered name's suffix: its student reads as many of its k frames as each video needs
+ADAPTIVE = weights.ADAPTIVE
 
 
 def registered_name(family: str, k: int | None) -> str:
@@ -99,12 +99,9 @@ def winners(cells: list[CellOutcome]) -> dict[str, CellOutcome]:
         if not (cell.finished and cell.weights and (cell.mode is Mode.SKYLINE or cell.mode.is_student)):
             continue
         name = registered_name(cell.family, cell.k)
-        scores = {name: cell.val_gap or 0.0}
-        if cell.mode.is_student and cell.adaptive_val_gap is not None:
-            scores[name + ADAPTIVE] = cell.adaptive_val_gap
-        for model, score in scores.items():
-            if model not in best or score > best[model][1]:
-                best[model] = (cell, score)
+        for suffix, score in weights.competing(cell).items():
+            if name + suffix not in best or score > best[name + suffix][1]:
+                best[name + suffix] = (cell, score)
     return {name: cell for name, (cell, _) in sorted(best.items())}
 
 

@@ -55,6 +55,13 @@ class FrameSelection:
         return frame_selection.select(self.name, num_frames, self.k, seed, j=self.j)
 
 
+def of_tensors(frames: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor | None = None) -> VideoBatch:
+    """A batch of what a model is handed (no ids, no labels): to cut its rows' frames with `take`."""
+    if positions is None:
+        positions = torch.arange(frames.shape[1], device=frames.device).expand(frames.shape[0], -1)
+    return VideoBatch([], frames, mask, positions, frames.new_zeros(frames.shape[0], 0), mask.sum(1))
+
+
 def dequantize_(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """uint8 (batch, F, 1152) frames to float32 on frames' device, padding left at zero."""
     out = torch.empty(frames.shape, dtype=torch.float32, device=frames.device)
