@@ -39,7 +39,7 @@ def tracking(store: Path) -> str:
 
 def watched_grid(store: Path, *args) -> tuple[subprocess.CompletedProcess, dict]:
     """Run a grid, looking at its MLflow store while it runs: (the finished process, the params of each cell
-    run seen RUNNING, by run name)."""
+    run seen RUNNING, by run name; a run only ever seen before its params landed is left out)."""
     process = subprocess.Popen([sys.executable, "-m", "orchestrator.grid", *args], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, cwd=REPO)
     seen, database = {}, store / DATABASE
@@ -51,10 +51,14 @@ def watched_grid(store: Path, *args) -> tuple[subprocess.CompletedProcess, dict]
             client = MlflowClient(tracking(store))
             running = client.search_runs(["1"], schema.both(schema.kind_filter(RunKind.CELL),
                                                             schema.status_filter("RUNNING")))
-            seen.update({run.info.run_name: dict(run.data.params) for run in running})
+            # A run is created, then its params logged in a second call: a look that falls between the two
+            # sees it with none, and the next look may find it already FINISHED; what each look saw is kept.
+            for run in running:
+                seen.setdefault(run.info.run_name, {}).update(run.data.params)
         except Exception:  # the database being created or written this very moment: look again
             pass
     out, err = process.communicate(timeout=60)
+    seen = {name: params for name, params in seen.items() if params}
     return subprocess.CompletedProcess(process.args, process.returncode, out, err), seen
 
 
