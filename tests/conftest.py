@@ -39,30 +39,33 @@ def s3_bucket(s3_server, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_grid(tmp_path_factory):
     """The session's one tiny grid, run as the README's command runs it and watched while it runs, for the
-    tests that look at what it left (they copy its store to change it): a `grids.FinishedGrid`."""
+    tests that look at what it left (they copy its store to change it, never change it): a
+    `grids.FinishedGrid`. Under pytest-xdist the first worker to ask runs it, the others wait for it and
+    read what it left (the folder above each worker's own temporary folder is shared by all of them)."""
+    import json
+
+    from filelock import FileLock
+
     from grids import FinishedGrid, watched_grid
 
-    store = tmp_path_factory.mktemp("tiny_grid") / "store"
-    done, seen = watched_grid(store, "--preset", "tiny", "--store", str(store))
-    assert done.returncode == 0, done.stdout + done.stderr
-    return FinishedGrid(store, done.stdout, seen)
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    folder, finished = shared / "tiny_grid", shared / "tiny_grid.json"
+    with FileLock(str(shared / "tiny_grid.lock")):
+        if not finished.exists():
+            done, seen = watched_grid(folder / "store", "--preset", "tiny", "--store", str(folder / "store"))
+            finished.write_text(json.dumps({"returncode": done.returncode, "stdout": done.stdout,
+                                            "stderr": done.stderr, "seen": seen}))
+        done = json.loads(finished.read_text())
+    assert done["returncode"] == 0, done["stdout"] + done["stderr"]
+    return FinishedGrid(folder / "store", done["stdout"], done["seen"])
 
 
 @pytest.fixture(scope="session")
 def mlflow_ui(tiny_grid):
-    """MLflow's UI over the session's tiny grid's store, started by the very command the grid printed
-    (pasted into a shell, on a free port): its URL."""
-    import re
+    """MLflow's UI over the session's tiny grid's store, as the grid says to open it: its URL."""
+    from grids import mlflow_ui_over
 
-    from ports import free_port, wait_until_answering
-
-    printed = re.search(r"open it: (.+?)  then ", tiny_grid.printed).group(1)
-    port = free_port()
-    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
-    server = subprocess.Popen(["bash", "-c", printed.replace("--port 5000", f"--port {port}")], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    wait_until_answering(url + "/health", server, "mlflow ui", timeout=120)
-    yield url
-    os.killpg(server.pid, signal.SIGTERM)  # the shell and the server it started
-    server.wait(timeout=30)
+    with mlflow_ui_over(tiny_grid) as url:
+        yield url

@@ -3,7 +3,9 @@ Ray and a real SQLite MLflow store), and what they leave, read back through the 
 
 import contextlib
 import os
+import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from orchestrator.tracking import schema
 from orchestrator.tracking.schema import RunKind
 from orchestrator.store.layout import Store
 from orchestrator.tracking.uri import DATABASE, in_store
+from ports import free_port, wait_until_answering
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,3 +101,23 @@ def copy_store(store: Path, to: Path) -> Path:
         for table, column in moved:
             db.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?)", (str(store), str(to)))
     return to
+
+
+@contextlib.contextmanager
+def mlflow_ui_over(grid, store=None):
+    """MLflow's UI over a finished grid's store (or `store`, a copy of it), started by the very command the
+    grid printed (pasted into a shell, on a free port): its URL while it runs."""
+    printed = re.search(r"open it: (.+?)  then ", grid.printed).group(1)
+    if store is not None:
+        printed = printed.replace(str(grid.store), str(store))
+    port = free_port()
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    server = subprocess.Popen(["bash", "-c", printed.replace("--port 5000", f"--port {port}")], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_answering(url + "/health", server, "mlflow ui", timeout=120)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the shell and the server it started
+        server.wait(timeout=30)

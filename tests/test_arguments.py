@@ -1,5 +1,8 @@
 """Bad command lines and bad data fail before Ray starts: one line on stderr, exit 2, nothing written."""
 
+import contextlib
+import importlib
+import io
 import socket
 import subprocess
 import sys
@@ -22,9 +25,26 @@ from workloads.data.synth import SynthConfig, generate
 REPO = Path(__file__).resolve().parents[1]
 
 
-def driver(module: str, *args: str) -> subprocess.CompletedProcess:
+def as_a_user(module: str, *args: str) -> subprocess.CompletedProcess:
+    """The command in a process of its own, as a user runs it: all it prints, Ray's lines included."""
     return subprocess.run([sys.executable, "-m", f"orchestrator.{module}", *args], capture_output=True, text=True,
                           timeout=120, cwd=REPO)
+
+
+def driver(module: str, *args: str) -> subprocess.CompletedProcess:
+    """The command in this process (a new one spends seconds importing torch and MLflow): its status and
+    what it printed, and that it never started Ray."""
+    import ray
+
+    main = importlib.import_module(f"orchestrator.{module}").main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            status = main(list(args))
+        except SystemExit as stopped:  # argparse's way out
+            status = stopped.code
+    assert not ray.is_initialized(), "Ray started before the input was checked"
+    return subprocess.CompletedProcess([module, *args], status, out.getvalue(), err.getvalue())
 
 
 def refused(result: subprocess.CompletedProcess, message: str) -> None:
@@ -36,8 +56,8 @@ def refused(result: subprocess.CompletedProcess, message: str) -> None:
 
 def test_a_store_that_is_a_file_or_under_one(tmp_path):
     (tmp_path / "file").write_text("")
-    refused(driver("grid", "--preset", "tiny", "--store", str(tmp_path / "file")), "is a file; the store is a folder")
-    refused(driver("tune", "--space", str(REPO / "search_spaces" / "stride_vs_cost.yaml"), "--preset", "tiny",
+    refused(as_a_user("grid", "--preset", "tiny", "--store", str(tmp_path / "file")), "is a file; the store is a folder")
+    refused(as_a_user("tune", "--space", str(REPO / "search_spaces" / "stride_vs_cost.yaml"), "--preset", "tiny",
                    "--store", str(tmp_path / "file")), "is a file; the store is a folder")
     refused(driver("grid", "--preset", "tiny", "--store", str(tmp_path / "file" / "store")),
             "cannot write there: Not a directory")

@@ -2,10 +2,12 @@
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -28,12 +30,16 @@ def test_job_submit_runs_the_grid_on_a_started_cluster(tmp_path):
     gcs, dashboard = free_port(), free_port()
     # Ray's sockets live under --temp-dir, and a Unix socket path may not exceed 107 bytes.
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    start = subprocess.run(
+    # In a session of its own: the cluster's processes keep `ray start`'s process group, and stopping
+    # that group stops this cluster alone (`ray stop` would stop every Ray on the machine, a test's
+    # running beside this one included).
+    start = subprocess.Popen(
         [RAY, "start", "--head", "--num-cpus", "2", "--port", str(gcs), "--dashboard-host", "127.0.0.1",
          "--dashboard-port", str(dashboard), "--disable-usage-stats", "--temp-dir", temp_dir],
-        capture_output=True, text=True, env=env, timeout=120,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
     )
-    assert start.returncode == 0, start.stderr
+    _, err = start.communicate(timeout=120)
+    assert start.returncode == 0, err
     try:
         store = tmp_path / "store"
         job = subprocess.run(
@@ -48,5 +54,23 @@ def test_job_submit_runs_the_grid_on_a_started_cluster(tmp_path):
         found = client.search_runs([experiment.experiment_id])
         assert len(found) == 9 and all(r.info.status == "FINISHED" for r in found)
     finally:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        stop_group(start.pid)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def stop_group(group: int) -> None:
+    """Stop a process group: asked first, then killed (the GCS and raylet may ignore SIGTERM)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(group, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and alive(group):
+            time.sleep(0.2)
+
+
+def alive(group: int) -> bool:
+    """Whether a process of the group still runs (an exited one waiting for a reaper does not count)."""
+    states = subprocess.run(["ps", "-eo", "pgid=,stat="], capture_output=True, text=True).stdout.splitlines()
+    return any(int(line.split()[0]) == group and not line.split()[1].startswith("Z") for line in states if line.split())

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
-from grids import copy_store, tracking
+from grids import copy_store, mlflow_ui_over, tracking
 from orchestrator.experiment.modes import Mode
 from orchestrator.tracking import schema
 from orchestrator.tracking.front_registry import validation_front
@@ -177,20 +177,23 @@ def test_the_printed_predict_command_works_as_pasted_anywhere(grid, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv"]  # MLflow wrote nothing here
 
 
-def test_publish_on_demand_registers_once_and_a_chosen_cell_leaves_best_alone(grid):
-    _, _, tracking, client, _ = grid
+def test_publish_on_demand_registers_once_and_a_chosen_cell_leaves_best_alone(grid, tmp_path):
+    """On a copy of the store (its registry changes; the session's grid is shared by tests running at once)."""
+    store = copy_store(grid[0], tmp_path / "store")
+    uri = tracking(store)
+    client = MlflowClient(uri)
     before = client.get_model_version_by_alias(STUDENT, "best")
-    again = command("orchestrator.publish", "--experiment", "fewer-frames-tiny", "--tracking-uri", tracking)
+    again = command("orchestrator.publish", "--experiment", "fewer-frames-tiny", "--tracking-uri", uri)
     assert again.returncode == 0 and f"already registered {STUDENT} version {before.version}" in again.stdout, again.stderr
-    chosen = command("orchestrator.publish", "--run-id", before.run_id, "--tracking-uri", tracking)
+    chosen = command("orchestrator.publish", "--run-id", before.run_id, "--tracking-uri", uri)
     assert chosen.returncode == 0, chosen.stderr
     newest = max(client.search_model_versions(f"name = '{STUDENT}'"), key=lambda v: int(v.version))
     assert int(newest.version) == int(before.version) + 1 and f"models:/{STUDENT}/{newest.version}" in chosen.stdout
     assert client.get_model_version_by_alias(STUDENT, "best").version == before.version
     loser = next(run for run in cell_runs(client).values() if schema.dropped(schema.WEIGHTS_TAG) in run.data.tags)
-    refused = command("orchestrator.publish", "--run-id", loser.info.run_id, "--tracking-uri", tracking)
+    refused = command("orchestrator.publish", "--run-id", loser.info.run_id, "--tracking-uri", uri)
     assert refused.returncode == 2 and "its weights are not kept" in refused.stderr
-    unknown = command("orchestrator.publish", "--run-id", "0" * 32, "--tracking-uri", tracking)
+    unknown = command("orchestrator.publish", "--run-id", "0" * 32, "--tracking-uri", uri)
     assert unknown.returncode == 2 and "no such MLflow run" in unknown.stderr
 
 
@@ -365,10 +368,19 @@ def test_bad_input_is_one_line_and_leaves_no_file(grid, tmp_path):
     assert shard.read_bytes() == before
 
 
-def test_a_tracking_uri_with_a_password_is_accepted_and_never_shown(grid, mlflow_ui, tmp_path):
+@pytest.fixture
+def served_copy(tiny_grid, tmp_path):
+    """MLflow's UI over a copy of the session's grid (a test publishes through it): (its URL, a client)."""
+    store = copy_store(tiny_grid.store, tmp_path / "store")
+    with mlflow_ui_over(tiny_grid, store) as url:
+        yield url, MlflowClient(tracking(store))
+
+
+def test_a_tracking_uri_with_a_password_is_accepted_and_never_shown(grid, served_copy, tmp_path):
     """MLflow's client takes `http://user:password@host`; so do report, publish and predict, and no line
     they print or file they write holds the password. Unreachable, the error shows it masked."""
-    _, _, _, client, test_split = grid
+    test_split = grid[4]
+    mlflow_ui, client = served_copy
     secret = "s3cret-pw"
     uri = mlflow_ui.replace("http://", f"http://fewer:{secret}@")
     shown = mlflow_ui.replace("http://", "http://fewer:***@")

@@ -138,18 +138,20 @@ def test_a_report_folder_is_named_for_its_experiment_and_stays_in_reports():
 
 def test_the_command_says_in_one_line_when_there_is_nothing_to_report(logged, tmp_path):
     _, uri, _, _ = logged
-    for args, message in (
-            (["--experiment", "nope", "--tracking-uri", uri], "MLflow experiment 'nope' does not exist"),
-            (["--experiment", "exp", "--tracking-uri", f"sqlite:///{tmp_path}/absent.db"], "no MLflow database"),
+    # The command as a user runs it once (its one line is all it prints), then in this process.
+    for run, args, message in (
+            (report, ["--experiment", "nope", "--tracking-uri", uri], "MLflow experiment 'nope' does not exist"),
+            (report_here, ["--experiment", "exp", "--tracking-uri", f"sqlite:///{tmp_path}/absent.db"],
+             "no MLflow database"),
     ):
-        done = report(*args, "--out", str(tmp_path / "r"))
+        done = run(*args, "--out", str(tmp_path / "r"))
         assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
         assert message in done.stderr and not (tmp_path / "r").exists()
     client = MlflowClient(uri)
     client.create_experiment("empty")
-    done = report("--experiment", "empty", "--tracking-uri", uri, "--out", str(tmp_path / "r"))
+    done = report_here("--experiment", "empty", "--tracking-uri", uri, "--out", str(tmp_path / "r"))
     assert done.returncode == 2 and "has no finished cells" in done.stderr, done.stderr
-    done = report("--experiment", "exp", "--tracking-uri", uri, "--out", str(tmp_path / "r"))
+    done = report_here("--experiment", "exp", "--tracking-uri", uri, "--out", str(tmp_path / "r"))
     assert done.returncode == 0 and (tmp_path / "r" / schema.REPORT_HTML).exists(), done.stderr
     (tmp_path / "a-file").write_text("kept")
     for out, where in ((tmp_path / "a-file", ""), (tmp_path / "a-file" / "r", f" ({tmp_path / 'a-file'} is a file)")):
