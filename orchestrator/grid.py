@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator.experiment.outcome import CellOutcome
     from orchestrator.report.evidence import Evidence
     from orchestrator.report.summary import summarize
+    from orchestrator.store.weights import best_adaptive
     from orchestrator.tracking import schema
     from orchestrator.tracking.registry import commands, publish_after_grid
     from orchestrator.tracking.tracker import Tracker
@@ -67,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         parent.summary = summarize([CellOutcome.of(c, grid.ledger.results.get(c.id)) for c in grid.cells],
                                    Evidence.in_store(store, grid.cells))
         parent.status = "FAILED" if grid.ledger.failed else "FINISHED"
-        time_on_parent(ray, preset, grid.data, tracker, trained=grid.started > 0)
+        time_on_parent(ray, preset, grid.data, tracker, trained=grid.started > 0,
+                       adaptive=best_adaptive(grid.cells, grid.ledger.results))
         with report_folder(store, experiment) as folder:
             report = report_on_parent(tracker, folder)
         published = publish_after_grid(tracker) if preset.publish else []

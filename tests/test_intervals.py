@@ -1,6 +1,8 @@
 """Intervals: each model's test predictions kept, GAP resampled over test videos (paired: every model on the
 same draws), and the findings' and tables' verdicts taken from the intervals, not from two means."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -130,12 +132,14 @@ SKILLS = {"skyline/all": 3.0, "serial/rep_then_ce": 2.4, "serial/rep+ce": 2.2, "
           "baseline/first": 0.6, "baseline/middle": 0.6, "baseline/last": 0.6, "baseline/first_middle_last": 1.0}
 
 
-def graded_grid(skills: dict[str, float], override: dict | None = None) -> tuple[list[CellOutcome], Evidence]:
+def graded_grid(skills: dict[str, float], override: dict | None = None,
+                adaptive: dict[str, float] | None = None) -> tuple[list[CellOutcome], Evidence]:
     """The smoke preset's H-RNN cells at k=30 (at k=10 those `skills` names "/k10") on all the data, each scored on one test split with the skill of
-    its row (each seed its own noise), and the evidence of their predictions."""
+    its row (each seed its own noise), and the evidence of their predictions. The rows `adaptive` names are
+    also read adaptively, with its skill, reading 40% of their frames and multiply-adds."""
     smoke = load_preset("smoke", override)
     _, cells = expand(smoke, "d")
-    outcomes, kept = [], {}
+    outcomes, kept, kept_adaptive = [], {}, {}
     # Each cell's noise by its place among the paper's cells (content students after them), as it always was
     cells = [c for c in cells if not c.chooses_by_content] + [c for c in cells if c.chooses_by_content]
     for index, cell in enumerate(cells):
@@ -148,9 +152,14 @@ def graded_grid(skills: dict[str, float], override: dict | None = None) -> tuple
         result = CellResult(gap=gap, map=0.0, val_gap=gap, val_map=0.0, best_epoch=1, train_seconds=1.0,
                             inference_seconds=1.0, macs=1, frame_macs=1, params=1, history=(), wall_seconds=1.0,
                             device="cpu")
+        if label in (adaptive or {}):
+            read, _, _ = scored(adaptive[label], seed=1000 + index)
+            result = dataclasses.replace(result, adaptive_gap=read.gap(), adaptive_map=0.1, adaptive_frames=0.4 * cell.k,
+                                         adaptive_macs=0.4, adaptive_threshold=0.05, adaptive_val_gap=read.gap())
+            kept_adaptive[cell.id] = read.predictions()
         outcomes.append(CellOutcome.of(cell, result))
         kept[cell.id] = accumulator.predictions()
-    return outcomes, Evidence(lambda c: kept.get(c.cell_id), lambda c: None)
+    return outcomes, Evidence(lambda c: kept.get(c.cell_id), lambda c: None, lambda c: kept_adaptive.get(c.cell_id))
 
 
 def test_the_findings_hold_only_where_the_intervals_exclude_zero():
@@ -196,6 +205,24 @@ def test_every_row_of_table_1_carries_its_difference_from_uniform_with_an_interv
     # Scores alone (no predictions kept): the difference without an interval.
     plain = {row[0]: row for row in by_k("hrnn", cells, None).rows}
     assert plain["First-k"][3] == f"{float(rows['First-k'][3].split()[0]):+.3f}"
+
+
+def test_a_student_read_adaptively_has_a_table_1_row_with_its_interval_and_the_frames_it_read():
+    cells, evidence = graded_grid(SKILLS, adaptive={"serial/rep_then_ce": 2.35})
+    table = by_k("hrnn", cells, None, evidence)
+    rows = {row[0]: row for row in table.rows}
+    row = rows["Serial Lrep, then LCE, read adaptively"]
+    read = [c for c in cells if c.adaptive_gap is not None and c.k == 30]
+    assert len(read) == 2 and row[1].startswith(f"{np.mean([c.adaptive_gap for c in read]):.3f} ± ")
+    assert row[2] == "0.100 ± 0.000"
+    low, high = (float(x) for x in row[3].split("[")[1].rstrip("]").split(","))
+    assert 0 < low < high  # better than Uniform-k (skill 1.6), paired on the same videos
+    # right below the students, above the skyline; the frames and multiply-adds it read in a note
+    assert [r[0] for r in table.rows][-2:] == ["Serial Lrep, then LCE, read adaptively", "Teacher-Skyline (all frames)"]
+    assert ("Serial Lrep, then LCE, read adaptively: each video stops once its prediction settles (the threshold "
+            "calibrated on validation), reading on average 12.0 of 30 frames (40% of its multiply-adds)") in table.notes
+    # No adaptive reading: no such row
+    assert not [r for r in by_k("hrnn", graded_grid(SKILLS)[0], None).rows if "read adaptively" in r[0]]
 
 
 def test_a_store_predictions_file_of_other_shape_is_damaged(tmp_path):

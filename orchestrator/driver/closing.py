@@ -26,17 +26,18 @@ def timing_metrics(preset: Preset) -> list[str]:
     return [schema.timing_metric(family, what) for family in preset.families for what in whats]
 
 
-def time_on_parent(ray: Any, preset: Preset, data: DataSet, tracker: Tracker, trained: bool) -> bool:
+def time_on_parent(ray: Any, preset: Preset, data: DataSet, tracker: Tracker, trained: bool,
+                   adaptive: dict[tuple[str, int], str] | None = None) -> bool:
     """Run the timing job on a cell's resources and log it on the tracker's open parent run; skipped when
     this invocation `trained` nothing and an earlier one timed these models (its figures stand: the report
-    reads the newest). Whether it was logged: a failure is a note, not a failed grid (the report then says
-    the time was not measured)."""
+    reads the newest). `adaptive`: the kept weights of each best adaptive reading (`timing_job`). Whether it
+    was logged: a failure is a note, not a failed grid (the report then says the time was not measured)."""
     if not trained and tracker.parent_with_metrics(timing_metrics(preset)):
         return False
     cell = preset.resources.cell
     task = ray.remote(time_models).options(num_cpus=cell.cpus, num_gpus=cell.gpus, resources=cell.custom or None)
     try:
-        where, found = ray.get(task.remote(timing_job(preset, data)))
+        where, found = ray.get(task.remote(timing_job(preset, data, adaptive)))
         tracker.log_on_parent(metrics={schema.timing_metric(*key): ms for key, ms in found.items()},
                               tags={schema.TIMING_DEVICE_TAG: where})
     except Exception as error:  # noqa: BLE001 - see the docstring

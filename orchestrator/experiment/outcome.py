@@ -20,7 +20,8 @@ from workloads.variants import epochs_trained
 # The scores an outcome carries: a `CellResult`'s fields of the same names (None where a cell has none).
 SCORES = ("gap", "map", "val_gap", "val_map", "macs", "frame_macs", "params", "train_seconds", "inference_seconds",
           "best_epoch", "teacher_gap", "teacher_map", "workers", "resumed_at_epoch", "rep_cosine", "rep_mse",
-          "adaptive_threshold", "adaptive_val_gap", "adaptive_gap", "adaptive_frames", "adaptive_macs")
+          "adaptive_threshold", "adaptive_val_gap", "adaptive_gap", "adaptive_map", "adaptive_frames",
+          "adaptive_macs")
 
 
 @dataclass(frozen=True)
@@ -62,11 +63,12 @@ class CellOutcome:
     resumed_at_epoch: float | None = None
     rep_cosine: float | None = None  # its test representations against its teacher's
     rep_mse: float | None = None
-    # A serial student read adaptively: the calibrated threshold, its validation GAP, its test GAP, mean
-    # frames read and multiply-adds per video (`workloads.adaptive`)
+    # A serial student read adaptively: the calibrated threshold, its validation GAP, its test GAP and mAP,
+    # mean frames read and multiply-adds per video (`workloads.adaptive`)
     adaptive_threshold: float | None = None
     adaptive_val_gap: float | None = None
     adaptive_gap: float | None = None
+    adaptive_map: float | None = None
     adaptive_frames: float | None = None
     adaptive_macs: float | None = None
     epochs: int | None = None  # epochs it trained, every stage's

@@ -47,11 +47,16 @@ class CellResult:
     classes: int | None = None  # the data set's class count
     weights: str | None = None  # where its model's card and weights are kept (students and teachers)
     # A serial student read adaptively (`workloads.adaptive`): the threshold calibrated on validation, its
-    # validation GAP; on the test split its GAP, mean frames read and multiply-adds per video; and the test
-    # curve, (threshold, GAP, frames, multiply-adds) for each threshold
+    # validation GAP, mAP, mean frames read and multiply-adds; on the test split its GAP and mAP, mean
+    # frames read and multiply-adds per video; and the test curve, (threshold, GAP, frames, multiply-adds)
+    # for each threshold
     adaptive_threshold: float | None = None
     adaptive_val_gap: float | None = None
+    adaptive_val_map: float | None = None
+    adaptive_val_frames: float | None = None
+    adaptive_val_macs: float | None = None
     adaptive_gap: float | None = None
+    adaptive_map: float | None = None
     adaptive_frames: float | None = None
     adaptive_macs: float | None = None
     adaptive_curve: tuple[tuple[float, float, float, float], ...] = ()
@@ -107,3 +112,4 @@ class Trial:
     val_gaps: tuple[tuple[int, float], ...]  # (epoch, validation GAP)
     outcome: str = "finished"
     error: str = ""
+    frames: float | None = None  # read adaptively: mean frames read on validation (its scores are the reading's)

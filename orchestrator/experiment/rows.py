@@ -74,3 +74,8 @@ def timed(ks: tuple[int, ...], content: tuple[tuple[int, str], ...] = ()) -> tup
 
 def timed_content(k: int, rule: str) -> str:
     return f"k{k}-{rule}"  # MLflow's metric names hold no "@"
+
+
+def timed_adaptive(k: int) -> str:
+    """Table 3's row of the student at k best read adaptively, timed with its own weights."""
+    return f"k{k}-adaptive"

@@ -23,17 +23,21 @@ def _sweep(recipe, shards: VideoShards, steps: tuple[int, ...], num_classes: int
 
 
 def read_adaptively(recipe, data, kept_predictions: str | None) -> dict[str, Any]:
-    """The cell's adaptive reading as `CellResult` fields: the threshold, its validation GAP, its test GAP,
+    """The cell's adaptive reading as `CellResult` fields: the threshold, its validation GAP, mAP, mean
+    frames read and multiply-adds (what a search's trial reading adaptively reports), its test GAP and mAP,
     mean frames read and multiply-adds, and the test curve (threshold, GAP, frames, multiply-adds)."""
     cell = recipe.cell
     steps, batch = cell.adaptive.steps_for(cell.k), cell.train.batch_size
-    validation = _sweep(recipe, data.validation(batch), steps, data.num_classes).points()
-    picked = calibrate(validation, cell.adaptive.tolerance)
+    validation = _sweep(recipe, data.validation(batch), steps, data.num_classes)
+    picked = calibrate(validation.points(), cell.adaptive.tolerance)
     test = _sweep(recipe, data.testing(batch), steps, data.num_classes)
     at = next(p for p in test.points() if p.threshold == picked.threshold)
     if kept_predictions is not None:
         write_predictions(kept_predictions, test.scores[picked.threshold].predictions())
-    return {"adaptive_threshold": picked.threshold, "adaptive_val_gap": picked.gap, "adaptive_gap": at.gap,
+    return {"adaptive_threshold": picked.threshold, "adaptive_val_gap": picked.gap,
+            "adaptive_val_map": validation.scores[picked.threshold].mean_average_precision(),
+            "adaptive_val_frames": picked.frames, "adaptive_val_macs": picked.macs, "adaptive_gap": at.gap,
+            "adaptive_map": test.scores[picked.threshold].mean_average_precision(),
             "adaptive_frames": at.frames, "adaptive_macs": at.macs,
             "adaptive_curve": tuple((p.threshold, p.gap, p.frames, p.macs) for p in test.points())}
 

@@ -1,7 +1,8 @@
 """The paper's accuracy tables from a grid's finished cells, each with the published one beside it:
 
     Table 1 / 5 / 6   test GAP and mAP by k of every row, for H-RNN / NetVLAD / NeXtVLAD (another family:
-                      a table of its own, with no published numbers)
+                      a table of its own, with no published numbers); each serial student also read
+                      adaptively has a row of that reading too
     Table 2           the same at the largest k, by share of the training data
     Table 4           matching intermediate states against matching the final representation
 
@@ -12,6 +13,8 @@ videos (`orchestrator.report.evidence`).
 
 from __future__ import annotations
 
+import statistics
+
 from orchestrator.experiment.outcome import CellOutcome
 from orchestrator.report import published
 from orchestrator.report.evidence import Evidence
@@ -19,6 +22,7 @@ from orchestrator.report.tables import (FAMILY_NAMES, MISSING, SKYLINE, Scores, 
                                         state)
 
 GAP_MAP = ("GAP", "mAP")
+ADAPTIVELY = "read adaptively"
 VERSUS_UNIFORM = "GAP − Uniform [95%]"
 
 
@@ -44,6 +48,7 @@ def by_k(family: str, cells: list[CellOutcome], unlike_paper: str | None, eviden
         for k in ks:
             row += scores.entry(table, key, k, row_label(key), f"k={k}") + [scores.versus(key, k)]
         table.rows.append(row)
+    _adaptive_rows(table, scores, keys, ks)
     skyline = scores.entry(table, SKYLINE, None, row_label(SKYLINE), "all frames")
     table.rows.append([row_label(SKYLINE)] + [text for k in ks for text in skyline + [scores.versus(SKYLINE, k)]]
                       if ks else [row_label(SKYLINE)] + skyline + [MISSING])
@@ -57,6 +62,20 @@ def by_k(family: str, cells: list[CellOutcome], unlike_paper: str | None, eviden
                                 ["model"] + [f"k={k} {m}" for k in paper_ks for m in GAP_MAP], rows)
     state(table, unlike_paper, paper is not None)
     return table
+
+
+def _adaptive_rows(table: Table, scores: Scores, keys: list[str], ks: list[int]) -> None:
+    """A row for each student also read adaptively (as many of its k frames as each video needs), and a
+    note with the frames and multiply-adds it read on average at each k."""
+    for key in [key for key in keys if any(scores.read_adaptively(key, k) for k in ks)]:
+        label = f"{row_label(key)}, {ADAPTIVELY}"
+        table.rows.append([label] + [text for k in ks for text in scores.adaptive_pair(key, k)
+                                     + [scores.adaptive_versus(key, k)]])
+        read = [f"{statistics.fmean(c.adaptive_frames for c in found):.1f} of {k} frames "
+                f"({statistics.fmean(c.adaptive_macs / c.macs for c in found):.0%} of its multiply-adds)"
+                for k in ks for found in [scores.read_adaptively(key, k)] if found]
+        table.notes.append(f"{label}: each video stops once its prediction settles (the threshold calibrated on "
+                           f"validation), reading on average {', '.join(read)}")
 
 
 def by_fraction(family: str, cells: list[CellOutcome], unlike_paper: str | None,

@@ -109,11 +109,20 @@ class Scores:
         row itself."""
         if key == other:
             return REFERENCE
-        ours, theirs = self.evidence.gap(self.of(key, k)), self.evidence.gap(self.of(other, k))
-        if ours is None or theirs is None:
-            return MISSING
-        interval = (ours - theirs).interval()
-        return f"{ours.estimate - theirs.estimate:+.3f}" if interval is None else str(interval)
+        return _difference(self.evidence.gap(self.of(key, k)), self.evidence.gap(self.of(other, k)))
+
+    def read_adaptively(self, key: str, k: int | None) -> list[CellOutcome]:
+        """The finished cells of a row at k that were also read adaptively (`workloads.adaptive`)."""
+        return [c for c in self.of(key, k) if c.adaptive_gap is not None]
+
+    def adaptive_pair(self, key: str, k: int | None) -> list[str]:
+        found = self.read_adaptively(key, k)
+        return [mean_std(c.adaptive_gap for c in found), mean_std(c.adaptive_map for c in found)]
+
+    def adaptive_versus(self, key: str, k: int | None, other: str = UNIFORM) -> str:
+        """`versus` for the row read adaptively: its test GAP at each video's stop minus `other`'s."""
+        return _difference(self.evidence.adaptive_gap(self.read_adaptively(key, k)),
+                           self.evidence.gap(self.of(other, k)))
 
     def entry(self, table: Table, key: str, k: int | None, label: str, column: str) -> list[str]:
         """The row's (GAP, mAP) at k for `table`; a combination with no finished cell is shown as MISSING
@@ -128,6 +137,14 @@ class Scores:
     def keys(self, keep: Callable[[str], bool]) -> list[str]:
         """The rows (finished or failed) `keep` keeps, in the paper's order."""
         return sorted({row_key(c) for c in self.cells if keep(row_key(c))}, key=_order)
+
+
+def _difference(ours, theirs) -> str:
+    """One `Resampled` minus another, with its interval where both have draws; MISSING without a side."""
+    if ours is None or theirs is None:
+        return MISSING
+    interval = (ours - theirs).interval()
+    return f"{ours.estimate - theirs.estimate:+.3f}" if interval is None else str(interval)
 
 
 def published_pair(score: tuple[float, float] | None) -> list[str]:

@@ -11,6 +11,8 @@ products); every teacher is kept (one per family, data fraction and seed: the sk
 
 from __future__ import annotations
 
+import dataclasses
+
 from orchestrator.experiment.matrix import Cell, TeacherSpec
 from orchestrator.experiment.results import CellResult
 from workloads.data.fs import resolve, write_bytes
@@ -41,6 +43,28 @@ def read(location: str) -> tuple[ModelCard, VideoModel]:
     with fs.open_input_stream(path) as stream:
         data = stream.read()
     return load_weights(data, location)
+
+
+def reading_adaptively(card: ModelCard, model: VideoModel):
+    """A kept student as a product that reads by its calibrated stopping rule: (its card saying so, the
+    `AdaptiveStudent` holding its weights, in eval mode); `WorkloadError` when its card holds no rule."""
+    card = dataclasses.replace(card, adaptive=True)
+    reading = card.build()
+    reading.student.load_state_dict(model.state_dict())
+    return card, reading.eval()
+
+
+def best_adaptive(cells: list[Cell], results: dict[str, CellResult]) -> dict[tuple[str, int], str]:
+    """(family, k) -> the kept weights of the student best read adaptively there (by its reading's
+    validation GAP): the one its `-adaptive` registered model holds."""
+    best: dict[tuple[str, int], tuple[float, str]] = {}
+    for cell in cells:
+        result = results.get(cell.id)
+        if slot(cell) is None or result is None or not result.weights or result.adaptive_val_gap is None:
+            continue
+        if slot(cell) not in best or result.adaptive_val_gap > best[slot(cell)][0]:
+            best[slot(cell)] = (result.adaptive_val_gap, result.weights)
+    return {where: location for where, (_, location) in best.items()}
 
 
 def exists(location: str) -> bool:

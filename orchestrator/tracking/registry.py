@@ -10,7 +10,6 @@ grid does this when it ends (`publish_after_grid`); `python -m orchestrator.publ
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import shlex
@@ -136,9 +135,7 @@ def _reading_adaptively(cell: CellOutcome, card: ModelCard, model, local: str) -
     """The student's card and weights at `local` rewritten to read by its calibrated stopping rule."""
     if not card.stopping:
         raise OrchestratorError(f"{cell.name}: its weights hold no stopping rule (kept before models carried one)")
-    card = dataclasses.replace(card, adaptive=True)
-    reading = card.build()
-    reading.student.load_state_dict(model.state_dict())
+    card, reading = weights.reading_adaptively(card, model)
     weights.save(local, card, reading)
     return card
 
