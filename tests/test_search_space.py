@@ -148,3 +148,33 @@ def test_a_content_trial_trains_a_content_student_that_the_grid_reproduces():
     assert any(c.k == 8 and c.variant == "rep+pred+ce" and c.selection == "uniform" for c in cells)
     with pytest.raises(OrchestratorError, match=r"search\.selection\.choice: unknown content selection 'salience'"):
         parse_space({**BASE, "search": {"selection": {"choice": ["uniform", "salience"]}}}, "space.yaml")
+
+
+def test_an_adaptive_trial_reads_adaptively_reports_that_reading_and_the_grid_reproduces_it():
+    from orchestrator.driver.study import final_report
+    from orchestrator.experiment.results import CellResult
+
+    space = load_space(str(next(p for p in SPACES if p.name == "adaptive_reading.yaml")))
+    assert space.reads_adaptively and not parse_space(BASE, "s.yaml").reads_adaptively
+    cell = space.trial_cell(template(), {"k": 20, "tolerance": 0.01})
+    assert cell.k == 20 and cell.adaptive.tolerance == 0.01 and settings_of(cell)["tolerance"] == 0.01
+    assert cell.adaptive.thresholds == template().adaptive.thresholds  # the preset's other reading settings kept
+    override = override_of({"k": 20, "tolerance": 0.01})
+    assert override == {"ks": [20], "adaptive": {"tolerance": 0.01}}
+    _, cells = expand(load_preset("tiny", {**override, "serial": ["rep+pred+ce"]}), "data-1")
+    assert cell.id in {c.id for c in cells}
+    # A content student is not read adaptively, whichever parameter comes first
+    for values in ({"selection": "salient", "tolerance": 0.01}, {"tolerance": 0.01, "selection": "salient"}):
+        assert space.trial_cell(template(), values).adaptive is None
+    # Its last report: the reading's validation scores and multiply-adds, and the frames it read
+    result = CellResult(gap=0.5, map=0.4, val_gap=0.6, val_map=0.5, best_epoch=1, train_seconds=1.0,
+                        inference_seconds=1.0, macs=100, frame_macs=90, params=1, history=(), wall_seconds=1.0,
+                        device="cpu", adaptive_val_gap=0.58, adaptive_val_map=0.45, adaptive_val_frames=7.5,
+                        adaptive_val_macs=60.0, adaptive_gap=0.49, adaptive_map=0.38)
+    read = final_report(result, adaptively=True)
+    assert (read["gap"], read["map"], read["macs"], read["frames"]) == (0.58, 0.45, 60.0, 7.5)
+    assert (read["test_gap"], read["test_map"]) == (0.49, 0.38)
+    plain = final_report(result, adaptively=False)
+    assert (plain["gap"], plain["macs"], plain["test_gap"]) == (0.6, 100, 0.5) and "frames" not in plain
+    with pytest.raises(OrchestratorError, match=r"search\.tolerance\.choice: .*must be >= 0"):
+        parse_space({**BASE, "search": {"tolerance": {"choice": [0.01, -0.1]}}}, "space.yaml")

@@ -24,7 +24,7 @@ from orchestrator.errors import OrchestratorError, note, one_line
 from orchestrator.experiment.matrix import Cell, expand
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.presets import Preset
-from orchestrator.experiment.results import Trial
+from orchestrator.experiment.results import CellResult, Trial
 from orchestrator.experiment.search_parameters import settings_of
 from orchestrator.experiment.search_space import SearchSpace
 from orchestrator.jobs.cells import resolve, run_recipe
@@ -64,9 +64,21 @@ def run_trial(config: dict, *, space: SearchSpace, template: Cell, data: DataSet
                      "final": False})
 
     result = run_recipe(recipe, data, cache, on_epoch)
-    tune.report({"gap": result.val_gap, "map": result.val_map, "macs": result.macs, "final": True,
-                 "test_gap": result.gap, "test_map": result.map, "train_seconds": result.train_seconds,
-                 "val_gaps": [[epoch.epoch, epoch.val_gap] for epoch in result.history]})
+    tune.report(final_report(result, space.reads_adaptively))
+
+
+def final_report(result: CellResult, adaptively: bool) -> dict:
+    """A trial's last report: its validation scores and multiply-adds (what the search optimises), its test
+    scores. `adaptively` (a study that sets the reading's tolerance) and read so: those of its adaptive
+    reading at the calibrated threshold, with the mean frames it read; ASHA's per-epoch comparisons are
+    of the k-frame reading (the reading is calibrated once training ends)."""
+    report = {"gap": result.val_gap, "map": result.val_map, "macs": result.macs, "final": True,
+              "test_gap": result.gap, "test_map": result.map, "train_seconds": result.train_seconds,
+              "val_gaps": [[epoch.epoch, epoch.val_gap] for epoch in result.history]}
+    if adaptively and result.adaptive_val_gap is not None:
+        report.update(gap=result.adaptive_val_gap, map=result.adaptive_val_map, macs=result.adaptive_val_macs,
+                      test_gap=result.adaptive_gap, test_map=result.adaptive_map, frames=result.adaptive_val_frames)
+    return report
 
 
 def ensure_teacher(ray, preset: Preset, skyline: Cell, data: DataSet, ledger: Ledger) -> str:
@@ -174,7 +186,8 @@ def study_trials(grid, space: SearchSpace, template: Cell, complete: bool) -> li
             settings=settings_of(space.trial_cell(template, result.config)),
             gap=metrics.get("gap"), map=metrics.get("map"), macs=metrics.get("macs"),
             test_gap=metrics.get("test_gap"), test_map=metrics.get("test_map"), val_gaps=val_gaps, outcome=outcome,
-            error="" if result.error is None else one_line(result.error)))
+            error="" if result.error is None else one_line(result.error),
+            frames=metrics.get("frames") if outcome == "finished" else None))
     return trials
 
 

@@ -7,6 +7,8 @@ trains exactly what the grid would with those values and the best one reproduces
     learning_rate                             the student's
     pred_distance                             kl | mse
     selection                                 uniform, or a content rule (`workloads.saliency`)
+    tolerance                                 the adaptive reading's (`AdaptiveReading`): a study that sets
+                                              it reads its trials adaptively and optimises that reading
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from orchestrator.experiment.matrix import Cell
+from orchestrator.experiment.settings import AdaptiveReading
 from orchestrator.experiment.validation import Invalid
 from workloads.data.batch import FrameSelection
 from workloads.losses import LOSSES, Objective
@@ -84,6 +87,21 @@ def _with_selection(cell: Cell, value: Any) -> Cell:
     return dataclasses.replace(cell, selection=str(value), adaptive=None)
 
 
+def _tolerance(value: Any, key: str) -> None:
+    _number(value, key)
+    if value < 0:
+        raise Invalid(key, f"must be >= 0, got {value}")
+
+
+def _with_tolerance(cell: Cell, value: Any) -> Cell:
+    """The cell read adaptively with this tolerance (its other reading settings kept), where it can be: a
+    serial student on uniform frames; a content student's reading stays off."""
+    if cell.chooses_by_content or cell.intermediate:
+        return cell
+    return dataclasses.replace(cell, adaptive=dataclasses.replace(cell.adaptive or AdaptiveReading(),
+                                                                  tolerance=float(value)))
+
+
 _REGISTERED = (
     *(_weight(loss) for loss in LOSSES),
     Parameter("j", _frames("j"), lambda cell, j: dataclasses.replace(cell, k=max(1, cell.max_frames // int(j))),
@@ -99,6 +117,8 @@ _REGISTERED = (
     Parameter("selection", _selection, _with_selection,
               lambda cell: cell.selection if cell.chooses_by_content else None,
               lambda rule: {} if rule == "uniform" else {"content": {"rules": [str(rule)]}}),
+    Parameter("tolerance", _tolerance, _with_tolerance, lambda cell: cell.adaptive.tolerance if cell.adaptive else None,
+              lambda tolerance: {"adaptive": {"tolerance": float(tolerance)}}),
 )
 PARAMETERS: dict[str, Parameter] = {parameter.name: parameter for parameter in _REGISTERED}
 

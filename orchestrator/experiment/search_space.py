@@ -111,6 +111,11 @@ class SearchSpace:
             if value is not None and value < minimum:
                 raise Invalid(key, f"an integer >= {minimum}")
 
+    @property
+    def reads_adaptively(self) -> bool:
+        """Whether its trials are read adaptively and report that reading (it sets the `tolerance`)."""
+        return "tolerance" in self.search or "tolerance" in self.fixed
+
     def tune_space(self) -> dict:
         return {name: distribution.to_tune() for name, distribution in self.search.items()}
 

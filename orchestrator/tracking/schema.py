@@ -89,7 +89,8 @@ ADAPTIVE_THRESHOLD, ADAPTIVE_GAP, ADAPTIVE_FRAMES, ADAPTIVE_MACS = ("adaptive_th
                                                                      "adaptive_frames", "adaptive_macs")
 RESULT_METRICS = ("gap", "map", "macs", "frame_macs", "params", "train_seconds", "inference_seconds", "best_epoch",
                   "teacher_gap", "teacher_map", "workers", "resumed_at_epoch", "rep_cosine", "rep_mse",
-                  ADAPTIVE_THRESHOLD, "adaptive_val_gap", ADAPTIVE_GAP, ADAPTIVE_FRAMES, ADAPTIVE_MACS)
+                  ADAPTIVE_THRESHOLD, "adaptive_val_gap", ADAPTIVE_GAP, "adaptive_map", ADAPTIVE_FRAMES,
+                  ADAPTIVE_MACS)
 # An adaptive reading's test curve, a point per threshold (step: the threshold's place in `adaptive.thresholds`)
 ADAPTIVE_CURVE = ("adaptive_curve_gap", "adaptive_curve_frames", "adaptive_curve_macs")
 GAP, MAP, MACS = "gap", "map", "macs"
@@ -99,7 +100,7 @@ REP_COSINE, REP_MSE = "rep_cosine", "rep_mse"
 FINISHED_METRICS = (GAP, MAP, BEST_VAL_GAP, MACS)  # every finished cell's run has them; a report needs them
 # A trial's: its objective (validation) and its test scores.
 TEST_GAP, TEST_MAP = "test_gap", "test_map"
-TRIAL_METRICS = (GAP, MAP, MACS, TEST_GAP, TEST_MAP)
+TRIAL_METRICS = (GAP, MAP, MACS, TEST_GAP, TEST_MAP, "frames")  # frames: a trial read adaptively
 # A parent run's: the timing job's milliseconds per video, `time_per_video_ms/<family>/<all|k<k>>`.
 TIMING_PREFIX = "time_per_video_ms/"
 
