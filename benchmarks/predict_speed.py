@@ -8,6 +8,9 @@ The content student (`workloads.saliency`, rule salient_segments) reads every fr
 its frame scorer over all of them, and its student over the k it picks: on the smoke grid its k=10 student
 reaches the test GAP of the best serial student on 30 uniform frames (README, "Frames chosen by content"),
 which is the matched-GAP comparison this prints (untrained weights: time does not depend on them).
+A student read adaptively is the exception: where each video stops depends on its weights, so its
+end-to-end time beside the teacher and the 30-frame student, at the GAP each reaches, is
+`benchmarks/registered_speed.py`'s, over the models a grid registered (its `-adaptive` ones included).
 
 Each pass is what `python -m orchestrator.predict` does once the model is loaded: shards of full-length
 (300-frame) videos read row group by row group, the model's frames gathered and dequantised, the model,

@@ -158,5 +158,5 @@ def test_bad_arguments_exit_2_before_anything_starts(tmp_path):
                              str(tmp_path / "store")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {space}: search.w_nope: unknown parameter; known: " \
-                                    "w_ce, w_rep, w_rep_intermediate, w_pred, j, k, learning_rate, pred_distance, selection"
+        "w_ce, w_rep, w_rep_intermediate, w_pred, j, k, learning_rate, pred_distance, selection, tolerance"
     assert not (tmp_path / "store").exists()
