@@ -129,9 +129,15 @@ def test_the_tiny_grid_records_every_cell_live_and_whole(tiny_grid):
     assert "/#/experiments/1/runs?workflowType=machine_learning&viewStateShareKey=cells" in printed
     # Table 3's time: the timing job, the teacher and the k=10 student side by side, on the parent run.
     timed = schema.timing_of(parent.data.metrics)
-    # The content student too: its scorer over every frame, its student over the 10 it picks
-    assert set(timed) == {("hrnn", "all"), ("hrnn", "k10"), ("hrnn", "k10-salient_segments")}
+    # The content student too: its scorer over every frame, its student over the 10 it picks; and the
+    # student best read adaptively, with its kept weights
+    assert set(timed) == {("hrnn", "all"), ("hrnn", "k10"), ("hrnn", "k10-salient_segments"), ("hrnn", "k10-adaptive")}
     assert min(timed.values()) > 0
+    report = (store / "reports" / "fewer-frames-tiny" / schema.REPORT_MD).read_text()
+    assert re.search(r"\| k=10, read adaptively \(rep_then_ce: [\d.]+ frames on average\) \| – \| [\d.]+ \| [\d.]+ \| "
+                     r"[\d.]+ \| [\d.]+ \|", report), report
+    # Table 1: each serial student on uniform frames read adaptively, a row of its own with its interval
+    assert re.search(r"\| Serial Lrep, then LCE, read adaptively \| \d\.\d{3} \| \d\.\d{3} \| [+-]\d\.\d{3} \[", printed)
     assert parent.data.tags[schema.TIMING_DEVICE_TAG].startswith("cpu")
     cells = {r.info.run_name: schema.outcome_of_run(r) for r in children}
     assert "hrnn/serial/rep+pred+ce/k10/s0" in cells and "hrnn/skyline/all/s0" in cells

@@ -40,7 +40,8 @@ def _best_read_adaptively(cells: list[CellOutcome]) -> dict[int, tuple[str, list
     read = [c for c in cells if c.adaptive_val_gap is not None]
     best: dict[int, tuple[str, list[CellOutcome]]] = {}
     for k in sorted({c.k for c in read}):
-        by_variant = {v: [c for c in read if c.k == k and c.variant == v] for v in {c.variant for c in read if c.k == k}}
+        at_k = [c for c in read if c.k == k]
+        by_variant = {v: [c for c in at_k if c.variant == v] for v in {c.variant for c in at_k}}
         variant = max(sorted(by_variant), key=lambda v: _mean(by_variant[v], "adaptive_val_gap"))
         best[k] = (variant, by_variant[variant])
     return best
