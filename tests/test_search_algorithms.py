@@ -99,3 +99,22 @@ def test_a_front_that_crosses_the_cut_is_kept_whole():
     scores = {"a": (0.9, 3.0), "b": (0.7, 1.0), "c": (0.8, 2.0), "d": (0.6, 2.5)}
     assert [survives(name, scores, 3) for name in "abcd"] == [True, True, True, False]
 
+
+
+def test_a_trials_lines_name_its_cell_once_and_the_frames_an_adaptive_reading_read(capsys):
+    from types import SimpleNamespace
+
+    from orchestrator.driver.search_algorithms import TrialProgress
+
+    by_k = space({"k": {"int": [6, 10]}, "tolerance": {"choice": [0.0, 0.02]}})
+    progress = TrialProgress(2, CellKey(by_k, template()))
+    trial = SimpleNamespace(trial_id="t0", config={"k": 8, "tolerance": 0.02},
+                            last_result={"final": True, "gap": 0.56, "macs": 3e6, "frames": 4.2})
+    progress.on_trial_start(0, [], trial)
+    progress.on_trial_complete(0, [], trial)
+    out = capsys.readouterr().out
+    assert "trial t0 started: k=8, tolerance=0.02 [" in out
+    assert "trial t0 finished: validation GAP 0.5600 at 0.003 G multiply-adds, 4.2 frames read on average [" in out
+    by_j = space({"j": {"int": [9, 12]}})  # k is not sampled: said first
+    TrialProgress(1, CellKey(by_j, template())).on_trial_start(0, [], SimpleNamespace(trial_id="t1", config={"j": 11}))
+    assert "trial t1 started: k=5, j=12 (sampled j=11) [" in capsys.readouterr().out

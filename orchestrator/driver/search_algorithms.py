@@ -168,7 +168,8 @@ class TrialProgress(Callback):
 
     def _cell(self, trial) -> str:
         settings = dict(self.key(trial.config))
-        return f"k={settings['k']}, {ran_settings(trial.config, settings)}"
+        ran = ran_settings(trial.config, settings)
+        return ran if "k" in trial.config else f"k={settings['k']}, {ran}"
 
     def _say(self, trial, what: str) -> None:
         say(f"trial {trial.trial_id} {what} [{self._counts()}]")
@@ -191,7 +192,8 @@ class TrialProgress(Callback):
         self._ended(trial, outcome)
         how = "finished" if outcome == "finished" else f"stopped early after epoch {result.get('epoch')}"
         gap = f": validation GAP {result['gap']:.4f}" if "gap" in result else ""
-        self._say(trial, f"{how}{gap} at {result.get('macs', 0) / 1e9:.3f} G multiply-adds")
+        frames = f", {result['frames']:.1f} frames read on average" if result.get("frames") is not None else ""
+        self._say(trial, f"{how}{gap} at {result.get('macs', 0) / 1e9:.3f} G multiply-adds{frames}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._ended(trial, "failed")
