@@ -83,9 +83,15 @@ def test_the_plan_fits_a_teacher_only_when_a_cell_needs_it():
     independent = [c for c in cells if c.mode in ("baseline", "parallel")]
 
     fresh = backlog(teachers, cells, done=set(), cached=set())
-    assert fresh.teachers == [teacher] and fresh.ready == independent and fresh.blocked == {teacher.id: serial}
+    assert fresh.teachers == [teacher] and {c.id for c in fresh.ready} == {c.id for c in independent}
+    assert fresh.blocked == {teacher.id: serial}
+    # The longest kinds start first (a parallel pair trains its teacher too), baselines last
+    assert [c.mode for c in fresh.ready] == sorted((c.mode for c in independent), key=lambda m: m != "parallel")
     cached = backlog(teachers, cells, done={skyline.id}, cached={teacher.id})
-    assert cached.teachers == [] and cached.ready == [c for c in cells if c.mode != "skyline"] and not cached.blocked
+    assert cached.teachers == [] and {c.id for c in cached.ready} == {c.id for c in cells if c.mode != "skyline"}
+    assert not cached.blocked
+    assert [c.mode for c in cached.ready][:2] == ["parallel", "serial"] and cached.ready[-1].mode == "baseline"
+    assert [c.intermediate for c in cached.ready if c.mode == "serial"][0]  # matching intermediate states first
     # Its caches lost while a serial cell still needs them: the teacher is fitted again (it resumes from its
     # final checkpoint and only exports), and the serial cells wait for it.
     lost = backlog(teachers, cells, done={skyline.id, serial[0].id}, cached=set())

@@ -32,9 +32,18 @@ class Backlog:
 
     def release(self, teacher: TeacherSpec) -> list[Cell]:
         """The cells waiting for `teacher`, now ready first: they waited while the others could run."""
-        waiting = self.blocked.pop(teacher.id, [])
+        waiting = heaviest_first(self.blocked.pop(teacher.id, []))
         self.ready[:0] = waiting
         return waiting
+
+
+def heaviest_first(cells: list[Cell]) -> list[Cell]:
+    """Cells in the order a grid starts them: the kinds that train longest first (a parallel pair trains its
+    teacher too, matching intermediate states costs more, a larger k reads more frames), so that a grid
+    does not end on one long cell running alone while the other slots idle (the smoke grid did, for its
+    last three minutes); otherwise the matrix's order."""
+    rank = {Mode.PARALLEL: 0, Mode.SERIAL: 1}
+    return sorted(cells, key=lambda c: (rank.get(c.mode, 2), not c.intermediate, -(c.k or 0)))
 
 
 def backlog(teachers: list[TeacherSpec], cells: list[Cell], done: set[str], cached: set[str],
@@ -57,6 +66,7 @@ def backlog(teachers: list[TeacherSpec], cells: list[Cell], done: set[str], cach
             todo.blocked[cell.teacher.id].append(cell)
         else:
             todo.ready.append(cell)
+    todo.ready = heaviest_first(todo.ready)
     return todo
 
 
