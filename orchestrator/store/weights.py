@@ -15,6 +15,7 @@ import dataclasses
 
 from orchestrator.experiment.matrix import Cell, TeacherSpec
 from orchestrator.experiment.results import CellResult
+from workloads.adaptive import AdaptiveStudent
 from workloads.data.fs import resolve, write_bytes
 from workloads.inference import ModelCard, load_weights, weights_bytes
 from workloads.models import VideoModel
@@ -45,7 +46,7 @@ def read(location: str) -> tuple[ModelCard, VideoModel]:
     return load_weights(data, location)
 
 
-def reading_adaptively(card: ModelCard, model: VideoModel):
+def reading_adaptively(card: ModelCard, model: VideoModel) -> tuple[ModelCard, AdaptiveStudent]:
     """A kept student as a product that reads by its calibrated stopping rule: (its card saying so, the
     `AdaptiveStudent` holding its weights, in eval mode); `WorkloadError` when its card holds no rule."""
     card = dataclasses.replace(card, adaptive=True)
