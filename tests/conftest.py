@@ -8,9 +8,6 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 
 import itertools
-import signal
-import subprocess
-import sys
 
 import pytest
 
