@@ -139,3 +139,22 @@ def test_a_result_written_before_the_types_still_reads(tmp_path):
     result = read_result(Store(str(tmp_path)), "c-9")
     assert result.gap == 0.5016 and result.run_id == "abc" and result.history[0].losses == {"ce": 5.6}
     assert result.teacher_gap is None and result.caches is None
+
+
+def test_the_weights_kept_are_each_registered_models_best_and_the_timing_job_gets_the_adaptive_ones(tiny):
+    _, _, cells = tiny
+
+    def scored(val_gap, adaptive_val_gap=None, kept=True):
+        return CellResult(gap=0.5, map=0.4, val_gap=val_gap, val_map=0.4, best_epoch=1, train_seconds=1.0,
+                          inference_seconds=1.0, macs=1, frame_macs=1, params=1, history=(), wall_seconds=1.0,
+                          device="cpu", adaptive_val_gap=adaptive_val_gap, weights=f"m/{val_gap}.pt" if kept else None)
+    a, b, c = (cells[f"hrnn/serial/{v}/k10/s0"] for v in ("rep_then_ce", "rep+pred+ce", "rep+ce+intermediate"))
+    uniform = cells["hrnn/baseline/uniform/k10/s0"]
+    # a: best read whole; b: best read adaptively; c: neither (it has no adaptive reading)
+    results = {a.id: scored(0.6, 0.50), b.id: scored(0.5, 0.55), c.id: scored(0.4), uniform.id: scored(0.9)}
+    order = list(cells.values())
+    assert weights.losers(a, order, results) == [c]
+    assert weights.best_adaptive(order, results) == {("hrnn", 10): "m/0.5.pt"}
+    results[b.id] = scored(0.5, 0.55, kept=False)  # its weights dropped: the best adaptive reading still kept
+    assert weights.best_adaptive(order, results) == {("hrnn", 10): "m/0.6.pt"}
+    assert weights.best_adaptive(order, {uniform.id: scored(0.9)}) == {}  # baselines compete for nothing

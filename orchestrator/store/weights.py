@@ -58,14 +58,12 @@ def reading_adaptively(card: ModelCard, model: VideoModel) -> tuple[ModelCard, A
 def best_adaptive(cells: list[Cell], results: dict[str, CellResult]) -> dict[tuple[str, int], str]:
     """(family, k) -> the kept weights of the student best read adaptively there (by its reading's
     validation GAP): the one its `-adaptive` registered model holds."""
-    best: dict[tuple[str, int], tuple[float, str]] = {}
-    for cell in cells:
-        result = results.get(cell.id)
-        if slot(cell) is None or result is None or not result.weights or result.adaptive_val_gap is None:
-            continue
-        if slot(cell) not in best or result.adaptive_val_gap > best[slot(cell)][0]:
-            best[slot(cell)] = (result.adaptive_val_gap, result.weights)
-    return {where: location for where, (_, location) in best.items()}
+    found = {}
+    for where in {slot(c) for c in cells} - {None}:
+        winner = _best(_kept(where, cells, results), results).get(ADAPTIVE)
+        if winner is not None:
+            found[where] = results[winner.id].weights
+    return found
 
 
 def exists(location: str) -> bool:
@@ -82,16 +80,27 @@ def losers(cell: Cell, cells: list[Cell], results: dict[str, CellResult]) -> lis
     """The recorded students of `cell`'s family and k whose weights are kept but that are the best in none
     of the registered models they compete for: the k-frame model by validation GAP, and the model read
     adaptively by its reading's validation GAP (on a tie, the first in the matrix's order stays)."""
-    rivals = [c for c in cells if slot(c) == slot(cell) and c.id in results and results[c.id].weights]
+    rivals = _kept(slot(cell), cells, results)
     if slot(cell) is None or len(rivals) < 2:
         return []
+    kept = {winner.id for winner in _best(rivals, results).values()}
+    return [c for c in rivals if c.id not in kept]
+
+
+def _kept(where: tuple[str, int] | None, cells: list[Cell], results: dict[str, CellResult]) -> list[Cell]:
+    """The recorded students of a slot whose weights are kept."""
+    return [c for c in cells if slot(c) == where and c.id in results and results[c.id].weights]
+
+
+def _best(rivals: list[Cell], results: dict[str, CellResult]) -> dict[str, Cell]:
+    """Of `rivals`, the best for each registered model they compete for, by name suffix (`competing`); on
+    a tie, the first stays."""
     best: dict[str, tuple[Cell, float]] = {}
     for rival in rivals:
         for model, score in competing(results[rival.id]).items():
             if model not in best or score > best[model][1]:
                 best[model] = (rival, score)
-    kept = {winner.id for winner, _ in best.values()}
-    return [c for c in rivals if c.id not in kept]
+    return {model: winner for model, (winner, _) in best.items()}
 
 
 ADAPTIVE = "-adaptive"  # a registered name's suffix: its student reads as many of its k frames as each video needs
