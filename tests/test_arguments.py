@@ -1,8 +1,5 @@
 """Bad command lines and bad data fail before Ray starts: one line on stderr, exit 2, nothing written."""
 
-import contextlib
-import importlib
-import io
 import socket
 import subprocess
 import sys
@@ -14,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from commands import in_process
 from orchestrator.errors import OrchestratorError
 from orchestrator.experiment.presets import load_preset
 from orchestrator.experiment.settings import DataConfig
@@ -32,19 +30,12 @@ def as_a_user(module: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def driver(module: str, *args: str) -> subprocess.CompletedProcess:
-    """The command in this process (a new one spends seconds importing torch and MLflow): its status and
-    what it printed, and that it never started Ray."""
+    """The command in this process: its status and what it printed, and that it never started Ray."""
     import ray
 
-    main = importlib.import_module(f"orchestrator.{module}").main
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            status = main(list(args))
-        except SystemExit as stopped:  # argparse's way out
-            status = stopped.code
+    done = in_process(f"orchestrator.{module}", *args)
     assert not ray.is_initialized(), "Ray started before the input was checked"
-    return subprocess.CompletedProcess([module, *args], status, out.getvalue(), err.getvalue())
+    return done
 
 
 def refused(result: subprocess.CompletedProcess, message: str) -> None:

@@ -18,7 +18,7 @@ from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.presets import load_preset, preset_names
 from orchestrator.tracking import schema
 from orchestrator.tracking.schema import RunKind
-from ports import free_port
+from ports import free_port, group_alive
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster"
@@ -140,7 +140,5 @@ def test_the_local_fake_cluster_autoscales_under_the_smoke_grid(s3_server, s3_bu
     finally:
         down = subprocess.run([str(CLUSTER / "down.sh"), "--local"], capture_output=True, text=True, env=env, timeout=120)
     assert down.returncode == 0, down.stderr
-    # Every process of the cluster is gone (exited ones may wait for a reaper: a container's PID 1 may not be one).
-    states = subprocess.run(["ps", "-eo", "pgid=,stat="], capture_output=True, text=True).stdout.split("\n")
-    assert not [line for line in states if line.split() and int(line.split()[0]) == group and not line.split()[1].startswith("Z")]
+    assert not group_alive(group)  # every process of the cluster is gone
     assert not Path(state).exists()

@@ -2,8 +2,6 @@
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -13,14 +11,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from ports import free_port, stop_group
+
 REPO = Path(__file__).resolve().parents[1]
 RAY = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -60,21 +54,3 @@ def test_job_submit_runs_the_grid_on_a_started_cluster(tmp_path):
     finally:
         stop_group(start.pid)
         shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def stop_group(group: int) -> None:
-    """Stop a process group: asked first, then killed (the GCS and raylet may ignore SIGTERM)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(group, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and alive(group):
-            time.sleep(0.2)
-
-
-def alive(group: int) -> bool:
-    """Whether a process of the group still runs (an exited one waiting for a reaper does not count)."""
-    states = subprocess.run(["ps", "-eo", "pgid=,stat="], capture_output=True, text=True).stdout.splitlines()
-    return any(int(line.split()[0]) == group and not line.split()[1].startswith("Z") for line in states if line.split())

@@ -2,9 +2,6 @@
 Ray with Ray Data), serving with `mlflow models serve`, and bad input. Real MLflow on SQLite, real Ray."""
 
 import base64
-import contextlib
-import importlib
-import io
 import json
 import os
 import re
@@ -20,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
+from commands import in_process
 from grids import copy_store, mlflow_ui_over, tracking
 from orchestrator.experiment.modes import Mode
 from orchestrator.tracking import schema
@@ -34,14 +32,7 @@ ADAPTIVE = STUDENT + "-adaptive"  # the student best read adaptively: it stops p
 pytestmark = pytest.mark.slow
 
 
-def command(module: str, *args):
-    """`python -m module args` run in this process (a new one would spend seconds importing torch and
-    MLflow again): its exit status and what it printed."""
-    main = importlib.import_module(module).main
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main(list(args))
-    return subprocess.CompletedProcess([module, *args], status, out.getvalue(), err.getvalue())
+command = in_process  # `python -m module args`, in this process
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@
 import contextlib
 import csv
 import dataclasses
-import io
 import os
 import re
 import sqlite3
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from commands import in_process
 from orchestrator.experiment.presets import load_preset
 from orchestrator.experiment.matrix import expand
 from orchestrator.report.build import folder_name, write_report
@@ -116,13 +116,8 @@ def report(*args):
 
 
 def report_here(*args):
-    """The command in this process (a new one spends seconds importing MLflow): its status and output."""
-    from orchestrator.report.__main__ import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main(list(args))
-    return subprocess.CompletedProcess(args, status, out.getvalue(), err.getvalue())
+    """The command in this process."""
+    return in_process("orchestrator.report.__main__", *args)
 
 
 def test_a_report_folder_is_named_for_its_experiment_and_stays_in_reports():
