@@ -67,7 +67,30 @@ def parallel_losses(
     reaches it through detached copies of its parameters: gradients of the student loss stop at the student.
     """
     t_out = teacher(batch.frames, batch.mask, batch.positions)
-    teacher_loss, teacher_parts = _TEACHER_OBJECTIVE(t_out, batch.labels)
+    teacher_loss, teacher_parts = teacher_objective(t_out, batch.labels)
+    student_loss, student_parts = student_losses(teacher, t_out, student, batch, selection, objective, shared, targets)
+    parts = teacher_parts | student_parts
+    return teacher_loss, student_loss, parts
+
+
+def teacher_objective(t_out: ModelOutput, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """The teacher's loss, LCE on all frames, and its parts named as a pair reports them."""
+    loss, parts = _TEACHER_OBJECTIVE(t_out, labels)
+    return loss, {f"teacher_{k}": v for k, v in parts.items()}
+
+
+def student_losses(
+    teacher: VideoModel,
+    t_out: ModelOutput,
+    student: VideoModel,
+    batch: VideoBatch,
+    selection: FrameSelection,
+    objective: Objective,
+    shared: bool = True,
+    targets: str = "train",
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The student's loss on the frames `selection` keeps of `batch`, against the teacher's `t_out` of the
+    whole batch (or, for `eval` targets, a second pass of the teacher), and its parts."""
     student_batch = subsample(batch, selection)
     if shared:
         s_out = _student_forward(student, teacher, student_batch)
@@ -81,9 +104,7 @@ def parallel_losses(
                                               s_out.intermediate_positions).detach()
     made = TeacherTargets(source.representation.detach().float(), torch.sigmoid(source.logits.detach().float()),
                           intermediates)
-    student_loss, student_parts = objective(s_out, batch.labels, made)
-    parts = {f"teacher_{k}": v for k, v in teacher_parts.items()} | student_parts
-    return teacher_loss, student_loss, parts
+    return objective(s_out, batch.labels, made)
 
 
 @contextmanager

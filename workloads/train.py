@@ -198,7 +198,7 @@ def train_parallel(
                 evaluate(teacher, val, device, precision=precision))
 
     # The teacher's LCE trains its output layer whatever the student's stage: the pair's are always penalised.
-    learner = _Learner(model, loss, scores, penalised=lambda stage: _output_weights(model))
+    learner = _Learner(model, loss, scores, penalised=lambda stage: output_weights(model))
     result = _fit(learner, stages, train, val, config, on_epoch, resume, on_progress)
     best = result.history[result.best_epoch - 1] if result.best_epoch else None
     teacher_result = TrainResult(result.best_epoch, best.teacher_val_gap if best else -1.0,
@@ -241,10 +241,7 @@ def _fit(learner: _Learner, stages: tuple[Stage, ...], train, val, config: Train
     run = _Run.start(model, device, resume)
     epoch = 0
     for stage in stages:
-        frozen = {id(p) for p in learner.frozen}
-        params = [p for p in model.parameters() if id(p) not in frozen]
-        optimizer = torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-        schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
+        params, optimizer, schedule = stage_optimizer(model, learner.frozen, config)
         epochs = stage.epochs or config.epochs
         if run.done >= epoch + epochs:  # a stage the resumed run had finished
             epoch += epochs
@@ -272,16 +269,24 @@ def _fit(learner: _Learner, stages: tuple[Stage, ...], train, val, config: Train
     return run.finish(model)
 
 
+def stage_optimizer(model: torch.nn.Module, frozen: tuple[torch.nn.Parameter, ...], config: TrainConfig):
+    """A stage's fresh start: the parameters it steps (all but `frozen`), Adam over them, its schedule."""
+    skipped = {id(p) for p in frozen}
+    params = [p for p in model.parameters() if id(p) not in skipped]
+    optimizer = torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    return params, optimizer, torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
+
+
 def _teacher_scores(teacher: Evaluation | None) -> tuple[float | None, float | None]:
     return (None, None) if teacher is None else (teacher.gap, teacher.map)
 
 
 def _train_epoch(learner: _Learner, stage: Stage, train, epoch: int, precision: Precision, optimizer, params,
-                 config: TrainConfig) -> _Mean:
+                 config: TrainConfig) -> Mean:
     """One epoch's optimiser steps; the mean loss over every replica's batches."""
-    _set_epoch(train, epoch - 1)
+    set_epoch(train, epoch - 1)
     learner.model.train()
-    mean = _Mean()
+    mean = Mean()
     stepped = {id(p) for p in params}  # a frozen layer is not trained, so not penalised
     penalised = ([w for w in learner.penalised(stage) if id(w) in stepped]
                  if config.regularization_penalty and config.l2_penalty else [])
@@ -298,10 +303,10 @@ def _train_epoch(learner: _Learner, stage: Stage, train, epoch: int, precision: 
 
 
 def _penalised_by_stage(module: torch.nn.Module) -> Callable[[Stage], list[torch.nn.Parameter]]:
-    return lambda stage: _output_weights(module) if stage.objective.trains_output else []
+    return lambda stage: output_weights(module) if stage.objective.trains_output else []
 
 
-def _output_weights(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+def output_weights(module: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The weight matrices of every output layer in `module` (a model, a pair, DDP's wrapper), each once:
     what the paper's L2 penalises (`_train_epoch` keeps those the optimiser steps)."""
     found = {id(p): p for m in module.modules() if isinstance(m, VideoModel)
@@ -354,7 +359,7 @@ class _Run:
         return self.result
 
 
-class _Mean:
+class Mean:
     def __init__(self):
         self.total, self.count, self.parts = 0.0, 0, {}
 
@@ -370,9 +375,9 @@ class _Mean:
     def losses(self) -> dict[str, float]:
         return {k: v / max(self.count, 1) for k, v in self.parts.items()}
 
-    def pooled(self) -> _Mean:
+    def pooled(self) -> Mean:
         """The means over every data-parallel replica's batches (this one's alone in one process)."""
-        pooled = _Mean()
+        pooled = Mean()
         for total, count, parts in gather_objects((self.total, self.count, self.parts)):
             pooled.total += total
             pooled.count += count
@@ -381,7 +386,7 @@ class _Mean:
         return pooled
 
 
-def _set_epoch(data, epoch: int) -> None:
+def set_epoch(data, epoch: int) -> None:
     target = getattr(data, "dataset", data)
     if hasattr(target, "set_epoch"):
         target.set_epoch(epoch)
