@@ -75,7 +75,7 @@ class InFlight:
 
     def __init__(self):
         self.teachers: dict[Any, TeacherJob] = {}
-        self.cells: dict[Any, Cell] = {}
+        self.cells: dict[Any, tuple[Cell, ...]] = {}  # one cell, or a group of parallel cells
 
     def __len__(self) -> int:
         return len(self.teachers) + len(self.cells)
@@ -83,7 +83,7 @@ class InFlight:
     def refs(self) -> list:
         return [*self.teachers, *self.cells]
 
-    def pop(self, ref) -> TeacherJob | Cell:
+    def pop(self, ref) -> TeacherJob | tuple[Cell, ...]:
         return self.teachers.pop(ref) if ref in self.teachers else self.cells.pop(ref)
 
     def training(self, teacher: TeacherSpec) -> bool:

@@ -22,7 +22,8 @@ from orchestrator.experiment.matrix import Cell, TeacherSpec, expand
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.presets import Preset
 from orchestrator.experiment.results import CellResult
-from orchestrator.jobs.cells import Kept, run_cell
+from orchestrator.jobs.cells import Kept
+from orchestrator.jobs.parallel_groups import grouped, run_cells
 from orchestrator.jobs.data_sets import DataSet
 from orchestrator.jobs.teachers import TeacherJob
 from orchestrator.store import weights
@@ -45,7 +46,7 @@ class Scheduler:
         self.todo = Backlog()
         self.epochs = EpochChannel()  # per-epoch metrics from the jobs, for their live runs
         resources = preset.resources.cell
-        self.cell_task = ray.remote(run_cell).options(num_cpus=resources.cpus, num_gpus=resources.gpus,
+        self.cell_task = ray.remote(run_cells).options(num_cpus=resources.cpus, num_gpus=resources.gpus,
                                                       resources=resources.custom or None)
         self.teacher_task = teacher_task(ray)
 
@@ -86,8 +87,10 @@ class Scheduler:
     def _counts(self) -> Counts:
         """Where the grid stands. Ray does not say which submitted task runs: as many cells as the cluster
         holds now (beside the teachers training) are counted running, the rest queued."""
-        teachers, submitted = len(self.in_flight.teachers), len(self.in_flight.cells)
-        running = min(submitted, cell_slots(self.ray, self.preset.resources, teachers)) if submitted else 0
+        teachers, jobs = len(self.in_flight.teachers), list(self.in_flight.cells.values())
+        slots = cell_slots(self.ray, self.preset.resources, teachers) if jobs else 0
+        running = sum(len(job) for job in jobs[:slots])
+        submitted = sum(map(len, jobs))
         return Counts(done=len(self.ledger.results), running=running, failed=len(self.ledger.failed),
                       total=len(self.cells), teachers=teachers, queued=submitted - running,
                       left_seconds=self.pace.left(self.ledger.unfinished(self.cells)))
@@ -122,21 +125,24 @@ class Scheduler:
             if isinstance(job, TeacherJob):
                 self._teacher_done(job.spec, value, error)
             elif error is None:
-                self._cell_done(job, value)
-            elif not self.healer.heal(job, error, self.in_flight, self.todo, self._start_teacher):
-                self.ledger.fail(job, error)
+                for cell, result in zip(job, value):
+                    self._cell_done(cell, result, len(job))
+            elif len(job) > 1 or not self.healer.heal(job[0], error, self.in_flight, self.todo, self._start_teacher):
+                for cell in job:  # a group trained together fails together
+                    self.ledger.fail(cell, error)
         except Exception as failure:  # writing its result or its MLflow run failed
             if not is_storage_failure(failure):
                 raise
             _stop_if_store_lost(self.ledger.store)
-            name = job.spec.name if isinstance(job, TeacherJob) else job.name
+            name = job.spec.name if isinstance(job, TeacherJob) else ", ".join(cell.name for cell in job)
             raise OrchestratorError(f"{name}: recording it failed: {one_line(failure)}") from None
 
-    def _cell_done(self, cell: Cell, result: CellResult) -> None:
-        """Record a finished cell; under `keep_weights: best` the students of its family and k that are the
-        best neither read whole nor read adaptively lose their kept weights."""
+    def _cell_done(self, cell: Cell, result: CellResult, group: int) -> None:
+        """Record a finished cell (of a job of `group` cells, which share its wall time); under
+        `keep_weights: best` the students of its family and k that are the best neither read whole nor read
+        adaptively lose their kept weights."""
         self.ledger.record(cell, self.similarity.measured(cell, result))
-        self.pace.finished(cell, result.wall_seconds)
+        self.pace.finished(cell, result.wall_seconds / group)
         if self.preset.keep_weights == "best":
             for loser in weights.losers(cell, self.cells, self.ledger.results):
                 self.ledger.drop_weights(loser, f"not the best {cell.family} k{cell.k} student (validation GAP, whole or adaptive)")
@@ -156,10 +162,13 @@ class Scheduler:
         self.todo.release(teacher)
 
     def _drain(self) -> None:
-        """Start ready cells while there are slots for them."""
+        """Start ready cells while there are slots for them: parallel cells whose teachers would train
+        alike as one job (`orchestrator.jobs.parallel_groups`)."""
         running = len(self.in_flight.cells)
         while self.todo.ready and running < self._slots():
-            self._submit(self.todo.ready.pop(0))
+            job = grouped(self.todo.ready, self.preset.resources.cell.parallel_group)[0]
+            self.todo.ready = [cell for cell in self.todo.ready if cell not in job]
+            self._submit(job)
             running += 1
 
     def _slots(self) -> float:
@@ -171,14 +180,16 @@ class Scheduler:
             return math.inf
         return cell_slots(self.ray, self.preset.resources, training)
 
-    def _submit(self, cell: Cell) -> None:
-        store, cache = self.ledger.store, self.healer.cache_of(cell)
-        kept = Kept(sample=store.representations(cell.id), predictions=store.predictions(cell.id),
-                    weights=store.weights(cell.id) if weights.slot(cell) else None,
-                    adaptive_predictions=store.adaptive_predictions(cell.id) if cell.adaptive else None)
-        ref = self.cell_task.remote(cell, self.data, cache, self.preset.resources.cell.device,
-                                    self.epochs.sender(cell.id), kept)
-        self.in_flight.cells[ref] = cell
+    def _submit(self, job: tuple[Cell, ...]) -> None:
+        """Start one cell, or a group of parallel cells, as one Ray task (each cell's epochs to its own run)."""
+        store, cache = self.ledger.store, self.healer.cache_of(job[0])
+        kept = tuple(Kept(sample=store.representations(cell.id), predictions=store.predictions(cell.id),
+                          weights=store.weights(cell.id) if weights.slot(cell) else None,
+                          adaptive_predictions=store.adaptive_predictions(cell.id) if cell.adaptive else None)
+                     for cell in job)
+        senders = tuple(self.epochs.sender(cell.id) for cell in job)
+        ref = self.cell_task.remote(job, self.data, cache, self.preset.resources.cell.device, senders, kept)
+        self.in_flight.cells[ref] = job
         self.started += 1
 
     def _abandon(self) -> None:

@@ -35,6 +35,9 @@ class CellResult:
     device: str  # where it trained: cpu or cuda
     teacher_gap: float | None = None  # a parallel pair's teacher, on the test split
     teacher_map: float | None = None
+    # A parallel pair's: how many students its teacher trained beside in one job, itself included
+    # (`orchestrator.jobs.parallel_groups`); its `train_seconds` are the whole group's.
+    parallel_group: int | None = None
     workers: int | None = None  # a teacher's data-parallel Ray Train workers
     resumed_at_epoch: int | None = None  # a teacher's: the epoch its checkpoint had reached (0: fresh)
     caches: dict[str, str] | None = None  # a teacher's: cache key -> the cache's URI

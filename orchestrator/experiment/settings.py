@@ -234,9 +234,15 @@ class CellResources:
     cpus: float = 1.0
     gpus: float = 0.0
     custom: dict[str, float] = field(default_factory=dict)  # e.g. {student_node: 0.5}: single-GPU nodes
+    # How many parallel students of one teacher (same seed and training) one job trains beside a single
+    # copy of it (`orchestrator.jobs.parallel_groups`): the teacher's passes are paid once for all of them.
+    # 1 runs each pair alone, which finishes sooner where free slots outnumber the jobs.
+    parallel_group: int = 8
 
     def __post_init__(self) -> None:
         _check_custom(self.custom)
+        if self.parallel_group < 1:
+            raise Invalid("parallel_group", f"must be >= 1 (1: each parallel pair alone), got {self.parallel_group}")
 
     @property
     def device(self) -> str:

@@ -31,8 +31,11 @@ from workloads.progress import EpochCallback, TrainResult, announce_start
 from workloads.representations import represent
 from workloads.saliency import (ContentSelected, ContentSelector, ContentStudent, FrameScorer, ScorerTraining,
                                 train_scorer)
-from workloads.train import TrainConfig, seed_everything, train_classifier, train_parallel, train_serial_student
+from workloads.parallel_group import Member, train_parallel_group
+from workloads.train import TrainConfig, seed_everything, train_classifier, train_serial_student
 from workloads.variants import Stage, stages
+
+PARALLEL_TEACHER_SEED = 1_000_003  # added to a cell's seed for its parallel teacher's initial weights
 
 
 @dataclass(frozen=True)
@@ -72,15 +75,15 @@ def cell_stages(cell: Cell) -> tuple[Stage, ...]:
 
 
 def resolve(cell: Cell, num_classes: int, device: str) -> Recipe:
-    """The cell's recipe, its models initialised from the cell's seed (the student first, then a parallel
-    pair's teacher: the order fixes their initial weights)."""
-    if cell.mode not in RUNNERS:
+    """The cell's recipe, its student initialised from the cell's seed (as every student and baseline of
+    that seed is), a parallel pair's teacher from a seed of its own (`_parallel_teacher`)."""
+    if cell.mode not in (*RUNNERS, Mode.PARALLEL):
         raise OrchestratorError(f"{cell.name}: cells of mode {str(cell.mode)!r} run as teachers")
     seed_everything(cell.seed)
     model = cell.model_spec.build(num_classes, k=cell.k)
     if cell.intermediate:
         model.match_intermediates_at(cell.intermediate_points)
-    teacher = cell.model_spec.build(num_classes) if cell.mode is Mode.PARALLEL else None
+    teacher = _parallel_teacher(cell, num_classes) if cell.mode is Mode.PARALLEL else None
     cost = count_macs(model, cell.k)
     if not cell.chooses_by_content:
         return Recipe(cell, model, teacher, FrameSelection(cell.selection, k=cell.k), cell_stages(cell),
@@ -93,16 +96,24 @@ def resolve(cell: Cell, num_classes: int, device: str) -> Recipe:
     return Recipe(cell, model, teacher, None, cell_stages(cell), cell.train.config(cell.seed, device), cost, content)
 
 
-Trained = tuple[TrainResult, VideoModel | None]  # the result, and a parallel pair's trained teacher
-Runner = Callable[[Recipe, DataSet, str | None, EpochCallback | None], Trained]
+def _parallel_teacher(cell: Cell, num_classes: int) -> VideoModel:
+    """A parallel pair's teacher, initialised from a generator seeded by the cell's seed (offset, so that it
+    does not start as a copy of its student): the same teacher for every student of that seed, so that
+    students grouped around one copy of it train as they would alone."""
+    with torch.random.fork_rng():
+        torch.manual_seed(cell.seed + PARALLEL_TEACHER_SEED)
+        return cell.model_spec.build(num_classes)
 
 
-def _baseline(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: EpochCallback | None) -> Trained:
+Runner = Callable[[Recipe, DataSet, str | None, EpochCallback | None], TrainResult]
+
+
+def _baseline(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: EpochCallback | None) -> TrainResult:
     train, val = _student_data(recipe, data)
-    return train_classifier(recipe.model, train, val, recipe.config, on_epoch), None
+    return train_classifier(recipe.model, train, val, recipe.config, on_epoch)
 
 
-def _serial(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: EpochCallback | None) -> Trained:
+def _serial(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: EpochCallback | None) -> TrainResult:
     if cache_uri is None:
         raise OrchestratorError(f"{recipe.cell.name}: a serial student needs its teacher's cache")
     teacher = ParquetTeacherCache(cache_uri)
@@ -112,20 +123,10 @@ def _serial(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: Epoc
         train_scorer(recipe.content.scorer, teacher, all_frames, ScorerTraining(), recipe.device, recipe.cell.seed)
     train, val = _student_data(recipe, data)
     return train_serial_student(recipe.model, teacher, train, val, recipe.stages, recipe.config, on_epoch,
-                                classifier=recipe.cell.serial_classifier), None
+                                classifier=recipe.cell.serial_classifier)
 
 
-def _parallel(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: EpochCallback | None) -> Trained:
-    cell, batch = recipe.cell, recipe.cell.train.batch_size
-    # The pair reads every frame: the teacher sees them all, the student the selection's.
-    train = data.training(batch, shuffle=True, seed=cell.seed, fraction=cell.data_fraction)
-    result, _ = train_parallel(recipe.teacher, recipe.model, train, data.validation(batch), recipe.selection,
-                               recipe.stages, recipe.config, on_epoch,
-                               shared_classifier=cell.parallel_classifier == "shared", targets=cell.parallel_targets)
-    return result, recipe.teacher
-
-
-RUNNERS: dict[Mode, Runner] = {Mode.BASELINE: _baseline, Mode.SERIAL: _serial, Mode.PARALLEL: _parallel}
+RUNNERS: dict[Mode, Runner] = {Mode.BASELINE: _baseline, Mode.SERIAL: _serial}  # parallel cells: `run_group`
 
 
 def _student_data(recipe: Recipe, data: DataSet) -> tuple[Iterable[VideoBatch], Iterable[VideoBatch]]:
@@ -160,10 +161,45 @@ def run_cell(cell: Cell, data: DataSet, cache_uri: str | None, device: str,
 
 def run_recipe(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: EpochCallback | None = None,
                started: float | None = None, kept: Kept = Kept()) -> CellResult:
-    """Train a resolved cell with its mode's runner, then test it (and a parallel pair's teacher) on the
+    """Train a resolved cell with its mode's runner (a parallel pair as a group of one), then test it on the
     data set's test split, and keep what `kept` asks for."""
     started = time.perf_counter() if started is None else started
-    result, teacher = RUNNERS[recipe.cell.mode](recipe, data, cache_uri, on_epoch)
+    if recipe.cell.mode is Mode.PARALLEL:
+        return run_group([recipe], data, [on_epoch], [kept], started)[0]
+    result = RUNNERS[recipe.cell.mode](recipe, data, cache_uri, on_epoch)
+    return _tested(recipe, result, None, data, kept, started)
+
+
+def run_group(recipes: list[Recipe], data: DataSet, on_epochs: list[EpochCallback | None], kept: list[Kept],
+              started: float | None = None) -> list[CellResult]:
+    """Parallel cells that share their teacher's training (`orchestrator.jobs.parallel_groups`), trained
+    beside one copy of it (`workloads.parallel_group`), then each tested with the teacher as it was at
+    the cell's best epoch: each cell's numbers are what it gets alone."""
+    started = time.perf_counter() if started is None else started
+    first, teacher = recipes[0].cell, recipes[0].teacher
+    members = [Member(r.model, r.selection, r.stages, seed=member_seed(r.cell),
+                      shared_classifier=r.cell.parallel_classifier == "shared", targets=r.cell.parallel_targets,
+                      on_epoch=on_epoch) for r, on_epoch in zip(recipes, on_epochs)]
+    batch = first.train.batch_size
+    # The group reads every frame: the teacher sees them all, each student its selection's.
+    train = data.training(batch, shuffle=True, seed=first.seed, fraction=first.data_fraction)
+    trained = train_parallel_group(teacher, members, train, data.validation(batch), recipes[0].config)
+    results = []
+    for recipe, member, keep in zip(recipes, trained, kept):
+        member.restore(teacher, recipe.model)
+        results.append(_tested(recipe, member.result, teacher, data, keep, started, len(recipes)))
+    return results
+
+
+def member_seed(cell: Cell) -> int:
+    """A parallel student's own random stream (dropout): from the cell alone, never from its group."""
+    return int(cell.id.removeprefix("c-")[:8], 16)
+
+
+def _tested(recipe: Recipe, result: TrainResult, teacher: VideoModel | None, data: DataSet, kept: Kept,
+            started: float, group: int = 1) -> CellResult:
+    """Test a trained cell (and a parallel pair's teacher) on the data set's test split, keep what `kept`
+    asks for, and give its result."""
     batch = recipe.cell.train.batch_size
     test = evaluate(recipe.model, recipe.reads(data.testing(batch, recipe.selection)), recipe.device,
                     keep_predictions=kept.predictions is not None)
@@ -181,4 +217,4 @@ def run_recipe(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: E
     return CellResult.of(result, test, recipe.cost, time.perf_counter() - started, recipe.device.type, data.roles(),
                          teacher_gap=None if teacher_test is None else teacher_test.gap,
                          teacher_map=None if teacher_test is None else teacher_test.map, weights=kept.weights,
-                         **adaptive)
+                         parallel_group=group if teacher is not None else None, **adaptive)

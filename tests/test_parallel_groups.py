@@ -1,0 +1,67 @@
+"""A grid's jobs (`orchestrator.jobs.parallel_groups`): the parallel cells whose teachers would train alike
+run as one group around one copy of the teacher, and each gets the numbers it gets alone."""
+
+import dataclasses
+
+import pytest
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.experiment.matrix import expand
+from orchestrator.experiment.modes import Mode
+from orchestrator.experiment.presets import load_preset
+from orchestrator.jobs.cells import Kept, run_cell
+from orchestrator.jobs.data_sets import DataSet, data_id
+from orchestrator.jobs.parallel_groups import grouped, run_cells, teacher_training
+from workloads.data.synth import SynthConfig, generate
+
+
+def cells_of(name):
+    preset = load_preset(name)
+    return expand(preset, data_id(preset.data))[1]
+
+
+def test_parallel_cells_of_one_teachers_training_are_grouped_in_order_the_others_run_alone():
+    cells = cells_of("smoke")
+    jobs = grouped(cells, most=8)
+    assert sorted(cell.name for job in jobs for cell in job) == sorted(cell.name for cell in cells)
+    groups = [job for job in jobs if len(job) > 1]
+    parallel = [cell for cell in cells if cell.mode is Mode.PARALLEL]
+    assert len(groups) == len({cell.seed for cell in parallel}) == 2  # one teacher per seed
+    for group in groups:
+        assert {cell.mode for cell in group} == {Mode.PARALLEL} and len({cell.seed for cell in group}) == 1
+        assert len({cell.k for cell in group}) > 1 and any(cell.intermediate for cell in group)
+    assert sum(map(len, groups)) == len(parallel)
+    first = cells.index(groups[0][0])
+    assert jobs.index(groups[0]) == len(grouped(cells[:first], most=8))  # where its first member stood
+    capped = grouped(parallel, most=3)
+    assert max(map(len, capped)) == 3 and sum(map(len, capped)) == len(parallel)
+    assert all(len(job) == 1 for job in grouped(parallel, most=1))
+    clipped = [dataclasses.replace(cell, train=dataclasses.replace(cell.train, max_grad_norm=1.0)) for cell in parallel]
+    assert teacher_training(clipped[0]) is None and all(len(job) == 1 for job in grouped(clipped, most=8))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("groups-data")
+    config = SynthConfig(num_classes=10, min_frames=20, max_frames=60)
+    for split, videos in (("train", 64), ("validate", 32), ("test", 32)):
+        generate(str(root / split), videos, seed=0, split=split, config=config)
+    return DataSet("d", str(root / "train"), str(root / "validate"), str(root / "test"), 10)
+
+
+def test_a_group_gives_each_cell_the_numbers_it_gets_alone(data, tmp_path):
+    pair = next(cell for cell in cells_of("tiny") if cell.mode is Mode.PARALLEL)
+    other = dataclasses.replace(pair, variant="rep+pred+ce", k=5)
+    seen = {pair.name: [], other.name: []}
+    kept = (Kept(), Kept(sample=str(tmp_path / "sample")))
+    together = run_cells((pair, other), data, None, "cpu", tuple(seen[c.name].append for c in (pair, other)), kept)
+    for cell, result in zip((pair, other), together):
+        alone = run_cell(cell, data, None, "cpu")
+        assert (result.gap, result.val_gap, result.teacher_gap, result.best_epoch) == \
+            (alone.gap, alone.val_gap, alone.teacher_gap, alone.best_epoch)
+        assert [(m.loss, m.losses) for m in result.history] == [(m.loss, m.losses) for m in alone.history]
+        assert seen[cell.name] == list(result.history)  # its own epochs
+        assert (result.parallel_group, alone.parallel_group) == (2, 1)
+    assert together[1].rep_cosine is None  # measured by the driver, from the kept sample
+    with pytest.raises(OrchestratorError, match="only parallel cells whose teachers train alike"):
+        run_cells((pair, dataclasses.replace(other, seed=1)), data, None, "cpu", (None, None), (Kept(), Kept()))
