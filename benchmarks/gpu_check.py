@@ -289,7 +289,8 @@ def cost(plan: dict, rows: list[dict], device: str, out: str) -> dict:
         preset = load_preset(name)
         teachers, cells = expand(preset, "yt8m")
         try:
-            hours = device_hours(teachers, cells, rates, YOUTUBE8M_TRAIN, YOUTUBE8M_VALIDATE)
+            hours = device_hours(teachers, cells, rates, YOUTUBE8M_TRAIN, YOUTUBE8M_VALIDATE,
+                                 preset.resources.cell.parallel_group)
         except Exception as error:  # noqa: BLE001 - a model the budget skipped has no rate
             found["device_hours"][name] = f"not estimated: {error}"
             print(f"  {name}: {found['device_hours'][name]}", flush=True)

@@ -56,7 +56,8 @@ def main() -> None:
     rates = Rates(args.device, "paper", seconds)
     if args.save:
         rates.save(args.save)
-    hours = device_hours(teachers, cells, rates, args.train_videos, args.validate_videos)
+    hours = device_hours(teachers, cells, rates, args.train_videos, args.validate_videos,
+                         preset.resources.cell.parallel_group)
     print(f"paper preset: {len(teachers)} teachers, {len(cells)} cells; YouTube-8M {args.train_videos:,} training and "
           f"{args.validate_videos:,} validation videos; measured on {args.device}, batch {args.batch_size or 'as the preset'}")
     for kind, value in sorted(hours.items()):

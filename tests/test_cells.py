@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.experiment.matrix import expand
+from orchestrator.experiment.matrix import cell_stages, expand
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.presets import load_preset
 from orchestrator.experiment.results import CellResult
-from orchestrator.jobs.cells import RUNNERS, cell_stages, resolve, run_cell
+from orchestrator.jobs.cells import RUNNERS, resolve, run_cell
 from orchestrator.jobs.data_sets import DataSet, data_id
 from orchestrator.experiment.rows import row_key, row_label
 from orchestrator.store import weights

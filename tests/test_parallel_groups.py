@@ -5,13 +5,15 @@ import dataclasses
 
 import pytest
 
+from orchestrator.driver.cost import Rates, device_hours
 from orchestrator.errors import OrchestratorError
 from orchestrator.experiment.matrix import expand
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.presets import load_preset
 from orchestrator.jobs.cells import Kept, run_cell
 from orchestrator.jobs.data_sets import DataSet, data_id
-from orchestrator.jobs.parallel_groups import grouped, run_cells, teacher_training
+from orchestrator.experiment.groups import grouped, teacher_training
+from orchestrator.jobs.parallel_groups import run_cells
 from workloads.data.synth import SynthConfig, generate
 
 
@@ -65,3 +67,18 @@ def test_a_group_gives_each_cell_the_numbers_it_gets_alone(data, tmp_path):
     assert together[1].rep_cosine is None  # measured by the driver, from the kept sample
     with pytest.raises(OrchestratorError, match="only parallel cells whose teachers train alike"):
         run_cells((pair, dataclasses.replace(other, seed=1)), data, None, "cpu", (None, None), (Kept(), Kept()))
+
+
+def test_a_groups_teacher_is_priced_once():
+    preset = load_preset("smoke")
+    teachers, cells = expand(preset, data_id(preset.data))
+    rates = Rates("cpu", "small", {(preset.families[0], k): (2.0, 1.0) for k in (None, *preset.ks)})
+    alone = device_hours(teachers, cells, rates, 1000, 100, parallel_group=1)
+    together = device_hours(teachers, cells, rates, 1000, 100, parallel_group=8)
+    assert {kind: hours for kind, hours in alone.items() if kind != Mode.PARALLEL} == \
+        {kind: hours for kind, hours in together.items() if kind != Mode.PARALLEL}
+    parallel = [cell for cell in cells if cell.mode is Mode.PARALLEL]
+    teacher_hours = sum(cell.train.epochs * (1000 * 2.0 + 100 * 1.0) for cell in parallel) / 3600
+    groups = len(grouped(parallel, 8))
+    saved = teacher_hours * (1 - groups / len(parallel))
+    assert alone[Mode.PARALLEL] - together[Mode.PARALLEL] == pytest.approx(saved)

@@ -6,10 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.jobs.cells import cell_stages
 from orchestrator.experiment.presets import load_preset
 from orchestrator.errors import OrchestratorError
-from orchestrator.experiment.matrix import expand
+from orchestrator.experiment.matrix import cell_stages, expand
 from orchestrator.experiment.fronts import pareto_front
 from orchestrator.report.pareto import best_override
 from orchestrator.experiment.results import Trial

@@ -159,7 +159,7 @@ def _train_epoch(group: _Group, members: list[Member], streams: list[_Stream], s
     mean = Mean()
     penalty = config.regularization_penalty * config.l2_penalty / 2
 
-    def l2(module: nn.Module) -> torch.Tensor:
+    def l2(module: nn.Module) -> torch.Tensor:  # the paper's L2 on a model's output layer (`workloads.train`)
         return penalty * sum((w.float().pow(2).sum() for w in output_weights(module)), torch.zeros((), device=precision.device))
 
     for batch in train:
@@ -167,16 +167,19 @@ def _train_epoch(group: _Group, members: list[Member], streams: list[_Stream], s
         with streams[0].drawing(), precision.autocast():
             t_out = group.teacher(batch.frames, batch.mask, batch.positions)
             teacher_loss, parts = teacher_objective(t_out, batch.labels)
-        teacher_loss = teacher_loss + l2(group.teacher)
-        total = teacher_loss
+        teacher_l2 = l2(group.teacher)
+        total = teacher_loss + teacher_l2
         for i, (member, stream) in enumerate(zip(members, streams[1:])):
             with stream.drawing(), precision.autocast():
                 loss, own = student_losses(group.teacher, t_out, member.student, batch, member.selection,
                                            member.stages[stage].objective, member.shared_classifier, member.targets)
-            if not member.shared_classifier:
-                loss = loss + l2(member.student)
-            total = total + loss
-            parts |= {f"{i}:{k}": v for k, v in own.items()} | {f"{i}:loss": float((teacher_loss + loss).detach())}
+            # Its own output layer is penalised too; a shared one is the teacher's, penalised once.
+            own_l2 = torch.zeros((), device=precision.device) if member.shared_classifier else l2(member.student)
+            total = total + loss + own_l2
+            alone = teacher_loss + teacher_l2 + loss + own_l2  # the loss the pair alone would report
+            if penalty:
+                own = {**own, "l2": float((teacher_l2 + own_l2).detach())}
+            parts |= {f"{i}:{k}": v for k, v in own.items()} | {f"{i}:loss": float(alone.detach())}
         precision.step(total, optimizer, params, config.max_grad_norm)
         mean.add(float(total.detach()), parts)
     return mean

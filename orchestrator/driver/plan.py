@@ -81,10 +81,11 @@ def _hours(preset: Preset, teachers: list[TeacherSpec], cells: list[Cell], done:
     """The device-hours of the grid and of what is left; `here` (rates measured on this machine): the wall
     time it would take on it too."""
     train, validate, what = _videos(preset)
-    whole = device_hours(teachers, cells, rates, train, validate)
+    group = preset.resources.cell.parallel_group
+    whole = device_hours(teachers, cells, rates, train, validate, group)
     skylines = {c.teacher.id: c.id for c in cells if c.mode is Mode.SKYLINE}
     todo = [t for t in teachers if skylines[t.id] not in done]
-    left = device_hours(todo, [c for c in cells if c.id not in done], rates, train, validate)
+    left = device_hours(todo, [c for c in cells if c.id not in done], rates, train, validate, group)
     kinds = ", ".join(f"{kind} {hours:,.2f}" for kind, hours in sorted(whole.items()))
     lines = [f"device-hours on {rates.device} ({what}: {train:,} training and {validate:,} validation videos): "
              f"{kinds}; total {sum(whole.values()):,.2f}, of which left to run {sum(left.values()):,.2f}"]

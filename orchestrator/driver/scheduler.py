@@ -23,7 +23,8 @@ from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.presets import Preset
 from orchestrator.experiment.results import CellResult
 from orchestrator.jobs.cells import Kept
-from orchestrator.jobs.parallel_groups import grouped, run_cells
+from orchestrator.experiment.groups import grouped
+from orchestrator.jobs.parallel_groups import run_cells
 from orchestrator.jobs.data_sets import DataSet
 from orchestrator.jobs.teachers import TeacherJob
 from orchestrator.store import weights

@@ -19,7 +19,7 @@ from orchestrator.experiment.presets import Preset
 from orchestrator.experiment.settings import AdaptiveReading, TrainSettings
 from workloads.models import FAMILIES, ModelSpec
 from workloads.saliency import RULES
-from workloads.variants import CLASSIFIER
+from workloads.variants import CLASSIFIER, Stage, stages
 
 ID_VERSION = 1  # bump when the meaning of a field changes, so old results are not reused
 
@@ -191,3 +191,9 @@ def _cross_product(preset: Preset, data_id: str) -> tuple[list[TeacherSpec], lis
                                               teacher=teacher, serial_classifier=preset.serial_classifier,
                                               **dict(student, selection=rule)))
     return teachers, cells
+
+
+def cell_stages(cell: Cell) -> tuple[Stage, ...]:
+    """How the cell's model learns: its variant's stages with the cell's weights and Lpred distance."""
+    return stages(cell.variant, dict(cell.loss_weights), cell.pred_distance, cell.intermediate,
+                  mode=cell.mode.training, epochs=cell.train.epochs, stage_epochs=cell.stage_epochs)

@@ -235,9 +235,10 @@ class CellResources:
     gpus: float = 0.0
     custom: dict[str, float] = field(default_factory=dict)  # e.g. {student_node: 0.5}: single-GPU nodes
     # How many parallel students of one teacher (same seed and training) one job trains beside a single
-    # copy of it (`orchestrator.jobs.parallel_groups`): the teacher's passes are paid once for all of them.
-    # 1 runs each pair alone, which finishes sooner where free slots outnumber the jobs.
-    parallel_group: int = 8
+    # copy of it (`orchestrator.experiment.groups`): the teacher's passes are paid once for all of them, and
+    # the job holds them all in memory. 1 runs each pair alone, which also finishes sooner where free slots
+    # outnumber the jobs.
+    parallel_group: int = 1
 
     def __post_init__(self) -> None:
         _check_custom(self.custom)

@@ -14,7 +14,7 @@ import torch
 
 from orchestrator.cache.reader import ParquetTeacherCache
 from orchestrator.errors import OrchestratorError
-from orchestrator.experiment.matrix import Cell
+from orchestrator.experiment.matrix import Cell, cell_stages
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.results import CellResult
 from orchestrator.jobs.adaptive_reading import read_adaptively, stopping_rule
@@ -33,7 +33,7 @@ from workloads.saliency import (ContentSelected, ContentSelector, ContentStudent
                                 train_scorer)
 from workloads.parallel_group import Member, train_parallel_group
 from workloads.train import TrainConfig, seed_everything, train_classifier, train_serial_student
-from workloads.variants import Stage, stages
+from workloads.variants import Stage
 
 PARALLEL_TEACHER_SEED = 1_000_003  # added to a cell's seed for its parallel teacher's initial weights
 
@@ -66,12 +66,6 @@ class Recipe:
         """What the model reads of `shards` (read with `selection`): each batch cut to the content
         selector's frames, when it has one."""
         return shards if self.content is None else ContentSelected(shards, self.content)
-
-
-def cell_stages(cell: Cell) -> tuple[Stage, ...]:
-    """How the cell's model learns: its variant's stages with the cell's weights and Lpred distance."""
-    return stages(cell.variant, dict(cell.loss_weights), cell.pred_distance, cell.intermediate,
-                  mode=cell.mode.training, epochs=cell.train.epochs, stage_epochs=cell.stage_epochs)
 
 
 def resolve(cell: Cell, num_classes: int, device: str) -> Recipe:

@@ -88,7 +88,8 @@ STUDY_VARIANT = "variant"
 ADAPTIVE_THRESHOLD, ADAPTIVE_GAP, ADAPTIVE_FRAMES, ADAPTIVE_MACS = ("adaptive_threshold", "adaptive_gap",
                                                                      "adaptive_frames", "adaptive_macs")
 RESULT_METRICS = ("gap", "map", "macs", "frame_macs", "params", "train_seconds", "inference_seconds", "best_epoch",
-                  "teacher_gap", "teacher_map", "parallel_group", "workers", "resumed_at_epoch", "rep_cosine", "rep_mse",
+                  "teacher_gap", "teacher_map", "parallel_group", "workers", "resumed_at_epoch", "rep_cosine",
+                  "rep_mse",
                   ADAPTIVE_THRESHOLD, "adaptive_val_gap", ADAPTIVE_GAP, "adaptive_map", ADAPTIVE_FRAMES,
                   ADAPTIVE_MACS)
 # An adaptive reading's test curve, a point per threshold (step: the threshold's place in `adaptive.thresholds`)
