@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from grids import copy_store, grid, of_kind, runs, tracking
 from orchestrator.cache.files import read_manifest
-from orchestrator.driver.backlog import backlog
+from orchestrator.driver.backlog import backlog, heaviest_first
 from orchestrator.errors import OrchestratorError
 from orchestrator.experiment.matrix import expand
 from orchestrator.experiment.modes import Mode
@@ -87,6 +87,16 @@ def test_the_plan_fits_a_teacher_only_when_a_cell_needs_it():
     assert fresh.blocked == {teacher.id: serial}
     # The longest kinds start first (a parallel pair trains its teacher too), baselines last
     assert [c.mode for c in fresh.ready] == sorted((c.mode for c in independent), key=lambda m: m != "parallel")
+    # Released when the teacher's caches are written: before the baselines, after parallel pairs not yet
+    # started (a group of them is the longest job: started last, the grid would end on it alone)
+    fresh.ready = fresh.ready[-1:] + fresh.ready[:-1]  # a baseline first, as if the pairs had waited
+    assert fresh.release(teacher) == heaviest_first(serial) and not fresh.blocked
+    assert [c.mode for c in fresh.ready] == sorted((c.mode for c in cells if c.mode != "skyline"),
+                                                   key=lambda m: ("parallel", "serial", "baseline").index(m))
+    smoke_teachers, smoke_cells = expand(load_preset("smoke"), "d")
+    smoke = backlog(smoke_teachers, smoke_cells, done=set(), cached=set())
+    parallel = sum(c.mode == "parallel" for c in smoke_cells)
+    assert smoke.waiting(8) == smoke.waiting() - parallel + 2  # a seed's pairs are one job
     cached = backlog(teachers, cells, done={skyline.id}, cached={teacher.id})
     assert cached.teachers == [] and {c.id for c in cached.ready} == {c.id for c in cells if c.mode != "skyline"}
     assert not cached.blocked

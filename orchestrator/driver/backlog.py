@@ -9,6 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.experiment.groups import grouped
 from orchestrator.experiment.matrix import Cell, TeacherSpec
 from orchestrator.experiment.modes import Mode
 from orchestrator.jobs.teachers import TeacherJob
@@ -22,8 +23,9 @@ class Backlog:
     ready: list[Cell] = field(default_factory=list)  # may start now
     blocked: dict[str, list[Cell]] = field(default_factory=lambda: defaultdict(list))  # by the teacher they read
 
-    def waiting(self) -> int:
-        return len(self.ready) + sum(map(len, self.blocked.values()))
+    def waiting(self, group: int = 1) -> int:
+        """The jobs left to start, parallel cells in groups of at most `group` (`orchestrator.experiment.groups`)."""
+        return len(grouped(self.ready, group)) + sum(len(grouped(cells, group)) for cells in self.blocked.values())
 
     def hold_back(self, teacher: TeacherSpec, first: Cell | None = None) -> None:
         """The teacher's serial cells not started yet wait for its caches (after `first`, if given)."""
@@ -31,9 +33,11 @@ class Backlog:
         self.ready = [c for c in self.ready if c.teacher != teacher]
 
     def release(self, teacher: TeacherSpec) -> list[Cell]:
-        """The cells waiting for `teacher`, now ready first: they waited while the others could run."""
+        """The cells waiting for `teacher`, now ready, each before the ready cells of its own kind (they
+        waited while the others could run), after heavier kinds (a group of parallel pairs not started
+        yet is the longest job left: started last, the grid would end on it alone)."""
         waiting = heaviest_first(self.blocked.pop(teacher.id, []))
-        self.ready[:0] = waiting
+        self.ready = heaviest_first(waiting + self.ready)
         return waiting
 
 

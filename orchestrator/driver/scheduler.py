@@ -18,14 +18,14 @@ from orchestrator.driver.pace import Pace
 from orchestrator.driver.session import cell_slots, is_storage_failure, teacher_task
 from orchestrator.driver.similarity import Similarity
 from orchestrator.errors import OrchestratorError, one_line
+from orchestrator.experiment.groups import grouped
 from orchestrator.experiment.matrix import Cell, TeacherSpec, expand
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.presets import Preset
 from orchestrator.experiment.results import CellResult
 from orchestrator.jobs.cells import Kept
-from orchestrator.experiment.groups import grouped
-from orchestrator.jobs.parallel_groups import run_cells
 from orchestrator.jobs.data_sets import DataSet
+from orchestrator.jobs.parallel_groups import run_cells
 from orchestrator.jobs.teachers import TeacherJob
 from orchestrator.store import weights
 from orchestrator.store.access import store_lost
@@ -67,8 +67,8 @@ class Scheduler:
         for teacher in self.todo.teachers:
             self._start_teacher(teacher)
         self._drain()
-        print(f"{len(self.cells)} cells, {len(self.ledger.results)} already done, "
-              f"{len(self.in_flight) + self.todo.waiting()} jobs to run", flush=True)
+        jobs = len(self.in_flight) + self.todo.waiting(self.preset.resources.cell.parallel_group)
+        print(f"{len(self.cells)} cells, {len(self.ledger.results)} already done, {jobs} jobs to run", flush=True)
         progress = GridProgress(self._counts())
         try:
             while len(self.in_flight):
@@ -164,7 +164,7 @@ class Scheduler:
 
     def _drain(self) -> None:
         """Start ready cells while there are slots for them: parallel cells whose teachers would train
-        alike as one job (`orchestrator.jobs.parallel_groups`)."""
+        alike as one job (`orchestrator.experiment.groups`)."""
         running = len(self.in_flight.cells)
         while self.todo.ready and running < self._slots():
             job = grouped(self.todo.ready, self.preset.resources.cell.parallel_group)[0]

@@ -1,5 +1,6 @@
 """One baseline, serial student or parallel pair: resolved once into a `Recipe`, trained by its mode's
-runner, tested, and returned as a `CellResult`. `run_cell` is what a Ray task (a grid's cell, a search's
+runner (parallel pairs in groups around one teacher, `run_group`, a lone pair a group of one), tested, and
+returned as a `CellResult`. `run_cell` is what a Ray task (a grid's cell, a search's
 trial) runs; it talks to no tracking store, so the driver alone records results.
 """
 
@@ -166,7 +167,7 @@ def run_recipe(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: E
 
 def run_group(recipes: list[Recipe], data: DataSet, on_epochs: list[EpochCallback | None], kept: list[Kept],
               started: float | None = None) -> list[CellResult]:
-    """Parallel cells that share their teacher's training (`orchestrator.jobs.parallel_groups`), trained
+    """Parallel cells that share their teacher's training (`orchestrator.experiment.groups`), trained
     beside one copy of it (`workloads.parallel_group`), then each tested with the teacher as it was at
     the cell's best epoch: each cell's numbers are what it gets alone."""
     started = time.perf_counter() if started is None else started
