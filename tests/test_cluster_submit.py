@@ -39,9 +39,10 @@ def test_job_submit_runs_the_grid_on_a_started_cluster(tmp_path):
         submit = [RAY, "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", str(REPO), "--",
                   "python", "-m", "orchestrator.grid", "--preset", "tiny", "--store", str(store)]
         job = subprocess.run(submit, capture_output=True, text=True, env=env, timeout=600)
-        deadline = time.monotonic() + 60
-        # `ray start` returns before the head's job agent answers (seconds later on a loaded machine): the
-        # submission is refused, nothing ran, and the same command is given again, as a user would
+        deadline = time.monotonic() + 180
+        # `ray start` returns before the head's job agent answers (seconds later on a loaded machine, over a
+        # minute under the suite's two workers once): the submission is refused, nothing ran, and the same
+        # command is given again, as a user would
         while "No available agent to submit job" in job.stderr and time.monotonic() < deadline:
             time.sleep(2)
             job = subprocess.run(submit, capture_output=True, text=True, env=env, timeout=600)

@@ -143,7 +143,8 @@ def _check(teacher: VideoModel, members: list[Member], config: TrainConfig) -> N
                             "train them one at a time (max_grad_norm is set)")
     epochs = {tuple(stage.epochs or config.epochs for stage in m.stages) for m in members}
     if len(epochs) > 1:
-        raise WorkloadError(f"a parallel group's students must train in stages of the same epochs, got {sorted(epochs)}")
+        raise WorkloadError(f"a parallel group's students must train in stages of the same epochs, "
+                            f"got {sorted(epochs)}")
     for member in members:
         matches = any(stage.objective.needs_intermediates for stage in member.stages)
         if matches and not (member.student.supports_intermediates and teacher.supports_intermediates):
@@ -160,7 +161,8 @@ def _train_epoch(group: _Group, members: list[Member], streams: list[_Stream], s
     penalty = config.regularization_penalty * config.l2_penalty / 2
 
     def l2(module: nn.Module) -> torch.Tensor:  # the paper's L2 on a model's output layer (`workloads.train`)
-        return penalty * sum((w.float().pow(2).sum() for w in output_weights(module)), torch.zeros((), device=precision.device))
+        zero = torch.zeros((), device=precision.device)
+        return penalty * sum((w.float().pow(2).sum() for w in output_weights(module)), zero)
 
     for batch in train:
         batch = batch.to(precision.device)

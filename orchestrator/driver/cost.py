@@ -1,8 +1,8 @@
 """What a preset costs in device-hours, from seconds per video measured on the cluster's device
 (`benchmarks/paper_cost.py --save FILE` measures them at the paper's model sizes): each teacher's epochs over
 its share of the training set, its validation passes and its cache exports; each cell's epochs and
-validation passes (a parallel cell trains its teacher too, once per group of cells that share it). Two cells sharing a device each take about
-twice as long, so sharing does not change the sum.
+validation passes (a parallel cell trains its teacher too, once per group of cells that share it). Two
+cells sharing a device each take about twice as long, so sharing does not change the sum.
 """
 
 from __future__ import annotations

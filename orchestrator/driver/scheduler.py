@@ -48,7 +48,7 @@ class Scheduler:
         self.epochs = EpochChannel()  # per-epoch metrics from the jobs, for their live runs
         resources = preset.resources.cell
         self.cell_task = ray.remote(run_cells).options(num_cpus=resources.cpus, num_gpus=resources.gpus,
-                                                      resources=resources.custom or None)
+                                                       resources=resources.custom or None)
         self.teacher_task = teacher_task(ray)
 
     def job(self, teacher: TeacherSpec) -> TeacherJob:
