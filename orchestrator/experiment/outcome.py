@@ -19,8 +19,8 @@ from workloads.variants import epochs_trained
 
 # The scores an outcome carries: a `CellResult`'s fields of the same names (None where a cell has none).
 SCORES = ("gap", "map", "val_gap", "val_map", "macs", "frame_macs", "params", "train_seconds", "inference_seconds",
-          "best_epoch", "teacher_gap", "teacher_map", "parallel_group", "workers", "resumed_at_epoch", "rep_cosine", "rep_mse",
-          "adaptive_threshold", "adaptive_val_gap", "adaptive_gap", "adaptive_map", "adaptive_frames",
+          "best_epoch", "teacher_gap", "teacher_map", "parallel_group", "workers", "resumed_at_epoch", "rep_cosine",
+          "rep_mse", "adaptive_threshold", "adaptive_val_gap", "adaptive_gap", "adaptive_map", "adaptive_frames",
           "adaptive_macs")
 
 
@@ -59,7 +59,7 @@ class CellOutcome:
     best_epoch: float | None = None
     teacher_gap: float | None = None  # a parallel pair's teacher, on the test split
     teacher_map: float | None = None
-    parallel_group: float | None = None  # a parallel pair's: the students its teacher trained beside, itself included
+    parallel_group: float | None = None  # a parallel pair's: the students its teacher trained with, itself too
     workers: float | None = None
     resumed_at_epoch: float | None = None
     rep_cosine: float | None = None  # its test representations against its teacher's
