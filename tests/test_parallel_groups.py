@@ -7,14 +7,14 @@ import pytest
 
 from orchestrator.driver.cost import Rates, device_hours
 from orchestrator.errors import OrchestratorError
+from orchestrator.experiment.groups import grouped, teacher_training
 from orchestrator.experiment.matrix import expand
 from orchestrator.experiment.modes import Mode
 from orchestrator.experiment.presets import load_preset
 from orchestrator.jobs.cells import Kept, run_cell
-from orchestrator.jobs.data_sets import DataSet, data_id
-from orchestrator.experiment.groups import grouped, teacher_training
+from orchestrator.jobs.data_sets import data_id
 from orchestrator.jobs.parallel_groups import run_cells
-from workloads.data.synth import SynthConfig, generate
+from test_cells import data  # noqa: F401 - the cells tests' small data set, as a fixture here too
 
 
 def cells_of(name):
@@ -40,15 +40,6 @@ def test_parallel_cells_of_one_teachers_training_are_grouped_in_order_the_others
     assert all(len(job) == 1 for job in grouped(parallel, most=1))
     clipped = [dataclasses.replace(cell, train=dataclasses.replace(cell.train, max_grad_norm=1.0)) for cell in parallel]
     assert teacher_training(clipped[0]) is None and all(len(job) == 1 for job in grouped(clipped, most=8))
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("groups-data")
-    config = SynthConfig(num_classes=10, min_frames=20, max_frames=60)
-    for split, videos in (("train", 64), ("validate", 32), ("test", 32)):
-        generate(str(root / split), videos, seed=0, split=split, config=config)
-    return DataSet("d", str(root / "train"), str(root / "validate"), str(root / "test"), 10)
 
 
 def test_a_group_gives_each_cell_the_numbers_it_gets_alone(data, tmp_path):
