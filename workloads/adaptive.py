@@ -214,7 +214,7 @@ class AdaptiveStudent(nn.Module):
             if before is not None:
                 top = probabilities.topk(min(TOP_K, probabilities.shape[1]), dim=1).indices
                 moved = (probabilities.gather(1, top) - before[reading].gather(1, top)).abs().amax(1)
-                going = moved >= self.threshold
+                going = self.keeps_reading(moved, step, reading, videos)
                 reading, probabilities = reading[going], probabilities[going]
                 if not len(reading):
                     break
@@ -222,6 +222,11 @@ class AdaptiveStudent(nn.Module):
                 before = torch.zeros(videos, probabilities.shape[1], device=frames.device)
             before[reading] = probabilities
         return logits, read
+
+    def keeps_reading(self, moved: torch.Tensor, step: int, reading: torch.Tensor, videos: int) -> torch.Tensor:
+        """Which of the videos still reading (`reading`: their rows of a batch of `videos`) go on after
+        step `step` (>= 1): those whose top-20 probabilities moved by the threshold or more (`moved`)."""
+        return moved >= self.threshold
 
     def predict_logits(self, frames: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor | None = None):
         return self.read(frames, mask, positions)[0]
