@@ -19,7 +19,9 @@ from orchestrator.store import weights
 from orchestrator.store.files import read_result, write_result
 from orchestrator.store.layout import Store
 from workloads.data.synth import SynthConfig, generate
+from workloads.inference import ModelCard
 from workloads.progress import EpochMetrics
+from workloads.saliency import ScorerSettings
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +90,13 @@ def test_a_content_student_reads_every_frame_and_pays_for_choosing(tiny):
     assert set(recipe.product.state_dict()) == {f"student.{k}" for k in recipe.model.state_dict()} | {
         f"scorer.{k}" for k in recipe.content.scorer.state_dict()}
     assert row_label(row_key(cell)) == "Serial Lrep + Lpred + LCE, frames by content (salient_segments)"
+    # A narrower scorer (a preset's content.scorer, or a search's scorer_width) costs less and leaves as such
+    narrow = dataclasses.replace(cell, scorer=ScorerSettings(width=8))
+    assert resolve(narrow, 10, "cpu").cost.macs == control.cost.macs + 60 * (1152 * 8 + 8 * 10)
+    card = weights.student_card(narrow, 10)
+    assert card.scorer_width == 8 and card.build().scorer.frame_macs == 1152 * 8 + 8 * 10
+    old = {k: v for k, v in weights.student_card(cell, 10).to_json().items() if k != "scorer_width"}
+    assert ModelCard.from_json(old, "w").build().scorer.frame_macs == 1152 * 32 + 320  # a card kept before the field
 
 
 def test_every_mode_but_the_skyline_has_a_runner(tiny):

@@ -159,6 +159,25 @@ def test_content_students_are_checked_and_made_beside_their_controls():
         "hrnn/serial/rep_then_ce@salient/k10/s0", "hrnn/serial/rep+pred+ce@salient/k10/s0"]
 
 
+def test_the_frame_scorer_is_set_by_the_preset_and_a_default_leaves_ids_as_they_were():
+    from orchestrator.experiment.matrix import expand
+    from orchestrator.tracking import schema
+    for scorer, message in (({"width": 0}, "width must be an integer >= 1, got 0"),
+                            ({"learning_rate": -1.0}, "learning_rate must be > 0"),
+                            ({"depth": 2}, "unknown key; known here: epochs, frames_per_video, learning_rate, width")):
+        with pytest.raises(OrchestratorError, match=rf"content\.scorer(\.depth)?: .*{message}"):
+            load_preset("tiny", {"content": {"scorer": scorer}})
+    plain = {c.name: c for c in expand(load_preset("tiny"), "d")[1]}
+    narrow = {c.name: c for c in expand(load_preset("tiny", {"content": {"scorer": {"width": 8, "epochs": 2}}}), "d")[1]}
+    content = "hrnn/serial/rep+pred+ce@salient_segments/k10/s0"
+    assert (narrow[content].scorer.width, narrow[content].scorer.epochs) == (8, 2) and plain[content].scorer.width == 32
+    # Only the content students change: every other cell, uniform controls included, keeps its id
+    assert {n for n in plain if plain[n].id != narrow[n].id} == {content}
+    params = schema.cell_params(narrow[content])
+    assert (params[schema.SCORER_PREFIX + "width"], params[schema.SCORER_PREFIX + "epochs"]) == (8, 2)
+    assert not any(k.startswith(schema.SCORER_PREFIX) for k in schema.cell_params(plain["hrnn/serial/rep+pred+ce/k10/s0"]))
+
+
 def test_what_each_cell_trains_is_its_preset_settings_and_is_recorded_as_params():
     from orchestrator.experiment.matrix import expand
     from orchestrator.experiment.outcome import CellOutcome

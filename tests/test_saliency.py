@@ -8,7 +8,7 @@ import torch
 from workloads.data.batch import VideoBatch
 from workloads.errors import WorkloadError
 from workloads.inference import Classifier, ModelCard, load_weights, weights_bytes
-from workloads.saliency import (RULES, ContentSelected, ContentSelector, ContentStudent, FrameScorer, ScorerTraining,
+from workloads.saliency import (RULES, ContentSelected, ContentSelector, ContentStudent, FrameScorer, ScorerSettings,
                                 best_of_segments, top_k, train_scorer)
 from workloads.teacher_outputs import InMemoryTeacherCache, TeacherRecord
 
@@ -54,7 +54,7 @@ def test_a_scorer_trained_on_teacher_outputs_finds_the_frames_that_show_the_clas
     torch.manual_seed(0)
     train, _ = _videos(96, seed=1)
     scorer = FrameScorer(CLASSES)
-    losses = train_scorer(scorer, _teacher(train), [train], ScorerTraining(epochs=40, learning_rate=0.01),
+    losses = train_scorer(scorer, _teacher(train), [train], ScorerSettings(epochs=40, learning_rate=0.01),
                           torch.device("cpu"))
     assert losses[-1] < losses[0]
     assert torch.all(scorer.prior > 0)  # the mean prediction over the training frames

@@ -3,6 +3,7 @@ Pareto front and the best configuration as a grid override."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -147,6 +148,31 @@ def test_a_content_trial_trains_a_content_student_that_the_grid_reproduces():
     assert any(c.k == 8 and c.variant == "rep+pred+ce" and c.selection == "uniform" for c in cells)
     with pytest.raises(OrchestratorError, match=r"search\.selection\.choice: unknown content selection 'salience'"):
         parse_space({**BASE, "search": {"selection": {"choice": ["uniform", "salience"]}}}, "space.yaml")
+
+
+def test_a_trial_sets_its_frame_scorer_and_the_grid_reproduces_it():
+    space = parse_space({**BASE, "search": {"scorer_width": {"choice": [8, 64]}, "selection": {"choice": ["salient"]},
+                                            "scorer_learning_rate": {"loguniform": [1e-3, 1e-2]}}}, "s.yaml")
+    # The scorer's settings follow the selection however the sampler orders them (numpy's numbers too)
+    values = {"scorer_width": np.int64(8), "scorer_learning_rate": 0.002, "selection": "salient"}
+    cell = space.trial_cell(template(), values)
+    assert (cell.scorer.width, cell.scorer.learning_rate, type(cell.scorer.width)) == (8, 0.002, int)
+    found = settings_of(cell)
+    assert {name: found[name] for name in ("selection", "scorer_width", "scorer_epochs", "scorer_learning_rate")} == {
+        "selection": "salient", "scorer_width": 8, "scorer_epochs": 4, "scorer_learning_rate": 0.002}
+    # On uniform frames there is no scorer: the trial is the uniform student whatever width was sampled
+    uniform = space.trial_cell(template(), {**values, "selection": "uniform"})
+    assert uniform.id == space.trial_cell(template(), {"selection": "uniform", "scorer_width": 64}).id
+    assert not any(name.startswith("scorer_") for name in settings_of(uniform))
+    override = override_of({"selection": "salient", "scorer_width": 8, "scorer_epochs": 2})
+    assert override == {"content": {"rules": ["salient"], "scorer": {"width": 8, "epochs": 2}}}
+    _, cells = expand(load_preset("tiny", {**override, "serial": ["rep+pred+ce"]}), "data-1")
+    trial = space.trial_cell(template(), {"selection": "salient", "scorer_width": 8, "scorer_epochs": 2})
+    assert trial.id in {c.id for c in cells}
+    with pytest.raises(OrchestratorError, match=r"search\.scorer_width\.choice: .*width must be an integer >= 1"):
+        parse_space({**BASE, "search": {"scorer_width": {"choice": [0, 8]}}}, "space.yaml")
+    with pytest.raises(OrchestratorError, match=r"search\.scorer_width: scorer_width is an integer"):
+        parse_space({**BASE, "search": {"scorer_width": {"uniform": [4, 8]}}}, "space.yaml")
 
 
 def test_an_adaptive_trial_reads_adaptively_reports_that_reading_and_the_grid_reproduces_it():

@@ -43,3 +43,5 @@ def test_the_timing_job_times_the_best_adaptive_reading_with_its_own_weights(tmp
     with pytest.raises(Exception, match="s.pt"):  # weights that are not one's: named
         (tmp_path / "models" / "s.pt").write_bytes(b"cut")
         time_models(timing_job(preset, data, {("hrnn", 10): kept}))
+    # A content student is timed with its preset's frame scorer: its width is what the scorer's time depends on
+    assert timing_job(load_preset("tiny", {"content": {"scorer": {"width": 8}}}), data).scorer.width == 8

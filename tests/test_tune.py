@@ -77,8 +77,9 @@ def test_a_study_records_its_trials_and_front_and_resumes_after_an_interruption(
     assert len(ids) == len(set(ids)) == 6 and finished_before <= set(ids)  # every trial once, none lost
     for trial in every:
         assert trial.data.tags[schema.PARENT_TAG] == parents[0].info.run_id
-        # every setting a trial has (`selection` only where a trial reads frames chosen by content)
-        assert set(PARAMETERS) - {"w_rep_intermediate", "selection"} <= set(trial.data.params)
+        # every setting a trial has (`selection` and the scorer's only where it reads frames chosen by content)
+        by_content = {name for name in PARAMETERS if name == "selection" or name.startswith("scorer_")}
+        assert set(PARAMETERS) - {"w_rep_intermediate", *by_content} <= set(trial.data.params)
         assert {schema.GAP, schema.MAP, schema.MACS} <= set(trial.data.metrics)
         assert client.get_metric_history(trial.info.run_id, schema.VAL_GAP)
     trials = [r for r in every if r.info.status == "FINISHED"]
@@ -158,5 +159,6 @@ def test_bad_arguments_exit_2_before_anything_starts(tmp_path):
                              str(tmp_path / "store")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {space}: search.w_nope: unknown parameter; known: " \
-        "w_ce, w_rep, w_rep_intermediate, w_pred, j, k, learning_rate, pred_distance, selection, tolerance"
+        "w_ce, w_rep, w_rep_intermediate, w_pred, j, k, learning_rate, pred_distance, selection, tolerance, " \
+        "scorer_width, scorer_epochs, scorer_learning_rate"
     assert not (tmp_path / "store").exists()

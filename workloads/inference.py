@@ -27,7 +27,7 @@ from workloads.errors import DataError, WorkloadError
 from workloads.metrics import TOP_K, TopKAccumulator
 from workloads.models import ModelSpec, VideoModel
 from workloads.adaptive import AdaptiveStudent, check_steps
-from workloads.saliency import RULES, ContentStudent, FrameScorer
+from workloads.saliency import RULES, WIDTH, ContentStudent, FrameScorer
 
 SUBMISSION_HEADER = "VideoId,LabelConfidencePairs"
 MAX_FRAMES_FIELD = 2**31 - 1  # a shard's num_frames is an int32
@@ -51,6 +51,7 @@ class ModelCard:
     # model reads by it (a registered "-adaptive" model); without, it reads all k.
     stopping: dict[str, Any] = field(default_factory=dict)
     adaptive: bool = False
+    scorer_width: int = WIDTH  # a content student's frame scorer's (`ScorerSettings.width`)
 
     def __post_init__(self) -> None:
         self.model_spec.config()  # names an unknown family, size or setting
@@ -65,6 +66,8 @@ class ModelCard:
                 raise WorkloadError(f"model card: a stopping threshold is >= 0, got {self.stopping.get('threshold')}")
         if self.num_classes < 1:
             raise WorkloadError(f"model card: num_classes must be >= 1, got {self.num_classes}")
+        if not isinstance(self.scorer_width, int) or self.scorer_width < 1:
+            raise WorkloadError(f"model card: scorer_width must be an integer >= 1, got {self.scorer_width!r}")
 
     @property
     def model_spec(self) -> ModelSpec:
@@ -98,7 +101,7 @@ class ModelCard:
     def build(self) -> VideoModel | ContentStudent | AdaptiveStudent:
         model = self.model_spec.build(self.num_classes, k=self.k)
         if self.chooses_by_content:
-            return ContentStudent(model, FrameScorer(self.num_classes), self.selection, self.k)
+            return ContentStudent(model, FrameScorer(self.num_classes, self.scorer_width), self.selection, self.k)
         if self.adaptive:
             return AdaptiveStudent(model, self.k, tuple(self.stopping["steps"]), self.stopping["threshold"])
         return model

@@ -13,7 +13,7 @@ targets it costs seconds; relaxed top-k or policy-gradient selection trained wit
 needs the student in the loop and is not built here.
 
 The scorer is two narrow layers over a frame's 1152 features, the first a learned cheap projection to 32
-dimensions: 1152 x 32 + 32 x classes multiply-adds a frame (8% of a small H-RNN student's per-frame work at
+dimensions by default (`ScorerSettings.width`, which a preset and a search may set): 1152 x 32 + 32 x classes multiply-adds a frame (8% of a small H-RNN student's per-frame work at
 20 classes; 160 k at YouTube-8M's 3,862, so 48 M over 300 frames, 6% of a paper-size 30-frame student's
 pass). It reads every frame of a video, and the cell's multiply-adds count that (`ContentSelector.macs`).
 
@@ -106,13 +106,28 @@ class FrameScorer(nn.Module):
 
 
 @dataclass(frozen=True)
-class ScorerTraining:
+class ScorerSettings:
+    """The frame scorer's shape and training, which a preset's `content.scorer` and a search may set: its
+    width prices every frame it reads, so it trades the selector's own cost against how well it picks."""
+
+    width: int = WIDTH
     epochs: int = 4
     learning_rate: float = 0.003
     frames_per_video: int = 32  # frames drawn per video and epoch: a video's frames are alike within a shot
 
+    def __post_init__(self) -> None:
+        for name in ("width", "epochs", "frames_per_video"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise WorkloadError(f"the frame scorer's {name} must be an integer >= 1, got {value!r}")
+        if not self.learning_rate > 0:
+            raise WorkloadError(f"the frame scorer's learning_rate must be > 0, got {self.learning_rate!r}")
 
-def train_scorer(scorer: FrameScorer, teacher: TeacherSource, data: Iterable[VideoBatch], settings: ScorerTraining,
+    def build(self, num_classes: int) -> FrameScorer:
+        return FrameScorer(num_classes, self.width)
+
+
+def train_scorer(scorer: FrameScorer, teacher: TeacherSource, data: Iterable[VideoBatch], settings: ScorerSettings,
                  device: torch.device, seed: int = 0) -> list[float]:
     """Teach `scorer` to predict, from each frame alone, the teacher's prediction for the frame's video, on
     all-frames batches of the training split; returns each epoch's mean loss."""

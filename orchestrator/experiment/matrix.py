@@ -18,7 +18,7 @@ from orchestrator.experiment.modes import Mode, Role
 from orchestrator.experiment.presets import Preset
 from orchestrator.experiment.settings import AdaptiveReading, TrainSettings
 from workloads.models import FAMILIES, ModelSpec
-from workloads.saliency import RULES
+from workloads.saliency import RULES, ScorerSettings
 from workloads.variants import CLASSIFIER, Stage, stages
 
 ID_VERSION = 1  # bump when the meaning of a field changes, so old results are not reused
@@ -88,6 +88,7 @@ class Cell:
     stage_epochs: str = "split"  # a variant of several stages: its epochs shared among them, or each all
     intermediate_points: str = "frames"  # an intermediate-matching student's: after each frame, or block ends
     adaptive: AdaptiveReading | None = None  # a serial student's: read adaptively as well (`workloads.adaptive`)
+    scorer: ScorerSettings = ScorerSettings()  # a content student's frame scorer (the default for any other)
 
     @property
     def id(self) -> str:
@@ -97,7 +98,8 @@ class Cell:
         payload["loss"] = payload.pop("variant")  # the field's first name: ids (and stores) outlive the rename
         for key, default in (("parallel_classifier", "shared"), ("parallel_targets", "train"),
                              ("serial_classifier", "shared"), ("stage_epochs", "split"),
-                             ("intermediate_points", "frames"), ("adaptive", None)):
+                             ("intermediate_points", "frames"), ("adaptive", None),
+                             ("scorer", dataclasses.asdict(ScorerSettings()))):
             if payload[key] == default:  # settings added later: a default leaves the id as it was
                 del payload[key]
         return "c-" + stable_id(payload)
@@ -189,7 +191,7 @@ def _cross_product(preset: Preset, data_id: str) -> tuple[list[TeacherSpec], lis
                         for variant in preset.content.controlled_serial(preset.serial):
                             cells.append(Cell(mode=Mode.SERIAL, k=k, variant=variant, intermediate=False,
                                               teacher=teacher, serial_classifier=preset.serial_classifier,
-                                              **dict(student, selection=rule)))
+                                              scorer=preset.content.scorer, **dict(student, selection=rule)))
     return teachers, cells
 
 

@@ -7,6 +7,8 @@ trains exactly what the grid would with those values and the best one reproduces
     learning_rate                             the student's
     pred_distance                             kl | mse
     selection                                 uniform, or a content rule (`workloads.saliency`)
+    scorer_width, scorer_epochs,              a content student's frame scorer (`ScorerSettings`): its
+    scorer_learning_rate                      width prices every frame it reads; a uniform trial has none
     tolerance                                 the adaptive reading's (`AdaptiveReading`): a study that sets
                                               it reads its trials adaptively and optimises that reading
 """
@@ -22,7 +24,7 @@ from orchestrator.experiment.settings import AdaptiveReading
 from orchestrator.experiment.validation import Invalid
 from workloads.data.batch import FrameSelection
 from workloads.losses import LOSSES, Objective
-from workloads.saliency import check_rule
+from workloads.saliency import ScorerSettings, check_rule
 from workloads.train import TrainConfig
 from workloads.variants import DEFAULT_WEIGHTS
 
@@ -36,8 +38,13 @@ class Parameter:
     override: Callable[[Any], dict[str, Any]]  # what sets it in a preset override
 
     @property
-    def integer(self) -> bool:
+    def frames(self) -> bool:
+        """Whether it sets the frames the student sees (the stride j or k: a space gives one of them)."""
         return self.name in ("j", "k")
+
+    @property
+    def integer(self) -> bool:
+        return self.frames or self.name in ("scorer_width", "scorer_epochs")
 
 
 def _number(value: Any, key: str) -> None:
@@ -102,6 +109,24 @@ def _with_tolerance(cell: Cell, value: Any) -> Cell:
                                                                   tolerance=float(value)))
 
 
+def _scorer(setting: str) -> Parameter:
+    """One of a content student's `ScorerSettings`; a cell on uniform frames has no scorer to set."""
+    def check(value: Any, key: str) -> None:
+        _number(value, key)
+        ScorerSettings(**{setting: value})
+
+    kind = float if setting == "learning_rate" else int  # a sampler may hand numpy's numbers
+
+    def apply(cell: Cell, value: Any) -> Cell:
+        if not cell.chooses_by_content:
+            return cell
+        return dataclasses.replace(cell, scorer=dataclasses.replace(cell.scorer, **{setting: kind(value)}))
+
+    return Parameter(f"scorer_{setting}", check, apply,
+                     lambda cell: getattr(cell.scorer, setting) if cell.chooses_by_content else None,
+                     lambda value: {"content": {"scorer": {setting: kind(value)}}})
+
+
 _REGISTERED = (
     *(_weight(loss) for loss in LOSSES),
     Parameter("j", _frames("j"), lambda cell, j: dataclasses.replace(cell, k=max(1, cell.max_frames // int(j))),
@@ -119,6 +144,7 @@ _REGISTERED = (
               lambda rule: {} if rule == "uniform" else {"content": {"rules": [str(rule)]}}),
     Parameter("tolerance", _tolerance, _with_tolerance, lambda cell: cell.adaptive.tolerance if cell.adaptive else None,
               lambda tolerance: {"adaptive": {"tolerance": float(tolerance)}}),
+    *(_scorer(setting) for setting in ("width", "epochs", "learning_rate")),
 )
 PARAMETERS: dict[str, Parameter] = {parameter.name: parameter for parameter in _REGISTERED}
 
@@ -129,9 +155,16 @@ def settings_of(cell: Cell) -> dict[str, Any]:
 
 
 def override_of(settings: dict[str, Any]) -> dict[str, Any]:
-    """A preset override that sets these settings, each parameter's part merged key by key."""
+    """A preset override that sets these settings, each parameter's part merged key by key, at every depth
+    (two scorer settings make one `content.scorer`)."""
     merged: dict[str, Any] = {}
     for name, value in settings.items():
-        for key, part in PARAMETERS[name].override(value).items():
-            merged[key] = {**merged.get(key, {}), **part} if isinstance(part, dict) else part
+        merged = _merged(merged, PARAMETERS[name].override(value))
     return merged
+
+
+def _merged(into: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    out = dict(into)
+    for key, value in part.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out

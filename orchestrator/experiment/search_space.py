@@ -102,7 +102,7 @@ class SearchSpace:
             if name in self.search:
                 raise Invalid(f"fixed.{name}", "is also searched")
             _check_value(f"fixed.{name}", name, value)
-        if len({name for name in (*self.search, *self.fixed) if PARAMETERS[name].integer}) > 1:
+        if len({name for name in (*self.search, *self.fixed) if PARAMETERS[name].frames}) > 1:
             raise Invalid("j/k", "give the stride j or the frame count k, not both")
         if self.early_stopping not in EARLY_STOPPING:
             raise Invalid("early_stopping", f"one of {', '.join(EARLY_STOPPING)}")
@@ -127,10 +127,11 @@ class SearchSpace:
                 for name, d in self.search.items()}
 
     def trial_cell(self, template: Cell, values: dict[str, Any]) -> Cell:
-        """The serial cell a trial trains: the template with the sampled and fixed values."""
-        cell = template
-        for name, value in {**self.fixed, **values}.items():
-            cell = PARAMETERS[name].apply(cell, value)
+        """The serial cell a trial trains: the template with the sampled and fixed values, set in the
+        registry's order (the frames' selection before the scorer that picks them)."""
+        cell, given = template, {**self.fixed, **values}
+        for name in (name for name in PARAMETERS if name in given):
+            cell = PARAMETERS[name].apply(cell, given[name])
         if self.epochs is not None:
             cell = dataclasses.replace(cell, train=dataclasses.replace(cell.train, epochs=self.epochs))
         return cell
@@ -143,7 +144,7 @@ def check_against(space: SearchSpace, preset: Preset, where: str) -> None:
     candidates = {f"search.{name}.{d.kind}": (name, d.values) for name, d in space.search.items()}
     candidates |= {f"fixed.{name}": (name, (value,)) for name, value in space.fixed.items()}
     for key, (name, values) in candidates.items():
-        for value in values if PARAMETERS[name].integer else ():
+        for value in values if PARAMETERS[name].frames else ():
             if value > frames:
                 raise OrchestratorError(f"{where}: {key}: {name}={value} is outside [1, {frames}], the frames of "
                                         f"preset {preset.name}'s videos")

@@ -14,7 +14,7 @@ from typing import Any
 from orchestrator.experiment import bounds
 from orchestrator.experiment.validation import Invalid, checking, convert, fill
 from workloads.data.synth import SynthConfig
-from workloads.saliency import check_rule
+from workloads.saliency import ScorerSettings, check_rule
 from workloads.train import TrainConfig
 
 PRESET_CLASSES = 50  # a preset's synthetic class count when it gives none
@@ -188,6 +188,7 @@ class ContentStudents:
     rules: tuple[str, ...] = ("salient_segments",)
     serial: tuple[str, ...] = ()
     ks: tuple[int, ...] = ()
+    scorer: ScorerSettings = ScorerSettings()  # the frame scorer's width and training
 
     def __post_init__(self) -> None:
         if not self.rules:

@@ -72,6 +72,8 @@ def fill(cls, raw: Any, prefix: str = ""):
         return cls(**values)
     except Invalid as invalid:  # from the dataclass's own checks, relative to it
         raise invalid.under(prefix) from None
+    except WorkloadError as error:  # a `workloads` dataclass's own checks
+        raise Invalid(prefix, str(error)) from None
 
 
 def convert(value: Any, kind: Any, key: str) -> Any:

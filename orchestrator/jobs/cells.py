@@ -30,8 +30,7 @@ from workloads.flops import ModelCost, count_macs
 from workloads.models import VideoModel
 from workloads.progress import EpochCallback, TrainResult, announce_start
 from workloads.representations import represent
-from workloads.saliency import (ContentSelected, ContentSelector, ContentStudent, FrameScorer, ScorerTraining,
-                                train_scorer)
+from workloads.saliency import ContentSelected, ContentSelector, ContentStudent, train_scorer
 from workloads.parallel_group import Member, train_parallel_group
 from workloads.train import TrainConfig, seed_everything, train_classifier, train_serial_student
 from workloads.variants import Stage
@@ -83,7 +82,7 @@ def resolve(cell: Cell, num_classes: int, device: str) -> Recipe:
     if not cell.chooses_by_content:
         return Recipe(cell, model, teacher, FrameSelection(cell.selection, k=cell.k), cell_stages(cell),
                       cell.train.config(cell.seed, device), cost)
-    content = ContentSelector(FrameScorer(num_classes), cell.selection, cell.k)
+    content = ContentSelector(cell.scorer.build(num_classes), cell.selection, cell.k)
     # The scorer reads every frame: counted on the longest videos, as a teacher's cost is.
     choosing = content.macs(cell.max_frames)
     cost = dataclasses.replace(cost, macs=cost.macs + choosing, video_macs=cost.video_macs + choosing,
@@ -115,7 +114,7 @@ def _serial(recipe: Recipe, data: DataSet, cache_uri: str | None, on_epoch: Epoc
     if recipe.content is not None:  # the scorer first: the student then reads what it picks
         all_frames = data.training(recipe.cell.train.batch_size, shuffle=True, seed=recipe.cell.seed,
                                    fraction=recipe.cell.data_fraction)
-        train_scorer(recipe.content.scorer, teacher, all_frames, ScorerTraining(), recipe.device, recipe.cell.seed)
+        train_scorer(recipe.content.scorer, teacher, all_frames, recipe.cell.scorer, recipe.device, recipe.cell.seed)
     train, val = _student_data(recipe, data)
     return train_serial_student(recipe.model, teacher, train, val, recipe.stages, recipe.config, on_epoch,
                                 classifier=recipe.cell.serial_classifier)

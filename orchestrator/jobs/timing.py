@@ -22,7 +22,7 @@ from orchestrator.jobs.data_sets import DataSet
 from orchestrator.store import weights
 from workloads.data.batch import FrameSelection, VideoBatch
 from workloads.models import ModelSpec
-from workloads.saliency import ContentStudent, FrameScorer
+from workloads.saliency import ContentStudent, ScorerSettings
 from workloads.timing import milliseconds_per_video
 from workloads.train import seed_everything
 
@@ -36,6 +36,7 @@ class TimingJob:
     data: DataSet
     device: str  # "cpu", or "auto": CUDA when the task was given a GPU
     content: tuple[tuple[int, str], ...] = ()  # (k, rule) of each content student (`workloads.saliency`)
+    scorer: ScorerSettings = ScorerSettings()  # their frame scorer's (its width is what its time depends on)
     adaptive: tuple[tuple[str, int, str], ...] = ()  # (family, k, kept weights) of each best adaptive reading
 
 
@@ -45,6 +46,7 @@ def timing_job(preset: Preset, data: DataSet, adaptive: dict[tuple[str, int], st
     specs = tuple((ModelSpec(family, preset.size, tuple(sorted(preset.model_overrides.get(family, {}).items()))),
                    preset.train_settings(family, Role.STUDENT).batch_size) for family in preset.families)
     return TimingJob(specs, tuple(preset.ks), data, preset.resources.cell.device, content_timed(preset),
+                     preset.content.scorer if preset.content else ScorerSettings(),
                      tuple((family, k, location) for (family, k), location in sorted((adaptive or {}).items())))
 
 
@@ -79,7 +81,7 @@ def time_models(job: TimingJob) -> tuple[str, dict[tuple[str, str], float]]:
                          _batches(job.data, batch_size, None if k is None else FrameSelection("uniform", k=k)))
                   for what, k in zip(timed(job.ks), (None, *job.ks))}
         for k, rule in job.content:  # handed every frame, as `predict` hands it them
-            student = ContentStudent(spec.build(classes, k=k), FrameScorer(classes), rule, k)
+            student = ContentStudent(spec.build(classes, k=k), job.scorer.build(classes), rule, k)
             models[timed_content(k, rule)] = (student, _batches(job.data, batch_size, None))
         for family, k, location in job.adaptive:  # handed its k frames, as `predict` hands it them
             if family == spec.family:

@@ -24,7 +24,8 @@ from workloads.models import VideoModel
 def student_card(cell: Cell, num_classes: int, stopping: dict | None = None) -> ModelCard:
     """A student's card; `stopping`: the rule its adaptive reading calibrated (`ModelCard.stopping`)."""
     return ModelCard(cell.family, cell.size, num_classes, cell.selection, cell.k, cell.max_frames,
-                     dict(cell.model), {"cell": cell.name, "cell_id": cell.id}, stopping or {})
+                     dict(cell.model), {"cell": cell.name, "cell_id": cell.id}, stopping or {},
+                     scorer_width=cell.scorer.width)
 
 
 def teacher_card(spec: TeacherSpec, num_classes: int, max_frames: int) -> ModelCard:

@@ -113,6 +113,7 @@ REPRESENTATIONS = "representations.parquet"  # a cell's representation sample (`
 PREDICTIONS = "predictions.parquet"  # a cell's test predictions, each video's top 20 (`orchestrator.store.predictions`)
 ADAPTIVE_PREDICTIONS = "adaptive_predictions.parquet"  # a serial student's, read adaptively at its threshold
 ADAPTIVE_PREFIX = "adaptive."  # + an adaptive reading's setting (steps, tolerance, thresholds)
+SCORER_PREFIX = "frame_scorer."  # + a content student's frame scorer's setting (width, epochs, ...)
 REPORT_HTML, REPORT_MD = "report.html", "report.md"
 PARETO_JSON, PARETO_PNG, BEST_YAML = "pareto.json", "pareto.png", "best.yaml"  # a study's
 
@@ -207,6 +208,7 @@ def cell_params(cell: Cell) -> dict[str, Any]:
         STAGE_EPOCHS: cell.stage_epochs,
         **({INTERMEDIATE_POINTS: cell.intermediate_points} if cell.intermediate else {}),
         **({ADAPTIVE_PREFIX + k: v for k, v in dataclasses.asdict(cell.adaptive).items()} if cell.adaptive else {}),
+        **({SCORER_PREFIX + k: v for k, v in dataclasses.asdict(cell.scorer).items()} if cell.chooses_by_content else {}),
         EPOCHS_TRAINED: epochs_trained(cell.train.epochs, cell.variant, cell.stage_epochs),
     }
 
