@@ -22,6 +22,12 @@ def test_job_submit_runs_the_grid_on_a_started_cluster(tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     gcs, dashboard = free_port(), free_port()
+    # Every port of its own: the head's job agent listens on 52365 by default, and where another Ray of the
+    # suite (a test's local one beside this) holds it, the agent cannot bind and every submission is refused
+    # with "No available agent to submit job" for as long as that Ray lives.
+    agents = [option for name in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+                                  "--runtime-env-agent-port", "--metrics-export-port")
+              for option in (name, str(free_port()))]
     # Ray's sockets live under --temp-dir, and a Unix socket path may not exceed 107 bytes.
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     # In a session of its own: the cluster's processes keep `ray start`'s process group, and stopping
@@ -29,7 +35,7 @@ def test_job_submit_runs_the_grid_on_a_started_cluster(tmp_path):
     # running beside this one included).
     start = subprocess.Popen(
         [RAY, "start", "--head", "--num-cpus", "2", "--port", str(gcs), "--dashboard-host", "127.0.0.1",
-         "--dashboard-port", str(dashboard), "--disable-usage-stats", "--temp-dir", temp_dir],
+         "--dashboard-port", str(dashboard), *agents, "--disable-usage-stats", "--temp-dir", temp_dir],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
     )
     _, err = start.communicate(timeout=120)
@@ -40,9 +46,8 @@ def test_job_submit_runs_the_grid_on_a_started_cluster(tmp_path):
                   "python", "-m", "orchestrator.grid", "--preset", "tiny", "--store", str(store)]
         job = subprocess.run(submit, capture_output=True, text=True, env=env, timeout=600)
         deadline = time.monotonic() + 180
-        # `ray start` returns before the head's job agent answers (seconds later on a loaded machine, over a
-        # minute under the suite's two workers once): the submission is refused, nothing ran, and the same
-        # command is given again, as a user would
+        # `ray start` returns before the head's job agent answers (seconds later on a loaded machine): the
+        # submission is refused, nothing ran, and the same command is given again, as a user would
         while "No available agent to submit job" in job.stderr and time.monotonic() < deadline:
             time.sleep(2)
             job = subprocess.run(submit, capture_output=True, text=True, env=env, timeout=600)
