@@ -38,6 +38,13 @@ def test_strides_that_give_the_same_k_are_one_cell():
     assert dict(key({"j": 11}))["j"] == 12  # the stride the cell reads
     assert ran_settings({"j": 11}, dict(key({"j": 11}))) == "j=12 (sampled j=11)"
     assert ran_settings({"j": 12}, dict(key({"j": 12}))) == "j=12"
+    # Uniform frames: no scorer, so a sampled width is said to be unused, not to have run
+    by_content = CellKey(space({"selection": {"choice": ["uniform", "salient"]}, "scorer_width": {"choice": [8, 64]}}),
+                         template())
+    uniform = {"selection": "uniform", "scorer_width": 64}
+    assert ran_settings(uniform, dict(by_content(uniform))) == "selection=uniform (not used by this cell: scorer_width=64)"
+    salient = {"selection": "salient", "scorer_width": 8}
+    assert ran_settings(salient, dict(by_content(salient))) == "scorer_width=8, selection=salient"
     assert distinct_configurations(space({"w_rep": {"uniform": [0, 1]}}), key) is None  # continuous: unbounded
 
 

@@ -36,6 +36,7 @@ class Parameter:
     apply: Callable[[Cell, Any], Cell]  # the cell with this value
     read: Callable[[Cell], Any]  # the cell's value (None: the cell has none)
     override: Callable[[Any], dict[str, Any]]  # what sets it in a preset override
+    absent: Any = None  # what a cell that reads back None ran (None: the setting does not apply to it)
 
     @property
     def frames(self) -> bool:
@@ -141,7 +142,7 @@ _REGISTERED = (
     # Read back only where it is a content rule: a uniform trial's settings are what they always were
     Parameter("selection", _selection, _with_selection,
               lambda cell: cell.selection if cell.chooses_by_content else None,
-              lambda rule: {} if rule == "uniform" else {"content": {"rules": [str(rule)]}}),
+              lambda rule: {} if rule == "uniform" else {"content": {"rules": [str(rule)]}}, absent="uniform"),
     Parameter("tolerance", _tolerance, _with_tolerance, lambda cell: cell.adaptive.tolerance if cell.adaptive else None,
               lambda tolerance: {"adaptive": {"tolerance": float(tolerance)}}),
     *(_scorer(setting) for setting in ("width", "epochs", "learning_rate")),

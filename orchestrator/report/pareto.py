@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from orchestrator.experiment.results import Trial
-from orchestrator.experiment.search_parameters import override_of
+from orchestrator.experiment.search_parameters import PARAMETERS, override_of
 from orchestrator.experiment.search_space import SearchSpace
 
 
@@ -19,10 +19,14 @@ def shown(values: dict[str, Any]) -> str:
 
 def ran_settings(config: dict[str, Any], settings: dict[str, Any]) -> str:
     """The searched settings as the trial's cell ran them (a stride gives k = max_frames // j, and the cell's
-    stride is max_frames // k), with the sampled values beside those that differ."""
-    ran = {name: settings.get(name, value) for name, value in config.items()}
-    sampled = {name: value for name, value in config.items() if ran[name] != value}
-    return shown(ran) + (f" (sampled {shown(sampled)})" if sampled else "")
+    stride is max_frames // k), with the sampled values beside those that differ, and apart those sampled
+    for what the cell has not (a scorer's width on uniform frames, a tolerance for a content student)."""
+    ran = {name: settings.get(name, PARAMETERS[name].absent) for name in config}
+    unused = {name: config[name] for name, value in ran.items() if value is None}
+    ran = {name: value for name, value in ran.items() if value is not None}
+    sampled = {name: config[name] for name, value in ran.items() if value != config[name]}
+    return (shown(ran) + (f" (sampled {shown(sampled)})" if sampled else "")
+            + (f" (not used by this cell: {shown(unused)})" if unused else ""))
 
 
 def plot_front(trials: list[Trial], front: list[Trial], title: str, path: str) -> None:
