@@ -13,9 +13,10 @@ targets it costs seconds; relaxed top-k or policy-gradient selection trained wit
 needs the student in the loop and is not built here.
 
 The scorer is two narrow layers over a frame's 1152 features, the first a learned cheap projection to 32
-dimensions by default (`ScorerSettings.width`, which a preset and a search may set): 1152 x 32 + 32 x classes multiply-adds a frame (8% of a small H-RNN student's per-frame work at
-20 classes; 160 k at YouTube-8M's 3,862, so 48 M over 300 frames, 6% of a paper-size 30-frame student's
-pass). It reads every frame of a video, and the cell's multiply-adds count that (`ContentSelector.macs`).
+dimensions by default (`ScorerSettings.width`, which a preset and a search may set): 1152 x 32 + 32 x
+classes multiply-adds a frame (8% of a small H-RNN student's per-frame work at 20 classes; 160 k at
+YouTube-8M's 3,862, so 48 M over 300 frames, 6% of a paper-size 30-frame student's pass). It reads every
+frame of a video, and the cell's multiply-adds count that (`ContentSelector.macs`).
 
 Two rules pick from the scores (`RULES`, `@register_rule`): `salient` takes the k highest (SCSampler);
 `salient_segments` cuts the video into k equal segments and takes the highest of each, so every part of the
