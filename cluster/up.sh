@@ -34,11 +34,14 @@ up_local() {
     sed -e "s/@GCS_PORT@/$GCS_PORT/" -e "s/@HEAD_NODE_ID@/$head/" "$HERE/local.yaml" > "$STATE/autoscaler.yaml"
     # A session of its own: every process of this cluster, the worker nodes the autoscaler adds later
     # included, is in one process group, which down.sh --local stops and nothing else.
-    # Token authentication off: everything listens on this machine only.
+    # Token authentication off: everything listens on this machine only. The head's job agent on a port
+    # of its own choosing (0), as Ray's fake nodes' are: on its default, 52365, another Ray on this machine
+    # (a grid's local one) keeps it from binding, and every submission is refused ("No available agent").
     RAY_FAKE_CLUSTER=1 RAY_CLOUD_INSTANCE_ID="$head" RAY_OVERRIDE_NODE_ID_FOR_TESTING="$head" \
     AUTOSCALER_UPDATE_INTERVAL_S=1 RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 \
     setsid --wait bash -c 'echo $$ > "$0/pgid"; exec ray start --head --port "$1" --num-cpus 1 --num-gpus 0 \
-        --dashboard-host 127.0.0.1 --dashboard-port "$2" --autoscaling-config "$0/autoscaler.yaml" \
+        --dashboard-host 127.0.0.1 --dashboard-port "$2" --dashboard-agent-listen-port 0 \
+        --autoscaling-config "$0/autoscaler.yaml" \
         --temp-dir "$0/ray" --disable-usage-stats' "$STATE" "$GCS_PORT" "$DASHBOARD_PORT" > "$STATE/start.log" 2>&1 || {
         echo "error: ray start failed (log: $STATE/start.log):" >&2
         tail -n 5 "$STATE/start.log" >&2

@@ -22,20 +22,18 @@ def test_job_submit_runs_the_grid_on_a_started_cluster(tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     gcs, dashboard = free_port(), free_port()
-    # Every port of its own: the head's job agent listens on 52365 by default, and where another Ray of the
-    # suite (a test's local one beside this) holds it, the agent cannot bind and every submission is refused
-    # with "No available agent to submit job" for as long as that Ray lives.
-    agents = [option for name in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
-                                  "--runtime-env-agent-port", "--metrics-export-port")
-              for option in (name, str(free_port()))]
     # Ray's sockets live under --temp-dir, and a Unix socket path may not exceed 107 bytes.
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    # The job agent on a port of its own choosing (0, as `cluster/up.sh --local` starts its head): on its
+    # default, 52365, another Ray of the suite (a test's local one beside this) keeps it from binding, and
+    # every submission is refused with "No available agent to submit job" for as long as that Ray lives.
     # In a session of its own: the cluster's processes keep `ray start`'s process group, and stopping
     # that group stops this cluster alone (`ray stop` would stop every Ray on the machine, a test's
     # running beside this one included).
     start = subprocess.Popen(
         [RAY, "start", "--head", "--num-cpus", "2", "--port", str(gcs), "--dashboard-host", "127.0.0.1",
-         "--dashboard-port", str(dashboard), *agents, "--disable-usage-stats", "--temp-dir", temp_dir],
+         "--dashboard-port", str(dashboard), "--dashboard-agent-listen-port", "0", "--disable-usage-stats",
+         "--temp-dir", temp_dir],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
     )
     _, err = start.communicate(timeout=120)
