@@ -281,7 +281,7 @@ def load_preset(name_or_path: str, overrides: dict | None = None, overrides_from
         text = resource.read_text()
     raw = _parse(text, where)
     if overrides:
-        raw = _merge(raw or {}, overrides)
+        raw = merge(raw or {}, overrides)
     if not isinstance(raw, dict):
         raise OrchestratorError(f"{where}: a preset is a YAML mapping")
     try:
@@ -329,8 +329,9 @@ def _parse(text: str, where: str) -> Any:
         raise OrchestratorError(f"{where}: not valid YAML: {error}") from None
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge(base: dict, extra: dict) -> dict:
+    """`extra` merged into `base` key by key, at every depth (how an override sets part of a preset)."""
     merged = dict(base)
     for key, value in extra.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
     return merged

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from orchestrator.experiment.matrix import Cell
+from orchestrator.experiment.presets import merge
 from orchestrator.experiment.settings import AdaptiveReading
 from orchestrator.experiment.validation import Invalid
 from workloads.data.batch import FrameSelection
@@ -160,12 +161,5 @@ def override_of(settings: dict[str, Any]) -> dict[str, Any]:
     (two scorer settings make one `content.scorer`)."""
     merged: dict[str, Any] = {}
     for name, value in settings.items():
-        merged = _merged(merged, PARAMETERS[name].override(value))
+        merged = merge(merged, PARAMETERS[name].override(value))
     return merged
-
-
-def _merged(into: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
-    out = dict(into)
-    for key, value in part.items():
-        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
